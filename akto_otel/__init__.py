@@ -1,0 +1,1 @@
+"""Akto guardrails and OpenTelemetry tracing for the Claude Agent SDK."""

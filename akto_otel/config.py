@@ -1,0 +1,315 @@
+"""Settings for akto_otel: one frozen object built from arguments or the environment.
+
+Every variable of Akto's reference connector is honoured under its own name, plus
+a few of ours (``AKTO_FAIL_MODE``, ``AKTO_MAX_STOP_REGENERATIONS``, ...). A bad value
+raises :class:`AktoConfigError` naming the variable and what it accepts.
+
+Usage::
+
+    from akto_otel.config import Settings
+
+    settings = Settings.from_env()                       # os.environ
+    settings = Settings.from_env(timeout=2.0)            # an argument wins over the env
+    settings = Settings.from_env({"AKTO_TIMEOUT": "1"})  # any mapping
+
+Reading settings never touches the disk or the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from akto_otel.errors import AktoConfigError
+
+__all__ = [
+    "CaptureMode",
+    "DeliveryMode",
+    "FailMode",
+    "Mode",
+    "Settings",
+]
+
+Mode = Literal["argus", "atlas"]
+FailMode = Literal["open", "closed"]
+DeliveryMode = Literal["batch", "proxy"]
+CaptureMode = Literal["NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT"]
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_CAPTURE_MODES: tuple[CaptureMode, ...] = ("NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT")
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise AktoConfigError(name, raw, "true or false (also 1/0, yes/no, on/off)")
+
+
+def _parse_float(name: str, raw: str, *, minimum: float, maximum: float) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise AktoConfigError(name, raw, f"a number of seconds in ({minimum}, {maximum}]") from None
+    if not (minimum < value <= maximum):
+        raise AktoConfigError(name, raw, f"a number of seconds in ({minimum}, {maximum}]")
+    return value
+
+
+def _parse_int(name: str, raw: str, *, minimum: int, maximum: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise AktoConfigError(name, raw, f"a whole number from {minimum} to {maximum}") from None
+    if not (minimum <= value <= maximum):
+        raise AktoConfigError(name, raw, f"a whole number from {minimum} to {maximum}")
+    return value
+
+
+def _parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise AktoConfigError(name, raw, " or ".join(choices))
+    return value
+
+
+def _parse_url(name: str, raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise AktoConfigError(name, raw, "an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise AktoConfigError(name, raw, "a base URL without query or fragment")
+    return value
+
+
+def _parse_path(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value) or "?" in value or "#" in value:
+        raise AktoConfigError(name, raw, "a URL path such as /mcp (no spaces, query or fragment)")
+    return value
+
+
+def _parse_capture(name: str, raw: str) -> CaptureMode:
+    value = raw.strip()
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return "SPAN_ONLY"
+    if lowered in _FALSE:
+        return "NO_CONTENT"
+    upper = value.upper()
+    for mode in _CAPTURE_MODES:
+        if upper == mode:
+            return mode
+    raise AktoConfigError(name, raw, "true, false, " + ", ".join(_CAPTURE_MODES))
+
+
+def _parse_log_level(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value == "WARN":
+        value = "WARNING"
+    if value not in _LOG_LEVELS:
+        raise AktoConfigError(name, raw, ", ".join(_LOG_LEVELS))
+    return value
+
+
+def _parse_existing_file(name: str, raw: str) -> str:
+    value = os.path.expanduser(raw.strip())
+    if not value:
+        return ""
+    if not os.path.isfile(value):
+        raise AktoConfigError(name, raw, "the path of an existing CA bundle file (PEM)")
+    return value
+
+
+def _parse_patterns(name: str, raw: str) -> tuple[str, ...]:
+    patterns = tuple(p for p in (part.strip() for part in raw.split(",")) if p)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise AktoConfigError(name, raw, f"comma-separated regular expressions ({exc})") from None
+    return patterns
+
+
+@dataclass(frozen=True)
+class _Var:
+    """How one setting is read from the environment."""
+
+    names: tuple[str, ...]
+    parse: Callable[[str, str], Any]
+
+
+def _var(*names: str, parse: Callable[[str, str], Any]) -> _Var:
+    return _Var(names, parse)
+
+
+def _stripped(_name: str, raw: str) -> str:
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything akto_otel needs to know, validated once.
+
+    Field names are the arguments of :meth:`from_env` and of
+    ``AktoGuardrails(...)``; :meth:`environment_variables` names the variable(s)
+    each one is read from.
+    """
+
+    ingestion_url: str = ""
+    sync_mode: bool = True
+    akto_host: str = "api.anthropic.com"
+    timeout: float = 5.0
+    token: str = field(default="", repr=False)
+    mode: Mode = "argus"
+    connector: str = "claude_agent_sdk"
+    connector_value: str = "claude_agent_sdk"
+    mcp_ingest_path: str = "/mcp"
+    non_mcp_tool_path_prefix: str = "/tool"
+    agent_id: str = ""
+    log_dir: str = ""
+    log_level: str = "INFO"
+    log_payloads: bool = False
+    ssl_cert_path: str = ""
+    # Ours, beyond the reference connector.
+    fail_mode: FailMode = "open"
+    max_stop_regenerations: int = 2
+    delivery: DeliveryMode = "batch"
+    tool_response_guardrails: bool = False
+    approval_decision: Literal["ask", "deny"] = "ask"
+    session_headers: bool = True
+    agent_name: str = "claude-agent"
+    capture_content: CaptureMode = "NO_CONTENT"
+    capture_max_length: int = 4096
+    redact_patterns: tuple[str, ...] = ()
+    semconv_security: bool = False
+    max_sessions: int = 10_000
+    session_idle_timeout: float = 3600.0
+    max_response_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if not (0 < self.timeout <= 600):
+            raise AktoConfigError("timeout", str(self.timeout), "a number of seconds in (0, 600]")
+        if self.mode not in ("argus", "atlas"):
+            raise AktoConfigError("mode", str(self.mode), "argus or atlas")
+        if self.fail_mode not in ("open", "closed"):
+            raise AktoConfigError("fail_mode", str(self.fail_mode), "open or closed")
+        if self.delivery not in ("batch", "proxy"):
+            raise AktoConfigError("delivery", str(self.delivery), "batch or proxy")
+        if self.approval_decision not in ("ask", "deny"):
+            raise AktoConfigError("approval_decision", str(self.approval_decision), "ask or deny")
+        if self.capture_content not in _CAPTURE_MODES:
+            raise AktoConfigError(
+                "capture_content", str(self.capture_content), ", ".join(_CAPTURE_MODES)
+            )
+        if self.max_stop_regenerations < 0:
+            raise AktoConfigError(
+                "max_stop_regenerations", str(self.max_stop_regenerations), "0 or more"
+            )
+        if self.ingestion_url:
+            object.__setattr__(
+                self, "ingestion_url", _parse_url("ingestion_url", self.ingestion_url)
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); ``overrides`` win."""
+        source = os.environ if env is None else env
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls) if f.init}
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for attr, var in _ENV_VARS.items():
+            if attr in overrides:
+                continue
+            for name in var.names:
+                raw = source.get(name)
+                if raw is not None and (raw.strip() or attr == "agent_id"):
+                    values[attr] = var.parse(name, raw)
+                    break
+        values.update(overrides)
+        return cls(**values)
+
+    # Derived values the wire format needs.
+    @property
+    def context_source(self) -> str:
+        return "ENDPOINT" if self.mode == "atlas" else "AGENTIC"
+
+    @property
+    def vxlan_id(self) -> str:
+        return self.agent_id or "0"
+
+    @property
+    def capture_on_spans(self) -> bool:
+        return self.capture_content in ("SPAN_ONLY", "SPAN_AND_EVENT")
+
+    @property
+    def capture_in_events(self) -> bool:
+        return self.capture_content in ("EVENT_ONLY", "SPAN_AND_EVENT")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def environment_variables() -> dict[str, tuple[str, ...]]:
+        """Setting name -> the environment variables read for it, first wins."""
+        return {attr: var.names for attr, var in _ENV_VARS.items()}
+
+
+_ENV_VARS: dict[str, _Var] = {
+    "ingestion_url": _var("AKTO_DATA_INGESTION_URL", parse=_parse_url),
+    "sync_mode": _var("AKTO_SYNC_MODE", parse=_parse_bool),
+    "akto_host": _var("AKTO_HOST", parse=_stripped),
+    "timeout": _var(
+        "AKTO_TIMEOUT", parse=lambda n, r: _parse_float(n, r, minimum=0.0, maximum=600.0)
+    ),
+    "token": _var("AKTO_API_TOKEN", "AKTO_TOKEN", parse=_stripped),
+    "mode": _var("MODE", parse=lambda n, r: _parse_choice(n, r, ("argus", "atlas"))),
+    "connector": _var("AKTO_CONNECTOR", parse=_stripped),
+    "connector_value": _var("AKTO_CONNECTOR_VALUE", parse=_stripped),
+    "mcp_ingest_path": _var("MCP_INGEST_PATH", parse=_parse_path),
+    "non_mcp_tool_path_prefix": _var("NON_MCP_TOOL_PATH_PREFIX", parse=_parse_path),
+    "agent_id": _var("AGENT_ID", parse=_stripped),
+    "log_dir": _var("LOG_DIR", parse=_stripped),
+    "log_level": _var("LOG_LEVEL", parse=_parse_log_level),
+    "log_payloads": _var("LOG_PAYLOADS", parse=_parse_bool),
+    "ssl_cert_path": _var("SSL_CERT_PATH", parse=_parse_existing_file),
+    "fail_mode": _var("AKTO_FAIL_MODE", parse=lambda n, r: _parse_choice(n, r, ("open", "closed"))),
+    "max_stop_regenerations": _var(
+        "AKTO_MAX_STOP_REGENERATIONS", parse=lambda n, r: _parse_int(n, r, minimum=0, maximum=100)
+    ),
+    "delivery": _var("AKTO_DELIVERY", parse=lambda n, r: _parse_choice(n, r, ("batch", "proxy"))),
+    "tool_response_guardrails": _var("AKTO_TOOL_RESPONSE_GUARDRAILS", parse=_parse_bool),
+    "approval_decision": _var(
+        "AKTO_APPROVAL_DECISION", parse=lambda n, r: _parse_choice(n, r, ("ask", "deny"))
+    ),
+    "session_headers": _var("AKTO_SESSION_HEADERS", parse=_parse_bool),
+    "agent_name": _var("AKTO_AGENT_NAME", "OTEL_SERVICE_NAME", parse=_stripped),
+    "capture_content": _var(
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", parse=_parse_capture
+    ),
+    "capture_max_length": _var(
+        "AKTO_CAPTURE_MAX_LENGTH", parse=lambda n, r: _parse_int(n, r, minimum=16, maximum=1 << 20)
+    ),
+    "redact_patterns": _var("AKTO_REDACT_PATTERNS", parse=_parse_patterns),
+    "semconv_security": _var("AKTO_SEMCONV_SECURITY", parse=_parse_bool),
+    "max_sessions": _var(
+        "AKTO_MAX_SESSIONS", parse=lambda n, r: _parse_int(n, r, minimum=1, maximum=10_000_000)
+    ),
+    "session_idle_timeout": _var(
+        "AKTO_SESSION_IDLE_TIMEOUT",
+        parse=lambda n, r: _parse_float(n, r, minimum=0.0, maximum=7 * 86400.0),
+    ),
+}

@@ -1,0 +1,635 @@
+"""Akto's wire contract: pure builders for records and URLs, and the verdict parser.
+
+Byte-compatible with Akto's reference Claude Agent SDK connector: same key order,
+same ``json.dumps`` encoding (default separators, ASCII escapes) of the nested JSON
+strings. No I/O here; the time is an argument so records are reproducible.
+
+Usage::
+
+    from akto_otel.contract import WireContext, prompt_record, http_proxy_url, parse_verdict
+
+    ctx = WireContext(client_ip="10.0.0.7")
+    record = prompt_record(ctx, "hello", time_ms=1700000000000)
+    url = http_proxy_url("https://akto.example", "claude_agent_sdk", guardrails=True)
+    verdict = parse_verdict({"data": {"guardrailsResult": {"Allowed": False, "Reason": "x"}}})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from akto_otel.config import Settings
+
+__all__ = [
+    "BLOCKED_BY",
+    "DEFAULT_BLOCK_REASON",
+    "MAX_PROXY_BODY_CHARS",
+    "MAX_PROXY_STRING_CHARS",
+    "Decision",
+    "Verdict",
+    "WireContext",
+    "dumps",
+    "encode_ingest_batch",
+    "encode_record",
+    "health_check_url",
+    "http_proxy_url",
+    "ingest_data_url",
+    "ingest_record",
+    "parse_claude_tool",
+    "parse_verdict",
+    "prompt_record",
+    "tool_path",
+    "tool_request_record",
+    "tool_result_record",
+    "turn_record",
+]
+
+Record = dict[str, Any]
+Decision = Literal["allow", "deny", "warn", "alert", "ask", "modify", "error"]
+
+BLOCKED_BY = "Akto Proxy"
+DEFAULT_BLOCK_REASON = "Policy violation"
+DEFAULT_CLIENT_IP = "0.0.0.0"
+PROMPT_PATH = "/v1/messages"
+#: The server's default per-string limit on /api/http-proxy (about 256 Ki characters).
+MAX_PROXY_STRING_CHARS = 256 * 1024
+#: The server's default body limit on /api/http-proxy (2 Mi).
+MAX_PROXY_BODY_CHARS = 2 * 1024 * 1024
+#: Room left for the JSON escaping a payload string gets inside the record body.
+_PAYLOAD_LIMIT = MAX_PROXY_STRING_CHARS - 1024
+_TRUNCATION_MARKER = "...[truncated {n} chars]"
+_GEN_AI_TAGS = {"gen-ai": "Gen AI", "agent-name": "claude-agent"}
+_INGEST_ONLY_FIELDS = ("contextSource", "metadata")
+_UNSAFE_PATH_CHARS = re.compile(r"[^a-zA-Z0-9._~-]+")
+_DASHES = re.compile(r"-+")
+_MAX_DEPTH = 64
+
+
+# --------------------------------------------------------------------------- JSON encoding
+
+
+def dumps(value: Any) -> str:
+    """``json.dumps`` as the reference connector calls it, made total.
+
+    Values json cannot encode (bytes, sets, datetimes, NaN, cycles, very deep
+    nesting, custom objects) are turned into JSON-safe stand-ins instead of raising.
+    """
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps(_json_safe(value, 0, set()), allow_nan=False)
+
+
+def _json_safe(value: Any, depth: int, seen: set[int]) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth >= _MAX_DEPTH:
+        return "[max depth]"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, Mapping):
+        if id(value) in seen:
+            return "[cycle]"
+        seen.add(id(value))
+        try:
+            return {
+                k if isinstance(k, str) else _key(k): _json_safe(v, depth + 1, seen)
+                for k, v in value.items()
+            }
+        finally:
+            seen.discard(id(value))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if id(value) in seen:
+            return "[cycle]"
+        seen.add(id(value))
+        try:
+            items: Iterable[Any] = value
+            if isinstance(value, (set, frozenset)):
+                items = sorted(value, key=repr)
+            return [_json_safe(v, depth + 1, seen) for v in items]
+        finally:
+            seen.discard(id(value))
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _key(key: Any) -> str:
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key) if not isinstance(key, float) or math.isfinite(key) else str(key)
+    try:
+        return str(key)
+    except Exception:
+        return f"<unprintable {type(key).__name__}>"
+
+
+def _truncate_strings(value: Any, cap: int) -> Any:
+    if isinstance(value, str):
+        if len(value) <= cap:
+            return value
+        return value[:cap] + _TRUNCATION_MARKER.format(n=len(value) - cap)
+    if isinstance(value, dict):
+        return {k: _truncate_strings(v, cap) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_truncate_strings(v, cap) for v in value]
+    return value
+
+
+def _payload(value: Any, limit: int = _PAYLOAD_LIMIT) -> str:
+    """Encode ``value`` as a JSON string of at most ``limit`` characters.
+
+    Long strings inside are cut with a marker, so the result stays valid JSON of
+    the same shape; only a value too large in its structure is replaced by a
+    ``{"x-akto-truncated": true, "preview": ...}`` object.
+    """
+    text = dumps(value)
+    if len(text) <= limit:
+        return text
+    safe = json.loads(text)  # JSON-safe copy: the shape the server would have seen
+    cap = limit // 2
+    while cap >= 64:
+        text = json.dumps(_truncate_strings(safe, cap))
+        if len(text) <= limit:
+            return text
+        cap //= 2
+    preview = json.dumps(safe)[: limit // 4]
+    return json.dumps({"x-akto-truncated": True, "preview": preview})
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class WireContext:
+    """The per-deployment values every record carries."""
+
+    akto_host: str = "api.anthropic.com"
+    client_ip: str = ""
+    vxlan_id: str = "0"
+    connector_value: str = "claude_agent_sdk"
+    context_source: str = "AGENTIC"
+    mcp_ingest_path: str = "/mcp"
+    non_mcp_tool_path_prefix: str = "/tool"
+    extra_request_headers: tuple[tuple[str, str], ...] = field(default=())
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client_ip: str = "") -> WireContext:
+        return cls(
+            akto_host=settings.akto_host,
+            client_ip=client_ip,
+            vxlan_id=settings.vxlan_id,
+            connector_value=settings.connector_value,
+            context_source=settings.context_source,
+            mcp_ingest_path=settings.mcp_ingest_path,
+            non_mcp_tool_path_prefix=settings.non_mcp_tool_path_prefix,
+        )
+
+    def with_session(self, session_id: str | None, message_id: str | None) -> WireContext:
+        """A context whose requestHeaders carry Akto's session and message ids."""
+        extra: list[tuple[str, str]] = []
+        if session_id:
+            extra.append(("x-akto-installer-akto_session_id", session_id))
+        if message_id:
+            extra.append(("x-akto-installer-akto_message_id", message_id))
+        return WireContext(
+            akto_host=self.akto_host,
+            client_ip=self.client_ip,
+            vxlan_id=self.vxlan_id,
+            connector_value=self.connector_value,
+            context_source=self.context_source,
+            mcp_ingest_path=self.mcp_ingest_path,
+            non_mcp_tool_path_prefix=self.non_mcp_tool_path_prefix,
+            extra_request_headers=tuple(extra),
+        )
+
+
+def parse_claude_tool(tool_name: str) -> tuple[bool, str, str]:
+    """``mcp__<server>__<tool>`` -> (True, server, tool); anything else (False, "", "")."""
+    if not tool_name.startswith("mcp__"):
+        return False, "", ""
+    parts = tool_name.split("__")
+    if len(parts) < 3:
+        return False, "", ""
+    server, tool = parts[1], "__".join(parts[2:])
+    if not server or not tool:
+        return False, "", ""
+    return True, server, tool
+
+
+def tool_path(ctx: WireContext, tool_name: str) -> str:
+    """The mirrored path of a tool call: the MCP path, or ``<prefix>/<normalized name>``."""
+    if parse_claude_tool(tool_name)[0]:
+        return ctx.mcp_ingest_path
+    prefix = (ctx.non_mcp_tool_path_prefix or "/tool").strip()
+    if not prefix.startswith("/"):
+        prefix = "/" + prefix
+    prefix = prefix.rstrip("/") or "/tool"
+    name = _UNSAFE_PATH_CHARS.sub("-", (tool_name or "unknown").strip())
+    name = _DASHES.sub("-", name).strip("-") or "unknown"
+    return f"{prefix}/{name}"
+
+
+def _request_headers(ctx: WireContext, hook: str, mcp_server: str = "") -> str:
+    headers = {"host": ctx.akto_host, "x-claude-hook": hook, "content-type": "application/json"}
+    if mcp_server:
+        headers["x-mcp-server"] = mcp_server
+    headers.update(ctx.extra_request_headers)
+    return json.dumps(headers)
+
+
+def _blocked_response_headers(hook: str) -> str:
+    return json.dumps(
+        {"x-claude-hook": hook, "x-blocked-by": BLOCKED_BY, "content-type": "application/json"}
+    )
+
+
+def _blocked_body(reason: str) -> dict[str, str]:
+    return {"x-blocked-by": BLOCKED_BY, "reason": reason or DEFAULT_BLOCK_REASON}
+
+
+def _record(
+    ctx: WireContext,
+    *,
+    path: str,
+    request_headers: str,
+    response_headers: str,
+    request_payload: str,
+    response_payload: str,
+    status: str,
+    tags: Mapping[str, str],
+    time_ms: int | None,
+) -> Record:
+    tag = json.dumps(dict(tags))
+    return {
+        "path": path,
+        "requestHeaders": request_headers,
+        "responseHeaders": response_headers,
+        "method": "POST",
+        "requestPayload": request_payload,
+        "responsePayload": response_payload,
+        "ip": ctx.client_ip or DEFAULT_CLIENT_IP,
+        "destIp": "127.0.0.1",
+        "time": str(int(time.time() * 1000) if time_ms is None else time_ms),
+        "statusCode": status,
+        "type": "HTTP/1.1",
+        "status": status,
+        "akto_account_id": "1000000",
+        "akto_vxlan_id": ctx.vxlan_id,
+        "is_pending": "false",
+        "source": "MIRRORING",
+        "direction": None,
+        "process_id": None,
+        "socket_id": None,
+        "daemonset_id": None,
+        "enabled_graph": None,
+        "tag": tag,
+        "metadata": tag,
+        "contextSource": ctx.context_source,
+    }
+
+
+def prompt_record(
+    ctx: WireContext,
+    prompt: str,
+    *,
+    blocked_reason: str | None = None,
+    time_ms: int | None = None,
+) -> Record:
+    """A UserPromptSubmit record; ``blocked_reason`` makes it the 403 "blocked" variant."""
+    hook = "UserPromptSubmit"
+    blocked = blocked_reason is not None
+    return _record(
+        ctx,
+        path=PROMPT_PATH,
+        request_headers=_request_headers(ctx, hook),
+        response_headers=(
+            _blocked_response_headers(hook) if blocked else json.dumps({"x-claude-hook": hook})
+        ),
+        request_payload=_payload({"body": prompt.strip()}),
+        response_payload=(
+            json.dumps({"body": json.dumps(_blocked_body(blocked_reason or ""))})
+            if blocked
+            else "{}"
+        ),
+        status="403" if blocked else "200",
+        tags=_GEN_AI_TAGS,
+        time_ms=time_ms,
+    )
+
+
+def _tool_tags(ctx: WireContext, is_mcp: bool) -> dict[str, str]:
+    if is_mcp:
+        return {"mcp-server": "MCP Server", "mcp-client": ctx.connector_value}
+    return {"gen-ai": "Gen AI", "ai-agent": ctx.connector_value}
+
+
+def _jsonrpc_arguments(tool_input: Any) -> Any:
+    if isinstance(tool_input, dict):
+        return tool_input
+    if tool_input is None:
+        return {}
+    return {"input": tool_input}
+
+
+def _jsonrpc_call(tool: str, tool_input: Any) -> str:
+    return _payload(
+        {
+            "jsonrpc": "2.0",
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": _jsonrpc_arguments(tool_input)},
+            "id": 1,
+        }
+    )
+
+
+def tool_request_record(
+    ctx: WireContext,
+    tool_name: str,
+    tool_input: Any,
+    *,
+    blocked_reason: str | None = None,
+    time_ms: int | None = None,
+) -> Record:
+    """A PreToolUse record (built-in or MCP tool); ``blocked_reason`` -> the 403 variant."""
+    hook = "PreToolUse"
+    is_mcp, server, tool = parse_claude_tool(tool_name)
+    if is_mcp:
+        request_payload = _jsonrpc_call(tool, tool_input)
+    else:
+        request_payload = _payload({"body": tool_input, "toolName": tool_name})
+    blocked = blocked_reason is not None
+    return _record(
+        ctx,
+        path=tool_path(ctx, tool_name),
+        request_headers=_request_headers(ctx, hook, server),
+        response_headers=(
+            _blocked_response_headers(hook) if blocked else json.dumps({"x-claude-hook": hook})
+        ),
+        request_payload=request_payload,
+        response_payload=(
+            json.dumps({"body": _blocked_body(blocked_reason or "")}) if blocked else "{}"
+        ),
+        status="403" if blocked else "200",
+        tags=_tool_tags(ctx, is_mcp),
+        time_ms=time_ms,
+    )
+
+
+def tool_result_record(
+    ctx: WireContext,
+    tool_name: str,
+    tool_input: Any,
+    tool_response: Any,
+    *,
+    time_ms: int | None = None,
+) -> Record:
+    """A PostToolUse record: the call and its result."""
+    hook = "PostToolUse"
+    is_mcp, server, tool = parse_claude_tool(tool_name)
+    if is_mcp:
+        request_payload = _jsonrpc_call(tool, tool_input)
+        result = tool_response if isinstance(tool_response, dict) else {"output": tool_response}
+        response_payload = _payload({"jsonrpc": "2.0", "id": 1, "result": result})
+    else:
+        request_payload = _payload({"body": {"toolName": tool_name, "toolArgs": tool_input}})
+        response_payload = _payload({"body": {"result": tool_response}})
+    return _record(
+        ctx,
+        path=tool_path(ctx, tool_name),
+        request_headers=_request_headers(ctx, hook, server),
+        response_headers=json.dumps({"x-claude-hook": hook, "content-type": "application/json"}),
+        request_payload=request_payload,
+        response_payload=response_payload,
+        status="200",
+        tags=_tool_tags(ctx, is_mcp),
+        time_ms=time_ms,
+    )
+
+
+def turn_record(
+    ctx: WireContext,
+    user_prompt: str,
+    response_text: str,
+    *,
+    hook: str = "Stop",
+    blocked_reason: str | None = None,
+    time_ms: int | None = None,
+) -> Record:
+    """A Stop (or SubagentStop) record: the prompt and the assistant's answer."""
+    blocked = blocked_reason is not None
+    return _record(
+        ctx,
+        path=PROMPT_PATH,
+        request_headers=_request_headers(ctx, hook),
+        response_headers=(
+            _blocked_response_headers(hook)
+            if blocked
+            else json.dumps({"x-claude-hook": hook, "content-type": "application/json"})
+        ),
+        request_payload=_payload({"body": user_prompt}),
+        response_payload=(
+            json.dumps({"body": json.dumps(_blocked_body(blocked_reason or ""))})
+            if blocked
+            else _payload({"body": response_text})
+        ),
+        status="403" if blocked else "200",
+        tags=_GEN_AI_TAGS,
+        time_ms=time_ms,
+    )
+
+
+# --------------------------------------------------------------------------- URLs and bodies
+
+
+def http_proxy_url(
+    base_url: str,
+    connector: str,
+    *,
+    guardrails: bool = False,
+    response_guardrails: bool = False,
+    ingest_data: bool = False,
+) -> str:
+    """``{base}/api/http-proxy?...`` with the flags in the reference connector's order."""
+    params: list[str] = []
+    if guardrails:
+        params.append("guardrails=true")
+    if response_guardrails:
+        params.append("response_guardrails=true")
+    params.append(f"akto_connector={connector}")
+    if ingest_data:
+        params.append("ingest_data=true")
+    return f"{base_url}/api/http-proxy?{'&'.join(params)}"
+
+
+def ingest_data_url(base_url: str) -> str:
+    return f"{base_url}/api/ingestData"
+
+
+def health_check_url(base_url: str) -> str:
+    return f"{base_url}/healthCheck"
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """The http-proxy body: the record as the reference connector encodes it."""
+    return json.dumps(record).encode("utf-8")
+
+
+def ingest_record(record: Mapping[str, Any]) -> Record:
+    """The record as ``/api/ingestData`` takes it: without contextSource and metadata."""
+    return {k: v for k, v in record.items() if k not in _INGEST_ONLY_FIELDS}
+
+
+def encode_ingest_batch(records: Sequence[Mapping[str, Any]]) -> bytes:
+    """The ``/api/ingestData`` body ``{"batchData": [...]}``."""
+    return json.dumps({"batchData": [ingest_record(r) for r in records]}).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What Akto (or the fail mode standing in for it) decided.
+
+    ``allowed`` says whether the SDK lets the thing pass; ``decision`` is the
+    low-cardinality label spans and metrics carry.
+    """
+
+    decision: Decision
+    allowed: bool
+    behaviour: str = ""
+    reason: str = ""
+    modified_payload: str | None = None
+    fail_open: bool = False
+    error: str | None = None
+    latency_s: float = 0.0
+    policy_name: str = ""
+    rule_violated: str = ""
+    severity: str = ""
+    ran: bool = True
+
+    @classmethod
+    def allow(cls, *, ran: bool = False) -> Verdict:
+        return cls(decision="allow", allowed=True, ran=ran)
+
+    @classmethod
+    def failure(cls, error: str, *, fail_closed: bool, reason: str = "") -> Verdict:
+        """The verdict when Akto could not answer: deny when failing closed, else allow."""
+        text = reason or f"Akto guardrails unavailable ({error})"
+        return cls(
+            decision="error",
+            allowed=not fail_closed,
+            reason=text,
+            fail_open=not fail_closed,
+            error=error,
+            ran=False,
+        )
+
+    def with_latency(self, latency_s: float) -> Verdict:
+        return dataclasses.replace(self, latency_s=latency_s)
+
+
+_FALSY_STRINGS = frozenset({"false", "0", "no", "off"})
+
+
+def _as_bool(value: Any, default: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return default
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _FALSY_STRINGS:
+            return False
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        return default
+    if isinstance(value, (int, float)):
+        return bool(value)
+    return default
+
+
+def _as_str(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return dumps(value)
+
+
+def _side_verdict(result: Mapping[str, Any]) -> Verdict:
+    allowed = _as_bool(result.get("Allowed"), True)
+    behaviour = _as_str(result.get("behaviour") or result.get("Behaviour")).strip().lower()
+    reason = _as_str(result.get("Reason") or result.get("reason"))
+    metadata = result.get("Metadata")
+    meta = metadata if isinstance(metadata, Mapping) else {}
+    fail_open = _as_bool(result.get("failOpen"), False)
+    modified = _as_bool(result.get("Modified"), False)
+    payload = result.get("ModifiedPayload")
+    common: dict[str, Any] = {
+        "behaviour": behaviour,
+        "reason": reason,
+        "fail_open": fail_open,
+        "error": "server_fail_open" if fail_open else None,
+        "policy_name": _as_str(meta.get("policy_name")),
+        "rule_violated": _as_str(meta.get("rule_violated")),
+        "severity": _as_str(meta.get("severity")),
+    }
+    if modified and isinstance(payload, str) and payload:
+        return Verdict(decision="modify", allowed=True, modified_payload=payload, **common)
+    if allowed:
+        return Verdict(decision="allow", allowed=True, **common)
+    if behaviour == "warn":
+        return Verdict(decision="warn", allowed=True, **common)
+    if behaviour == "alert":
+        return Verdict(decision="alert", allowed=True, **common)
+    if behaviour == "approval":
+        return Verdict(decision="ask", allowed=False, **common)
+    return Verdict(decision="deny", allowed=False, **common)
+
+
+_SEVERITY = {"deny": 5, "ask": 4, "modify": 3, "warn": 2, "alert": 1, "allow": 0}
+
+
+def parse_verdict(body: Any) -> Verdict:
+    """Read a ``/api/http-proxy`` answer (already JSON-decoded) into a :class:`Verdict`.
+
+    No ``guardrailsResult`` means nothing ran: allow. When the server nested
+    ``requestResult`` and ``responseResult``, the stricter side wins. A body that
+    is not a JSON object raises ``ValueError`` (the caller maps it to an error kind).
+    """
+    if not isinstance(body, Mapping):
+        raise ValueError(f"verdict body is a {type(body).__name__}, not an object")
+    data = body.get("data")
+    if data is None:
+        return Verdict.allow()
+    if not isinstance(data, Mapping):
+        raise ValueError(f"verdict 'data' is a {type(data).__name__}, not an object")
+    result = data.get("guardrailsResult")
+    if result is None:
+        return Verdict.allow()
+    if not isinstance(result, Mapping):
+        raise ValueError(f"'guardrailsResult' is a {type(result).__name__}, not an object")
+    sides = [
+        _side_verdict(side)
+        for side in (result.get("requestResult"), result.get("responseResult"))
+        if isinstance(side, Mapping)
+    ]
+    top = _side_verdict(result)
+    if not sides:
+        return top
+    strictest = max(sides, key=lambda v: _SEVERITY.get(v.decision, 0))
+    if _SEVERITY.get(top.decision, 0) >= _SEVERITY.get(strictest.decision, 0):
+        return top
+    return strictest

@@ -1,0 +1,160 @@
+"""Settings: every reference variable, aliases, and clear errors for bad values."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from akto_otel.config import Settings
+from akto_otel.errors import AktoConfigError
+
+
+def test_defaults_match_the_reference_connector() -> None:
+    s = Settings.from_env({})
+    assert s.ingestion_url == ""
+    assert s.sync_mode is True
+    assert s.akto_host == "api.anthropic.com"
+    assert s.timeout == 5.0
+    assert s.mode == "argus" and s.context_source == "AGENTIC"
+    assert s.connector == "claude_agent_sdk" and s.connector_value == "claude_agent_sdk"
+    assert (s.mcp_ingest_path, s.non_mcp_tool_path_prefix) == ("/mcp", "/tool")
+    assert s.vxlan_id == "0"
+    assert s.log_payloads is False
+    assert s.fail_mode == "open"
+    assert s.capture_content == "NO_CONTENT"
+
+
+def test_every_reference_variable_is_read() -> None:
+    env = {
+        "AKTO_DATA_INGESTION_URL": "https://akto.example:9090/",
+        "AKTO_SYNC_MODE": "false",
+        "AKTO_HOST": "my.agent",
+        "AKTO_TIMEOUT": "2.5",
+        "AKTO_API_TOKEN": "tok",
+        "MODE": "ATLAS",
+        "AKTO_CONNECTOR": "conn",
+        "AKTO_CONNECTOR_VALUE": "connval",
+        "MCP_INGEST_PATH": "/m",
+        "NON_MCP_TOOL_PATH_PREFIX": "/t",
+        "AGENT_ID": "pod-1",
+        "LOG_DIR": "/tmp/x",
+        "LOG_LEVEL": "debug",
+        "LOG_PAYLOADS": "true",
+    }
+    s = Settings.from_env(env)
+    assert s.ingestion_url == "https://akto.example:9090"
+    assert s.sync_mode is False
+    assert s.akto_host == "my.agent"
+    assert s.timeout == 2.5
+    assert s.token == "tok"
+    assert s.mode == "atlas" and s.context_source == "ENDPOINT"
+    assert (s.connector, s.connector_value) == ("conn", "connval")
+    assert (s.mcp_ingest_path, s.non_mcp_tool_path_prefix) == ("/m", "/t")
+    assert s.vxlan_id == "pod-1"
+    assert s.log_dir == "/tmp/x" and s.log_level == "DEBUG" and s.log_payloads is True
+
+
+def test_token_alias_and_precedence() -> None:
+    assert Settings.from_env({"AKTO_TOKEN": "old"}).token == "old"
+    assert Settings.from_env({"AKTO_TOKEN": "old", "AKTO_API_TOKEN": "new"}).token == "new"
+
+
+def test_token_never_in_repr() -> None:
+    s = Settings.from_env({"AKTO_API_TOKEN": "s3cr3t-token"})
+    assert "s3cr3t-token" not in repr(s) and "s3cr3t-token" not in str(s)
+
+
+def test_arguments_win_over_environment() -> None:
+    s = Settings.from_env({"AKTO_TIMEOUT": "9"}, timeout=1.0, fail_mode="closed")
+    assert s.timeout == 1.0 and s.fail_mode == "closed"
+
+
+def test_unknown_argument_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="tiemout"):
+        Settings.from_env({}, tiemout=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("AKTO_TIMEOUT", "abc", "number of seconds"),
+        ("AKTO_TIMEOUT", "0", "number of seconds"),
+        ("AKTO_TIMEOUT", "-1", "number of seconds"),
+        ("AKTO_DATA_INGESTION_URL", "akto.local:9090", "http:// or https://"),
+        ("AKTO_DATA_INGESTION_URL", "ftp://akto", "http:// or https://"),
+        ("AKTO_DATA_INGESTION_URL", "https://akto/x?y=1", "without query"),
+        ("MODE", "foo", "argus or atlas"),
+        ("AKTO_SYNC_MODE", "maybe", "true or false"),
+        ("LOG_PAYLOADS", "sure", "true or false"),
+        ("LOG_LEVEL", "loud", "DEBUG"),
+        ("AKTO_FAIL_MODE", "sideways", "open or closed"),
+        ("AKTO_DELIVERY", "pigeon", "batch or proxy"),
+        ("AKTO_MAX_STOP_REGENERATIONS", "-2", "whole number"),
+        ("AKTO_MAX_STOP_REGENERATIONS", "two", "whole number"),
+        ("SSL_CERT_PATH", "/no/such/bundle.pem", "existing CA bundle"),
+        ("MCP_INGEST_PATH", "/has space", "URL path"),
+        ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "lots", "SPAN_ONLY"),
+        ("AKTO_REDACT_PATTERNS", "ok,([unclosed", "regular expressions"),
+    ],
+)
+def test_bad_values_name_the_variable_and_what_is_accepted(
+    name: str, value: str, accepted: str
+) -> None:
+    with pytest.raises(AktoConfigError) as info:
+        Settings.from_env({name: value})
+    message = str(info.value)
+    assert name in message and accepted in message
+    assert info.value.name == name
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [
+        ("true", "SPAN_ONLY"),
+        ("False", "NO_CONTENT"),
+        ("span_and_event", "SPAN_AND_EVENT"),
+        ("EVENT_ONLY", "EVENT_ONLY"),
+    ],
+)
+def test_capture_content_boolean_and_enum_forms(value: str, mode: str) -> None:
+    s = Settings.from_env({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": value})
+    assert s.capture_content == mode
+
+
+def test_ssl_cert_path_accepts_an_existing_file(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert Settings.from_env({"SSL_CERT_PATH": str(bundle)}).ssl_cert_path == str(bundle)
+
+
+def test_import_has_no_side_effects(tmp_path: Path) -> None:
+    """Importing the package creates no files and opens no sockets."""
+    code = (
+        "import socket, sys\n"
+        "def _no_socket(*a, **k):\n"
+        "    raise SystemExit('socket opened during import')\n"
+        "socket.socket.connect = _no_socket\n"
+        "socket.socket.connect_ex = _no_socket\n"
+        "socket.socket.bind = _no_socket\n"
+        "import akto_otel, akto_otel.config, akto_otel.contract, akto_otel.guardrails\n"
+        "print('ok')\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert list(home.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
