@@ -1,0 +1,29 @@
+"""``python -m akto_otel.emulator [--port N] [--host H] [--policy FILE] [--token T]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import PolicyError, run_emulator
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m akto_otel.emulator", description="Run a local Akto emulator."
+    )
+    parser.add_argument("--port", type=int, default=8080, help="port (0: pick a free one)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--policy", default=None, help="JSON or YAML policy file")
+    parser.add_argument("--token", default=None, help="require this Authorization header")
+    args = parser.parse_args(argv)
+    try:
+        run_emulator(args.port, args.policy, args.token, host=args.host)
+    except (PolicyError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,85 @@
+"""Metric instruments of akto_otel (low-cardinality attributes only).
+
+Names become Prometheus names with dots -> underscores, e.g. the decisions counter
+is ``akto_guardrail_decisions_total``: the deny-rate alerts are built on it.
+
+Usage::
+
+    from opentelemetry.sdk.metrics import MeterProvider
+    metrics = GuardrailMetrics(MeterProvider())
+    metrics.record_decision("PreToolUse", verdict)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import metrics
+
+from akto_otel.contract import Verdict
+from akto_otel.version import __version__
+
+__all__ = ["DURATION_BUCKETS_S", "GuardrailMetrics"]
+
+#: Bucket boundaries (seconds) for 1 ms .. 10 s; the SDK defaults are for milliseconds.
+DURATION_BUCKETS_S = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+
+class GuardrailMetrics:
+    """The instruments, on ``meter_provider`` or the global one."""
+
+    def __init__(self, meter_provider: Any = None) -> None:
+        provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+        meter = provider.get_meter("akto_otel", __version__)
+        self._decisions = meter.create_counter(
+            "akto.guardrail.decisions",
+            unit="1",
+            description="Guardrail verdicts by hook, decision and behaviour",
+        )
+        self._duration = meter.create_histogram(
+            "akto.guardrail.duration",
+            unit="s",
+            description="Time to get a guardrail verdict from Akto",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
+        )
+        self._hook_duration = meter.create_histogram(
+            "akto.hook.duration",
+            unit="s",
+            description="Time spent inside an akto_otel hook callback",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
+        )
+        self._hook_errors = meter.create_counter(
+            "akto.hook.errors", unit="1", description="Hook callbacks that failed internally"
+        )
+        self._records = meter.create_counter(
+            "akto.exporter.records",
+            unit="1",
+            description="Akto records by outcome: exported, failed, dropped, retried",
+        )
+
+    def record_decision(self, hook: str, verdict: Verdict) -> None:
+        attributes = {
+            "hook": hook,
+            "decision": verdict.decision,
+            "behaviour": verdict.behaviour or "none",
+            "fail_open": verdict.fail_open,
+        }
+        if verdict.error:
+            attributes["error_type"] = verdict.error
+        self._decisions.add(1, attributes)
+        if verdict.ran or verdict.error not in (None, "not_configured"):
+            self._duration.record(verdict.latency_s, {"hook": hook})
+
+    def record_hook_duration(self, hook: str, seconds: float) -> None:
+        self._hook_duration.record(seconds, {"hook": hook})
+
+    def record_hook_error(self, hook: str) -> None:
+        self._hook_errors.add(1, {"hook": hook})
+
+    def record_export(self, outcome: str, count: int, reason: str) -> None:
+        attributes = {"outcome": outcome}
+        if reason:
+            attributes["reason"] = reason
+        self._records.add(count, attributes)

@@ -1,0 +1,256 @@
+"""Span names, attributes and per-session span state for the hook callbacks.
+
+Parents are explicit: every span is started with the context of the span it
+belongs under (session, subagent or tool), looked up by ``session_id``,
+``agent_id`` and ``tool_use_id``; nothing relies on contextvars, because hook
+callbacks run in tasks the SDK created when it connected.
+
+Usage::
+
+    tracing = SessionTracing(tracer, settings)
+    state = tracing.session("session-1")          # opens ``invoke_agent claude-agent``
+    span = tracing.start_child(state, "akto.user_prompt", hook="UserPromptSubmit")
+    record_verdict(span, "UserPromptSubmit", verdict, settings)
+    span.end()
+    tracing.end_session("session-1")
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from akto_otel.config import Settings
+from akto_otel.contract import Verdict, dumps
+
+__all__ = [
+    "ATTR_DECISION",
+    "EVENT_VERDICT",
+    "SessionState",
+    "SessionTracing",
+    "mark_error",
+    "record_verdict",
+]
+
+EVENT_VERDICT = "akto.guardrail.verdict"
+ATTR_HOOK = "akto.hook"
+ATTR_DECISION = "akto.guardrail.decision"
+ATTR_BEHAVIOUR = "akto.guardrail.behaviour"
+ATTR_REASON = "akto.guardrail.reason"
+ATTR_FAIL_OPEN = "akto.guardrail.fail_open"
+ATTR_POLICY = "akto.guardrail.policy_name"
+ATTR_SEVERITY = "akto.guardrail.severity"
+PROVIDER = "anthropic"
+_REASON_MAX = 1024
+
+
+@dataclass
+class SessionState:
+    """What the hooks remember about one CLI session."""
+
+    session_id: str
+    span: Span
+    owns_span: bool
+    last_prompt: str = ""
+    prompt_id: str = ""
+    regenerations: int = 0
+    subagent_regenerations: dict[str, int] = field(default_factory=dict)
+    tools: dict[str, Span] = field(default_factory=dict)
+    agents: dict[str, Span] = field(default_factory=dict)
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class SessionTracing:
+    """Keeps the open spans of every live session and ends them reliably.
+
+    ``root`` (optional) is the span of a bound :meth:`AktoGuardrails.session`
+    scope: sessions then live under it and never end it. Without a root, each
+    turn gets its own ``invoke_agent`` span, ended when the turn's Stop lets the
+    answer through. At most ``settings.max_sessions`` sessions are kept; the
+    least recently seen one (and any idle past ``session_idle_timeout``) is
+    evicted with its spans closed as errors.
+    """
+
+    def __init__(self, tracer: trace.Tracer, settings: Settings, root: Span | None = None) -> None:
+        self._tracer = tracer
+        self._settings = settings
+        self._root = root
+        self._sessions: OrderedDict[str, SessionState] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[SessionState]:
+        return iter(list(self._sessions.values()))
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self._tracer
+
+    def get(self, session_id: str) -> SessionState | None:
+        return self._sessions.get(session_id)
+
+    def session(self, session_id: str) -> SessionState:
+        """The state of ``session_id``, opening its agent span when new."""
+        state = self._sessions.get(session_id)
+        now = time.monotonic()
+        if state is not None:
+            state.last_seen = now
+            self._sessions.move_to_end(session_id)
+            return state
+        self._evict(now)
+        if self._root is not None:
+            span, owns = self._root, False
+            if session_id and span.is_recording():
+                span.set_attribute("gen_ai.conversation.id", session_id)
+        else:
+            span, owns = self._start_agent_span(session_id), True
+        state = SessionState(session_id=session_id, span=span, owns_span=owns, last_seen=now)
+        self._sessions[session_id] = state
+        return state
+
+    def _start_agent_span(self, session_id: str) -> Span:
+        name = self._settings.agent_name
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.provider.name": PROVIDER,
+            "gen_ai.agent.name": name,
+        }
+        if session_id:
+            attributes["gen_ai.conversation.id"] = session_id
+        return self._tracer.start_span(
+            f"invoke_agent {name}", kind=SpanKind.CLIENT, attributes=attributes
+        )
+
+    def _evict(self, now: float) -> None:
+        idle = self._settings.session_idle_timeout
+        while self._sessions:
+            oldest = next(iter(self._sessions.values()))
+            full = len(self._sessions) >= self._settings.max_sessions
+            if not full and now - oldest.last_seen < idle:
+                break
+            self.end_session(oldest.session_id, error="session_evicted")
+
+    def parent_for(self, state: SessionState, agent_id: str = "") -> Span:
+        """The span a tool or hook span of this session (or subagent) nests under."""
+        if agent_id:
+            agent = state.agents.get(agent_id)
+            if agent is not None:
+                return agent
+        return state.span
+
+    def start_child(
+        self,
+        parent: Span,
+        name: str,
+        *,
+        hook: str,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Span:
+        attrs: dict[str, Any] = {ATTR_HOOK: hook}
+        if attributes:
+            attrs.update(attributes)
+        return self._tracer.start_span(
+            name, context=trace.set_span_in_context(parent), kind=kind, attributes=attrs
+        )
+
+    def start_subagent(self, state: SessionState, agent_id: str, agent_type: str) -> Span:
+        existing = state.agents.get(agent_id)
+        if existing is not None:
+            return existing
+        name = agent_type or "subagent"
+        span = self.start_child(
+            state.span,
+            f"invoke_agent {name}",
+            hook="SubagentStart",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.provider.name": PROVIDER,
+                "gen_ai.agent.name": name,
+                "gen_ai.agent.id": agent_id,
+                "gen_ai.conversation.id": state.session_id,
+            },
+        )
+        state.agents[agent_id] = span
+        return span
+
+    def end_turn(self, session_id: str) -> None:
+        """End an unbound session's turn span (and anything it left open)."""
+        state = self._sessions.get(session_id)
+        if state is None or not state.owns_span:
+            return
+        self.end_session(session_id)
+
+    def end_session(self, session_id: str, *, error: str | None = None) -> None:
+        """Close every span the session left open and forget it.
+
+        Open tool and subagent spans are ended with an error status (the session
+        ended before they did); the agent span too when ``error`` is given.
+        """
+        state = self._sessions.pop(session_id, None)
+        if state is None:
+            return
+        for tool_span in state.tools.values():
+            mark_error(tool_span, error or "session_ended")
+            tool_span.end()
+        for agent_span in state.agents.values():
+            mark_error(agent_span, error or "session_ended")
+            agent_span.end()
+        state.tools.clear()
+        state.agents.clear()
+        if state.owns_span:
+            if error:
+                mark_error(state.span, error)
+            state.span.end()
+
+    def end_all(self, *, error: str | None = None) -> None:
+        for session_id in list(self._sessions):
+            self.end_session(session_id, error=error)
+
+
+def mark_error(span: Span, error_type: str, description: str = "") -> None:
+    """Status ERROR plus a low-cardinality ``error.type`` (never status OK)."""
+    if not span.is_recording():
+        return
+    span.set_attribute("error.type", error_type)
+    span.set_status(Status(StatusCode.ERROR, description or error_type))
+
+
+def record_verdict(span: Span, hook: str, verdict: Verdict, settings: Settings) -> None:
+    """Put the verdict on the guarded span: attributes plus the verdict event."""
+    if not span.is_recording():
+        return
+    attributes: dict[str, Any] = {
+        ATTR_HOOK: hook,
+        ATTR_DECISION: verdict.decision,
+        ATTR_BEHAVIOUR: verdict.behaviour,
+        ATTR_REASON: verdict.reason[:_REASON_MAX],
+        ATTR_FAIL_OPEN: verdict.fail_open,
+    }
+    if verdict.policy_name:
+        attributes[ATTR_POLICY] = verdict.policy_name
+    if verdict.severity:
+        attributes[ATTR_SEVERITY] = verdict.severity
+    if verdict.error:
+        attributes["error.type"] = verdict.error
+    span.add_event(EVENT_VERDICT, attributes)
+    span.set_attribute(ATTR_DECISION, verdict.decision)
+    if verdict.error and verdict.error != "server_fail_open":
+        span.set_attribute("error.type", verdict.error)
+
+
+def content_attribute(value: Any, settings: Settings) -> str:
+    """Content for an opt-in attribute: JSON-encoded when not text, truncated."""
+    text = value if isinstance(value, str) else dumps(value)
+    limit = settings.capture_max_length
+    if len(text) > limit:
+        return text[:limit] + f"...[truncated {len(text) - limit} chars]"
+    return text

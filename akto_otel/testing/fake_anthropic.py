@@ -1,0 +1,657 @@
+"""A scripted fake Anthropic Messages API that drives real Claude Agent SDK sessions offline.
+
+FINDINGS_PLACEHOLDER
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from .scenario import DEFAULT_FINAL_TEXT, Scenario, Step, Text, select_scenario
+
+__all__ = [
+    "SIDE_REPLY_TEXT",
+    "FakeAnthropic",
+    "RecordedRequest",
+    "count_assistant_turns",
+    "first_user_text",
+    "is_side_request",
+]
+
+_log = logging.getLogger(__name__)
+
+SIDE_REPLY_TEXT = "OK"
+"""Text answered to side requests (titles, summaries, probes) that are not the
+scripted conversation."""
+
+_DEFAULT_MODEL = "claude-fake-1"
+_REMINDER_RE = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+# System prompt fragments of the CLI's own side requests. They are not the
+# scripted conversation and must not consume its steps.
+_SIDE_SYSTEM_MARKERS = (
+    "naming a coding session",  # session title (2.1.x)
+    "Summarize this coding conversation",
+    "summarize the conversation",
+    "generate a concise title",
+    "Generate a short title",
+)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One HTTP request received by :class:`FakeAnthropic`.
+
+    ``kind`` is ``"conversation"`` (a scripted turn), ``"side"`` (a CLI side
+    request answered with a short harmless reply), ``"count_tokens"``,
+    ``"probe"`` (HEAD/GET health checks), ``"models"`` or ``"unknown"``.
+    ``scenario`` and ``step`` are set for conversation requests.
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    kind: str
+    scenario: str | None = None
+    step: int | None = None
+    timestamp: float = field(default_factory=time.time)
+
+
+def _text_of(content: Any) -> str:
+    """Joined text of a message ``content`` (string or list of blocks)."""
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    if isinstance(content, list):
+        for block in content:
+            if isinstance(block, Mapping) and block.get("type") == "text":
+                text = block.get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+    return "\n".join(parts)
+
+
+def first_user_text(messages: Any) -> str:
+    """Text of the first ``user`` message, with ``<system-reminder>`` blocks removed.
+
+    This is what a :class:`~akto_otel.testing.Scenario` ``match`` is searched in:
+    for a main conversation it is the prompt given to ``query()``, for a
+    subagent it is the ``prompt`` of the Agent/Task tool call that spawned it.
+    """
+    if not isinstance(messages, list):
+        return ""
+    for message in messages:
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            return _REMINDER_RE.sub("", _text_of(message.get("content"))).strip()
+    return ""
+
+
+def count_assistant_turns(messages: Any) -> int:
+    """Number of ``assistant`` messages in a request: the index of the next step."""
+    if not isinstance(messages, list):
+        return 0
+    return sum(1 for m in messages if isinstance(m, Mapping) and m.get("role") == "assistant")
+
+
+def _system_text(body: Mapping[str, Any]) -> str:
+    system = body.get("system")
+    if isinstance(system, str):
+        return system
+    return _text_of(system)
+
+
+def _json_schema_format(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    output_config = body.get("output_config")
+    if isinstance(output_config, Mapping):
+        fmt = output_config.get("format")
+        if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
+            schema = fmt.get("schema")
+            return schema if isinstance(schema, Mapping) else {}
+    return None
+
+
+def is_side_request(body: Mapping[str, Any]) -> bool:
+    """Whether a ``/v1/messages`` body is one of the CLI's own side requests
+    (session title, summary, ...) rather than a turn of an agent conversation.
+
+    Agent turns (main agent and subagents) always offer tools; the CLI's side
+    requests send ``tools: []`` and either ask for structured JSON output or
+    carry a known side-task system prompt.
+    """
+    tools = body.get("tools")
+    if tools:
+        return False
+    if _json_schema_format(body) is not None:
+        return True
+    system = _system_text(body)
+    if any(marker.lower() in system.lower() for marker in _SIDE_SYSTEM_MARKERS):
+        return True
+    return not first_user_text(body.get("messages"))
+
+
+def _example_for_schema(schema: Any, depth: int = 0) -> Any:
+    """A small value that satisfies a (simple) JSON schema."""
+    if not isinstance(schema, Mapping) or depth > 8:
+        return SIDE_REPLY_TEXT
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    for key in ("anyOf", "oneOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            return _example_for_schema(options[0], depth + 1)
+    typ = schema.get("type")
+    if isinstance(typ, list):
+        typ = next((t for t in typ if t != "null"), typ[0] if typ else "string")
+    if typ == "object" or "properties" in schema:
+        props = schema.get("properties")
+        props = props if isinstance(props, Mapping) else {}
+        required = schema.get("required")
+        keys = list(props) if not isinstance(required, list) else [
+            k for k in props if k in required
+        ]
+        return {k: _example_for_schema(props[k], depth + 1) for k in keys}
+    if typ == "array":
+        return []
+    if typ in ("integer", "number"):
+        return 0
+    if typ == "boolean":
+        return False
+    if typ == "null":
+        return None
+    return "Fake session"
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:24]}"
+
+
+def _estimate_tokens(value: Any) -> int:
+    try:
+        size = len(json.dumps(value))
+    except (TypeError, ValueError):
+        size = len(str(value))
+    return max(1, size // 4)
+
+
+def _message(
+    model: str, text: str | None, tool_uses: Sequence[Mapping[str, Any]], input_tokens: int
+) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if text is not None:
+        content.append({"type": "text", "text": text})
+    for tool_use in tool_uses:
+        content.append(
+            {
+                "type": "tool_use",
+                "id": tool_use["id"],
+                "name": tool_use["name"],
+                "input": dict(tool_use["input"]),
+            }
+        )
+    return {
+        "id": _new_id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": "tool_use" if tool_uses else "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": _estimate_tokens(content),
+        },
+    }
+
+
+def _sse_events(message: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    usage = dict(message["usage"])
+    start_message = dict(message)
+    start_message["content"] = []
+    start_message["stop_reason"] = None
+    start_message["usage"] = {**usage, "output_tokens": 1}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": start_message}),
+        ("ping", {"type": "ping"}),
+    ]
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            start_block: dict[str, Any] = {"type": "text", "text": ""}
+            delta: dict[str, Any] = {"type": "text_delta", "text": block["text"]}
+        else:
+            start_block = {
+                "type": "tool_use",
+                "id": block["id"],
+                "name": block["name"],
+                "input": {},
+            }
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+        events.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": start_block},
+            )
+        )
+        events.append(
+            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        )
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
+    )
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def _sse_body(message: Mapping[str, Any]) -> bytes:
+    return b"".join(
+        f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+        for name, data in _sse_events(message)
+    )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], fake: FakeAnthropic) -> None:
+        self.fake = fake
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            # Clients closing keep-alive connections (e.g. the CLI exiting).
+            _log.debug("fake Anthropic API: connection from %s closed: %r", client_address, exc)
+        else:
+            _log.warning(
+                "fake Anthropic API: error handling request from %s", client_address, exc_info=True
+            )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        _log.debug("%s - %s", self.address_string(), format % args)
+
+    # -- transport -------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size_line = self.rfile.readline()
+                size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        *,
+        head_only: bool = False,
+    ) -> None:
+        reason = self.responses.get(status, ("",))[0]
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"request-id: {_new_id('req_')}\r\n"
+            "anthropic-organization-id: 00000000-0000-0000-0000-000000000000\r\n"
+            "Cache-Control: no-cache\r\n"
+            "Connection: keep-alive\r\n"
+            "\r\n"
+        ).encode("latin-1")
+        # One write = one send: no Nagle / delayed-ACK stall between head and body.
+        self.wfile.write(head if head_only else head + body)
+        self.wfile.flush()
+
+    def _send_json(self, status: int, data: Any) -> None:
+        self._send(status, json.dumps(data).encode())
+
+    def _record(self, body: Any, kind: str, **extra: Any) -> None:
+        self.server.fake._record(
+            RecordedRequest(
+                method=self.command,
+                path=self.path,
+                headers=dict(self.headers.items()),
+                body=body,
+                kind=kind,
+                **extra,
+            )
+        )
+
+    # -- verbs -----------------------------------------------------------------
+
+    def do_HEAD(self) -> None:
+        self._record(None, "probe")
+        self._send(200, b"", head_only=True)
+
+    def do_GET(self) -> None:
+        route = urlsplit(self.path).path.rstrip("/")
+        if route == "/v1/models":
+            self._record(None, "models")
+            model = self.server.fake.model
+            self._send_json(
+                200,
+                {
+                    "data": [
+                        {
+                            "type": "model",
+                            "id": model,
+                            "display_name": model,
+                            "created_at": "2025-01-01T00:00:00Z",
+                        }
+                    ],
+                    "has_more": False,
+                    "first_id": model,
+                    "last_id": model,
+                },
+            )
+        elif route in ("", "/api/hello", "/health"):
+            self._record(None, "probe")
+            self._send_json(200, {"status": "ok"})
+        else:
+            self._unknown(None)
+
+    def do_POST(self) -> None:
+        raw = self._read_body()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        route = urlsplit(self.path).path.rstrip("/")
+        if route == "/v1/messages" and isinstance(body, dict):
+            self._messages(body)
+        elif route == "/v1/messages/count_tokens" and isinstance(body, dict):
+            self._record(body, "count_tokens")
+            self._send_json(200, {"input_tokens": _estimate_tokens(body.get("messages"))})
+        else:
+            self._unknown(body)
+
+    do_PUT = do_POST
+    do_PATCH = do_POST
+
+    def do_DELETE(self) -> None:
+        self._unknown(None)
+
+    def _unknown(self, body: Any) -> None:
+        self._record(body, "unknown")
+        _log.warning("fake Anthropic API: unknown request %s %s", self.command, self.path)
+        self._send_json(
+            404,
+            {
+                "type": "error",
+                "error": {
+                    "type": "not_found_error",
+                    "message": f"fake Anthropic API has no {self.command} {self.path}",
+                },
+            },
+        )
+
+    def _messages(self, body: dict[str, Any]) -> None:
+        fake = self.server.fake
+        try:
+            message, record, delay = fake._reply(body)
+        except Exception as exc:  # never let a scripting bug hang the CLI
+            _log.exception("fake Anthropic API failed to build a reply")
+            self._record(body, "error")
+            self._send_json(
+                500, {"type": "error", "error": {"type": "api_error", "message": repr(exc)}}
+            )
+            return
+        self._record(body, record[0], scenario=record[1], step=record[2])
+        if delay:
+            time.sleep(delay)
+        if body.get("stream"):
+            self._send(200, _sse_body(message), "text/event-stream; charset=utf-8")
+        else:
+            self._send_json(200, message)
+
+
+class FakeAnthropic:
+    """A local, scripted Anthropic Messages API for offline agent sessions.
+
+    Point the Claude Code CLI at :attr:`url` (``ANTHROPIC_BASE_URL``); see
+    :func:`akto_otel.testing.offline_agent_env`. The reply to each request is
+    decided from the request alone (see :mod:`akto_otel.testing.scenario`), so
+    concurrent sessions never interfere.
+
+    Example::
+
+        with FakeAnthropic([Scenario("hello", [Text("Hi!")])]) as fake:
+            env = {"ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": "dummy"}
+            ...
+            assert fake.conversation_requests
+    """
+
+    def __init__(
+        self,
+        scenarios: Sequence[Scenario] | Scenario,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        model: str | None = None,
+    ) -> None:
+        self.scenarios: tuple[Scenario, ...] = (
+            (scenarios,) if isinstance(scenarios, Scenario) else tuple(scenarios)
+        )
+        for scenario in self.scenarios:
+            if not isinstance(scenario, Scenario):
+                raise TypeError(f"not a Scenario: {scenario!r}")
+        self.host = host
+        self.model = model or _DEFAULT_MODEL
+        """Model name reported when a request names none (GET /v1/models)."""
+        self._port = port
+        self._lock = threading.Lock()
+        self._records: list[RecordedRequest] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> FakeAnthropic:
+        """Bind and serve on a daemon thread (no-op when already running)."""
+        with self._lock:
+            if self._server is not None:
+                return self
+            server = _Server((self.host, self._port), self)
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"FakeAnthropic:{server.server_address[1]}",
+                daemon=True,
+            )
+            self._server, self._thread = server, thread
+        thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close open connections (no-op when not running)."""
+        with self._lock:
+            server, thread = self._server, self._thread
+            self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with server.connections_lock:
+            connections = list(server.connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> FakeAnthropic:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is serving."""
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (after :meth:`start`)."""
+        server = self._server
+        if server is None:
+            raise RuntimeError("FakeAnthropic is not running; call start() first")
+        return int(server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL for ``ANTHROPIC_BASE_URL``, e.g. ``http://127.0.0.1:40123``."""
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"http://{host}:{self.port}"
+
+    # -- recorded traffic ----------------------------------------------------------
+
+    def _record(self, record: RecordedRequest) -> None:
+        _log.debug(
+            "fake Anthropic API: %s %s kind=%s scenario=%s step=%s",
+            record.method,
+            record.path,
+            record.kind,
+            record.scenario,
+            record.step,
+        )
+        with self._lock:
+            self._records.append(record)
+
+    @property
+    def records(self) -> list[RecordedRequest]:
+        """Every request received so far (a copy), in arrival order."""
+        with self._lock:
+            return list(self._records)
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """JSON bodies of every ``POST /v1/messages`` so far (conversation and side)."""
+        return [
+            r.body
+            for r in self.records
+            if r.kind in ("conversation", "side") and isinstance(r.body, dict)
+        ]
+
+    @property
+    def conversation_requests(self) -> list[dict[str, Any]]:
+        """JSON bodies of the scripted (non-side) ``/v1/messages`` requests."""
+        return [r.body for r in self.records if r.kind == "conversation"]
+
+    @property
+    def side_requests(self) -> list[dict[str, Any]]:
+        """JSON bodies of the CLI's side requests (titles, ...)."""
+        return [r.body for r in self.records if r.kind == "side"]
+
+    @property
+    def unknown_requests(self) -> list[RecordedRequest]:
+        """Requests to paths the fake does not know (answered with 404)."""
+        return [r for r in self.records if r.kind == "unknown"]
+
+    def clear(self) -> None:
+        """Forget the recorded requests."""
+        with self._lock:
+            self._records.clear()
+
+    # -- replies -------------------------------------------------------------------
+
+    def reply_for(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The Messages API reply (non-streamed form) the fake gives to ``body``."""
+        return self._reply(body)[0]
+
+    def _reply(
+        self, body: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], tuple[str, str | None, int | None], float]:
+        model = body.get("model")
+        model = model if isinstance(model, str) and model else self.model
+        input_tokens = _estimate_tokens(body.get("messages"))
+        if is_side_request(body):
+            schema = _json_schema_format(body)
+            side_text = (
+                json.dumps(_example_for_schema(schema))
+                if schema is not None
+                else SIDE_REPLY_TEXT
+            )
+            return _message(model, side_text, (), input_tokens), ("side", None, None), 0.0
+        messages = body.get("messages")
+        prompt = first_user_text(messages)
+        index = count_assistant_turns(messages)
+        scenario = select_scenario(self.scenarios, prompt)
+        step: Step
+        label: str | None
+        if scenario is None:
+            _log.warning("fake Anthropic API: no scenario matches prompt %r", prompt[:200])
+            step = Text(f"[FakeAnthropic] no scenario matches the prompt: {prompt[:200]}")
+            label = None
+        else:
+            step = scenario.step_at(index)
+            label = scenario.label
+        tool_uses = [
+            {"id": t.id or _new_id("toolu_"), "name": t.name, "input": t.input}
+            for t in step.tool_uses
+        ]
+        text = step.text
+        if text is None and not tool_uses:  # pragma: no cover - Step forbids it
+            text = DEFAULT_FINAL_TEXT
+        message = _message(model, text, tool_uses, input_tokens)
+        return message, ("conversation", label, index), step.delay

@@ -1,0 +1,130 @@
+"""Shared fixtures: a real Akto emulator, in-memory span capture, the fake model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from akto_otel.emulator import EmulatorServer, Policy, Rule
+
+TEST_RULES = (
+    Rule(
+        name="prompt-injection",
+        hooks=("UserPromptSubmit",),
+        target="request",
+        pattern=r"ignore previous instructions",
+        reason="Prompt injection detected",
+    ),
+    Rule(
+        name="rm-rf",
+        hooks=("PreToolUse",),
+        target="request",
+        pattern=r"rm -rf",
+        reason="Destructive command",
+    ),
+    Rule(
+        name="sudo-approval",
+        hooks=("PreToolUse",),
+        target="request",
+        pattern=r"sudo ",
+        behaviour="approval",
+        reason="Needs a human",
+    ),
+    Rule(
+        name="warn-env",
+        hooks=("PreToolUse",),
+        target="request",
+        pattern=r"cat \.env",
+        behaviour="warn",
+        reason="Reads secrets",
+    ),
+    Rule(
+        name="secret-out",
+        hooks=("Stop", "SubagentStop"),
+        target="response",
+        pattern=r"SECRET-TOKEN",
+        reason="Secret in response",
+    ),
+    Rule(
+        name="mask-email",
+        hooks=("PreToolUse",),
+        target="request",
+        pattern=r"[a-z]+@example\.com",
+        mask="[EMAIL]",
+        reason="masked",
+    ),
+)
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    server = EmulatorServer(Policy(TEST_RULES))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class SpanCapture:
+    """A real SDK TracerProvider exporting to memory, plus a metric reader."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+
+    @property
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def named(self, prefix: str) -> list[ReadableSpan]:
+        return [s for s in self.spans if s.name.startswith(prefix)]
+
+    def one(self, name: str) -> ReadableSpan:
+        found = [s for s in self.spans if s.name == name]
+        assert len(found) == 1, f"{name}: {[s.name for s in self.spans]}"
+        return found[0]
+
+    def metric_points(self, name: str) -> list[Any]:
+        data = self.reader.get_metrics_data()
+        points: list[Any] = []
+        if data is None:
+            return points
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == name:
+                        points.extend(metric.data.data_points)
+        return points
+
+
+@pytest.fixture
+def capture() -> Iterator[SpanCapture]:
+    cap = SpanCapture()
+    yield cap
+    cap.provider.shutdown()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
