@@ -198,6 +198,9 @@ class Settings:
     max_sessions: int = 10_000
     session_idle_timeout: float = 3600.0
     max_response_bytes: int = 1 << 20
+    export_retry_timeout: float = 30.0
+    export_shutdown_timeout: float = 10.0
+    export_queue_size: int = 8192
 
     def __post_init__(self) -> None:
         if not (0 < self.timeout <= 600):
@@ -307,6 +310,17 @@ _ENV_VARS: dict[str, _Var] = {
     "semconv_security": _var("AKTO_SEMCONV_SECURITY", parse=_parse_bool),
     "max_sessions": _var(
         "AKTO_MAX_SESSIONS", parse=lambda n, r: _parse_int(n, r, minimum=1, maximum=10_000_000)
+    ),
+    "export_retry_timeout": _var(
+        "AKTO_EXPORT_RETRY_TIMEOUT",
+        parse=lambda n, r: _parse_float(n, r, minimum=-0.001, maximum=3600.0),
+    ),
+    "export_shutdown_timeout": _var(
+        "AKTO_EXPORT_SHUTDOWN_TIMEOUT",
+        parse=lambda n, r: _parse_float(n, r, minimum=0.0, maximum=600.0),
+    ),
+    "export_queue_size": _var(
+        "AKTO_EXPORT_QUEUE_SIZE", parse=lambda n, r: _parse_int(n, r, minimum=1, maximum=10_000_000)
     ),
     "session_idle_timeout": _var(
         "AKTO_SESSION_IDLE_TIMEOUT",

@@ -125,12 +125,12 @@ class RecordExporter:
         settings: Settings,
         stats: ExportStats,
         *,
-        retry_timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._settings = settings
         self._stats = stats
-        self._retry_timeout = retry_timeout
+        self._retry_timeout = settings.export_retry_timeout
+        self._give_up_at = float("inf")
         self._transport = transport
         self._client: httpx.Client | None = None
         self._stopping = threading.Event()
@@ -204,7 +204,7 @@ class RecordExporter:
         """POST with retries; return (final status or None, error kind)."""
         headers = dict(self._headers)
         headers["Idempotency-Key"] = hashlib.sha256("\n".join(keys).encode()).hexdigest()
-        deadline = time.monotonic() + self._retry_timeout
+        deadline = min(time.monotonic() + self._retry_timeout, self._give_up_at)
         attempt = 0
         while True:
             retry_after: float | None = None
@@ -221,12 +221,17 @@ class RecordExporter:
                 return status, kind
             attempt += 1
             delay = retry_after if retry_after is not None else _backoff(attempt)
-            if self._stopping.is_set() or time.monotonic() + delay > deadline:
+            if time.monotonic() + delay > min(deadline, self._give_up_at):
                 return status, kind or "retries_exhausted"
             self._stats.add("retried", len(keys))
             self._stopping.wait(delay)
 
+    def begin_shutdown(self, deadline: float) -> None:
+        """Stop retrying at ``deadline`` (monotonic): shutdown must not wait forever."""
+        self._give_up_at = deadline
+
     def shutdown(self, timeout_millis: float = 30_000, **_: Any) -> None:
+        self._give_up_at = time.monotonic()
         self._stopping.set()
         if self._client is not None:
             self._client.close()
@@ -270,25 +275,22 @@ class AktoSpanProcessor(SpanProcessor):
         self,
         settings: Settings,
         *,
-        max_queue_size: int = 8192,
+        max_queue_size: int | None = None,
         max_export_batch_size: int = 512,
         schedule_delay_millis: float = 200,
-        retry_timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.settings = settings
         self.stats = ExportStats()
         self._pending: dict[int, list[PendingRecord]] = {}
         self._queue_metrics = _QueueMetrics(self.stats)
-        self._exporter = RecordExporter(
-            settings, self.stats, retry_timeout=retry_timeout, transport=transport
-        )
+        self._exporter = RecordExporter(settings, self.stats, transport=transport)
         self._batch: BatchProcessor[PendingRecord] = BatchProcessor(
             self._exporter,
             schedule_delay_millis=schedule_delay_millis,
             max_export_batch_size=max_export_batch_size,
             export_timeout_millis=settings.timeout * 1000,
-            max_queue_size=max_queue_size,
+            max_queue_size=max_queue_size or settings.export_queue_size,
             exporting="AktoRecord",
             metrics=self._queue_metrics,
         )
@@ -348,6 +350,7 @@ class AktoSpanProcessor(SpanProcessor):
         return bool(self._batch.force_flush(timeout_millis))
 
     def shutdown(self) -> None:
+        """Deliver what is queued, for at most ``export_shutdown_timeout`` seconds."""
         if self._shutdown:
             return
         # Records of spans that never ended still go out.
@@ -356,7 +359,6 @@ class AktoSpanProcessor(SpanProcessor):
                 self._batch.emit(item)
         self._pending.clear()
         self._shutdown = True
-        self._batch.shutdown(timeout_millis=int(self._exporter_timeout_ms()))
-
-    def _exporter_timeout_ms(self) -> float:
-        return 30_000.0
+        timeout = self.settings.export_shutdown_timeout
+        self._exporter.begin_shutdown(time.monotonic() + timeout)
+        self._batch.shutdown(timeout_millis=int(timeout * 1000))

@@ -162,6 +162,13 @@ def _decoded_strings(text: str) -> str | None:
     return "\n".join(parts)
 
 
+_TARGET_FIELDS: dict[str, str] = {
+    "request": "requestPayload",
+    "response": "responsePayload",
+    "tool": "path",
+}
+
+
 class _Texts:
     """Lazily computed texts of one record (raw and JSON-decoded)."""
 
@@ -172,8 +179,7 @@ class _Texts:
         self._decoded: dict[str, str | None] = {}
 
     def raw(self, target: str) -> str:
-        key = {"request": "requestPayload", "response": "responsePayload"}.get(target, "path")
-        return _field_text(self._record, key)
+        return _field_text(self._record, _TARGET_FIELDS[target])
 
     def search(self, rule: Rule) -> bool:
         text = self.raw(rule.target)
@@ -216,14 +222,12 @@ def _mask_value(value: Any, rules: list[Rule]) -> tuple[Any, int]:
 def _apply_masks(text: str, rules: list[Rule]) -> tuple[str, int]:
     """Mask string values inside a JSON text (or the raw text if not JSON)."""
     try:
-        data = json.loads(text)
+        masked, count = _mask_value(json.loads(text), rules)
     except (ValueError, RecursionError):
-        data = None
-    else:
-        masked, count = _mask_value(data, rules)
-        if count:
-            return json.dumps(masked), count
-        # Matches may span JSON syntax only; fall back to the raw text.
+        count = 0
+    if count:
+        return json.dumps(masked), count
+    # Not JSON, or no string value matched: mask the raw text.
     out, total = text, 0
     for rule in rules:
         assert rule.mask is not None

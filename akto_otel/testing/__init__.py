@@ -24,6 +24,7 @@ from .fake_anthropic import (
     count_assistant_turns,
     first_user_text,
     is_side_request,
+    step_index,
 )
 from .scenario import (
     DEFAULT_FINAL_TEXT,
@@ -58,4 +59,5 @@ __all__ = [
     "run_agent",
     "scenarios_from_data",
     "select_scenario",
+    "step_index",
 ]

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from .scenario import DEFAULT_FINAL_TEXT, Scenario, Step, Text, select_scenario
+from .scenario import Scenario, Step, Text, select_scenario
 
 __all__ = [
     "SIDE_REPLY_TEXT",
@@ -30,6 +30,7 @@ __all__ = [
     "count_assistant_turns",
     "first_user_text",
     "is_side_request",
+    "step_index",
 ]
 
 _log = logging.getLogger(__name__)
@@ -49,6 +50,13 @@ _SIDE_SYSTEM_MARKERS = (
     "generate a concise title",
     "Generate a short title",
 )
+# Text of the CLI's compaction request (last user message), 2.1.x.
+_COMPACT_MARKERS = (
+    "create a detailed summary of the conversation so far",
+    "CRITICAL: Respond with TEXT ONLY",
+)
+_STEPS_MARKER = "[FakeAnthropic steps-done={}]"
+_STEPS_MARKER_RE = re.compile(r"\[FakeAnthropic steps-done=(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,9 @@ class RecordedRequest:
     ``kind`` is ``"conversation"`` (a scripted turn), ``"side"`` (a CLI side
     request answered with a short harmless reply), ``"count_tokens"``,
     ``"probe"`` (HEAD/GET health checks), ``"models"`` or ``"unknown"``.
-    ``scenario`` and ``step`` are set for conversation requests.
+    ``note`` tells side requests apart (``"structured"`` for JSON-schema
+    requests such as the session title, ``"compact"`` for compaction summaries).
+    ``scenario`` (its label) and ``step`` are set for conversation requests.
     """
 
     method: str
@@ -66,6 +76,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     kind: str
+    note: str | None = None
     scenario: str | None = None
     step: int | None = None
     timestamp: float = field(default_factory=time.time)
@@ -124,23 +135,53 @@ def _json_schema_format(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def _last_user_text(messages: Any) -> str:
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, Mapping) and message.get("role") == "user":
+                return _text_of(message.get("content"))
+    return ""
+
+
+def _side_kind(body: Mapping[str, Any]) -> str | None:
+    """``None`` for an agent conversation turn, else the kind of side request:
+    ``"compact"`` (conversation summary for /compact or auto-compaction),
+    ``"structured"`` (JSON-schema output, e.g. the session title) or ``"side"``."""
+    last_user = _last_user_text(body.get("messages"))
+    if any(marker in last_user for marker in _COMPACT_MARKERS):
+        return "compact"
+    if body.get("tools"):
+        return None
+    if _json_schema_format(body) is not None:
+        return "structured"
+    system = _system_text(body).lower()
+    if any(marker.lower() in system for marker in _SIDE_SYSTEM_MARKERS):
+        return "side"
+    return None if first_user_text(body.get("messages")) else "side"
+
+
 def is_side_request(body: Mapping[str, Any]) -> bool:
     """Whether a ``/v1/messages`` body is one of the CLI's own side requests
-    (session title, summary, ...) rather than a turn of an agent conversation.
+    rather than a turn of a scripted agent conversation.
 
     Agent turns (main agent and subagents) always offer tools; the CLI's side
-    requests send ``tools: []`` and either ask for structured JSON output or
-    carry a known side-task system prompt.
+    requests (session title, ...) send ``tools: []`` with a JSON-schema output
+    format or a side-task system prompt. Compaction requests (``/compact`` or
+    auto-compaction) do offer tools but end with the summary instructions.
     """
-    tools = body.get("tools")
-    if tools:
-        return False
-    if _json_schema_format(body) is not None:
-        return True
-    system = _system_text(body)
-    if any(marker.lower() in system.lower() for marker in _SIDE_SYSTEM_MARKERS):
-        return True
-    return not first_user_text(body.get("messages"))
+    return _side_kind(body) is not None
+
+
+def _steps_done(first_text: str) -> int:
+    """Steps consumed before the last compaction (marker left in the summary)."""
+    found = _STEPS_MARKER_RE.findall(first_text)
+    return int(found[-1]) if found else 0
+
+
+def step_index(messages: Any) -> int:
+    """Index of the scenario step that answers a conversation request:
+    assistant turns in ``messages`` plus the turns consumed before a compaction."""
+    return _steps_done(first_user_text(messages)) + count_assistant_turns(messages)
 
 
 def _example_for_schema(schema: Any, depth: int = 0) -> Any:
@@ -163,9 +204,9 @@ def _example_for_schema(schema: Any, depth: int = 0) -> Any:
         props = schema.get("properties")
         props = props if isinstance(props, Mapping) else {}
         required = schema.get("required")
-        keys = list(props) if not isinstance(required, list) else [
-            k for k in props if k in required
-        ]
+        keys = (
+            list(props) if not isinstance(required, list) else [k for k in props if k in required]
+        )
         return {k: _example_for_schema(props[k], depth + 1) for k in keys}
     if typ == "array":
         return []
@@ -443,7 +484,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _messages(self, body: dict[str, Any]) -> None:
         fake = self.server.fake
         try:
-            message, record, delay = fake._reply(body)
+            reply = fake._reply(body)
         except Exception as exc:  # never let a scripting bug hang the CLI
             _log.exception("fake Anthropic API failed to build a reply")
             self._record(body, "error")
@@ -451,13 +492,13 @@ class _Handler(BaseHTTPRequestHandler):
                 500, {"type": "error", "error": {"type": "api_error", "message": repr(exc)}}
             )
             return
-        self._record(body, record[0], scenario=record[1], step=record[2])
-        if delay:
-            time.sleep(delay)
+        self._record(body, reply.kind, note=reply.note, scenario=reply.scenario, step=reply.step)
+        if reply.delay:
+            time.sleep(reply.delay)
         if body.get("stream"):
-            self._send(200, _sse_body(message), "text/event-stream; charset=utf-8")
+            self._send(200, _sse_body(reply.message), "text/event-stream; charset=utf-8")
         else:
-            self._send_json(200, message)
+            self._send_json(200, reply.message)
 
 
 class FakeAnthropic:
@@ -617,31 +658,34 @@ class FakeAnthropic:
 
     def reply_for(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The Messages API reply (non-streamed form) the fake gives to ``body``."""
-        return self._reply(body)[0]
+        return self._reply(body).message
 
-    def _reply(
-        self, body: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], tuple[str, str | None, int | None], float]:
+    def _reply(self, body: Mapping[str, Any]) -> _Reply:
         model = body.get("model")
         model = model if isinstance(model, str) and model else self.model
-        input_tokens = _estimate_tokens(body.get("messages"))
-        if is_side_request(body):
-            schema = _json_schema_format(body)
-            side_text = (
-                json.dumps(_example_for_schema(schema))
-                if schema is not None
-                else SIDE_REPLY_TEXT
-            )
-            return _message(model, side_text, (), input_tokens), ("side", None, None), 0.0
         messages = body.get("messages")
+        input_tokens = _estimate_tokens(messages)
+        side = _side_kind(body)
+        if side == "compact":
+            # Keep the original prompt (so the scenario still matches after the
+            # compaction) and the number of steps consumed so far.
+            done = step_index(messages)
+            summary = (
+                "<analysis>Scripted by FakeAnthropic.</analysis>\n<summary>\n"
+                f"1. Primary Request and Intent: {first_user_text(messages)}\n"
+                f"{_STEPS_MARKER.format(done)}\n</summary>"
+            )
+            return _Reply(_message(model, summary, (), input_tokens), "side", note=side)
+        if side is not None:
+            schema = _json_schema_format(body)
+            text = SIDE_REPLY_TEXT if schema is None else json.dumps(_example_for_schema(schema))
+            return _Reply(_message(model, text, (), input_tokens), "side", note=side)
         prompt = first_user_text(messages)
-        index = count_assistant_turns(messages)
+        index = step_index(messages)
         scenario = select_scenario(self.scenarios, prompt)
-        step: Step
-        label: str | None
         if scenario is None:
             _log.warning("fake Anthropic API: no scenario matches prompt %r", prompt[:200])
-            step = Text(f"[FakeAnthropic] no scenario matches the prompt: {prompt[:200]}")
+            step: Step = Text(f"[FakeAnthropic] no scenario matches the prompt: {prompt[:200]}")
             label = None
         else:
             step = scenario.step_at(index)
@@ -650,8 +694,17 @@ class FakeAnthropic:
             {"id": t.id or _new_id("toolu_"), "name": t.name, "input": t.input}
             for t in step.tool_uses
         ]
-        text = step.text
-        if text is None and not tool_uses:  # pragma: no cover - Step forbids it
-            text = DEFAULT_FINAL_TEXT
-        message = _message(model, text, tool_uses, input_tokens)
-        return message, ("conversation", label, index), step.delay
+        if step.input_tokens is not None:
+            input_tokens = step.input_tokens
+        message = _message(model, step.text, tool_uses, input_tokens)
+        return _Reply(message, "conversation", scenario=label, step=index, delay=step.delay)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    message: dict[str, Any]
+    kind: str
+    note: str | None = None
+    scenario: str | None = None
+    step: int | None = None
+    delay: float = 0.0

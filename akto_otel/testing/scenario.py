@@ -89,6 +89,9 @@ class ToolUse:
         # decouples the step from the caller's (mutable) dict.
         object.__setattr__(self, "input", json.loads(json.dumps(dict(self.input))))
 
+    def __hash__(self) -> int:
+        return hash((self.name, json.dumps(self.input, sort_keys=True), self.id))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ToolUse:
         """Build from ``{"name": ..., "input": {...}, "id": optional}``."""
@@ -112,16 +115,20 @@ class ToolUse:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Step:
     """One assistant turn: optional text followed by zero or more tool uses.
 
     ``delay`` (seconds) holds the reply back, to simulate a slow model.
+    ``input_tokens`` overrides the reported ``usage.input_tokens``: a value near
+    the model's context window (e.g. ``990_000``) makes the CLI auto-compact
+    after this turn (``PreCompact`` with ``trigger: "auto"``).
     """
 
     text: str | None = None
     tool_uses: tuple[ToolUse, ...] = ()
     delay: float = 0.0
+    input_tokens: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tool_uses", tuple(self.tool_uses))
@@ -132,6 +139,20 @@ class Step:
             raise ValueError("a Step needs text, tool uses or both")
         if self.delay < 0:
             raise ValueError("Step.delay must be >= 0")
+        if self.input_tokens is not None and self.input_tokens < 0:
+            raise ValueError("Step.input_tokens must be >= 0")
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.text, self.tool_uses, self.delay, self.input_tokens)
+
+    def __eq__(self, other: object) -> bool:
+        # Structural: Text("x") == Step(text="x").
+        if not isinstance(other, Step):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     @property
     def stop_reason(self) -> Literal["tool_use", "end_turn"]:
@@ -141,12 +162,13 @@ class Step:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | str) -> Step:
         """Build from ``"text"``, ``{"text": ...}``, ``{"tool_use": {...}}`` or
-        ``{"tool_uses": [{...}, ...], "text": optional}`` (plus optional ``delay``)."""
+        ``{"tool_uses": [{...}, ...], "text": optional}``, each with optional
+        ``delay`` and ``input_tokens``."""
         if isinstance(data, str):
             return Text(data)
         if not isinstance(data, Mapping):
             raise ValueError(f"a step must be a string or a mapping, got {data!r}")
-        _check_keys(data, {"text", "tool_use", "tool_uses", "delay"}, "step")
+        _check_keys(data, {"text", "tool_use", "tool_uses", "delay", "input_tokens"}, "step")
         text = data.get("text")
         if text is not None and not isinstance(text, str):
             raise ValueError(f"step 'text' must be a string, got {text!r}")
@@ -168,7 +190,14 @@ class Step:
         delay = data.get("delay", 0.0)
         if not isinstance(delay, (int, float)) or isinstance(delay, bool):
             raise ValueError(f"step 'delay' must be a number, got {delay!r}")
-        return cls(text=text, tool_uses=tuple(tool_uses), delay=float(delay))
+        input_tokens = data.get("input_tokens")
+        if input_tokens is not None and (
+            not isinstance(input_tokens, int) or isinstance(input_tokens, bool)
+        ):
+            raise ValueError(f"step 'input_tokens' must be an integer, got {input_tokens!r}")
+        return cls(
+            text=text, tool_uses=tuple(tool_uses), delay=float(delay), input_tokens=input_tokens
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The inverse of :meth:`from_dict`."""
@@ -181,28 +210,35 @@ class Step:
             out["tool_uses"] = [t.to_dict() for t in self.tool_uses]
         if self.delay:
             out["delay"] = self.delay
+        if self.input_tokens is not None:
+            out["input_tokens"] = self.input_tokens
         return out
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, init=False, eq=False)
 class Text(Step):
     """An assistant text reply that ends the turn (``stop_reason: end_turn``)."""
 
-    def __init__(self, text: str, *, delay: float = 0.0) -> None:
-        super().__init__(text=text, tool_uses=(), delay=delay)
+    def __init__(self, text: str, *, delay: float = 0.0, input_tokens: int | None = None) -> None:
+        super().__init__(text=text, tool_uses=(), delay=delay, input_tokens=input_tokens)
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, init=False, eq=False)
 class ToolUses(Step):
     """Several ``tool_use`` blocks in one assistant turn, optionally after text."""
 
     def __init__(
-        self, tool_uses: Iterable[ToolUse], *, text: str | None = None, delay: float = 0.0
+        self,
+        tool_uses: Iterable[ToolUse],
+        *,
+        text: str | None = None,
+        delay: float = 0.0,
+        input_tokens: int | None = None,
     ) -> None:
         uses = tuple(tool_uses)
         if not uses:
             raise ValueError("ToolUses needs at least one ToolUse")
-        super().__init__(text=text, tool_uses=uses, delay=delay)
+        super().__init__(text=text, tool_uses=uses, delay=delay, input_tokens=input_tokens)
 
 
 StepLike: TypeAlias = "Step | ToolUse | str"
@@ -349,6 +385,4 @@ def load_scenarios(path: str | Path) -> list[Scenario]:
 def _check_keys(data: Mapping[str, Any], allowed: set[str], what: str) -> None:
     unknown = set(data) - allowed
     if unknown:
-        raise ValueError(
-            f"unknown {what} key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
-        )
+        raise ValueError(f"unknown {what} key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")

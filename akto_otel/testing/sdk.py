@@ -11,7 +11,7 @@ Example::
 
     async def demo() -> None:
         scenario = Scenario("hello", [ToolUse("Bash", {"command": "echo hi"}), Text("Bye")])
-        with FakeAnthropic([scenario]) as fake, tempfile.TemporaryDirectory() as tmp:
+        with FakeAnthropic(scenario) as fake, tempfile.TemporaryDirectory() as tmp:
             options = ClaudeAgentOptions(
                 env=offline_agent_env(fake, Path(tmp) / "home"),
                 allowed_tools=["Bash"],
@@ -22,6 +22,8 @@ Example::
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from claude_agent_sdk import ClaudeAgentOptions, Message, query
@@ -30,26 +32,78 @@ from .fake_anthropic import FakeAnthropic
 
 __all__ = ["offline_agent_env", "run_agent"]
 
-# Environment that keeps the CLI offline, quiet and fast.
-_QUIET_ENV: dict[str, str] = {}
+# Always set. None of these affects hooks or the CLI's own OpenTelemetry export.
+_OFFLINE_ENV: dict[str, str] = {
+    "ANTHROPIC_API_KEY": "dummy",
+    # Credentials / providers inherited from the caller's environment would win
+    # over ANTHROPIC_BASE_URL + ANTHROPIC_API_KEY: blank them.
+    "ANTHROPIC_AUTH_TOKEN": "",
+    "CLAUDE_CODE_OAUTH_TOKEN": "",
+    "CLAUDE_CODE_USE_BEDROCK": "",
+    "CLAUDE_CODE_USE_VERTEX": "",
+    "CLAUDE_CODE_USE_FOUNDRY": "",
+    # Background chores that would otherwise try the network.
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "CLAUDE_CODE_DISABLE_FEATURE_FLAGS": "1",
+    "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
+}
+
+# quiet=True: also no session-title side request, no HEAD /api/hello probe and no
+# event logging to api.anthropic.com -- but also no CLI OpenTelemetry *metrics*
+# export (traces and logs still go out).
+_QUIET_ENV: dict[str, str] = {
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_TELEMETRY": "1",
+}
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def offline_agent_env(fake: FakeAnthropic, home: Path) -> dict[str, str]:
+def _no_proxy() -> str:
+    existing = os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or ""
+    hosts = [h.strip() for h in existing.split(",") if h.strip()]
+    hosts += [h for h in _LOOPBACK if h not in hosts]
+    return ",".join(hosts)
+
+
+def offline_agent_env(
+    fake: FakeAnthropic,
+    home: Path,
+    *,
+    quiet: bool = False,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """Environment variables for ``ClaudeAgentOptions(env=...)`` so that the
     bundled Claude Code CLI talks only to ``fake`` and keeps its state in ``home``.
 
-    ``home`` is created if missing; use a fresh temporary directory per test so
-    the CLI neither reads the user's ``~/.claude`` settings nor leaves
-    transcripts there.
+    ``home`` (created if missing) becomes ``HOME`` and ``home/.claude`` the
+    ``CLAUDE_CONFIG_DIR``: use a fresh temporary directory per test, so the CLI
+    neither reads the user's settings, CLAUDE.md, skills and agents nor writes
+    transcripts into the real ``~/.claude``. An empty ``HOME`` does not help:
+    the CLI then falls back to the real home directory.
+
+    ``quiet=True`` additionally sets ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC``
+    and ``DISABLE_TELEMETRY``: no session-title side request and no event
+    logging, but also no OpenTelemetry metrics from the CLI (traces and logs are
+    still exported), so leave it off when testing telemetry. ``extra`` is merged
+    last.
     """
-    home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
-    return {
+    home = Path(home).absolute()
+    (home / ".claude").mkdir(parents=True, exist_ok=True)
+    env = {
+        **_OFFLINE_ENV,
         "ANTHROPIC_BASE_URL": fake.url,
-        "ANTHROPIC_API_KEY": "dummy",
         "HOME": str(home),
-        **_QUIET_ENV,
+        "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+        "NO_PROXY": _no_proxy(),
+        "no_proxy": _no_proxy(),
     }
+    if quiet:
+        env.update(_QUIET_ENV)
+    if extra:
+        env.update(extra)
+    return env
 
 
 async def run_agent(prompt: str, options: ClaudeAgentOptions) -> list[Message]:
