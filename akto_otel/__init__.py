@@ -27,6 +27,7 @@ from akto_otel.version import __version__
 
 if TYPE_CHECKING:
     from akto_otel.config import Settings
+    from akto_otel.configure import configure
     from akto_otel.contract import Verdict
     from akto_otel.errors import AktoConfigError, AktoError
     from akto_otel.exporter import AktoSpanProcessor
@@ -43,6 +44,7 @@ __all__ = [
     "Settings",
     "Verdict",
     "__version__",
+    "configure",
     "create_hooks",
 ]
 
@@ -56,6 +58,7 @@ _LAZY = {
     "HOOK_EVENTS": "akto_otel.hooks",
     "AktoGuardrails": "akto_otel.hooks",
     "create_hooks": "akto_otel.hooks",
+    "configure": "akto_otel.configure",
 }
 
 

@@ -32,8 +32,10 @@ def _doctor() -> int:
     for key, value in shown.items():
         print(f"{key:28} {value}")
     if not settings.ingestion_url:
-        print("\nAKTO_DATA_INGESTION_URL is not set: hooks will fail "
-              f"{settings.fail_mode} without asking Akto.")
+        print(
+            "\nAKTO_DATA_INGESTION_URL is not set: hooks will fail "
+            f"{settings.fail_mode} without asking Akto."
+        )
         return 1
     healthy = asyncio.run(GuardrailClient(settings).health())
     print(f"\n{settings.ingestion_url}/healthCheck: {'ok' if healthy else 'UNREACHABLE'}")

@@ -43,7 +43,12 @@ CaptureMode = Literal["NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT"]
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_CAPTURE_MODES: tuple[CaptureMode, ...] = ("NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT")
+_CAPTURE_MODES: tuple[CaptureMode, ...] = (
+    "NO_CONTENT",
+    "SPAN_ONLY",
+    "EVENT_ONLY",
+    "SPAN_AND_EVENT",
+)
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -139,7 +144,9 @@ def _parse_patterns(name: str, raw: str) -> tuple[str, ...]:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise AktoConfigError(name, raw, f"comma-separated regular expressions ({exc})") from None
+            raise AktoConfigError(
+                name, raw, f"comma-separated regular expressions ({exc})"
+            ) from None
     return patterns
 
 

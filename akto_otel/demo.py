@@ -75,14 +75,14 @@ def _label(span: ReadableSpan) -> str:
         if event.name == "akto.guardrail.verdict" and event.attributes:
             decision = event.attributes.get("akto.guardrail.decision")
             reason = event.attributes.get("akto.guardrail.reason")
-            text = f"verdict={decision}"
+            text = f"verdict={decision!s}"
             if reason:
-                text += f' "{reason}"'
+                text += f' "{reason!s}"'
             parts.append(text)
     if attrs.get("akto.stop.gave_up"):
         parts.append("gave up regenerating")
     if "error.type" in attrs and not any(p.startswith("verdict=") for p in parts):
-        parts.append(f"error={attrs['error.type']}")
+        parts.append(f"error={attrs['error.type']!s}")
     return "  ".join(parts)
 
 

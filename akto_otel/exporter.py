@@ -76,6 +76,7 @@ class ExportStats:
         self.retried = 0
         self.failures: dict[str, int] = {}
         self.listeners: list[Callable[[str, int, str], None]] = []
+        self.duration_listeners: list[Callable[[float], None]] = []
 
     def add(self, what: str, count: int, reason: str = "") -> None:
         if count <= 0:
@@ -137,7 +138,6 @@ class RecordExporter:
         self._headers = {"Content-Type": "application/json"}
         if settings.token:
             self._headers["Authorization"] = settings.token
-        self.export_durations: list[float] = []
 
     def _http(self) -> httpx.Client:
         if self._client is None:
@@ -167,8 +167,12 @@ class RecordExporter:
             self._deliver_one(item)
         for chunk in _chunks(bulk, MAX_BATCH_BYTES):
             self._deliver_batch(chunk)
-        self.export_durations.append(time.perf_counter() - start)
-        del self.export_durations[:-1000]
+        elapsed = time.perf_counter() - start
+        for listener in self._stats.duration_listeners:
+            try:
+                listener(elapsed)
+            except Exception:
+                _log.debug("export duration listener failed", exc_info=True)
 
     def _deliver_one(self, item: PendingRecord) -> None:
         url = http_proxy_url(

@@ -33,7 +33,13 @@ from typing import Any
 import httpx
 
 from akto_otel.config import Settings
-from akto_otel.contract import Verdict, encode_record, health_check_url, http_proxy_url, parse_verdict
+from akto_otel.contract import (
+    Verdict,
+    encode_record,
+    health_check_url,
+    http_proxy_url,
+    parse_verdict,
+)
 
 __all__ = ["ERROR_KINDS", "GuardrailClient", "PostResult", "error_kind"]
 

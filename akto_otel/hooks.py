@@ -129,6 +129,8 @@ class AktoGuardrails:
         self.tracer = self.tracer_provider.get_tracer("akto_otel", __version__)
         self.metrics = GuardrailMetrics(meter_provider)
         self.processor.stats.listeners.append(self.metrics.record_export)
+        self.processor.stats.duration_listeners.append(self.metrics.record_export_duration)
+        self.metrics.watch_queue(lambda: self.processor.queue_size)
         self._default_scope = _Scope(self, "", None)
 
     # ------------------------------------------------------------------ public API
@@ -194,7 +196,7 @@ class AktoGuardrails:
     # ------------------------------------------------------------------ wiring
 
     def _instrument(self, options: ClaudeAgentOptions, scope: _Scope) -> ClaudeAgentOptions:
-        existing: Mapping[str, list[Any]] = options.hooks or {}
+        existing: dict[str, list[Any]] = {str(k): list(v) for k, v in (options.hooks or {}).items()}
         merged: dict[str, list[Any]] = {}
         ours = self._matchers(scope)
         for event in dict.fromkeys([*ours, *existing]):
@@ -206,7 +208,12 @@ class AktoGuardrails:
         from claude_agent_sdk import HookMatcher
 
         callbacks = self._callbacks(scope)
-        return {event: [HookMatcher(hooks=[callbacks[event]])] for event in HOOK_EVENTS}
+        # Our callbacks take any input (they validate it themselves), wider than the
+        # SDK's per-event TypedDicts.
+        return {
+            event: [HookMatcher(hooks=[callbacks[event]])]  # type: ignore[list-item]
+            for event in HOOK_EVENTS
+        }
 
     def _callbacks(self, scope: _Scope) -> dict[str, HookCallback]:
         handlers: dict[str, Callable[[_Scope, Mapping[str, Any]], Awaitable[HookOutput]]] = {
@@ -221,9 +228,7 @@ class AktoGuardrails:
             "Notification": self._observe_event,
             "PermissionRequest": self._observe_event,
         }
-        return {
-            event: self._safe(event, scope, handler) for event, handler in handlers.items()
-        }
+        return {event: self._safe(event, scope, handler) for event, handler in handlers.items()}
 
     def _safe(
         self,
@@ -550,7 +555,12 @@ class AktoGuardrails:
                 span.set_attribute(
                     "gen_ai.output.messages",
                     content_attribute(
-                        [{"role": "assistant", "parts": [{"type": "text", "content": response_text}]}],
+                        [
+                            {
+                                "role": "assistant",
+                                "parts": [{"type": "text", "content": response_text}],
+                            }
+                        ],
                         self.settings,
                     ),
                 )
@@ -609,7 +619,9 @@ class AktoGuardrails:
         agent_span = scope.tracing.start_subagent(state, agent_id, _text(data, "agent_type"))
         response_text = _text(data, "last_assistant_message").strip()
         span = scope.tracing.start_child(
-            agent_span, "akto.subagent_stop", hook="SubagentStop",
+            agent_span,
+            "akto.subagent_stop",
+            hook="SubagentStop",
             attributes=_conversation(session_id, ""),
         )
         finished = True

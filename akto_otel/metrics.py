@@ -12,9 +12,11 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from akto_otel.contract import Verdict
 from akto_otel.version import __version__
@@ -23,7 +25,20 @@ __all__ = ["DURATION_BUCKETS_S", "GuardrailMetrics"]
 
 #: Bucket boundaries (seconds) for 1 ms .. 10 s; the SDK defaults are for milliseconds.
 DURATION_BUCKETS_S = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 
@@ -58,9 +73,37 @@ class GuardrailMetrics:
             unit="1",
             description="Akto records by outcome: exported, failed, dropped, retried",
         )
+        self._export_duration = meter.create_histogram(
+            "akto.exporter.duration",
+            unit="s",
+            description="Time to deliver one batch of records to Akto (retries included)",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
+        )
+        self._queue_sizes: list[Callable[[], int]] = []
+        meter.create_observable_gauge(
+            "akto.exporter.queue.size",
+            callbacks=[self._observe_queue],
+            unit="1",
+            description="Records waiting for delivery to Akto",
+        )
+
+    def _observe_queue(self, options: CallbackOptions) -> Iterable[Observation]:
+        total = 0
+        for size in self._queue_sizes:
+            try:
+                total += size()
+            except Exception:
+                continue
+        yield Observation(total)
+
+    def watch_queue(self, size: Callable[[], int]) -> None:
+        self._queue_sizes.append(size)
+
+    def record_export_duration(self, seconds: float) -> None:
+        self._export_duration.record(seconds)
 
     def record_decision(self, hook: str, verdict: Verdict) -> None:
-        attributes = {
+        attributes: dict[str, str | bool] = {
             "hook": hook,
             "decision": verdict.decision,
             "behaviour": verdict.behaviour or "none",
@@ -79,7 +122,7 @@ class GuardrailMetrics:
         self._hook_errors.add(1, {"hook": hook})
 
     def record_export(self, outcome: str, count: int, reason: str) -> None:
-        attributes = {"outcome": outcome}
+        attributes: dict[str, str] = {"outcome": outcome}
         if reason:
             attributes["reason"] = reason
         self._records.add(count, attributes)

@@ -6,6 +6,7 @@ server records how many requests it saw. Real sockets, no mocks.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -16,11 +17,19 @@ from dataclasses import dataclass, field
 Mode = str  # see _RESPONDERS
 
 
-def _http(status: int, body: bytes, content_type: str = "application/json",
-          extra: str = "") -> bytes:
-    reason = {200: "OK", 401: "Unauthorized", 413: "Payload Too Large", 422: "Unprocessable",
-              429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-              503: "Service Unavailable"}.get(status, "Status")
+def _http(
+    status: int, body: bytes, content_type: str = "application/json", extra: str = ""
+) -> bytes:
+    reason = {
+        200: "OK",
+        401: "Unauthorized",
+        413: "Payload Too Large",
+        422: "Unprocessable",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+    }.get(status, "Status")
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
@@ -109,10 +118,8 @@ class FaultServer:
         except OSError:
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
     def _hold(self) -> None:
         self._stop.wait(self.hold_s)
@@ -121,6 +128,7 @@ class FaultServer:
 def _send(data: bytes) -> Callable[[FaultServer, socket.socket], None]:
     def respond(_server: FaultServer, conn: socket.socket) -> None:
         conn.sendall(data)
+
     return respond
 
 
@@ -129,7 +137,9 @@ def _no_answer(server: FaultServer, conn: socket.socket) -> None:
 
 
 def _slow_body(server: FaultServer, conn: socket.socket) -> None:
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
     for _ in range(int(server.hold_s * 10)):
         if server._stop.is_set():
             return
@@ -142,7 +152,9 @@ def _reset(_server: FaultServer, conn: socket.socket) -> None:
 
 
 def _reset_mid_body(_server: FaultServer, conn: socket.socket) -> None:
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"succ")
+    conn.sendall(
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"succ'
+    )
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
@@ -159,8 +171,9 @@ def _huge(server: FaultServer, conn: socket.socket) -> None:
 
 
 def _huge_chunked(server: FaultServer, conn: socket.socket) -> None:
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                 b"Transfer-Encoding: chunked\r\n\r\n")
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     chunk = b" " * 65536
     sent = 0
     while sent < server.huge_bytes and not server._stop.is_set():
@@ -189,4 +202,4 @@ _RESPONDERS: dict[str, Callable[[FaultServer, socket.socket], None]] = {
     "huge_body": _huge,
     "huge_chunked": _huge_chunked,
 }
-MODES = tuple(_RESPONDERS) + ("refuse_after_accept",)
+MODES = (*tuple(_RESPONDERS), "refuse_after_accept")

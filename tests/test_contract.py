@@ -89,7 +89,7 @@ def test_ingest_batch_drops_context_source_and_metadata() -> None:
     body = json.loads(encode_ingest_batch(records))
     assert list(body) == ["batchData"]
     assert len(body["batchData"]) == 3
-    for sent, original in zip(body["batchData"], records):
+    for sent, original in zip(body["batchData"], records, strict=False):
         assert "contextSource" not in sent and "metadata" not in sent
         assert sent == {k: v for k, v in original.items() if k not in ("contextSource", "metadata")}
 

@@ -442,6 +442,7 @@ async def test_text_only_session(tmp_path: Path) -> None:
     assert [r.step for r in conversation] == [0]
     body = conversation[0].body
     assert body["stream"] is True and first_user_text(body["messages"]) == "hello there"
+    assert conversation[0].session_id == result.session_id
     assert recorder.events() == ["UserPromptSubmit", "Stop"]
     (prompt,) = recorder.of("UserPromptSubmit")
     assert prompt["prompt"] == "hello there"
@@ -634,3 +635,53 @@ async def test_quiet_env_skips_side_traffic(tmp_path: Path) -> None:
         options.env = offline_agent_env(fake, tmp_path / "home", quiet=True)
         await run_agent("a prompt long enough to deserve a session title", options)
     assert [r.kind for r in fake.records] == ["conversation"]
+
+
+@needs_cli
+@pytest.mark.timeout(60)
+async def test_permission_request_for_tool_not_allowed(tmp_path: Path) -> None:
+    target = tmp_path / "outside" / "w.txt"
+    target.parent.mkdir()
+    scenario = Scenario(
+        "write",
+        [ToolUse("Write", {"file_path": str(target), "content": "x"}), Text("tried")],
+    )
+    recorder = _HookRecorder()
+    with FakeAnthropic(scenario) as fake:
+        await run_agent("please write", _options(fake, tmp_path, recorder))
+    assert not target.exists()
+    assert recorder.events() == ["UserPromptSubmit", "PreToolUse", "PermissionRequest", "Stop"]
+    (request,) = recorder.of("PermissionRequest")
+    assert request["tool_name"] == "Write"
+    assert request["tool_input"] == {"file_path": str(target), "content": "x"}
+    assert isinstance(request["permission_suggestions"], list)
+    denied = [r.body for r in fake.records if r.kind == "conversation"][1]["messages"][-1]
+    assert denied["content"][0]["is_error"] is True
+
+
+@needs_cli
+@pytest.mark.timeout(60)
+async def test_compaction_keeps_the_scenario_position(tmp_path: Path) -> None:
+    from claude_agent_sdk import ClaudeSDKClient
+
+    scenario = Scenario(
+        "remember",
+        [
+            Text("first", input_tokens=990_000),  # context "full": auto-compact next turn
+            Text("second"),
+            Text("third"),
+        ],
+    )
+    recorder = _HookRecorder()
+    texts: list[str] = []
+    with FakeAnthropic(scenario) as fake:
+        async with ClaudeSDKClient(options=_options(fake, tmp_path, recorder)) as client:
+            for prompt in ("remember this", "go on", "/compact be brief", "and again"):
+                await client.query(prompt)
+                texts += _texts([m async for m in client.receive_response()])
+    assert texts == ["first", "second", "third"]
+    auto, manual = recorder.of("PreCompact")
+    assert auto["trigger"] == "auto" and auto["custom_instructions"] is None
+    assert manual["trigger"] == "manual" and manual["custom_instructions"] == "be brief"
+    assert [r.note for r in fake.records if r.kind == "side"].count("compact") == 2
+    assert [r.step for r in fake.records if r.kind == "conversation"] == [0, 1, 2]

@@ -98,7 +98,9 @@ async def test_denied_tool_call_is_blocked(
     assert tool.attributes["error.type"] == "blocked"
     # The model was told why.
     assert "Blocked by Akto Guardrails: Destructive command" in json.dumps(second_request)
-    blocked = [r for r in emulator.records if r.endpoint == "ingestData" and r.record["status"] == "403"]
+    blocked = [
+        r for r in emulator.records if r.endpoint == "ingestData" and r.record["status"] == "403"
+    ]
     assert len(blocked) == 1
     assert json.loads(blocked[0].record["responsePayload"]) == {
         "body": {"x-blocked-by": "Akto Proxy", "reason": "Destructive command"}

@@ -71,10 +71,18 @@ async def test_async_mode_observes_only(
     # Nothing was asked synchronously; records went through http-proxy with the
     # server-side guardrail flags so Akto still judges them (as the reference does).
     proxied = [(r.hook, r.flags) for r in emulator.records if r.endpoint == "http-proxy"]
-    assert ("PostToolUse", {"guardrails": "true", "akto_connector": "claude_agent_sdk",
-                            "ingest_data": "true"}) in proxied
-    assert ("Stop", {"response_guardrails": "true", "akto_connector": "claude_agent_sdk",
-                     "ingest_data": "true"}) in proxied
+    assert (
+        "PostToolUse",
+        {"guardrails": "true", "akto_connector": "claude_agent_sdk", "ingest_data": "true"},
+    ) in proxied
+    assert (
+        "Stop",
+        {
+            "response_guardrails": "true",
+            "akto_connector": "claude_agent_sdk",
+            "ingest_data": "true",
+        },
+    ) in proxied
     assert [r for r in emulator.records if r.hook in ("UserPromptSubmit", "PreToolUse")] == []
     assert capture.named("run_guardrail") == []
 
@@ -183,7 +191,8 @@ async def test_two_concurrent_sessions_do_not_cross(
     assert len(roots) == 2
     for root in roots:
         children = [
-            s for s in capture.spans
+            s
+            for s in capture.spans
             if s.parent is not None and s.parent.span_id == root.context.span_id
         ]
         assert {s.context.trace_id for s in children} == {root.context.trace_id}
@@ -234,7 +243,15 @@ async def test_create_hooks_is_a_drop_in(
     assert list(headers) == ["host", "x-claude-hook", "content-type"]
     hooks_seen = sorted(r.hook for r in records)
     assert hooks_seen == sorted(
-        ["UserPromptSubmit", "PreToolUse", "PreToolUse", "PreToolUse", "PostToolUse", "Stop", "Stop"]
+        [
+            "UserPromptSubmit",
+            "PreToolUse",
+            "PreToolUse",
+            "PreToolUse",
+            "PostToolUse",
+            "Stop",
+            "Stop",
+        ]
     )
     shared.shutdown()
 
@@ -315,8 +332,14 @@ async def test_every_callback_survives_garbage_input(capture: SpanCapture) -> No
         [],
         {},
         {"session_id": 5, "tool_name": None, "tool_input": "not a dict", "prompt": ["x"]},
-        {"session_id": "s", "tool_input": {"k": b"\xff", "s": {1, 2}}, "tool_name": "Bash",
-         "tool_response": object(), "last_assistant_message": 3.5, "stop_hook_active": "yes"},
+        {
+            "session_id": "s",
+            "tool_input": {"k": b"\xff", "s": {1, 2}},
+            "tool_name": "Bash",
+            "tool_response": object(),
+            "last_assistant_message": 3.5,
+            "stop_hook_active": "yes",
+        },
     ]
     for event, matchers in hooks.items():
         for data in garbage:

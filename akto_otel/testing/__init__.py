@@ -10,11 +10,21 @@ Example::
     )
 
     scenario = Scenario(r"list files", [ToolUse("Bash", {"command": "ls"}), Text("Listed.")])
-    with FakeAnthropic(scenario) as fake:
-        options = ClaudeAgentOptions(
-            env=offline_agent_env(fake, Path("/tmp/fake-home")), allowed_tools=["Bash"]
-        )
-        messages = await run_agent("please list files", options)
+
+    async def check(tmp_path: Path) -> None:
+        with FakeAnthropic(scenario) as fake:
+            options = ClaudeAgentOptions(
+                env=offline_agent_env(fake, tmp_path / "home"),
+                allowed_tools=["Bash"],
+                cwd=tmp_path,
+            )
+            messages = await run_agent("please list files", options)
+        assert [r.step for r in fake.records if r.kind == "conversation"] == [0, 1]
+
+Scenarios can also live in YAML or JSON (:func:`load_scenarios`); see
+:mod:`akto_otel.testing.scenario` for the format and
+:mod:`akto_otel.testing.fake_anthropic` for what the CLI sends and which hooks
+fire.
 """
 
 from .fake_anthropic import (

@@ -1,6 +1,168 @@
 """A scripted fake Anthropic Messages API that drives real Claude Agent SDK sessions offline.
 
-FINDINGS_PLACEHOLDER
+Point the Claude Code CLI bundled with ``claude-agent-sdk`` at :attr:`FakeAnthropic.url`
+and every model turn is answered from a :class:`~akto_otel.testing.Scenario`; the CLI
+runs the requested tools for real and fires every hook through the SDK's control
+protocol. Usage::
+
+    import tempfile
+    from pathlib import Path
+
+    from claude_agent_sdk import ClaudeAgentOptions, HookMatcher
+    from akto_otel.testing import (
+        FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent,
+    )
+
+    async def on_hook(hook_input, tool_use_id, context):
+        print(hook_input["hook_event_name"], hook_input.get("tool_input"))
+        return {}
+
+    scenario = Scenario(r"make a file", [
+        ToolUse("Bash", {"command": "echo hi > made.txt"}),
+        Text("Made it."),
+    ])
+    with FakeAnthropic(scenario) as fake, tempfile.TemporaryDirectory() as tmp:
+        options = ClaudeAgentOptions(
+            env=offline_agent_env(fake, Path(tmp) / "home"),
+            allowed_tools=["Bash", "Read"],
+            hooks={"PreToolUse": [HookMatcher(matcher=None, hooks=[on_hook])]},
+            cwd=tmp,
+        )
+        messages = await run_agent("please make a file", options)
+        assert [r.step for r in fake.records if r.kind == "conversation"] == [0, 1]
+
+Routes: ``POST /v1/messages`` (``?beta=true`` or not; SSE when ``"stream": true``,
+else a JSON message), ``POST /v1/messages/count_tokens``, ``HEAD``/``GET /`` and
+``/api/hello`` probes, ``GET /v1/models``. Anything else is logged (logger
+``akto_otel.testing.fake_anthropic``), recorded with ``kind="unknown"`` and
+answered 404. Each response is written with one ``send`` on a ``TCP_NODELAY``
+socket (about 1 ms per keep-alive request instead of Nagle's 40 ms).
+
+Findings (claude-agent-sdk 0.2.187, bundled Claude Code CLI 2.1.330, offline)
+------------------------------------------------------------------------------
+
+1. **Requests.** ``HEAD /api/hello`` (connectivity probe) once at start, then only
+   ``POST /v1/messages?beta=true``, always ``"stream": true`` (no
+   ``count_tokens``, no ``/v1/models``). Headers: ``x-api-key: <ANTHROPIC_API_KEY>``,
+   ``anthropic-version: 2023-06-01``, ``anthropic-beta: claude-code-20250219,
+   interleaved-thinking-2025-05-14,context-management-2025-06-27,...``,
+   ``User-Agent: claude-cli/2.1.330 (external, sdk-py, agent-sdk/0.2.187)``,
+   ``x-app: cli``, ``X-Claude-Code-Session-Id: <session_id of the hooks>`` (also
+   in ``metadata.user_id`` JSON; subagent requests carry the parent's id).
+   Model: ``claude-opus-5-5`` by default for every request (main, subagent,
+   title); ``ClaudeAgentOptions(model="sonnet")`` -> ``claude-sonnet-5-5``
+   everywhere. Conversation body keys: ``model, messages, system, tools,
+   metadata, max_tokens (128000), thinking ({"type": "adaptive"}),
+   context_management, output_config ({"effort": "medium"}), stream``.
+   ``system`` is a list of text blocks (billing header, "You are a Claude
+   agent, built on Anthropic's Claude Agent SDK."); the first user message is
+   ``[<system-reminder>attribution</system-reminder>, <prompt>]`` followed by a
+   ``{"role": "system"}`` message (environment, agent types, skills) and more
+   system messages later. Main agent gets 12 tools (``Agent, Bash, Edit,
+   ListAgents, Read, ReportFindings, ScheduleWakeup, Skill, ToolSearch,
+   Workflow, DeferredToolPlaceholder, Write``), a subagent 8-10. One assistant
+   turn with several blocks comes back as ONE assistant message (the SDK
+   yields one ``AssistantMessage`` per block), so counting assistant messages
+   counts turns. Side requests (must not consume steps): the session title
+   (``tools: []``, system "You are naming a coding session ...", user text
+   ``<session>\\n{prompt}\\n</session>...``, ``output_config.format`` =
+   JSON schema ``{"title": string}``; sent for some prompts only, concurrently
+   with the first turn) -> answered with JSON for the schema; compaction
+   (``/compact`` or auto): the whole conversation with tools plus a last user
+   text "CRITICAL: Respond with TEXT ONLY ... create a detailed summary of the
+   conversation so far" -> answered with ``<summary>`` that keeps the original
+   prompt and a ``[FakeAnthropic steps-done=N]`` marker so the script continues
+   where it was. The CLI also resolves ``api.anthropic.com`` (event logging,
+   feature flags); offline that fails fast and harmlessly.
+
+2. **Hooks.** Every input has ``session_id``, ``transcript_path``
+   (``$HOME/.claude/projects/<cwd-slug>/<session_id>.jsonl``), ``cwd``,
+   ``prompt_id``, ``hook_event_name``; most have ``permission_mode``
+   ("default"); tool/stop events have ``effort: {"level": "medium"}``; events
+   inside a subagent add ``agent_id`` and ``agent_type``.
+
+   * prompt -> ``UserPromptSubmit``: ``{..., "prompt": "make a file"}``. Not
+     fired for slash commands such as ``/compact``.
+   * Bash -> ``PreToolUse``: ``{..., "tool_name": "Bash", "tool_input":
+     {"command": "echo hi > made.txt", "description": "make file"},
+     "tool_use_id": "toolu_..."}``; ``PostToolUse``: same plus
+     ``"tool_response": {"stdout": "", "stderr": "", "interrupted": false,
+     "isImage": false, "noOutputExpected": false}, "duration_ms": 60``.
+     ``tool_input`` is the CLI-normalised input (Read's relative
+     ``file_path`` arrives absolute).
+   * failure -> ``PostToolUseFailure`` (not ``PostToolUse``) for Bash ``exit 3``
+     (``"error": "Exit code 3"``) and Read of a missing file (``"error": "File
+     does not exist. Note: your current working directory is ..."``), both with
+     ``"is_interrupt": false, "duration_ms": N`` and ``tool_input``, no
+     ``tool_response``. The model gets ``tool_result`` with ``is_error: true``.
+   * ``Stop``: ``{..., "stop_hook_active": false, "last_assistant_message":
+     "Done.", "background_tasks": [], "session_crons": []}``.
+   * subagent: the tool is ``Agent`` (``Task`` still accepted as an alias; hooks
+     report ``tool_name: "Agent"``), input ``{"description", "prompt",
+     "subagent_type": "general-purpose", "run_in_background": false}``; it is
+     not gated by ``allowed_tools``. Order: PreToolUse(Agent) ->
+     ``SubagentStart {agent_id: "a2343...", agent_type: "general-purpose"}`` (no
+     permission_mode/effort) -> the subagent's PreToolUse/PostToolUse (with
+     agent_id/agent_type) -> ``SubagentStop {..., agent_id, agent_type,
+     agent_transcript_path: ".../<session>/subagents/agent-<id>.jsonl",
+     last_assistant_message, stop_hook_active: false, background_tasks,
+     session_crons}`` -> PostToolUse(Agent) with ``tool_response: {"status":
+     "completed", "agentId", "agentType", "content": [...], "totalTokens",
+     "usage", "toolStats", ...}`` -> Stop. Without ``run_in_background: false``
+     the agent runs in the background: PostToolUse(Agent) comes at once with
+     ``{"isAsync": true, "status": "async_launched", ...}``, the main turn
+     stops, and on completion the CLI starts a new turn whose
+     ``UserPromptSubmit.prompt`` is a ``<task-notification>`` (``query()``
+     then yields two ``ResultMessage``). The subagent's requests are separate
+     conversations whose first user text is the Agent ``prompt``: script them
+     with their own scenario.
+   * ``PermissionRequest`` (tool not in ``allowed_tools``, e.g. Write outside
+     cwd): after PreToolUse, ``{..., "tool_name": "Write", "tool_input": {...},
+     "permission_suggestions": [{"type": "setMode", "mode": "acceptEdits",
+     "destination": "session"}, {"type": "addDirectories", ...}]}``. Without an
+     answer the call is denied (no PostToolUse*, ``tool_result`` is_error);
+     returning ``{"hookSpecificOutput": {"hookEventName": "PermissionRequest",
+     "decision": {"behavior": "allow"}}}`` lets it run.
+   * ``Notification``: only ``{..., "message": "Claude needs your permission to
+     use Write", "notification_type": "permission_prompt"}`` when a
+     ``can_use_tool`` callback takes more than ~6 s (no permission_mode).
+   * ``PreCompact``: ``/compact keep it short`` sent as a second prompt of a
+     ``ClaudeSDKClient`` -> ``{..., "trigger": "manual", "custom_instructions":
+     "keep it short"}``; a ``Step(input_tokens=990_000)`` (near the 1M window)
+     triggers ``{"trigger": "auto", "custom_instructions": null}`` before the
+     next prompt. Compaction also fires a ``SubagentStop`` with
+     ``agent_type: ""`` and no SubagentStart.
+
+3. **Timing / HOME.** A 2-turn session (Bash + text) takes 0.7-0.9 s wall
+   clock (0.3 s inside the CLI). ``HOME`` need not pre-exist but must be set to
+   a temporary directory: with ``HOME=""`` the CLI falls back to the real home
+   and writes ``~/.claude.json`` and ``~/.claude/{projects,sessions,plugins,
+   telemetry,...}`` there, and it reads the user's settings/CLAUDE.md/agents.
+   ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1`` removes the probe, the title
+   request and the DNS lookups, and ``DISABLE_TELEMETRY=1`` most lookups, but
+   BOTH also stop the CLI's OpenTelemetry metrics export (traces and logs still
+   go), so :func:`~akto_otel.testing.offline_agent_env` sets them only with
+   ``quiet=True``; the speed gain is ~0.1 s.
+
+4. **Stop block.** Returning ``{"decision": "block", "reason": r}`` from Stop
+   makes the CLI continue: the next request ends with ``{"role": "assistant",
+   "content": [{"type": "text", "text": "<blocked answer>"}]}``,
+   ``{"role": "user", "content": "Stop hook feedback:\\n<r>"}`` and a
+   ``{"role": "system"}`` message ("Stop:Callback hook blocking error from
+   command: ..."); the blocked answer counts as a turn, so the script moves to
+   the next step. The second Stop has ``stop_hook_active: true``. The SDK
+   yields a ``UserMessage`` with the feedback text. A script whose last step
+   repeats loops for as long as the hook keeps blocking: bound it.
+
+5. **Matchers.** ``hooks={event: [HookMatcher(matcher=None, hooks=[cb])]}``, one
+   entry per event; ``matcher=None`` matches everything. On tool events
+   (Pre/PostToolUse, PostToolUseFailure, PermissionRequest) a matcher is
+   matched against ``tool_name`` (``"Bash"``, ``"Read|Write"``; checked on
+   PreToolUse); on
+   UserPromptSubmit and Stop it is ignored (``matcher="zzz"`` still fires).
+   All matching entries run, in order. The callback is ``async def
+   cb(hook_input: dict, tool_use_id: str | None, context) -> dict``; ``{}``
+   means "no decision".
 """
 
 from __future__ import annotations
@@ -81,6 +243,15 @@ class RecordedRequest:
     step: int | None = None
     timestamp: float = field(default_factory=time.time)
 
+    @property
+    def session_id(self) -> str | None:
+        """The CLI's ``X-Claude-Code-Session-Id`` header: the ``session_id`` its
+        hooks report (subagent requests carry the parent session's id)."""
+        for key, value in self.headers.items():
+            if key.lower() == "x-claude-code-session-id":
+                return value
+        return None
+
 
 def _text_of(content: Any) -> str:
     """Joined text of a message ``content`` (string or list of blocks)."""
@@ -112,7 +283,8 @@ def first_user_text(messages: Any) -> str:
 
 
 def count_assistant_turns(messages: Any) -> int:
-    """Number of ``assistant`` messages in a request: the index of the next step."""
+    """Number of ``assistant`` messages in a request (one per model turn, however
+    many blocks it had). See :func:`step_index` for the step that answers it."""
     if not isinstance(messages, list):
         return 0
     return sum(1 for m in messages if isinstance(m, Mapping) and m.get("role") == "assistant")

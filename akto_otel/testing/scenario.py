@@ -21,6 +21,14 @@ Step kinds:
 When the script runs out, the last text-only step is repeated (``"Done."`` when
 the script has none), so the agent always ends its turn.
 
+Tips: a subagent started by ``ToolUse("Agent", {"description": ..., "prompt":
+..., "subagent_type": "general-purpose", "run_in_background": False})`` is a
+conversation of its own whose first user message is that ``prompt``: give it its
+own scenario. With ``ClaudeAgentOptions(output_format=...)`` the final answer is
+``ToolUse("StructuredOutput", {...})``. Several prompts of one
+``ClaudeSDKClient`` session are one conversation: the steps continue, also
+across ``/compact``.
+
 Example::
 
     from akto_otel.testing import Scenario, Text, ToolUse

@@ -1,0 +1,284 @@
+"""AktoSpanProcessor: records of ended hook spans reach Akto, batched, bounded, retried."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from akto_otel.config import Settings
+from akto_otel.contract import (
+    WireContext,
+    ingest_record,
+    prompt_record,
+    tool_request_record,
+    tool_result_record,
+    turn_record,
+)
+from akto_otel.emulator import EmulatorServer
+from akto_otel.exporter import AktoSpanProcessor
+from tests.scripted_akto import ScriptedAkto
+
+pytestmark = pytest.mark.timeout(60)
+CTX = WireContext(client_ip="10.0.0.1")
+
+
+def _processor(url: str, **kw: Any) -> tuple[AktoSpanProcessor, TracerProvider]:
+    options = {
+        k: kw.pop(k)
+        for k in ("max_queue_size", "max_export_batch_size", "schedule_delay_millis")
+        if k in kw
+    }
+    kw.setdefault("export_retry_timeout", 10.0)
+    kw.setdefault("export_shutdown_timeout", 10.0)
+    settings = Settings.from_env({}, ingestion_url=url, timeout=1.0, **kw)
+    processor = AktoSpanProcessor(settings, **options)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    return processor, provider
+
+
+def _emit(
+    processor: AktoSpanProcessor,
+    provider: TracerProvider,
+    record: dict[str, Any],
+    kind: str = "r",
+    **flags: bool,
+) -> None:
+    span = provider.get_tracer("t").start_span("hook")
+    processor.attach(span, record, kind=kind, **flags)
+    span.end()
+
+
+ALL_KINDS = [
+    prompt_record(CTX, "p", blocked_reason="r", time_ms=1),
+    tool_request_record(CTX, "Bash", {"command": "x"}, blocked_reason="r", time_ms=2),
+    tool_request_record(CTX, "mcp__s__t", {"a": 1}, blocked_reason="", time_ms=3),
+    tool_result_record(CTX, "Bash", {"command": "x"}, {"stdout": "y"}, time_ms=4),
+    tool_result_record(CTX, "mcp__s__t", {"a": 1}, [1, 2], time_ms=5),
+    turn_record(CTX, "q", "a", time_ms=6),
+    turn_record(CTX, "q", "a", blocked_reason="r", time_ms=7),
+    turn_record(CTX, "q", "a", hook="SubagentStop", time_ms=8),
+]
+
+
+@pytest.mark.parametrize("delivery", ["batch", "proxy"])
+def test_every_record_kind_arrives_field_for_field(delivery: str) -> None:
+    with EmulatorServer() as akto:
+        processor, provider = _processor(akto.url, delivery=delivery)
+        for i, record in enumerate(ALL_KINDS):
+            _emit(processor, provider, record, kind=str(i))
+        assert processor.force_flush()
+        received = akto.wait_for_records(len(ALL_KINDS), timeout=10)
+        provider.shutdown()
+    got = sorted((r.record for r in received), key=lambda r: r["time"])
+    if delivery == "batch":
+        assert {r.endpoint for r in received} == {"ingestData"}
+        assert got == [ingest_record(r) for r in ALL_KINDS]
+    else:
+        assert {r.endpoint for r in received} == {"http-proxy"}
+        assert all(
+            r.flags == {"akto_connector": "claude_agent_sdk", "ingest_data": "true"}
+            for r in received
+        )
+        assert got == ALL_KINDS
+    assert processor.stats.snapshot()["exported"] == len(ALL_KINDS)
+
+
+def test_unrelated_spans_are_ignored() -> None:
+    with ScriptedAkto() as akto:
+        processor, provider = _processor(akto.url)
+        tracer = provider.get_tracer("app")
+        for _ in range(5):
+            tracer.start_span("app work").end()
+        processor.force_flush()
+        provider.shutdown()
+    assert akto.requests == []
+
+
+def test_records_wait_for_their_span_to_end() -> None:
+    with ScriptedAkto() as akto:
+        processor, provider = _processor(akto.url)
+        span = provider.get_tracer("t").start_span("open")
+        processor.attach(span, turn_record(CTX, "q", "a"), kind="turn")
+        processor.force_flush()
+        assert akto.accepted == []
+        span.end()
+        processor.force_flush()
+        assert len(akto.accepted) == 1
+        provider.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_akto_down_then_up_delivers_everything_exactly_once() -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    processor, provider = _processor(url, export_retry_timeout=20.0, schedule_delay_millis=50)
+    records = [turn_record(CTX, f"q{i}", "a", time_ms=i) for i in range(300)]
+    for i, record in enumerate(records):
+        _emit(processor, provider, record, kind=str(i))
+    time.sleep(2.0)  # Akto is down: the worker retries with backoff
+    assert processor.stats.snapshot()["retried"] > 0
+    with EmulatorServer(port=port) as akto:
+        assert processor.force_flush()
+        provider.shutdown()
+        got = [r.record["time"] for r in akto.records]
+    assert sorted(got, key=int) == [str(i) for i in range(300)]  # all, once each
+    snap = processor.stats.snapshot()
+    assert snap["exported"] == 300 and snap["dropped"] == 0 and snap["failed"] == 0
+
+
+def test_queue_overflow_is_counted_exactly() -> None:
+    port = _free_port()
+    processor, provider = _processor(
+        f"http://127.0.0.1:{port}",
+        max_queue_size=50,
+        max_export_batch_size=10,
+        export_retry_timeout=20.0,
+        schedule_delay_millis=10_000,
+    )
+    for i in range(200):
+        _emit(processor, provider, turn_record(CTX, f"q{i}", "a", time_ms=i), kind=str(i))
+    with EmulatorServer(port=port) as akto:
+        provider.shutdown()
+        delivered = len(akto.records)
+    snap = processor.stats.snapshot()
+    # The queue holds 50; the worker may already hold one batch in flight.
+    assert 50 <= delivered <= 60
+    assert snap["dropped"] == 200 - delivered
+    assert snap["exported"] == delivered
+
+
+def test_5xx_then_success_is_retried_with_the_same_idempotency_key() -> None:
+    with ScriptedAkto(script=[500, 503, 502]) as akto:
+        processor, provider = _processor(akto.url)
+        for i in range(3):
+            _emit(processor, provider, turn_record(CTX, "q", "a", time_ms=i), kind=str(i))
+        assert processor.force_flush()
+        provider.shutdown()
+    assert len(akto.requests) == 4
+    keys = {r["headers"]["Idempotency-Key"] for r in akto.requests}
+    assert len(keys) == 1, "a retried batch must carry the same key"
+    assert len(akto.accepted) == 3
+    assert processor.stats.snapshot()["retried"] == 9  # 3 records x 3 retries
+
+
+def test_429_honours_retry_after() -> None:
+    with ScriptedAkto(script=[(429, {"Retry-After": "1"})]) as akto:
+        processor, provider = _processor(akto.url)
+        _emit(processor, provider, turn_record(CTX, "q", "a"))
+        assert processor.force_flush()
+        provider.shutdown()
+    first, second = akto.requests
+    assert second["at"] - first["at"] >= 0.95
+    assert len(akto.accepted) == 1
+
+
+def test_one_oversized_record_is_dropped_and_the_rest_delivered() -> None:
+    with ScriptedAkto() as akto:
+        processor, provider = _processor(akto.url)
+        for i in range(7):
+            text = "OVERSIZED" if i == 3 else f"q{i}"
+            _emit(processor, provider, turn_record(CTX, text, "a", time_ms=i), kind=str(i))
+        processor.force_flush()
+        provider.shutdown()
+    assert sorted(int(r["time"]) for r in akto.accepted) == [0, 1, 2, 4, 5, 6]
+    snap = processor.stats.snapshot()
+    assert snap["failed"] == 1 and snap["exported"] == 6
+    assert processor.stats.failures == {"http_413": 1}
+
+
+def test_422_is_not_retried() -> None:
+    with ScriptedAkto(script=[422]) as akto:
+        processor, provider = _processor(akto.url)
+        _emit(processor, provider, turn_record(CTX, "q", "a"))
+        processor.force_flush()
+        provider.shutdown()
+    assert len(akto.requests) == 1
+    assert processor.stats.snapshot()["failed"] == 1
+
+
+def test_a_server_that_never_answers_cannot_hold_shutdown() -> None:
+    with ScriptedAkto(script=["hang"] * 50) as akto:
+        processor, provider = _processor(
+            akto.url, export_retry_timeout=60.0, export_shutdown_timeout=2.0
+        )
+        _emit(processor, provider, turn_record(CTX, "q", "a"))
+        started = time.perf_counter()
+        provider.shutdown()
+        elapsed = time.perf_counter() - started
+    assert elapsed < 2.0 + 1.0 + 0.5  # shutdown timeout + one request timeout + slack
+    assert processor.stats.snapshot()["failed"] == 1
+
+
+def test_shutdown_delivers_a_full_queue() -> None:
+    with EmulatorServer() as akto:
+        processor, provider = _processor(
+            akto.url, schedule_delay_millis=60_000, max_export_batch_size=5000
+        )
+        for i in range(2000):
+            _emit(processor, provider, turn_record(CTX, "q", "a", time_ms=i), kind=str(i))
+        assert processor.queue_size == 2000
+        provider.shutdown()
+        assert len(akto.records) == 2000
+
+
+def test_attach_never_blocks_while_akto_hangs() -> None:
+    with ScriptedAkto(script=["hang"] * 100) as akto:
+        processor, provider = _processor(
+            akto.url, export_shutdown_timeout=1.0, schedule_delay_millis=1
+        )
+        _emit(processor, provider, turn_record(CTX, "q", "a"))
+        time.sleep(0.2)  # the worker is now stuck in a request
+        started = time.perf_counter()
+        for i in range(1000):
+            _emit(processor, provider, turn_record(CTX, "q", "a", time_ms=i), kind=str(i))
+        spent = time.perf_counter() - started
+        provider.shutdown()
+    assert spent < 1.0, f"1000 attaches took {spent:.2f}s while the exporter was stuck"
+
+
+def test_a_process_that_exits_normally_loses_nothing(tmp_path: Path) -> None:
+    with EmulatorServer() as akto:
+        script = tmp_path / "agent.py"
+        script.write_text(
+            textwrap.dedent(f"""
+            from opentelemetry import trace
+            from opentelemetry.sdk.trace import TracerProvider
+            from akto_otel.config import Settings
+            from akto_otel.contract import WireContext, turn_record
+            from akto_otel.exporter import AktoSpanProcessor
+
+            provider = TracerProvider()          # registers its shutdown at exit
+            trace.set_tracer_provider(provider)
+            processor = AktoSpanProcessor(
+                Settings.from_env({{}}, ingestion_url="{akto.url}"),
+                schedule_delay_millis=60_000,
+            )
+            provider.add_span_processor(processor)
+            tracer = provider.get_tracer("agent")
+            for i in range(250):
+                span = tracer.start_span("hook")
+                processor.attach(span, turn_record(WireContext(), "q", "a", time_ms=i), kind=str(i))
+                span.end()
+            print("queued", processor.queue_size)
+        """)
+        )
+        result = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert "queued 250" in result.stdout
+        assert len(akto.wait_for_records(250, timeout=5)) == 250
