@@ -135,6 +135,8 @@ class RecordExporter:
         self._transport = transport
         self._client: httpx.Client | None = None
         self._stopping = threading.Event()
+        self._taken_lock = threading.Lock()
+        self.taken = 0
         self._headers = {"Content-Type": "application/json"}
         if settings.token:
             self._headers["Authorization"] = settings.token
@@ -155,6 +157,8 @@ class RecordExporter:
         return self._client
 
     def export(self, batch: list[PendingRecord], /) -> None:
+        with self._taken_lock:
+            self.taken += len(batch)
         if not batch:
             return
         if not self._settings.ingestion_url:
@@ -287,6 +291,9 @@ class AktoSpanProcessor(SpanProcessor):
         self.settings = settings
         self.stats = ExportStats()
         self._pending: dict[int, list[PendingRecord]] = {}
+        self._capacity = max_queue_size or settings.export_queue_size
+        self._admitted = 0
+        self._admit_lock = threading.Lock()
         self._queue_metrics = _QueueMetrics(self.stats)
         self._exporter = RecordExporter(settings, self.stats, transport=transport)
         self._batch: BatchProcessor[PendingRecord] = BatchProcessor(
@@ -294,7 +301,9 @@ class AktoSpanProcessor(SpanProcessor):
             schedule_delay_millis=schedule_delay_millis,
             max_export_batch_size=max_export_batch_size,
             export_timeout_millis=settings.timeout * 1000,
-            max_queue_size=max_queue_size or settings.export_queue_size,
+            # Slack for the batch the worker may hold: admission below keeps the
+            # SDK's deque from ever overflowing, so our drop count is exact.
+            max_queue_size=self._capacity + max_export_batch_size,
             exporting="AktoRecord",
             metrics=self._queue_metrics,
         )
@@ -334,6 +343,17 @@ class AktoSpanProcessor(SpanProcessor):
         if self._shutdown:
             self.stats.add("dropped", 1, "already_shutdown")
             return
+        with self._admit_lock:
+            # Items admitted minus items the exporter took: what is queued now (or
+            # popped and about to be exported, which errs on the side of dropping).
+            if self._admitted - self._exporter.taken >= self._capacity:
+                full = True
+            else:
+                full = False
+                self._admitted += 1
+        if full:
+            self.stats.add("dropped", 1, "queue_full")
+            return
         self._batch.emit(item)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -360,7 +380,7 @@ class AktoSpanProcessor(SpanProcessor):
         # Records of spans that never ended still go out.
         for items in list(self._pending.values()):
             for item in items:
-                self._batch.emit(item)
+                self._emit(item)
         self._pending.clear()
         self._shutdown = True
         timeout = self.settings.export_shutdown_timeout

@@ -158,6 +158,7 @@ def test_queue_overflow_is_counted_exactly() -> None:
     # The queue holds 50; the worker may already hold one batch in flight.
     assert 50 <= delivered <= 60
     assert snap["dropped"] == 200 - delivered
+    assert processor.stats.failures == {"queue_full": 200 - delivered}
     assert snap["exported"] == delivered
 
 

@@ -1,0 +1,160 @@
+"""Every verdict kind, state cleanup and aborted sessions, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from claude_agent_sdk import AssistantMessage, ClaudeAgentOptions, ToolUseBlock, query
+
+from akto_otel import AktoGuardrails
+from akto_otel.emulator import EmulatorServer, Policy, Rule
+from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
+from tests.conftest import TEST_RULES, SpanCapture
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _guard(emulator: EmulatorServer, capture: SpanCapture, **kw: Any) -> AktoGuardrails:
+    kw.setdefault("timeout", 3.0)
+    return AktoGuardrails(
+        tracer_provider=capture.provider,
+        meter_provider=capture.meter_provider,
+        ingestion_url=emulator.url,
+        **kw,
+    )
+
+
+def _options(fake: FakeAnthropic, home: Path, workdir: Path) -> ClaudeAgentOptions:
+    return ClaudeAgentOptions(
+        env=offline_agent_env(fake, home), cwd=str(workdir), allowed_tools=["Bash"]
+    )
+
+
+def _verdict(span: Any) -> dict[str, Any]:
+    events = [e for e in span.events if e.name == "akto.guardrail.verdict"]
+    assert len(events) == 1
+    return dict(events[0].attributes)
+
+
+async def test_warn_passes_and_is_recorded(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    (workdir / ".env").write_text("X=1\n")
+    scenario = Scenario(None, [ToolUse("Bash", {"command": "cat .env > copy.txt"}), Text("ok")])
+    guard = _guard(emulator, capture)
+    with FakeAnthropic(scenario) as fake:
+        async with guard.session(_options(fake, home, workdir)) as options:
+            await run_agent("copy env", options)
+    assert (workdir / "copy.txt").read_text() == "X=1\n"
+    verdict = _verdict(capture.one("execute_tool Bash"))
+    assert verdict["akto.guardrail.decision"] == "warn"
+    assert verdict["akto.guardrail.behaviour"] == "warn"
+    assert verdict["akto.guardrail.reason"] == "Reads secrets"
+    points = capture.metric_points("akto.guardrail.decisions")
+    assert any(
+        p.attributes
+        == {"hook": "PreToolUse", "decision": "warn", "behaviour": "warn", "fail_open": False}
+        for p in points
+    )
+
+
+async def test_approval_asks_instead_of_running(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    scenario = Scenario(
+        None, [ToolUse("Bash", {"command": "sudo touch approved.txt"}), Text("waiting")]
+    )
+    guard = _guard(emulator, capture)
+    with FakeAnthropic(scenario) as fake:
+        async with guard.session(_options(fake, home, workdir)) as options:
+            await run_agent("needs root", options)
+    assert not (workdir / "approved.txt").exists()
+    assert _verdict(capture.one("execute_tool Bash"))["akto.guardrail.decision"] == "ask"
+
+
+async def test_masking_verdict_rewrites_the_tool_input(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    scenario = Scenario(
+        None, [ToolUse("Bash", {"command": "echo bob@example.com > who.txt"}), Text("ok")]
+    )
+    guard = _guard(emulator, capture)
+    with FakeAnthropic(scenario) as fake:
+        async with guard.session(_options(fake, home, workdir)) as options:
+            await run_agent("write the email", options)
+    assert (workdir / "who.txt").read_text().strip() == "[EMAIL]"
+    assert _verdict(capture.one("execute_tool Bash"))["akto.guardrail.decision"] == "modify"
+
+
+async def test_tool_output_guardrail_warns_the_model(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    rule = Rule(
+        name="leaky-output",
+        hooks=("PostToolUse",),
+        target="response",
+        pattern="PRIVATE-KEY",
+        reason="Tool output leaks a key",
+    )
+    with EmulatorServer(Policy((*TEST_RULES, rule))) as akto:
+        scenario = Scenario(
+            None, [ToolUse("Bash", {"command": "echo PRIVATE-KEY-123"}), Text("ok")]
+        )
+        guard = AktoGuardrails(
+            tracer_provider=capture.provider,
+            ingestion_url=akto.url,
+            timeout=3.0,
+            tool_response_guardrails=True,
+        )
+        with FakeAnthropic(scenario) as fake:
+            async with guard.session(_options(fake, home, workdir)) as options:
+                await run_agent("print it", options)
+            follow_up = json.dumps(fake.conversation_requests[-1])
+        checked = [r for r in akto.records if r.hook == "PostToolUse"]
+    assert "Tool output leaks a key" in follow_up
+    assert len(checked) == 1
+    assert checked[0].flags == {
+        "response_guardrails": "true",
+        "akto_connector": "claude_agent_sdk",
+        "ingest_data": "true",
+    }
+
+
+async def test_unbound_sessions_free_their_state(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    scenario = Scenario(None, [ToolUse("Bash", {"command": "echo hi"}), Text("done")])
+    guard = _guard(emulator, capture)
+    with FakeAnthropic(scenario) as fake:
+        for _ in range(3):
+            await run_agent("go", guard.instrument(_options(fake, home, workdir)))
+    assert len(guard._default_scope.tracing) == 0
+    roots = capture.named("invoke_agent")
+    assert len(roots) == 3
+    assert all(r.status.is_unset for r in roots)
+
+
+async def test_an_aborted_session_closes_its_spans_as_errors(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    scenario = Scenario(None, [ToolUse("Bash", {"command": "sleep 30"}), Text("done")])
+    guard = _guard(emulator, capture)
+
+    class Interrupted(Exception):
+        pass
+
+    with FakeAnthropic(scenario) as fake, pytest.raises(Interrupted):
+        async with guard.session(_options(fake, home, workdir)) as options:
+            async for message in query(prompt="slow", options=options):
+                if isinstance(message, AssistantMessage) and any(
+                    isinstance(b, ToolUseBlock) for b in message.content
+                ):
+                    raise Interrupted
+    root = capture.one("invoke_agent claude-agent")
+    assert root.attributes["error.type"] == "session_aborted"
+    assert not root.status.is_ok and not root.status.is_unset
+    tools = capture.named("execute_tool")
+    assert all(t.attributes.get("error.type") == "session_aborted" for t in tools)
