@@ -224,9 +224,9 @@ class AktoGuardrails:
             "Stop": self._stop,
             "SubagentStart": self._subagent_start,
             "SubagentStop": self._subagent_stop,
-            "PreCompact": self._observe_event,
-            "Notification": self._observe_event,
-            "PermissionRequest": self._observe_event,
+            "PreCompact": self._observer("PreCompact"),
+            "Notification": self._observer("Notification"),
+            "PermissionRequest": self._observer("PermissionRequest"),
         }
         return {event: self._safe(event, scope, handler) for event, handler in handlers.items()}
 
@@ -566,27 +566,11 @@ class AktoGuardrails:
                 )
             if not response_text:
                 return {}
-            wire = self._wire(scope, data)
-            prompt = state.last_prompt
-            if not self.settings.sync_mode:
-                self._attach(
-                    span,
-                    contract.turn_record(wire, prompt, response_text),
-                    "turn",
-                    response_guardrails=True,
-                )
-                return {}
-            record = contract.turn_record(wire, prompt, response_text)
-            verdict = await self._guard(span, "Stop", record, request=False, response=True)
-            if verdict.allowed:
-                self._attach(span, record, "turn")
-                return {}
-            reason = verdict.reason or contract.DEFAULT_BLOCK_REASON
-            self._attach(
-                span,
-                contract.turn_record(wire, prompt, response_text, blocked_reason=verdict.reason),
-                "turn.blocked",
+            reason = await self._judge_answer(
+                span, "Stop", self._wire(scope, data), state.last_prompt, response_text, "turn"
             )
+            if reason is None:
+                return {}
             span.set_attribute("akto.stop.regenerations", state.regenerations)
             if state.regenerations >= self.settings.max_stop_regenerations:
                 span.set_attribute("akto.stop.gave_up", True)
@@ -606,6 +590,28 @@ class AktoGuardrails:
             span.end()
             if final:
                 scope.tracing.end_turn(session_id)
+
+    async def _judge_answer(
+        self, span: Span, hook: str, wire: WireContext, prompt: str, answer: str, kind: str
+    ) -> str | None:
+        """Response guardrail on an answer, its record attached to ``span``.
+
+        Returns the reason to block it, or None to let it through. In async mode
+        the record goes to Akto with ``response_guardrails`` for server-side judging.
+        """
+        record = contract.turn_record(wire, prompt, answer, hook=hook)
+        if not self.settings.sync_mode:
+            self._attach(span, record, kind, response_guardrails=True)
+            return None
+        verdict = await self._guard(span, hook, record, request=False, response=True)
+        if verdict.allowed:
+            self._attach(span, record, kind)
+            return None
+        blocked = contract.turn_record(
+            wire, prompt, answer, hook=hook, blocked_reason=verdict.reason
+        )
+        self._attach(span, blocked, f"{kind}.blocked")
+        return verdict.reason or contract.DEFAULT_BLOCK_REASON
 
     async def _subagent_start(self, scope: _Scope, data: Mapping[str, Any]) -> HookOutput:
         state = scope.tracing.session(_text(data, "session_id"))
@@ -628,29 +634,16 @@ class AktoGuardrails:
         try:
             if not response_text:
                 return {}
-            wire = self._wire(scope, data)
-            record = contract.turn_record(
-                wire, state.last_prompt, response_text, hook="SubagentStop"
-            )
-            if not self.settings.sync_mode:
-                self._attach(span, record, "subagent.turn", response_guardrails=True)
-                return {}
-            verdict = await self._guard(span, "SubagentStop", record, request=False, response=True)
-            if verdict.allowed:
-                self._attach(span, record, "subagent.turn")
-                return {}
-            reason = verdict.reason or contract.DEFAULT_BLOCK_REASON
-            self._attach(
+            reason = await self._judge_answer(
                 span,
-                contract.turn_record(
-                    wire,
-                    state.last_prompt,
-                    response_text,
-                    hook="SubagentStop",
-                    blocked_reason=verdict.reason,
-                ),
-                "subagent.turn.blocked",
+                "SubagentStop",
+                self._wire(scope, data),
+                state.last_prompt,
+                response_text,
+                "subagent.turn",
             )
+            if reason is None:
+                return {}
             count = state.subagent_regenerations.get(agent_id, 0)
             if count >= self.settings.max_stop_regenerations:
                 span.set_attribute("akto.stop.gave_up", True)
@@ -667,8 +660,15 @@ class AktoGuardrails:
                 if ended is not None:
                     ended.end()
 
-    async def _observe_event(self, scope: _Scope, data: Mapping[str, Any]) -> HookOutput:
-        event = _text(data, "hook_event_name") or "Notification"
+    def _observer(self, event: str) -> Callable[[_Scope, Mapping[str, Any]], Awaitable[HookOutput]]:
+        async def observe(scope: _Scope, data: Mapping[str, Any]) -> HookOutput:
+            return await self._observe_event(event, scope, data)
+
+        return observe
+
+    async def _observe_event(
+        self, event: str, scope: _Scope, data: Mapping[str, Any]
+    ) -> HookOutput:
         state = scope.tracing.session(_text(data, "session_id"))
         tool_use_id = _text(data, "tool_use_id")
         parent = state.tools.get(tool_use_id) if tool_use_id else None

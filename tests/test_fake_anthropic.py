@@ -23,6 +23,7 @@ from claude_agent_sdk import (
     TextBlock,
 )
 
+from akto_otel.hooks import HOOK_EVENTS
 from akto_otel.testing import (
     DEFAULT_FINAL_TEXT,
     SIDE_REPLY_TEXT,
@@ -46,18 +47,6 @@ from akto_otel.testing import (
 _BUNDLED_CLI = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
 needs_cli = pytest.mark.skipif(not _BUNDLED_CLI.exists(), reason="bundled Claude CLI missing")
 
-HOOK_EVENTS = (
-    "UserPromptSubmit",
-    "PreToolUse",
-    "PostToolUse",
-    "PostToolUseFailure",
-    "Stop",
-    "SubagentStart",
-    "SubagentStop",
-    "PreCompact",
-    "Notification",
-    "PermissionRequest",
-)
 
 # ----------------------------------------------------------------------------- helpers
 
