@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +39,7 @@ from opentelemetry.trace import Span as ApiSpan
 
 from akto_otel.config import Settings
 from akto_otel.contract import encode_ingest_batch, encode_record, http_proxy_url, ingest_data_url
-from akto_otel.guardrails import error_kind
+from akto_otel.guardrails import error_kind, tls_context
 
 __all__ = ["AktoSpanProcessor", "ExportStats", "PendingRecord", "RecordExporter"]
 
@@ -144,12 +143,9 @@ class RecordExporter:
     def _http(self) -> httpx.Client:
         if self._client is None:
             t = self._settings.timeout
-            verify: ssl.SSLContext | bool = True
-            if self._settings.ssl_cert_path:
-                verify = ssl.create_default_context(cafile=self._settings.ssl_cert_path)
             self._client = httpx.Client(
                 timeout=httpx.Timeout(t, connect=t, read=t, write=t, pool=t),
-                verify=verify,
+                verify=tls_context(self._settings),
                 transport=self._transport,
                 trust_env=False,
                 follow_redirects=False,

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import certifi
 import httpx
 
 from akto_otel.config import Settings
@@ -41,7 +42,7 @@ from akto_otel.contract import (
     parse_verdict,
 )
 
-__all__ = ["ERROR_KINDS", "GuardrailClient", "PostResult", "error_kind"]
+__all__ = ["ERROR_KINDS", "GuardrailClient", "PostResult", "error_kind", "tls_context"]
 
 _log = logging.getLogger("akto_otel.guardrails")
 
@@ -69,6 +70,40 @@ ERROR_KINDS = (
 
 class _ResponseTooLarge(Exception):
     pass
+
+
+_TLS_CONTEXTS: dict[str, ssl.SSLContext] = {}
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | bool:
+    """The verifying TLS context for Akto's URL, built once per CA bundle.
+
+    A plain ``http://`` URL never does a TLS handshake (redirects are not
+    followed), so no CA bundle is loaded for it: that load costs ~90 ms per client.
+    """
+    if not settings.ingestion_url.startswith("https://"):
+        return False
+    key = settings.ssl_cert_path
+    context = _TLS_CONTEXTS.get(key)
+    if context is None:
+        context = ssl.create_default_context(cafile=key or certifi.where())
+        _TLS_CONTEXTS[key] = context
+    return context
+
+
+_warmed = False
+
+
+def _warm_up() -> None:
+    """Import what httpx loads lazily on its first client (~80-140 ms here).
+
+    Done when a client is built, at app start, instead of inside the agent's
+    first guarded hook.
+    """
+    global _warmed
+    if not _warmed:
+        httpx.AsyncHTTPTransport(verify=False)
+        _warmed = True
 
 
 def error_kind(exc: BaseException) -> str:
@@ -145,6 +180,7 @@ class GuardrailClient:
         )
         self._http: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        _warm_up()
         self._headers = {"Content-Type": "application/json"}
         if settings.token:
             self._headers["Authorization"] = settings.token
@@ -162,9 +198,7 @@ class GuardrailClient:
         return bool(self._settings.ingestion_url)
 
     def _verify(self) -> ssl.SSLContext | bool:
-        if self._settings.ssl_cert_path:
-            return ssl.create_default_context(cafile=self._settings.ssl_cert_path)
-        return True
+        return tls_context(self._settings)
 
     def _client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
