@@ -3,6 +3,8 @@
 Usage::
 
     akto-otel demo [--live]
+    akto-otel demo --prometheus 9464 [--runs N] [--linger SECONDS] [--deny-heavy]
+                   [--fault akto-down] [--fault akto-slow]
     akto-otel emulator --port 9090 [--policy policy.yaml] [--token T]
     akto-otel doctor
 """
@@ -42,11 +44,80 @@ def _doctor() -> int:
     return 0 if healthy else 1
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from akto_otel.demo import deny_heavy_policy, run_demo, run_local_stack
+
+    policy = None
+    if args.deny_heavy:
+        policy = deny_heavy_policy()
+    elif args.policy:
+        from akto_otel.emulator import load_policy
+
+        policy = load_policy(args.policy)
+    if args.prometheus is not None:
+        result = run_local_stack(
+            args.prometheus,
+            runs=args.runs,
+            linger=args.linger,
+            host=args.prometheus_host,
+            policy=policy,
+            faults=args.fault,
+            akto_url=args.akto_url,
+            live=args.live,
+        )
+    else:
+        result = run_demo(
+            live=args.live,
+            runs=args.runs,
+            policy=policy,
+            faults=args.fault,
+            akto_url=args.akto_url,
+        )
+    return 0 if result.spans else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="akto-otel", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a guarded, traced agent session offline")
     demo.add_argument("--live", action="store_true", help="use the real model (needs a key)")
+    demo.add_argument(
+        "--prometheus",
+        type=int,
+        metavar="PORT",
+        help="local stack mode: serve the metrics on http://127.0.0.1:PORT/metrics",
+    )
+    demo.add_argument(
+        "--prometheus-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address for --prometheus (default 127.0.0.1; 0.0.0.0 in a container)",
+    )
+    demo.add_argument(
+        "--runs", type=int, default=1, metavar="N", help="run the session N times (default 1)"
+    )
+    demo.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --prometheus: keep serving the metrics this long after the runs",
+    )
+    policy = demo.add_mutually_exclusive_group()
+    policy.add_argument(
+        "--deny-heavy", action="store_true", help="the emulator denies every tool call"
+    )
+    policy.add_argument("--policy", metavar="FILE", help="emulator policy file (JSON or YAML)")
+    demo.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        choices=["akto-down", "akto-slow"],
+        help="add one run against an unreachable (akto-down) or slow (akto-slow) Akto",
+    )
+    demo.add_argument(
+        "--akto-url", metavar="URL", help="use this Akto instead of the built-in emulator"
+    )
     emulator = sub.add_parser("emulator", help="run the local Akto-compatible server")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=9090)
@@ -56,10 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        from akto_otel.demo import run_demo
-
-        result = run_demo(live=args.live)
-        return 0 if result.spans else 1
+        return _demo(args)
     if args.command == "emulator":
         from akto_otel.emulator import run_emulator
 

@@ -5,31 +5,66 @@ It starts the Akto emulator (default policy) and the scripted fake Anthropic API
 allowed tool call, a tool call the policy denies, and an answer that leaks a token
 and gets regenerated, then prints the trace as a tree with the verdicts.
 
+Local stack mode (``--prometheus PORT``) runs the session ``--runs`` times with the
+library's metrics on ``http://127.0.0.1:PORT/metrics`` (the OpenTelemetry Prometheus
+exporter) and keeps serving them for ``--linger`` seconds so a Prometheus can scrape
+them. In that mode the spans are also counted the way the collector's
+``span_metrics`` connector counts them (``traces_span_metrics_calls_total`` with the
+same labels), so the dashboards work without a collector. ``--deny-heavy`` denies
+every tool call; ``--fault akto-down`` / ``--fault akto-slow`` add one run each
+against an unreachable or a slow Akto (guardrail errors, fail-open verdicts,
+export retries, failures and drops; slow verdicts). With ``OTEL_EXPORTER_OTLP_ENDPOINT``
+set, spans also go to that OTLP endpoint (a collector).
+
 Usage::
 
     akto-otel demo            # offline, no API key
     akto-otel demo --live     # the real model (needs ANTHROPIC_API_KEY)
+    akto-otel demo --prometheus 9464 --runs 5 --linger 60 --deny-heavy
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-__all__ = ["DEMO_PROMPT", "DemoResult", "format_tree", "run_demo"]
+__all__ = [
+    "DEMO_PROMPT",
+    "FAULTS",
+    "SLOW_AKTO_S",
+    "DemoResult",
+    "SpanMetricsProcessor",
+    "deny_heavy_policy",
+    "format_tree",
+    "run_demo",
+    "run_local_stack",
+    "serve_prometheus",
+]
 
 DEMO_PROMPT = "Tidy up the build folder, then tell me the deploy token."
+
+#: Extra runs that ``--fault`` adds: Akto unreachable, or Akto answering slowly.
+FAULTS = ("akto-down", "akto-slow")
+
+#: How long the emulator takes per answer in an ``akto-slow`` run (seconds).
+SLOW_AKTO_S = 0.75
+
+_DEFAULT_SERVICE = "akto-otel-demo"
 
 
 def demo_scenario() -> Any:
@@ -49,12 +84,28 @@ def demo_scenario() -> Any:
     )
 
 
+def deny_heavy_policy() -> Any:
+    """The default policy plus a first rule that denies every tool call."""
+    from akto_otel.emulator import Policy, Rule, default_policy
+
+    deny_all = Rule(
+        name="deny-every-tool",
+        hooks=("PreToolUse",),
+        target="request",
+        pattern=r".",
+        reason="Every tool call is denied (deny-heavy demo policy)",
+    )
+    return Policy((deny_all, *default_policy().rules))
+
+
 @dataclass
 class DemoResult:
     spans: list[ReadableSpan]
     records: int
     final_text: str
     seconds: float
+    runs: int = 1
+    faults: list[str] = field(default_factory=list)
 
     def decisions(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -107,32 +158,148 @@ def format_tree(spans: Sequence[ReadableSpan]) -> str:
     return "\n".join(lines)
 
 
-async def _session(live: bool, out: TextIO) -> DemoResult:
+# --------------------------------------------------------------------------- metrics
+
+
+class SpanMetricsProcessor(SpanProcessor):
+    """Counts ended spans like the collector's ``span_metrics`` connector does.
+
+    The counter ``traces.span.metrics.calls`` carries ``service.name``, ``span.name``,
+    ``span.kind`` (``SPAN_KIND_INTERNAL``, ...), ``status.code``
+    (``STATUS_CODE_UNSET``, ``STATUS_CODE_ERROR``, ...) and the dimensions that
+    ``collector/otel-collector.yaml`` configures (``akto.hook``,
+    ``akto.guardrail.decision``, ``gen_ai.tool.name``) when the span has them. Through
+    the Prometheus exporter it becomes ``traces_span_metrics_calls_total``: the same
+    series the collector produces, for the local stack mode, which has no collector.
+    """
+
+    DIMENSIONS = ("akto.hook", "akto.guardrail.decision", "gen_ai.tool.name")
+
+    def __init__(self, meter_provider: Any) -> None:
+        from akto_otel.version import __version__
+
+        meter = meter_provider.get_meter("akto_otel.demo.span_metrics", __version__)
+        self._calls = meter.create_counter(
+            "traces.span.metrics.calls",
+            unit="1",
+            description="Spans by name, kind, status and guardrail dimensions",
+        )
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attrs = span.attributes or {}
+        resource = span.resource.attributes if span.resource is not None else {}
+        point: dict[str, str] = {
+            "service.name": str(resource.get("service.name", _DEFAULT_SERVICE)),
+            "span.name": span.name,
+            "span.kind": f"SPAN_KIND_{span.kind.name}",
+            "status.code": f"STATUS_CODE_{span.status.status_code.name}",
+        }
+        for key in self.DIMENSIONS:
+            value = attrs.get(key)
+            if value is not None:
+                point[key] = str(value)
+        self._calls.add(1, point)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def serve_prometheus(port: int, host: str = "127.0.0.1") -> Any:
+    """A MeterProvider whose metrics are served on ``http://host:port/metrics``.
+
+    Uses the OpenTelemetry Prometheus exporter on a private registry (only this
+    process's OpenTelemetry metrics and ``target_info``). Raises OSError if the port
+    is taken.
+    """
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    reader = PrometheusMetricReader(registry=registry)
+    start_http_server(port, addr=host, registry=registry)
+    return MeterProvider(metric_readers=[reader], resource=_resource())
+
+
+def _resource() -> Resource:
+    attributes: dict[str, str] = {}
+    if not os.environ.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = _DEFAULT_SERVICE
+    return Resource.create(attributes)
+
+
+def _add_otlp(provider: TracerProvider) -> None:
+    """Spans also go to the OTLP endpoint of the ``OTEL_*`` variables, when one is set."""
+    exporters = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").lower()
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    if not endpoint or "otlp" not in exporters:
+        return
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    exporter: Any
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpSpanExporter,
+        )
+
+        exporter = HttpSpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+@dataclass
+class _Plan:
+    live: bool
+    runs: int
+    policy: Any
+    faults: tuple[str, ...]
+    meter_provider: Any
+    akto_url: str | None
+
+
+@contextlib.contextmanager
+def _closed_port() -> Iterator[str]:
+    """A loopback URL nothing listens on: the socket is bound (so the port stays ours)
+    but never listens, so connections are refused at once."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+async def _one_session(guard: Any, live: bool) -> tuple[str, int]:
+    """Run the scripted session once; returns (final text, hook count seen)."""
     from claude_agent_sdk import AssistantMessage, ClaudeAgentOptions, ResultMessage, TextBlock
 
-    from akto_otel.emulator import EmulatorServer, default_policy
-    from akto_otel.hooks import AktoGuardrails
     from akto_otel.testing import FakeAnthropic, offline_agent_env, run_agent
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    start = time.perf_counter()
-    with EmulatorServer(default_policy()) as akto, tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "project"
         (work / "build").mkdir(parents=True)
         (work / "build" / "app.bin").write_bytes(b"\0" * 16)
-        guard = AktoGuardrails(
-            tracer_provider=provider, ingestion_url=akto.url, timeout=5.0, agent_name="demo-agent"
-        )
-        out.write(f"Akto emulator on {akto.url} (default policy)\n")
         if live:
             env = {"HOME": str(Path(tmp) / "home")}
             fake = None
         else:
             fake = FakeAnthropic(demo_scenario()).start()
             env = offline_agent_env(fake, Path(tmp) / "home")
-            out.write(f"Fake Anthropic API on {fake.url} (scripted model)\n")
         try:
             options = ClaudeAgentOptions(env=env, cwd=str(work), allowed_tools=["Bash"])
             async with guard.session(options) as guarded:
@@ -140,9 +307,6 @@ async def _session(live: bool, out: TextIO) -> DemoResult:
         finally:
             if fake is not None:
                 fake.stop()
-        guard.force_flush()
-        await guard.aclose()
-        records = len(akto.records)
     final = ""
     for message in messages:
         if isinstance(message, ResultMessage) and message.result:
@@ -151,25 +315,197 @@ async def _session(live: bool, out: TextIO) -> DemoResult:
             texts = [b.text for b in message.content if isinstance(b, TextBlock)]
             if texts:
                 final = " ".join(texts)
+    return final, len(messages)
+
+
+def _run_line(index: int, total: int, label: str, spans: Sequence[ReadableSpan], t: float) -> str:
+    counts: dict[str, int] = {}
+    for span in spans:
+        for event in span.events:
+            if event.name == "akto.guardrail.verdict" and event.attributes:
+                decision = str(event.attributes.get("akto.guardrail.decision"))
+                counts[decision] = counts.get(decision, 0) + 1
+    verdicts = ", ".join(f"{n} {d}" for d, n in sorted(counts.items())) or "no verdicts"
+    return f"run {index}/{total}{label}: {len(spans)} spans, {verdicts}; {t:.1f} s\n"
+
+
+async def _sessions(plan: _Plan, out: TextIO) -> DemoResult:
+    from akto_otel.emulator import EmulatorServer, default_policy
+    from akto_otel.hooks import AktoGuardrails
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=_resource())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if plan.meter_provider is not None:
+        provider.add_span_processor(SpanMetricsProcessor(plan.meter_provider))
+    _add_otlp(provider)
+    total = plan.runs + len(plan.faults)
+    start = time.perf_counter()
+    final = ""
+    records = 0
+    with contextlib.ExitStack() as stack:
+        akto: EmulatorServer | None = None
+        if plan.akto_url:
+            url = plan.akto_url
+            out.write(f"Akto at {url}\n")
+        else:
+            policy = plan.policy if plan.policy is not None else default_policy()
+            akto = stack.enter_context(EmulatorServer(policy))
+            url = akto.url
+            kind = "default policy" if plan.policy is None else f"{len(policy.rules)} rules"
+            out.write(f"Akto emulator on {url} ({kind})\n")
+        guard = AktoGuardrails(
+            tracer_provider=provider,
+            meter_provider=plan.meter_provider,
+            ingestion_url=url,
+            timeout=5.0,
+            agent_name="demo-agent",
+        )
+        if not plan.live:
+            out.write("Fake Anthropic API on 127.0.0.1 (scripted model)\n")
+        done = 0
+        for _ in range(plan.runs):
+            seen = len(exporter.get_finished_spans())
+            t0 = time.perf_counter()
+            final, _n = await _one_session(guard, plan.live)
+            done += 1
+            if total > 1:
+                ran = exporter.get_finished_spans()[seen:]
+                out.write(_run_line(done, total, "", ran, time.perf_counter() - t0))
+                out.flush()
+        for fault in plan.faults:
+            seen = len(exporter.get_finished_spans())
+            t0 = time.perf_counter()
+            if fault == "akto-slow":
+                if akto is None:
+                    raise SystemExit("--fault akto-slow needs the built-in emulator")
+                akto.latency_s = SLOW_AKTO_S
+                try:
+                    final, _n = await _one_session(guard, plan.live)
+                finally:
+                    akto.latency_s = 0.0
+            elif fault == "akto-down":
+                with _closed_port() as dead:
+                    # Akto unreachable: verdicts fail open; a one-record queue and a
+                    # short retry budget make the exporter retry, fail and drop.
+                    down = AktoGuardrails(
+                        tracer_provider=provider,
+                        meter_provider=plan.meter_provider,
+                        ingestion_url=dead,
+                        timeout=2.0,
+                        agent_name="demo-agent",
+                        fail_mode="open",
+                        export_queue_size=1,
+                        export_retry_timeout=1.0,
+                    )
+                    try:
+                        final, _n = await _one_session(down, plan.live)
+                    finally:
+                        down.force_flush()
+                        await down.aclose()
+            else:
+                raise SystemExit(f"unknown fault {fault!r}: use one of {', '.join(FAULTS)}")
+            done += 1
+            ran = exporter.get_finished_spans()[seen:]
+            out.write(_run_line(done, total, f" ({fault})", ran, time.perf_counter() - t0))
+            out.flush()
+        guard.force_flush()
+        await guard.aclose()
+        if akto is not None:
+            records = len(akto.records)
+    spans = list(exporter.get_finished_spans())
+    provider.shutdown()
     return DemoResult(
-        spans=list(exporter.get_finished_spans()),
+        spans=spans,
         records=records,
         final_text=final,
         seconds=time.perf_counter() - start,
+        runs=total,
+        faults=list(plan.faults),
     )
 
 
-def run_demo(*, live: bool = False, out: TextIO = sys.stdout) -> DemoResult:
-    """Run the demo session and print the trace; returns what it saw."""
+def _first_trace(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
+    roots = [s for s in spans if s.parent is None and s.context is not None]
+    if not roots:
+        return list(spans)
+    first = min(roots, key=lambda s: s.start_time or 0)
+    trace_id = first.context.trace_id
+    return [s for s in spans if s.context is not None and s.context.trace_id == trace_id]
+
+
+def run_demo(
+    *,
+    live: bool = False,
+    out: TextIO = sys.stdout,
+    runs: int = 1,
+    policy: Any = None,
+    faults: Sequence[str] = (),
+    meter_provider: Any = None,
+    akto_url: str | None = None,
+) -> DemoResult:
+    """Run the demo session ``runs`` times (plus one run per fault) and print the trace.
+
+    ``policy`` is an emulator :class:`~akto_otel.emulator.Policy` (default policy when
+    None); ``meter_provider`` gets the library's metrics (and the span-metrics
+    counter); ``akto_url`` uses that Akto instead of starting the emulator. With more
+    than one run, the tree of the first run is printed. Returns what it saw.
+    """
     if live and not os.environ.get("ANTHROPIC_API_KEY"):
         raise SystemExit("--live needs ANTHROPIC_API_KEY")
+    if runs < 0:
+        raise SystemExit("--runs must be 0 or more")
+    for fault in faults:
+        if fault not in FAULTS:
+            raise SystemExit(f"unknown fault {fault!r}: use one of {', '.join(FAULTS)}")
+    plan = _Plan(live, runs, policy, tuple(faults), meter_provider, akto_url)
     out.write(f'Prompt: "{DEMO_PROMPT}"\n')
-    result = asyncio.run(_session(live, out))
-    out.write("\nTrace:\n" + format_tree(result.spans) + "\n")
+    result = asyncio.run(_sessions(plan, out))
+    title = "Trace" if result.runs <= 1 else "Trace of run 1"
+    out.write(f"\n{title}:\n" + format_tree(_first_trace(result.spans)) + "\n")
     out.write(f'\nFinal answer: "{result.final_text}"\n')
     decisions = ", ".join(f"{n} {d}" for d, n in sorted(result.decisions().items()))
+    runs_text = f"{result.runs} runs, " if result.runs != 1 else ""
     out.write(
-        f"\nSummary: {len(result.spans)} spans, guardrail verdicts: {decisions or 'none'}; "
-        f"{result.records} records reached Akto; {result.seconds:.1f} s\n"
+        f"\nSummary: {runs_text}{len(result.spans)} spans, guardrail verdicts: "
+        f"{decisions or 'none'}; {result.records} records reached Akto; "
+        f"{result.seconds:.1f} s\n"
     )
+    return result
+
+
+def run_local_stack(
+    port: int,
+    *,
+    runs: int = 1,
+    linger: float = 0.0,
+    host: str = "127.0.0.1",
+    policy: Any = None,
+    faults: Sequence[str] = (),
+    akto_url: str | None = None,
+    live: bool = False,
+    out: TextIO = sys.stdout,
+) -> DemoResult:
+    """The local stack mode: metrics on ``http://host:port/metrics`` while the demo
+    runs ``runs`` times, then served ``linger`` more seconds (Ctrl-C stops early)."""
+    meter_provider = serve_prometheus(port, host)
+    out.write(f"Metrics on http://{host}:{port}/metrics (OpenTelemetry Prometheus exporter)\n")
+    out.flush()
+    try:
+        result = run_demo(
+            live=live,
+            out=out,
+            runs=runs,
+            policy=policy,
+            faults=faults,
+            meter_provider=meter_provider,
+            akto_url=akto_url,
+        )
+        if linger > 0:
+            out.write(f"Serving metrics for {linger:g} s more (Ctrl-C to stop)\n")
+            out.flush()
+            with contextlib.suppress(KeyboardInterrupt):
+                time.sleep(linger)
+    finally:
+        meter_provider.shutdown()
     return result

@@ -41,6 +41,7 @@ from akto_otel.contract import (
     http_proxy_url,
     parse_verdict,
 )
+from akto_otel.redaction import Redactor
 
 __all__ = ["ERROR_KINDS", "GuardrailClient", "PostResult", "error_kind", "tls_context"]
 
@@ -172,8 +173,10 @@ class GuardrailClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         limits: httpx.Limits | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._settings = settings
+        self._redactor = redactor or Redactor(settings.redact_patterns)
         self._transport = transport
         self._limits = limits or httpx.Limits(
             max_connections=100, max_keepalive_connections=32, keepalive_expiry=30.0
@@ -231,6 +234,9 @@ class GuardrailClient:
     async def post(self, url: str, body: bytes) -> PostResult:
         """POST ``body``; return the status and body, or the error kind. Never raises."""
         start = time.perf_counter()
+        if self._settings.log_payloads and _log.isEnabledFor(logging.DEBUG):
+            preview = body[:1000].decode("utf-8", errors="replace")
+            _log.debug("request payload: %s", self._redactor.redact_or_none(preview) or "[dropped]")
         try:
             return await asyncio.wait_for(self._post(url, body, start), self._settings.timeout)
         except Exception as exc:

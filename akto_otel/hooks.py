@@ -42,20 +42,24 @@ from akto_otel.config import Settings
 from akto_otel.contract import Verdict, WireContext
 from akto_otel.exporter import AktoSpanProcessor
 from akto_otel.guardrails import GuardrailClient
+from akto_otel.logs import setup_logging
 from akto_otel.metrics import GuardrailMetrics
+from akto_otel.redaction import Redactor
 from akto_otel.spans import (
     SessionState,
     SessionTracing,
-    content_attribute,
+    capture_content,
     mark_error,
     record_verdict,
+    security_attributes,
+    start_agent_span,
 )
 from akto_otel.version import __version__
 
 if TYPE_CHECKING:
     from claude_agent_sdk import ClaudeAgentOptions, HookMatcher
 
-__all__ = ["HOOK_EVENTS", "AktoGuardrails", "create_hooks"]
+__all__ = ["HOOK_EVENTS", "AktoGuardrails", "GuardedSession", "create_hooks"]
 
 _log = logging.getLogger("akto_otel.hooks")
 
@@ -102,6 +106,26 @@ class _Scope:
         self.wire = WireContext.from_settings(guard.settings, client_ip)
 
 
+class GuardedSession:
+    """One guarded agent session: its span, its instrumented options, its state."""
+
+    def __init__(self, span: Span, scope: _Scope, options: ClaudeAgentOptions) -> None:
+        self.span = span
+        self.options = options
+        self._scope = scope
+        self._closed = False
+
+    def close(self, *, error: str | None = None) -> None:
+        """End every span the session left open, then the session span. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._scope.tracing.end_all(error=error)
+        if error:
+            mark_error(self.span, error)
+        self.span.end()
+
+
 class AktoGuardrails:
     """Akto guardrails and tracing for Claude Agent SDK sessions.
 
@@ -123,7 +147,9 @@ class AktoGuardrails:
     ) -> None:
         base = settings if settings is not None else Settings.from_env()
         self.settings = base.replace(**overrides) if overrides else base
-        self.client = client or GuardrailClient(self.settings)
+        setup_logging(self.settings)
+        self.redactor = Redactor(self.settings.redact_patterns)
+        self.client = client or GuardrailClient(self.settings, redactor=self.redactor)
         self.processor = processor or AktoSpanProcessor(self.settings)
         self.tracer_provider = _attach(tracer_provider, self.processor, self.settings)
         self.tracer = self.tracer_provider.get_tracer("akto_otel", __version__)
@@ -157,27 +183,26 @@ class AktoGuardrails:
         TRACEPARENT and the CLI's own spans (when its telemetry is on) join the
         trace. On exit every span the session left open is closed.
         """
-        name = self.settings.agent_name
-        span = self.tracer.start_span(
-            f"invoke_agent {name}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": "invoke_agent",
-                "gen_ai.provider.name": "anthropic",
-                "gen_ai.agent.name": name,
-            },
-        )
-        scope = _Scope(self, client_ip, span)
+        session = self.open_session(options, client_ip=client_ip)
         failed = True
         try:
-            with trace.use_span(span, end_on_exit=False, record_exception=True):
-                yield self._instrument(options, scope)
+            with trace.use_span(session.span, end_on_exit=False, record_exception=True):
+                yield session.options
             failed = False
         finally:
-            scope.tracing.end_all(error="session_aborted" if failed else None)
-            if failed:
-                mark_error(span, "session_aborted")
-            span.end()
+            session.close(error="session_aborted" if failed else None)
+
+    def open_session(self, options: ClaudeAgentOptions, *, client_ip: str = "") -> GuardedSession:
+        """The scope of :meth:`session` as a handle, for lifetimes that are not a block.
+
+        The caller makes ``handle.span`` current while the CLI starts and calls
+        ``handle.close()`` when the session ends.
+        """
+        span = start_agent_span(
+            self.tracer, self.settings.agent_name, agent_id=self.settings.agent_id
+        )
+        scope = _Scope(self, client_ip, span)
+        return GuardedSession(span, scope, self._instrument(options, scope))
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Deliver every record whose span has ended."""
@@ -287,6 +312,9 @@ class AktoGuardrails:
             }
         return {}
 
+    def _capture(self, span: Span, key: str, value: Any) -> None:
+        capture_content(span, key, value, self.settings, self.redactor)
+
     # ------------------------------------------------------------------ guard calls
 
     async def _guard(
@@ -298,6 +326,7 @@ class AktoGuardrails:
         request: bool = True,
         response: bool = False,
         ingest: bool = False,
+        target_id: str = "",
     ) -> Verdict:
         """One guardrail call under a ``run_guardrail akto`` span; verdict recorded."""
         child = self.tracer.start_span(
@@ -318,6 +347,8 @@ class AktoGuardrails:
             if verdict.error and verdict.error != "server_fail_open":
                 mark_error(child, verdict.error)
             child.set_attribute("akto.guardrail.decision", verdict.decision)
+            if self.settings.semconv_security:
+                child.set_attributes(security_attributes(hook, verdict, target_id))
         finally:
             child.end()
         record_verdict(span, hook, verdict, self.settings)
@@ -363,13 +394,11 @@ class AktoGuardrails:
             attributes=_conversation(session_id, state.prompt_id),
         )
         try:
-            if self.settings.capture_on_spans and prompt:
-                span.set_attribute(
+            if prompt:
+                self._capture(
+                    span,
                     "gen_ai.input.messages",
-                    content_attribute(
-                        [{"role": "user", "parts": [{"type": "text", "content": prompt}]}],
-                        self.settings,
-                    ),
+                    [{"role": "user", "parts": [{"type": "text", "content": prompt}]}],
                 )
             if not prompt.strip() or not self.settings.sync_mode:
                 return {}
@@ -397,14 +426,11 @@ class AktoGuardrails:
         tool_input: Any = raw_input or {}
         state = scope.tracing.session(session_id)
         key, span = self._tool_span(scope, state, data, tool_name, tool_use_id)
-        if self.settings.capture_on_spans:
-            span.set_attribute(
-                "gen_ai.tool.call.arguments", content_attribute(tool_input, self.settings)
-            )
+        self._capture(span, "gen_ai.tool.call.arguments", tool_input)
         if not self.settings.sync_mode or not tool_input:
             return {}
         record = contract.tool_request_record(self._wire(scope, data), tool_name, tool_input)
-        verdict = await self._guard(span, "PreToolUse", record)
+        verdict = await self._guard(span, "PreToolUse", record, target_id=tool_use_id)
         if verdict.decision == "modify":
             updated = _updated_tool_input(tool_name, verdict.modified_payload)
             if updated is not None:
@@ -493,10 +519,7 @@ class AktoGuardrails:
             duration = data.get("duration_ms")
             if isinstance(duration, (int, float)) and not isinstance(duration, bool):
                 span.set_attribute("akto.tool.duration_ms", duration)
-            if self.settings.capture_on_spans:
-                span.set_attribute(
-                    "gen_ai.tool.call.result", content_attribute(tool_response, self.settings)
-                )
+            self._capture(span, "gen_ai.tool.call.result", tool_response)
             if not tool_input or not tool_response:
                 return output
             record = contract.tool_result_record(
@@ -504,7 +527,13 @@ class AktoGuardrails:
             )
             if self.settings.sync_mode and self.settings.tool_response_guardrails:
                 verdict = await self._guard(
-                    span, "PostToolUse", record, request=False, response=True, ingest=True
+                    span,
+                    "PostToolUse",
+                    record,
+                    request=False,
+                    response=True,
+                    ingest=True,
+                    target_id=tool_use_id,
                 )
                 if not verdict.allowed:
                     reason = verdict.reason or contract.DEFAULT_BLOCK_REASON
@@ -533,11 +562,7 @@ class AktoGuardrails:
                 "akto.tool.failure",
                 {"akto.tool.interrupted": interrupted, "akto.hook": "PostToolUseFailure"},
             )
-            if self.settings.capture_on_spans:
-                span.set_attribute(
-                    "gen_ai.tool.call.result",
-                    content_attribute(_text(data, "error"), self.settings),
-                )
+            self._capture(span, "gen_ai.tool.call.result", _text(data, "error"))
         self._end_tool(state, key, error="tool_interrupted" if interrupted else "tool_error")
         return {}
 
@@ -551,18 +576,16 @@ class AktoGuardrails:
         final = True
         try:
             span.set_attribute("akto.stop.hook_active", data.get("stop_hook_active") is True)
-            if self.settings.capture_on_spans and response_text:
-                span.set_attribute(
+            if response_text:
+                self._capture(
+                    span,
                     "gen_ai.output.messages",
-                    content_attribute(
-                        [
-                            {
-                                "role": "assistant",
-                                "parts": [{"type": "text", "content": response_text}],
-                            }
-                        ],
-                        self.settings,
-                    ),
+                    [
+                        {
+                            "role": "assistant",
+                            "parts": [{"type": "text", "content": response_text}],
+                        }
+                    ],
                 )
             if not response_text:
                 return {}

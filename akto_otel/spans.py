@@ -28,14 +28,19 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from akto_otel.config import Settings
 from akto_otel.contract import Verdict, dumps
+from akto_otel.redaction import Redactor
 
 __all__ = [
     "ATTR_DECISION",
+    "EVENT_CONTENT",
     "EVENT_VERDICT",
     "SessionState",
     "SessionTracing",
+    "capture_content",
     "mark_error",
     "record_verdict",
+    "security_attributes",
+    "start_agent_span",
 ]
 
 EVENT_VERDICT = "akto.guardrail.verdict"
@@ -116,16 +121,11 @@ class SessionTracing:
         return state
 
     def _start_agent_span(self, session_id: str) -> Span:
-        name = self._settings.agent_name
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.provider.name": PROVIDER,
-            "gen_ai.agent.name": name,
-        }
-        if session_id:
-            attributes["gen_ai.conversation.id"] = session_id
-        return self._tracer.start_span(
-            f"invoke_agent {name}", kind=SpanKind.CLIENT, attributes=attributes
+        return start_agent_span(
+            self._tracer,
+            self._settings.agent_name,
+            session_id=session_id,
+            agent_id=self._settings.agent_id,
         )
 
     def _evict(self, now: float) -> None:
@@ -165,19 +165,13 @@ class SessionTracing:
         existing = state.agents.get(agent_id)
         if existing is not None:
             return existing
-        name = agent_type or "subagent"
-        span = self.start_child(
-            state.span,
-            f"invoke_agent {name}",
+        span = start_agent_span(
+            self._tracer,
+            agent_type or "subagent",
+            session_id=state.session_id,
+            agent_id=agent_id,
+            parent=state.span,
             hook="SubagentStart",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": "invoke_agent",
-                "gen_ai.provider.name": PROVIDER,
-                "gen_ai.agent.name": name,
-                "gen_ai.agent.id": agent_id,
-                "gen_ai.conversation.id": state.session_id,
-            },
         )
         state.agents[agent_id] = span
         return span
@@ -216,6 +210,33 @@ class SessionTracing:
             self.end_session(session_id, error=error)
 
 
+def start_agent_span(
+    tracer: trace.Tracer,
+    name: str,
+    *,
+    session_id: str = "",
+    agent_id: str = "",
+    parent: Span | None = None,
+    hook: str = "",
+) -> Span:
+    """An ``invoke_agent <name>`` CLIENT span with the GenAI agent attributes."""
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.provider.name": PROVIDER,
+        "gen_ai.agent.name": name,
+    }
+    if agent_id:
+        attributes["gen_ai.agent.id"] = agent_id
+    if session_id:
+        attributes["gen_ai.conversation.id"] = session_id
+    if hook:
+        attributes[ATTR_HOOK] = hook
+    context = trace.set_span_in_context(parent) if parent is not None else None
+    return tracer.start_span(
+        f"invoke_agent {name}", context=context, kind=SpanKind.CLIENT, attributes=attributes
+    )
+
+
 def mark_error(span: Span, error_type: str, description: str = "") -> None:
     """Status ERROR plus a low-cardinality ``error.type`` (never status OK)."""
     if not span.is_recording():
@@ -247,10 +268,80 @@ def record_verdict(span: Span, hook: str, verdict: Verdict, settings: Settings) 
         span.set_attribute("error.type", verdict.error)
 
 
-def content_attribute(value: Any, settings: Settings) -> str:
-    """Content for an opt-in attribute: JSON-encoded when not text, truncated."""
-    text = value if isinstance(value, str) else dumps(value)
+#: Span event that carries content when capture is EVENT_ONLY or SPAN_AND_EVENT.
+EVENT_CONTENT = "gen_ai.client.inference.operation.details"
+#: Room kept past the length limit before redacting, so a secret cut by the limit
+#: is still whole (and matched) when redaction runs.
+_REDACTION_MARGIN = 4096
+
+
+#: The draft GenAI security conventions (semantic-conventions PR #3233, Development).
+_SECURITY_DECISION = {
+    "allow": "allow",
+    "deny": "deny",
+    "warn": "warn",
+    "alert": "audit",
+    "ask": "deny",
+    "modify": "modify",
+}
+_SECURITY_TARGET = {
+    "UserPromptSubmit": "llm_input",
+    "PreToolUse": "tool_call",
+    "PostToolUse": "tool_call",
+    "Stop": "llm_output",
+    "SubagentStop": "llm_output",
+}
+
+
+def security_attributes(hook: str, verdict: Verdict, target_id: str = "") -> dict[str, Any]:
+    """``gen_ai.security.*`` / ``gen_ai.guardian.*`` attributes of a guardrail span."""
+    attributes: dict[str, Any] = {
+        "gen_ai.guardian.name": "Akto",
+        "gen_ai.guardian.provider.name": "akto",
+        "gen_ai.security.target.type": _SECURITY_TARGET.get(hook, "message"),
+    }
+    decision = _SECURITY_DECISION.get(verdict.decision)
+    if decision is not None:  # an error has no decision, only error.type
+        attributes["gen_ai.security.decision.type"] = decision
+    if verdict.policy_name:
+        attributes["gen_ai.security.policy.name"] = verdict.policy_name
+    if verdict.rule_violated:
+        # Low cardinality: the rule name, never the free-text reason.
+        attributes["gen_ai.security.decision.reason"] = verdict.rule_violated
+    if target_id:
+        attributes["gen_ai.security.target.id"] = target_id
+    return attributes
+
+
+def content_text(value: Any, settings: Settings, redactor: Redactor) -> str | None:
+    """Content for an opt-in attribute: JSON when not text, redacted, then truncated.
+
+    None when redaction failed: the content is dropped, never sent raw.
+    """
+    try:
+        text = value if isinstance(value, str) else dumps(value)
+    except Exception:
+        return None
     limit = settings.capture_max_length
+    redacted = redactor.redact_or_none(text[: limit + _REDACTION_MARGIN])
+    if redacted is None:
+        return None
     if len(text) > limit:
-        return text[:limit] + f"...[truncated {len(text) - limit} chars]"
-    return text
+        return redacted[:limit] + f"...[truncated {len(text) - limit} chars]"
+    return redacted
+
+
+def capture_content(
+    span: Span, key: str, value: Any, settings: Settings, redactor: Redactor
+) -> None:
+    """Record ``value`` under ``key`` as the capture mode says (nothing by default)."""
+    if settings.capture_content == "NO_CONTENT" or not span.is_recording():
+        return
+    text = content_text(value, settings, redactor)
+    if text is None:
+        span.set_attribute("akto.content.dropped", True)
+        return
+    if settings.capture_on_spans:
+        span.set_attribute(key, text)
+    if settings.capture_in_events:
+        span.add_event(EVENT_CONTENT, {key: text})

@@ -158,3 +158,43 @@ async def test_an_aborted_session_closes_its_spans_as_errors(
     assert not root.status.is_ok and not root.status.is_unset
     tools = capture.named("execute_tool")
     assert all(t.attributes.get("error.type") == "session_aborted" for t in tools)
+
+
+async def test_draft_security_semconv_behind_the_switch(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    scenario = Scenario(
+        None, [ToolUse("Bash", {"command": "rm -rf /tmp/nothing-here"}), Text("ok")]
+    )
+    guard = _guard(emulator, capture, semconv_security=True)
+    with FakeAnthropic(scenario) as fake:
+        async with guard.session(_options(fake, home, workdir)) as options:
+            await run_agent("clean", options)
+    tool = capture.one("execute_tool Bash")
+    check = next(
+        s
+        for s in capture.named("run_guardrail")
+        if s.parent is not None and s.parent.span_id == tool.context.span_id
+    )
+    assert check.attributes["gen_ai.security.decision.type"] == "deny"
+    assert check.attributes["gen_ai.security.target.type"] == "tool_call"
+    assert check.attributes["gen_ai.security.target.id"] == tool.attributes["gen_ai.tool.call.id"]
+    assert check.attributes["gen_ai.security.policy.name"] == "rm-rf"
+    assert check.attributes["gen_ai.guardian.name"] == "Akto"
+    prompt_check = next(
+        s for s in capture.named("run_guardrail") if s.attributes["akto.hook"] == "UserPromptSubmit"
+    )
+    assert prompt_check.attributes["gen_ai.security.target.type"] == "llm_input"
+    assert prompt_check.attributes["gen_ai.security.decision.type"] == "allow"
+
+
+async def test_no_security_semconv_by_default(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    scenario = Scenario(None, [Text("hello")])
+    guard = _guard(emulator, capture)
+    with FakeAnthropic(scenario) as fake:
+        async with guard.session(_options(fake, home, workdir)) as options:
+            await run_agent("hi", options)
+    for span in capture.spans:
+        assert not any(k.startswith("gen_ai.security.") for k in (span.attributes or {}))

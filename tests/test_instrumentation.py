@@ -1,0 +1,173 @@
+"""Zero-code instrumentation through the real CLI: in-process and under opentelemetry-instrument."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import claude_agent_sdk
+import pytest
+from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, HookMatcher
+
+from akto_otel.config import Settings
+from akto_otel.emulator import EmulatorServer
+from akto_otel.instrumentation import ClaudeAgentSDKInstrumentor
+from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env
+from tests.conftest import SpanCapture
+from tests.otlp_receiver import OtlpReceiver
+
+pytestmark = pytest.mark.timeout(120)
+SCENARIO = Scenario(None, [ToolUse("Bash", {"command": "echo instrumented"}), Text("done")])
+
+
+@pytest.fixture
+def instrumentor(
+    emulator: EmulatorServer, capture: SpanCapture
+) -> Iterator[ClaudeAgentSDKInstrumentor]:
+    instrumentor = ClaudeAgentSDKInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=capture.provider,
+        settings=Settings.from_env({}, ingestion_url=emulator.url, timeout=3.0),
+    )
+    try:
+        yield instrumentor
+    finally:
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+
+
+async def _run_query(options: ClaudeAgentOptions) -> None:
+    # Looked up at call time, the way a program that imported the package sees it.
+    async for _ in claude_agent_sdk.query(prompt="go", options=options):
+        pass
+
+
+async def test_query_is_guarded_and_the_callers_options_untouched(
+    instrumentor: ClaudeAgentSDKInstrumentor,
+    emulator: EmulatorServer,
+    capture: SpanCapture,
+    home: Path,
+    workdir: Path,
+) -> None:
+    seen: list[str] = []
+
+    async def mine(data: object, tool_use_id: str | None, context: object) -> dict[str, object]:
+        seen.append("stop")
+        return {}
+
+    with FakeAnthropic(SCENARIO) as fake:
+        options = ClaudeAgentOptions(
+            env=offline_agent_env(fake, home),
+            cwd=str(workdir),
+            allowed_tools=["Bash"],
+            hooks={"Stop": [HookMatcher(hooks=[mine])]},
+        )
+        for _ in range(3):
+            await _run_query(options)
+    # The caller's object never accumulates our hooks.
+    assert options.hooks is not None
+    assert list(options.hooks) == ["Stop"] and len(options.hooks["Stop"]) == 1
+    assert seen == ["stop"] * 3
+    assert len(capture.named("invoke_agent")) == 3
+    assert len(capture.named("execute_tool Bash")) == 3
+    assert len(capture.named("akto.stop")) == 3  # one of ours per call, not accumulating
+    assert instrumentor.guard is not None
+    instrumentor.guard.force_flush()
+    assert sum(1 for r in emulator.records if r.hook == "PreToolUse") == 3
+
+
+async def test_claude_sdk_client_sessions_are_guarded(
+    instrumentor: ClaudeAgentSDKInstrumentor, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    with FakeAnthropic(SCENARIO) as fake:
+        options = ClaudeAgentOptions(
+            env=offline_agent_env(fake, home), cwd=str(workdir), allowed_tools=["Bash"]
+        )
+        async with ClaudeSDKClient(options) as client:
+            await client.query("go")
+            async for _ in client.receive_response():
+                pass
+    assert options.hooks is None
+    root = capture.one("invoke_agent claude-agent")
+    tool = capture.one("execute_tool Bash")
+    assert tool.parent is not None and tool.parent.span_id == root.context.span_id
+
+
+async def test_uninstrument_restores_everything(
+    instrumentor: ClaudeAgentSDKInstrumentor, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    wrapped_query = claude_agent_sdk.query
+    instrumentor.uninstrument()
+    assert claude_agent_sdk.query is not wrapped_query
+    assert claude_agent_sdk.query is sys.modules["claude_agent_sdk.query"].query
+    before = len(capture.spans)
+    with FakeAnthropic(SCENARIO) as fake:
+        options = ClaudeAgentOptions(
+            env=offline_agent_env(fake, home), cwd=str(workdir), allowed_tools=["Bash"]
+        )
+        await _run_query(options)
+    assert len(capture.spans) == before
+
+
+def test_instrumentation_dependencies_name_the_sdk() -> None:
+    deps = ClaudeAgentSDKInstrumentor().instrumentation_dependencies()
+    assert any(d.startswith("claude-agent-sdk") for d in deps)
+
+
+PROGRAM = """
+import asyncio, os
+from claude_agent_sdk import ClaudeAgentOptions, query
+
+async def main():
+    options = ClaudeAgentOptions(cwd=os.environ["WORKDIR"], allowed_tools=["Bash"])
+    async for message in query(prompt="please run it", options=options):
+        pass
+    print("agent finished")
+
+asyncio.run(main())
+"""
+
+
+def test_opentelemetry_instrument_guards_an_unmodified_program(
+    emulator: EmulatorServer, home: Path, workdir: Path, tmp_path: Path
+) -> None:
+    program = tmp_path / "agent.py"
+    program.write_text(textwrap.dedent(PROGRAM))
+    assert "akto_otel" not in program.read_text()
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    with OtlpReceiver() as receiver, FakeAnthropic(SCENARIO) as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AKTO_"))}
+        env.update(offline_agent_env(fake, home))
+        env.update(
+            {
+                "WORKDIR": str(workdir),
+                "AKTO_DATA_INGESTION_URL": emulator.url,
+                "OTEL_SERVICE_NAME": "unmodified-agent",
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_METRICS_EXPORTER": "none",
+                "OTEL_LOGS_EXPORTER": "none",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            }
+        )
+        result = subprocess.run(
+            [str(instrument), sys.executable, str(program)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=90,
+            check=False,
+        )
+        names = [s["name"] for s in receiver.spans]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "agent finished" in result.stdout
+    assert "invoke_agent unmodified-agent" in names
+    assert "execute_tool Bash" in names and "akto.user_prompt" in names
+    hooks = {r.hook for r in emulator.records}
+    assert {"UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop"} <= hooks
+    trace_ids = {s["trace_id"] for s in receiver.spans if s["name"] != "claude_code.interaction"}
+    assert len(trace_ids) == 1
