@@ -74,7 +74,7 @@ class ClaudeAgentSDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             "disconnect": ClaudeSDKClient.disconnect,
         }
         wrapped_query = _wrap_query(cls._originals["query"], guard)
-        claude_agent_sdk.query = wrapped_query  # type: ignore[assignment]
+        claude_agent_sdk.query = wrapped_query
         query_module.query = wrapped_query  # type: ignore[attr-defined]
         ClaudeSDKClient.connect = _wrap_connect(cls._originals["connect"], guard)  # type: ignore[method-assign]
         ClaudeSDKClient.disconnect = _wrap_disconnect(cls._originals["disconnect"])  # type: ignore[method-assign]
