@@ -71,6 +71,10 @@ _INGEST_ONLY_FIELDS = ("contextSource", "metadata")
 _UNSAFE_PATH_CHARS = re.compile(r"[^a-zA-Z0-9._~-]+")
 _DASHES = re.compile(r"-+")
 _MAX_DEPTH = 64
+#: Identifiers (session and message ids, tool and server names) are short in
+#: practice; an absurd one is cut so a header or path can never hit the server's
+#: string limit.
+MAX_IDENTIFIER_CHARS = 1024
 
 
 # --------------------------------------------------------------------------- JSON encoding
@@ -199,9 +203,9 @@ class WireContext:
         """A context whose requestHeaders carry Akto's session and message ids."""
         extra: list[tuple[str, str]] = []
         if session_id:
-            extra.append(("x-akto-installer-akto_session_id", session_id))
+            extra.append(("x-akto-installer-akto_session_id", _identifier(session_id)))
         if message_id:
-            extra.append(("x-akto-installer-akto_message_id", message_id))
+            extra.append(("x-akto-installer-akto_message_id", _identifier(message_id)))
         return WireContext(
             akto_host=self.akto_host,
             client_ip=self.client_ip,
@@ -212,6 +216,10 @@ class WireContext:
             non_mcp_tool_path_prefix=self.non_mcp_tool_path_prefix,
             extra_request_headers=tuple(extra),
         )
+
+
+def _identifier(value: str) -> str:
+    return value if len(value) <= MAX_IDENTIFIER_CHARS else value[:MAX_IDENTIFIER_CHARS]
 
 
 def parse_claude_tool(tool_name: str) -> tuple[bool, str, str]:
@@ -235,7 +243,7 @@ def tool_path(ctx: WireContext, tool_name: str) -> str:
     if not prefix.startswith("/"):
         prefix = "/" + prefix
     prefix = prefix.rstrip("/") or "/tool"
-    name = _UNSAFE_PATH_CHARS.sub("-", (tool_name or "unknown").strip())
+    name = _UNSAFE_PATH_CHARS.sub("-", _identifier(tool_name or "unknown").strip())
     name = _DASHES.sub("-", name).strip("-") or "unknown"
     return f"{prefix}/{name}"
 
@@ -243,7 +251,7 @@ def tool_path(ctx: WireContext, tool_name: str) -> str:
 def _request_headers(ctx: WireContext, hook: str, mcp_server: str = "") -> str:
     headers = {"host": ctx.akto_host, "x-claude-hook": hook, "content-type": "application/json"}
     if mcp_server:
-        headers["x-mcp-server"] = mcp_server
+        headers["x-mcp-server"] = _identifier(mcp_server)
     headers.update(ctx.extra_request_headers)
     return json.dumps(headers)
 

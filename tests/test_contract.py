@@ -269,3 +269,17 @@ def test_parse_verdict_tolerates_odd_field_types() -> None:
     assert verdict.decision == "deny"
     assert verdict.reason == '{"nested": 1}'
     assert verdict.policy_name == ""
+
+
+def test_absurd_identifiers_cannot_break_the_string_limit() -> None:
+    huge = "s" * (2 * MAX_PROXY_STRING_CHARS)
+    ctx = WireContext().with_session(huge, huge)
+    for record in (
+        prompt_record(ctx, "hi"),
+        tool_request_record(ctx, huge, {"a": 1}),
+        tool_request_record(ctx, f"mcp__{huge}__{huge}", {"a": 1}),
+        tool_result_record(ctx, f"mcp__{huge}__t", {"a": 1}, {"b": 2}),
+    ):
+        for key, value in record.items():
+            assert value is None or len(value) <= MAX_PROXY_STRING_CHARS, key
+        json.loads(record["requestHeaders"])
