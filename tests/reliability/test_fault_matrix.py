@@ -150,3 +150,28 @@ async def test_real_session_completes_under_faults(
     assert ran is (fail_mode == "open" or not sync_mode)
     if sync_mode:
         assert telemetry.decision_count("error") >= 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["huge_body", "huge_chunked"])
+async def test_a_50_mb_answer_is_not_read(mode: str, telemetry: _Telemetry) -> None:
+    import tracemalloc
+
+    with FaultServer(mode, huge_bytes=50 * 1024 * 1024) as server:
+        guard = _guard(server.url, telemetry, fail_mode="closed")
+        callback = guard.hooks()["PreToolUse"][0].hooks[0]
+        tracemalloc.start()
+        started = time.perf_counter()
+        out = await callback(dict(PRE_TOOL), "toolu_1", {"signal": None})
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        guard.shutdown()
+    assert out["hookSpecificOutput"]["permissionDecision"] == "deny"
+    assert elapsed <= TIMEOUT + 0.5
+    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes while refusing a 50 MB answer"
+    event = next(
+        e for s in telemetry.spans.get_finished_spans() for e in s.events
+        if e.name == "akto.guardrail.verdict"
+    )
+    assert event.attributes["error.type"] == "response_too_large"
