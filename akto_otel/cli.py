@@ -3,7 +3,7 @@
 Usage::
 
     akto-otel demo [--live]
-    akto-otel demo --prometheus 9464 [--runs N] [--linger SECONDS] [--deny-heavy]
+    akto-otel demo --prometheus 9464 [--runs N] [--pause S] [--linger S] [--deny-heavy]
                    [--fault akto-down] [--fault akto-slow]
     akto-otel emulator --port 9090 [--policy policy.yaml] [--token T]
     akto-otel doctor
@@ -64,6 +64,7 @@ def _demo(args: argparse.Namespace) -> int:
             faults=args.fault,
             akto_url=args.akto_url,
             live=args.live,
+            pause=args.pause,
         )
     else:
         result = run_demo(
@@ -72,6 +73,7 @@ def _demo(args: argparse.Namespace) -> int:
             policy=policy,
             faults=args.fault,
             akto_url=args.akto_url,
+            pause=args.pause,
         )
     return 0 if result.spans else 1
 
@@ -95,6 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument(
         "--runs", type=int, default=1, metavar="N", help="run the session N times (default 1)"
+    )
+    demo.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long between runs (lets a scraper see each run's increments)",
     )
     demo.add_argument(
         "--linger",
@@ -127,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
+        if args.linger and args.prometheus is None:
+            parser.error("--linger needs --prometheus PORT")
         return _demo(args)
     if args.command == "emulator":
         from akto_otel.emulator import run_emulator

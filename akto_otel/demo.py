@@ -5,9 +5,10 @@ It starts the Akto emulator (default policy) and the scripted fake Anthropic API
 allowed tool call, a tool call the policy denies, and an answer that leaks a token
 and gets regenerated, then prints the trace as a tree with the verdicts.
 
-Local stack mode (``--prometheus PORT``) runs the session ``--runs`` times with the
-library's metrics on ``http://127.0.0.1:PORT/metrics`` (the OpenTelemetry Prometheus
-exporter) and keeps serving them for ``--linger`` seconds so a Prometheus can scrape
+Local stack mode (``--prometheus PORT``) runs the session ``--runs`` times
+(``--pause`` seconds apart) with the library's metrics on
+``http://127.0.0.1:PORT/metrics`` (the OpenTelemetry Prometheus exporter) and keeps
+serving them for ``--linger`` seconds so a Prometheus can scrape
 them. In that mode the spans are also counted the way the collector's
 ``span_metrics`` connector counts them (``traces_span_metrics_calls_total`` with the
 same labels), so the dashboards work without a collector. ``--deny-heavy`` denies
@@ -270,6 +271,7 @@ class _Plan:
     faults: tuple[str, ...]
     meter_provider: Any
     akto_url: str | None
+    pause: float = 0.0
 
 
 @contextlib.contextmanager
@@ -284,8 +286,8 @@ def _closed_port() -> Iterator[str]:
         sock.close()
 
 
-async def _one_session(guard: Any, live: bool) -> tuple[str, int]:
-    """Run the scripted session once; returns (final text, hook count seen)."""
+async def _one_session(guard: Any, live: bool) -> str:
+    """Run the scripted session once through ``guard``; returns the final answer."""
     from claude_agent_sdk import AssistantMessage, ClaudeAgentOptions, ResultMessage, TextBlock
 
     from akto_otel.testing import FakeAnthropic, offline_agent_env, run_agent
@@ -315,7 +317,7 @@ async def _one_session(guard: Any, live: bool) -> tuple[str, int]:
             texts = [b.text for b in message.content if isinstance(b, TextBlock)]
             if texts:
                 final = " ".join(texts)
-    return final, len(messages)
+    return final
 
 
 def _run_line(index: int, total: int, label: str, spans: Sequence[ReadableSpan], t: float) -> str:
@@ -365,23 +367,26 @@ async def _sessions(plan: _Plan, out: TextIO) -> DemoResult:
             out.write("Fake Anthropic API on 127.0.0.1 (scripted model)\n")
         done = 0
         for _ in range(plan.runs):
+            if done and plan.pause > 0:
+                await asyncio.sleep(plan.pause)
             seen = len(exporter.get_finished_spans())
             t0 = time.perf_counter()
-            final, _n = await _one_session(guard, plan.live)
+            final = await _one_session(guard, plan.live)
             done += 1
             if total > 1:
                 ran = exporter.get_finished_spans()[seen:]
                 out.write(_run_line(done, total, "", ran, time.perf_counter() - t0))
                 out.flush()
         for fault in plan.faults:
+            if done and plan.pause > 0:
+                await asyncio.sleep(plan.pause)
             seen = len(exporter.get_finished_spans())
             t0 = time.perf_counter()
             if fault == "akto-slow":
-                if akto is None:
-                    raise SystemExit("--fault akto-slow needs the built-in emulator")
+                assert akto is not None  # run_demo refuses akto-slow with akto_url
                 akto.latency_s = SLOW_AKTO_S
                 try:
-                    final, _n = await _one_session(guard, plan.live)
+                    final = await _one_session(guard, plan.live)
                 finally:
                     akto.latency_s = 0.0
             elif fault == "akto-down":
@@ -399,11 +404,11 @@ async def _sessions(plan: _Plan, out: TextIO) -> DemoResult:
                         export_retry_timeout=1.0,
                     )
                     try:
-                        final, _n = await _one_session(down, plan.live)
+                        final = await _one_session(down, plan.live)
                     finally:
                         down.force_flush()
                         await down.aclose()
-            else:
+            else:  # pragma: no cover - run_demo validates the names
                 raise SystemExit(f"unknown fault {fault!r}: use one of {', '.join(FAULTS)}")
             done += 1
             ran = exporter.get_finished_spans()[seen:]
@@ -443,22 +448,28 @@ def run_demo(
     faults: Sequence[str] = (),
     meter_provider: Any = None,
     akto_url: str | None = None,
+    pause: float = 0.0,
 ) -> DemoResult:
     """Run the demo session ``runs`` times (plus one run per fault) and print the trace.
 
     ``policy`` is an emulator :class:`~akto_otel.emulator.Policy` (default policy when
     None); ``meter_provider`` gets the library's metrics (and the span-metrics
-    counter); ``akto_url`` uses that Akto instead of starting the emulator. With more
-    than one run, the tree of the first run is printed. Returns what it saw.
+    counter); ``akto_url`` uses that Akto instead of starting the emulator; ``pause``
+    seconds pass between runs. With more than one run, the tree of the first run is
+    printed. Returns what it saw.
     """
     if live and not os.environ.get("ANTHROPIC_API_KEY"):
         raise SystemExit("--live needs ANTHROPIC_API_KEY")
     if runs < 0:
         raise SystemExit("--runs must be 0 or more")
+    if pause < 0:
+        raise SystemExit("--pause must be 0 or more")
     for fault in faults:
         if fault not in FAULTS:
             raise SystemExit(f"unknown fault {fault!r}: use one of {', '.join(FAULTS)}")
-    plan = _Plan(live, runs, policy, tuple(faults), meter_provider, akto_url)
+    if akto_url and "akto-slow" in faults:
+        raise SystemExit("--fault akto-slow needs the built-in emulator (no --akto-url)")
+    plan = _Plan(live, runs, policy, tuple(faults), meter_provider, akto_url, pause)
     out.write(f'Prompt: "{DEMO_PROMPT}"\n')
     result = asyncio.run(_sessions(plan, out))
     title = "Trace" if result.runs <= 1 else "Trace of run 1"
@@ -466,10 +477,12 @@ def run_demo(
     out.write(f'\nFinal answer: "{result.final_text}"\n')
     decisions = ", ".join(f"{n} {d}" for d, n in sorted(result.decisions().items()))
     runs_text = f"{result.runs} runs, " if result.runs != 1 else ""
+    records = f"{result.records} records reached Akto"
+    if akto_url:
+        records = f"records sent to {akto_url}"
     out.write(
         f"\nSummary: {runs_text}{len(result.spans)} spans, guardrail verdicts: "
-        f"{decisions or 'none'}; {result.records} records reached Akto; "
-        f"{result.seconds:.1f} s\n"
+        f"{decisions or 'none'}; {records}; {result.seconds:.1f} s\n"
     )
     return result
 
@@ -484,10 +497,12 @@ def run_local_stack(
     faults: Sequence[str] = (),
     akto_url: str | None = None,
     live: bool = False,
+    pause: float = 0.0,
     out: TextIO = sys.stdout,
 ) -> DemoResult:
     """The local stack mode: metrics on ``http://host:port/metrics`` while the demo
-    runs ``runs`` times, then served ``linger`` more seconds (Ctrl-C stops early)."""
+    runs ``runs`` times (``pause`` seconds apart, so that a scraper sees each run's
+    increments), then served ``linger`` more seconds (Ctrl-C stops early)."""
     meter_provider = serve_prometheus(port, host)
     out.write(f"Metrics on http://{host}:{port}/metrics (OpenTelemetry Prometheus exporter)\n")
     out.flush()
@@ -500,6 +515,7 @@ def run_local_stack(
             faults=faults,
             meter_provider=meter_provider,
             akto_url=akto_url,
+            pause=pause,
         )
         if linger > 0:
             out.write(f"Serving metrics for {linger:g} s more (Ctrl-C to stop)\n")

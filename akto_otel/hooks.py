@@ -43,7 +43,7 @@ from akto_otel.contract import Verdict, WireContext
 from akto_otel.exporter import AktoSpanProcessor
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.logs import setup_logging
-from akto_otel.metrics import GuardrailMetrics
+from akto_otel.metrics import metrics_for
 from akto_otel.redaction import Redactor
 from akto_otel.spans import (
     SessionState,
@@ -153,7 +153,7 @@ class AktoGuardrails:
         self.processor = processor or AktoSpanProcessor(self.settings)
         self.tracer_provider = _attach(tracer_provider, self.processor, self.settings)
         self.tracer = self.tracer_provider.get_tracer("akto_otel", __version__)
-        self.metrics = GuardrailMetrics(meter_provider)
+        self.metrics = metrics_for(meter_provider)
         self.processor.stats.listeners.append(self.metrics.record_export)
         self.processor.stats.duration_listeners.append(self.metrics.record_export_duration)
         self.metrics.watch_queue(lambda: self.processor.queue_size)

@@ -12,6 +12,8 @@ Usage::
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,7 +23,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from akto_otel.contract import Verdict
 from akto_otel.version import __version__
 
-__all__ = ["DURATION_BUCKETS_S", "GuardrailMetrics"]
+__all__ = ["DURATION_BUCKETS_S", "GuardrailMetrics", "metrics_for"]
 
 #: Bucket boundaries (seconds) for 1 ms .. 10 s; the SDK defaults are for milliseconds.
 DURATION_BUCKETS_S = (
@@ -42,8 +44,33 @@ DURATION_BUCKETS_S = (
 )
 
 
+_SHARED: weakref.WeakKeyDictionary[Any, GuardrailMetrics] = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()
+
+
+def metrics_for(meter_provider: Any = None) -> GuardrailMetrics:
+    """The one :class:`GuardrailMetrics` of a MeterProvider.
+
+    Instruments are per provider: a second set with the same names would be
+    ignored by the SDK, and with it the second guard's queue-size callback.
+    """
+    provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+    with _shared_lock:
+        try:
+            existing = _SHARED.get(provider)
+        except TypeError:  # a provider that cannot be weakly referenced
+            return GuardrailMetrics(provider)
+        if existing is None:
+            existing = GuardrailMetrics(provider)
+            _SHARED[provider] = existing
+        return existing
+
+
 class GuardrailMetrics:
-    """The instruments, on ``meter_provider`` or the global one."""
+    """The instruments, on ``meter_provider`` or the global one.
+
+    Use :func:`metrics_for` to share one set per provider.
+    """
 
     def __init__(self, meter_provider: Any = None) -> None:
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
@@ -83,7 +110,8 @@ class GuardrailMetrics:
         meter.create_observable_gauge(
             "akto.exporter.queue.size",
             callbacks=[self._observe_queue],
-            unit="1",
+            # Not "1": a collector's Prometheus exporter would add a _ratio suffix.
+            unit="{record}",
             description="Records waiting for delivery to Akto",
         )
 

@@ -283,3 +283,43 @@ def test_a_process_that_exits_normally_loses_nothing(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert "queued 250" in result.stdout
         assert len(akto.wait_for_records(250, timeout=5)) == 250
+
+
+def test_two_guards_on_one_meter_provider_both_report_their_queue() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from akto_otel import AktoGuardrails
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    port = _free_port()
+    settings = Settings.from_env(
+        {}, ingestion_url=f"http://127.0.0.1:{port}", export_retry_timeout=0.1,
+        export_shutdown_timeout=0.1,
+    )
+    guards = [
+        AktoGuardrails(
+            settings, tracer_provider=TracerProvider(), meter_provider=meters,
+            # A long delay keeps the records queued while the metric is read.
+            processor=AktoSpanProcessor(settings, schedule_delay_millis=60_000),
+        )
+        for _ in range(2)
+    ]
+    assert guards[0].metrics is guards[1].metrics
+    for n, guard in enumerate(guards):
+        span = guard.tracer.start_span("hook")
+        for i in range(3 + n):
+            guard.processor.attach(span, turn_record(CTX, "q", "a"), kind=str(i))
+        span.end()
+    assert [g.processor.queue_size for g in guards] == [3, 4]
+    expected = 7
+    data = reader.get_metrics_data()
+    assert data is not None
+    values = [
+        p.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        if m.name == "akto.exporter.queue.size" for p in m.data.data_points
+    ]
+    assert values == [expected]
+    for guard in guards:
+        guard.shutdown()
