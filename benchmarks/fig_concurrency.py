@@ -1,0 +1,226 @@
+"""Figure 2: throughput under concurrency, K parallel hooks (many sessions, one process).
+
+Each of K workers calls back to back (its own session id, fresh tool_use_ids) for
+a fixed time after a warm-up; calls/s counts completed calls, p99 is over every
+call of the window. Repeated, the median repetition is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+from typing import Any
+
+import httpx
+
+from akto_otel.guardrails import GuardrailClient
+
+from .clients import StreamGuardrailClient
+from .common import Config, FigureResult, Table, Verdict, fmt_ratio, fmt_us
+from .contenders import (
+    HOOK_DEFAULT,
+    HOOK_STREAM,
+    REFERENCE,
+    check_contender,
+    errors_of,
+    guardrail_specs,
+    settings_for,
+)
+from .environment import Environment, ServerHandle
+from .harness import Contender, Throughput, run_throughput
+
+__all__ = ["run"]
+
+HEADER = "Figure 2: throughput under concurrency K (calls/s and p99)"
+KS = (1, 4, 16, 64)
+POOL_KS = (4, 16, 64)
+POOL_LIMITS = (1, 4, 16, 100)
+
+
+async def _measure(server: ServerHandle, cfg: Config) -> dict[str, Any]:
+    duration = cfg.pickf(0.8, 0.1)
+    warmup = cfg.pickf(0.2, 0.05)
+    reps = cfg.pick(2, 1)
+    results: dict[str, dict[int, list[Throughput]]] = {}
+    errors: dict[str, int] = {}
+    skipped: dict[str, str] = {}
+    order: list[str] = []
+    for spec in guardrail_specs(server.url, server.h2_url):
+        if spec.build is None:
+            skipped[spec.name] = spec.why_not
+            continue
+        order.append(spec.name)
+        results[spec.name] = {k: [] for k in KS}
+    for rep in range(reps):
+        for k in KS:
+            specs = [s for s in guardrail_specs(server.url, server.h2_url) if s.build is not None]
+            specs = specs[rep % len(specs) :] + specs[: rep % len(specs)]
+            for spec in specs:
+                assert spec.build is not None
+                contender: Contender = await spec.build()
+                await contender.setup()
+                got = await run_throughput(
+                    contender, k, duration, warmup, server_cpu=server.cpu_seconds
+                )
+                errors[spec.name] = errors.get(spec.name, 0) + errors_of(contender)
+                await contender.close()
+                results[spec.name][k].append(got)
+    return {"results": results, "errors": errors, "skipped": skipped, "order": order}
+
+
+async def _pool_sweep(server: ServerHandle, cfg: Config) -> dict[str, dict[int, Throughput]]:
+    """GuardrailClient.check at K parallel callers for several connection limits."""
+    duration = cfg.pickf(0.6, 0.1)
+    warmup = cfg.pickf(0.15, 0.05)
+    out: dict[str, dict[int, Throughput]] = {}
+    for limit in POOL_LIMITS:
+        for kind in ("httpx", "stream"):
+            name = f"{kind} max_connections={limit}"
+            out[name] = {}
+            for k in POOL_KS:
+                client: GuardrailClient
+                if kind == "httpx":
+                    limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+                    client = GuardrailClient(settings_for(server.url), limits=limits)
+                else:
+                    client = StreamGuardrailClient(
+                        settings_for(server.url), max_connections=limit, max_idle=limit
+                    )
+                contender = check_contender(name, client)
+                await contender.setup()
+                out[name][k] = await run_throughput(contender, k, duration, warmup)
+                await contender.close()
+    return out
+
+
+def _median(runs: list[Throughput]) -> Throughput:
+    ordered = sorted(runs, key=lambda t: t.rate)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def run(cfg: Config, env: Environment) -> FigureResult:
+    server = env.guard_server()
+    result = FigureResult("concurrency", HEADER)
+    m = asyncio.run(_measure(server, cfg))
+    env.after_load(server)
+    results: dict[str, dict[int, list[Throughput]]] = m["results"]
+    med = {name: {k: _median(runs) for k, runs in by_k.items()} for name, by_k in results.items()}
+    table = Table(
+        f"calls/s (p99) on {server.name}; median of {len(next(iter(results.values()))[1])} "
+        "repetition(s)",
+        ["contender", *(f"K={k}" for k in KS), "best K", "errors"],
+    )
+    for name in m["order"]:
+        row = [f"{med[name][k].rate:,.0f} ({fmt_us(med[name][k].latency.p99)})" for k in KS]
+        best = max(KS, key=lambda k: med[name][k].rate)
+        table.add(name, *row, f"K={best}", m["errors"].get(name, 0))
+    for name, why in m["skipped"].items():
+        table.add(name, "skipped", "", "", "", "", why)
+    table.notes.append(
+        "hook rows: each call is PreToolUse (timed) + PostToolUse closing the span (counted "
+        "in calls/s, not in the latency)."
+    )
+    table.notes.append(
+        "reference: asyncio.to_thread on the default executor = min(32, cpus+4) = "
+        f"{min(32, (os.cpu_count() or 1) + 4)} threads here, so K above that queues."
+    )
+    result.tables.append(table)
+
+    ratio = Table(
+        "calls/s relative to the reference, and CPU use at K=16",
+        [
+            "contender",
+            *(f"x ref K={k}" for k in KS),
+            "client CPU @16",
+            "server CPU @16",
+            "spread @16",
+        ],
+    )
+    ref = med[REFERENCE]
+    for name in m["order"]:
+        runs16 = results[name][16]
+        rates = [t.rate for t in runs16]
+        spread = f"{min(rates):,.0f}-{max(rates):,.0f}" if len(rates) > 1 else f"{rates[0]:,.0f}"
+        ratio.add(
+            name,
+            *(fmt_ratio(med[name][k].rate / ref[k].rate) for k in KS),
+            f"{med[name][16].client_cpu * 100:.0f}%",
+            f"{med[name][16].server_cpu * 100:.0f}%",
+            spread,
+        )
+    ratio.notes.append(
+        "CPU: fraction of one core. A client at ~100% with the server well below is "
+        "client-bound; 2 cores are shared by client, server and everything else."
+    )
+    result.tables.append(ratio)
+
+    sweep = asyncio.run(_pool_sweep(server, cfg))
+    env.after_load(server)
+    pools = Table(
+        "the knee: GuardrailClient.check calls/s (p99) by connection limit",
+        ["client, pool limit", *(f"K={k}" for k in POOL_KS)],
+    )
+    for name, by_k in sweep.items():
+        pools.add(name, *(f"{t.rate:,.0f} ({fmt_us(t.latency.p99)})" for t in by_k.values()))
+    pools.notes.append(
+        "httpx: httpx.Limits(max_connections=N, max_keepalive_connections=N); stream: "
+        "StreamGuardrailClient(max_connections=N, max_idle=N). One repetition each."
+    )
+    result.tables.append(pools)
+
+    hook16 = med[HOOK_DEFAULT][16].rate / ref[16].rate
+    result.verdicts.append(
+        Verdict(
+            "at K=16 the hook makes >= 3x the reference's calls/s",
+            fmt_ratio(hook16),
+            hook16 >= 3,
+            f"hook {med[HOOK_DEFAULT][16].rate:,.0f}/s vs reference {ref[16].rate:,.0f}/s",
+        )
+    )
+    cand = med[HOOK_STREAM][16].rate / ref[16].rate
+    result.verdicts.append(
+        Verdict(
+            "[candidate: stream post] at K=16 the hook makes >= 3x the reference's calls/s",
+            fmt_ratio(cand),
+            cand >= 3,
+            f"hook {med[HOOK_STREAM][16].rate:,.0f}/s vs reference {ref[16].rate:,.0f}/s",
+        )
+    )
+    knees = []
+    for name in m["order"]:
+        rates = [med[name][k].rate for k in KS]
+        knee = next((KS[i] for i in range(1, len(KS)) if rates[i] < rates[i - 1] * 1.10), KS[-1])
+        knees.append(f"{name}: flat from K={knee}")
+    result.notes.append("knee (calls/s gains < 10% past it): " + "; ".join(knees))
+    result.data = {
+        "server": server.name,
+        "median": {
+            name: {
+                str(k): {
+                    "rate": t.rate,
+                    "p50_us": t.latency.p50,
+                    "p99_us": t.latency.p99,
+                    "client_cpu": t.client_cpu,
+                    "server_cpu": t.server_cpu,
+                }
+                for k, t in by_k.items()
+            }
+            for name, by_k in med.items()
+        },
+        "rates": {
+            name: {str(k): [t.rate for t in runs] for k, runs in by_k.items()}
+            for name, by_k in results.items()
+        },
+        "errors": m["errors"],
+        "skipped": m["skipped"],
+        "pool_sweep": {
+            name: {str(k): {"rate": t.rate, "p99_us": t.latency.p99} for k, t in by_k.items()}
+            for name, by_k in sweep.items()
+        },
+        "spread_k16_relative": {
+            name: (statistics.pstdev(r) / statistics.fmean(r) if len(r) > 1 else 0.0)
+            for name, r in ((n, [t.rate for t in results[n][16]]) for n in results)
+        },
+    }
+    return result

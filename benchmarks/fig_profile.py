@@ -1,0 +1,268 @@
+"""Profile: where the PreToolUse hook's time goes (cProfile, own time by component).
+
+The package hook and the candidate hook (stream post) each run N sequential calls
+under cProfile; own time is summed per component (package of the function). The
+profiler inflates Python-heavy code, so read shares, not absolute times; time in
+``epoll.poll`` is the loop waiting for the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import pstats
+from collections import Counter
+from typing import Any
+
+from .common import Config, FigureResult, Table
+from .contenders import HOOK_DEFAULT, HOOK_STREAM, guardrail_specs
+from .environment import Environment
+from .harness import run_sequential
+
+__all__ = ["run"]
+
+HEADER = "Profile: where the PreToolUse hook's time goes (cProfile)"
+
+_COMPONENTS = (
+    ("/httpx/", "httpx"),
+    ("/httpcore/", "httpcore"),
+    ("/h11/", "h11"),
+    ("/anyio/", "anyio"),
+    ("/sniffio/", "sniffio"),
+    ("/opentelemetry/", "opentelemetry"),
+    ("/akto_otel/", "akto_otel"),
+    ("/benchmarks/", "benchmarks (candidate client)"),
+    ("/asyncio/", "asyncio"),
+    ("/json/", "json"),
+    ("/logging/", "logging"),
+)
+
+
+def _component(filename: str, function: str) -> str:
+    if filename == "~":
+        if "epoll" in function or "select" in function:
+            return "waiting for the server (epoll)"
+        if "socket" in function:
+            return "socket syscalls"
+        return "C builtins"
+    for marker, name in _COMPONENTS:
+        if marker in filename:
+            return name
+    return "other stdlib"
+
+
+Profile = tuple[Counter[str], list[tuple[str, float, int]], float, int]
+
+
+async def _profile(url: str, name: str, n: int) -> Profile:
+    spec = next(s for s in guardrail_specs(url, None) if s.name == name)
+    assert spec.build is not None
+    contender = await spec.build()
+    await contender.setup()
+    await run_sequential(contender, 200, 50)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await run_sequential(contender, n, 0, collect=False)
+    profiler.disable()
+    await contender.close()
+    stats = pstats.Stats(profiler)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    by_component: Counter[str] = Counter()
+    functions: list[tuple[str, float, int]] = []
+    calls = 0
+    for (filename, line, function), (_cc, nc, tottime, _ct, _callers) in raw.items():
+        by_component[_component(filename, function)] += tottime
+        calls += nc
+        short = filename.rsplit("site-packages/", 1)[-1].rsplit("lib/python3", 1)[-1]
+        functions.append((f"{short}:{line}({function})", tottime, nc))
+    functions.sort(key=lambda f: f[1], reverse=True)
+    total = sum(by_component.values())
+    return by_component, functions[:12], total, calls
+
+
+def _components(cfg: Config) -> list[tuple[str, float]]:
+    """The pieces of the PreToolUse hook path timed alone (public APIs, no network)."""
+    import json
+    import timeit
+    from urllib.parse import urlsplit
+
+    from opentelemetry.trace import SpanKind, set_span_in_context
+    from opentelemetry.util.types import AttributeValue
+
+    from akto_otel.config import Settings
+    from akto_otel.contract import (
+        WireContext,
+        encode_record,
+        parse_verdict,
+        tool_request_record,
+    )
+    from akto_otel.spans import record_verdict
+
+    from .servers import ALLOWED_VERDICT_BODY
+    from .workload import TOOL_INPUT, make_provider
+
+    provider = make_provider()
+    tracer = provider.get_tracer("bench")
+    settings = Settings(ingestion_url="http://127.0.0.1:9")
+    wire = WireContext()
+    record = tool_request_record(wire, "Bash", TOOL_INPUT)
+    body = ALLOWED_VERDICT_BODY.encode()
+    verdict = parse_verdict(json.loads(body))
+    parent = tracer.start_span("invoke_agent claude-agent")
+    tool_attrs: dict[str, AttributeValue] = {
+        "akto.hook": "PreToolUse",
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": "Bash",
+        "gen_ai.tool.type": "function",
+        "gen_ai.conversation.id": "bench-session-0",
+        "gen_ai.tool.call.id": "toolu_1",
+    }
+    guard_attrs: dict[str, AttributeValue] = {
+        "akto.hook": "PreToolUse",
+        "gen_ai.operation.name": "run_guardrail",
+        "http.request.method": "POST",
+        "server.address": "127.0.0.1",
+        "server.port": 9,
+    }
+
+    def spans() -> None:
+        tool = tracer.start_span(
+            "execute_tool Bash", context=set_span_in_context(parent), attributes=tool_attrs
+        )
+        child = tracer.start_span(
+            "run_guardrail akto",
+            context=set_span_in_context(tool),
+            kind=SpanKind.CLIENT,
+            attributes=guard_attrs,
+        )
+        child.set_attribute("akto.guardrail.decision", "allow")
+        child.end()
+        record_verdict(tool, "PreToolUse", verdict, settings)
+        tool.end()
+
+    def verdict_event() -> None:
+        record_verdict(parent, "PreToolUse", verdict, settings)
+
+    pieces = {
+        "WireContext.with_session (per call)": lambda: wire.with_session("s", "p"),
+        "tool_request_record": lambda: tool_request_record(wire, "Bash", TOOL_INPUT),
+        "encode_record (json.dumps)": lambda: encode_record(record),
+        "json.loads + parse_verdict": lambda: parse_verdict(json.loads(body)),
+        "Verdict.with_latency (dataclasses.replace)": lambda: verdict.with_latency(0.001),
+        "urlsplit of the URL (server attributes)": lambda: urlsplit(settings.ingestion_url),
+        "2 spans + verdict event, start to end": spans,
+        "record_verdict alone (event + attributes)": verdict_event,
+    }
+    number = cfg.pick(2000, 200)
+    out = []
+    for name, fn in pieces.items():
+        best = min(timeit.repeat(fn, number=number, repeat=cfg.pick(5, 2)))
+        out.append((name, best / number * 1e6))
+    parent.end()
+    provider.shutdown()
+    return out
+
+
+async def _timeout_wrappers(n: int) -> list[tuple[str, float]]:
+    """What bounding a call by a timeout costs: asyncio.wait_for vs asyncio.timeout."""
+    import sys
+    import time
+
+    async def answer() -> int:
+        return 1
+
+    async def plain() -> None:
+        for _ in range(n):
+            await answer()
+
+    async def wait_for() -> None:
+        for _ in range(n):
+            await asyncio.wait_for(answer(), 5.0)
+
+    async def timeout() -> None:
+        if sys.version_info >= (3, 11):
+            for _ in range(n):
+                async with asyncio.timeout(5.0):
+                    await answer()
+
+    out: list[tuple[str, float]] = []
+    for name, fn in (
+        ("await a coroutine (baseline)", plain),
+        ("asyncio.wait_for(coro, t) (GuardrailClient.post)", wait_for),
+        ("async with asyncio.timeout(t) (3.11+)", timeout),
+    ):
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            await fn()
+            best = min(best, time.perf_counter() - start)
+        out.append((name, best / n * 1e6))
+    return out
+
+
+def run(cfg: Config, env: Environment) -> FigureResult:
+    server = env.guard_server()
+    result = FigureResult("profile", HEADER)
+    n = cfg.pick(2000, 100)
+    profiles = {
+        name: asyncio.run(_profile(server.url, name, n)) for name in (HOOK_DEFAULT, HOOK_STREAM)
+    }
+    env.after_load(server)
+    components = sorted(
+        {c for by, _, _, _ in profiles.values() for c in by},
+        key=lambda c: -profiles[HOOK_DEFAULT][0].get(c, 0.0),
+    )
+    table = Table(
+        f"own time per call by component, {n} calls under cProfile (µs/call, share)",
+        ["component", *(name for name in profiles)],
+    )
+    for component in components:
+        cells = []
+        for by, _, total, _ in profiles.values():
+            value = by.get(component, 0.0)
+            cells.append(f"{value / n * 1e6:,.1f} ({value / total * 100:.0f}%)")
+        table.add(component, *cells)
+    table.add(
+        "total (profiled)",
+        *(f"{total / n * 1e6:,.1f}" for _, _, total, _ in profiles.values()),
+    )
+    table.add(
+        "Python function calls per hook call",
+        *(f"{calls / n:,.0f}" for _, _, _, calls in profiles.values()),
+    )
+    result.tables.append(table)
+    for name, (_, functions, total, _) in profiles.items():
+        top = Table(
+            f"top functions by own time: {name}",
+            ["function", "µs/call", "share", "calls/call"],
+        )
+        for function, tottime, ncalls in functions:
+            top.add(
+                function[-90:],
+                f"{tottime / n * 1e6:,.1f}",
+                f"{tottime / total * 100:.1f}%",
+                f"{ncalls / n:,.1f}",
+            )
+        result.tables.append(top)
+    pieces = _components(cfg) + asyncio.run(_timeout_wrappers(cfg.pick(5000, 200)))
+    standalone = Table(
+        "hook-path pieces timed alone (timeit, best of repeats, no profiler)",
+        ["piece", "µs per call"],
+    )
+    for name, us in pieces:
+        standalone.add(name, f"{us:,.1f}")
+    standalone.notes.append(
+        "spans: the package hook's execute_tool + run_guardrail spans with its attributes, "
+        "on an SDK TracerProvider with a BatchSpanProcessor and a no-op exporter."
+    )
+    result.tables.append(standalone)
+    result.data = {
+        "standalone_us": dict(pieces),
+    } | {
+        name: {
+            "components_us_per_call": {c: v / n * 1e6 for c, v in by.items()},
+            "calls_per_call": calls / n,
+        }
+        for name, (by, _, _, calls) in profiles.items()
+    }
+    return result
