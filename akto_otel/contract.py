@@ -38,11 +38,13 @@ __all__ = [
     "WireContext",
     "dumps",
     "encode_ingest_batch",
+    "encode_ingest_item",
     "encode_record",
     "health_check_url",
     "http_proxy_url",
     "ingest_data_url",
     "ingest_record",
+    "join_ingest_items",
     "parse_claude_tool",
     "parse_verdict",
     "prompt_record",
@@ -501,6 +503,16 @@ def ingest_record(record: Mapping[str, Any]) -> Record:
 def encode_ingest_batch(records: Sequence[Mapping[str, Any]]) -> bytes:
     """The ``/api/ingestData`` body ``{"batchData": [...]}``."""
     return json.dumps({"batchData": [ingest_record(r) for r in records]}).encode("utf-8")
+
+
+def encode_ingest_item(record: Mapping[str, Any]) -> bytes:
+    """One record as it stands inside an ingestData batch (encode once, then join)."""
+    return json.dumps(ingest_record(record)).encode("utf-8")
+
+
+def join_ingest_items(items: Sequence[bytes]) -> bytes:
+    """The ingestData body from encoded items: byte for byte ``encode_ingest_batch``."""
+    return b'{"batchData": [' + b", ".join(items) + b"]}"
 
 
 # --------------------------------------------------------------------------- verdicts

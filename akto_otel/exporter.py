@@ -38,7 +38,13 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Span as ApiSpan
 
 from akto_otel.config import Settings
-from akto_otel.contract import encode_ingest_batch, encode_record, http_proxy_url, ingest_data_url
+from akto_otel.contract import (
+    encode_ingest_item,
+    encode_record,
+    http_proxy_url,
+    ingest_data_url,
+    join_ingest_items,
+)
 from akto_otel.guardrails import error_kind, tls_context
 
 __all__ = ["AktoSpanProcessor", "ExportStats", "PendingRecord", "RecordExporter"]
@@ -188,10 +194,10 @@ class RecordExporter:
         else:
             self._stats.add("failed", 1, kind)
 
-    def _deliver_batch(self, items: Sequence[PendingRecord]) -> None:
+    def _deliver_batch(self, items: Sequence[tuple[PendingRecord, bytes]]) -> None:
         url = ingest_data_url(self._settings.ingestion_url)
         status, kind = self._post(
-            url, encode_ingest_batch([i.record for i in items]), [i.key for i in items]
+            url, join_ingest_items([encoded for _, encoded in items]), [i.key for i, _ in items]
         )
         if status is not None and 200 <= status < 300:
             self._stats.add("exported", len(items))
@@ -256,17 +262,20 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0, min(5.0, 0.1 * (2 ** (attempt - 1))))
 
 
-def _chunks(items: Sequence[PendingRecord], max_bytes: int) -> list[list[PendingRecord]]:
-    chunks: list[list[PendingRecord]] = []
-    current: list[PendingRecord] = []
+def _chunks(
+    items: Sequence[PendingRecord], max_bytes: int
+) -> list[list[tuple[PendingRecord, bytes]]]:
+    """Items with their ingestData encoding (done once), split to stay under ``max_bytes``."""
+    chunks: list[list[tuple[PendingRecord, bytes]]] = []
+    current: list[tuple[PendingRecord, bytes]] = []
     size = 0
     for item in items:
-        item_size = len(encode_record(item.record))
-        if current and size + item_size > max_bytes:
+        encoded = encode_ingest_item(item.record)
+        if current and size + len(encoded) > max_bytes:
             chunks.append(current)
             current, size = [], 0
-        current.append(item)
-        size += item_size + 2
+        current.append((item, encoded))
+        size += len(encoded) + 2
     if current:
         chunks.append(current)
     return chunks

@@ -25,10 +25,11 @@ import json
 import logging
 import socket
 import ssl
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import certifi
 import httpx
@@ -93,6 +94,15 @@ def tls_context(settings: Settings) -> ssl.SSLContext | bool:
 
 
 _warmed = False
+_T = TypeVar("_T")
+
+
+async def _within(seconds: float, awaitable: Awaitable[_T]) -> _T:
+    """Await with a deadline; ``asyncio.timeout`` (3.11+) costs a third of ``wait_for``."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 def _warm_up() -> None:
@@ -238,7 +248,7 @@ class GuardrailClient:
             preview = body[:1000].decode("utf-8", errors="replace")
             _log.debug("request payload: %s", self._redactor.redact_or_none(preview) or "[dropped]")
         try:
-            return await asyncio.wait_for(self._post(url, body, start), self._settings.timeout)
+            return await _within(self._settings.timeout, self._post(url, body, start))
         except Exception as exc:
             kind = error_kind(exc)
             _log.warning("POST %s failed: %s", url.split("?", 1)[0], kind)

@@ -283,3 +283,16 @@ def test_absurd_identifiers_cannot_break_the_string_limit() -> None:
         for key, value in record.items():
             assert value is None or len(value) <= MAX_PROXY_STRING_CHARS, key
         json.loads(record["requestHeaders"])
+
+
+def test_joining_items_encoded_once_is_the_batch_body() -> None:
+    from akto_otel.contract import encode_ingest_item, join_ingest_items
+
+    records = [
+        tool_result_record(WireContext(), "Bash", {"c": i}, {"o": "\u00e9"}, time_ms=i)
+        for i in range(4)
+    ]
+    assert join_ingest_items([encode_ingest_item(r) for r in records]) == encode_ingest_batch(
+        records
+    )
+    assert join_ingest_items([encode_ingest_item(records[0])]) == encode_ingest_batch(records[:1])
