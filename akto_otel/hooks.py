@@ -154,6 +154,7 @@ class AktoGuardrails:
         self.tracer_provider = _attach(tracer_provider, self.processor, self.settings)
         self.tracer = self.tracer_provider.get_tracer("akto_otel", __version__)
         self.metrics = metrics_for(meter_provider)
+        self._server_attributes = _server_attributes(self.settings.ingestion_url)
         self.processor.stats.listeners.append(self.metrics.record_export)
         self.processor.stats.duration_listeners.append(self.metrics.record_export_duration)
         self.metrics.watch_queue(lambda: self.processor.queue_size)
@@ -337,7 +338,7 @@ class AktoGuardrails:
                 "akto.hook": hook,
                 "gen_ai.operation.name": "run_guardrail",
                 "http.request.method": "POST",
-                **_server_attributes(self.settings.ingestion_url),
+                **self._server_attributes,
             },
         )
         try:
@@ -402,15 +403,14 @@ class AktoGuardrails:
                 )
             if not prompt.strip() or not self.settings.sync_mode:
                 return {}
-            record = contract.prompt_record(self._wire(scope, data), prompt)
+            wire = self._wire(scope, data)
+            record = contract.prompt_record(wire, prompt)
             verdict = await self._guard(span, "UserPromptSubmit", record)
             if not verdict.allowed:
                 reason = verdict.reason or contract.DEFAULT_BLOCK_REASON
                 self._attach(
                     span,
-                    contract.prompt_record(
-                        self._wire(scope, data), prompt, blocked_reason=verdict.reason
-                    ),
+                    contract.prompt_record(wire, prompt, blocked_reason=verdict.reason),
                     "prompt.blocked",
                 )
                 return {"continue_": False, "systemMessage": _BLOCK_PREFIX + reason}
@@ -429,7 +429,8 @@ class AktoGuardrails:
         self._capture(span, "gen_ai.tool.call.arguments", tool_input)
         if not self.settings.sync_mode or not tool_input:
             return {}
-        record = contract.tool_request_record(self._wire(scope, data), tool_name, tool_input)
+        wire = self._wire(scope, data)
+        record = contract.tool_request_record(wire, tool_name, tool_input)
         verdict = await self._guard(span, "PreToolUse", record, target_id=tool_use_id)
         if verdict.decision == "modify":
             updated = _updated_tool_input(tool_name, verdict.modified_payload)
@@ -450,10 +451,7 @@ class AktoGuardrails:
             self._attach(
                 span,
                 contract.tool_request_record(
-                    self._wire(scope, data),
-                    tool_name,
-                    tool_input,
-                    blocked_reason=verdict.reason,
+                    wire, tool_name, tool_input, blocked_reason=verdict.reason
                 ),
                 "tool.blocked",
             )
