@@ -37,6 +37,7 @@ from akto_otel.testing import (
     first_user_text,
     is_side_request,
     load_scenarios,
+    message_text,
     offline_agent_env,
     run_agent,
     scenarios_from_data,
@@ -557,10 +558,14 @@ async def test_stop_hook_block_sends_reason_back(tmp_path: Path) -> None:
     assert [r.step for r in conversation] == [0, 1]
     reentry = [m for m in conversation[1].body["messages"] if m["role"] != "system"]
     assert reentry[-2] == _assistant("the secret is 42")
-    assert reentry[-1] == {
-        "role": "user",
-        "content": "Stop hook feedback:\nGUARDRAIL: redact the secret",
-    }
+    # The CLI owns the wrapper around the reason (plain text up to 0.2.187, a
+    # <system-reminder> block from 0.2.189): assert only that the model gets it
+    # in the user turn after the blocked answer.
+    assert reentry[-1]["role"] == "user"
+    assert "GUARDRAIL: redact the secret" in message_text(reentry[-1]["content"])
+    assert "GUARDRAIL: redact the secret" not in "".join(
+        message_text(m["content"]) for m in conversation[0].body["messages"]
+    )
 
 
 @needs_cli

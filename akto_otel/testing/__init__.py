@@ -34,6 +34,7 @@ from .fake_anthropic import (
     count_assistant_turns,
     first_user_text,
     is_side_request,
+    message_text,
     step_index,
 )
 from .scenario import (
@@ -65,6 +66,7 @@ __all__ = [
     "first_user_text",
     "is_side_request",
     "load_scenarios",
+    "message_text",
     "offline_agent_env",
     "run_agent",
     "scenarios_from_data",

@@ -192,6 +192,7 @@ __all__ = [
     "count_assistant_turns",
     "first_user_text",
     "is_side_request",
+    "message_text",
     "step_index",
 ]
 
@@ -253,7 +254,7 @@ class RecordedRequest:
         return None
 
 
-def _text_of(content: Any) -> str:
+def message_text(content: Any) -> str:
     """Joined text of a message ``content`` (string or list of blocks)."""
     if isinstance(content, str):
         return content
@@ -278,7 +279,7 @@ def first_user_text(messages: Any) -> str:
         return ""
     for message in messages:
         if isinstance(message, Mapping) and message.get("role") == "user":
-            return _REMINDER_RE.sub("", _text_of(message.get("content"))).strip()
+            return _REMINDER_RE.sub("", message_text(message.get("content"))).strip()
     return ""
 
 
@@ -294,7 +295,7 @@ def _system_text(body: Mapping[str, Any]) -> str:
     system = body.get("system")
     if isinstance(system, str):
         return system
-    return _text_of(system)
+    return message_text(system)
 
 
 def _json_schema_format(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -311,7 +312,7 @@ def _last_user_text(messages: Any) -> str:
     if isinstance(messages, list):
         for message in reversed(messages):
             if isinstance(message, Mapping) and message.get("role") == "user":
-                return _text_of(message.get("content"))
+                return message_text(message.get("content"))
     return ""
 
 
