@@ -81,6 +81,8 @@ def _demo(args: argparse.Namespace) -> int:
     from akto_otel.demo import deny_heavy_policy, run_demo, run_local_stack
 
     policy = None
+    # The scripted model's answer follows what the policy denies (--deny-heavy: both).
+    outcome = "all-denied" if args.deny_heavy and not args.akto_url else "default"
     if args.deny_heavy:
         policy = deny_heavy_policy()
     elif args.policy:
@@ -101,6 +103,7 @@ def _demo(args: argparse.Namespace) -> int:
                 akto_url=args.akto_url,
                 live=args.live,
                 pause=args.pause,
+                outcome=outcome,
             )
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
@@ -116,6 +119,7 @@ def _demo(args: argparse.Namespace) -> int:
             faults=args.fault,
             akto_url=args.akto_url,
             pause=args.pause,
+            outcome=outcome,
         )
     return 0 if result.spans else 1
 
