@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from akto_otel.demo import ANSWERS, LEAKING_ANSWER
+from tests.test_docs import doc_block
 
 COMMAND = shutil.which("akto-otel") or str(Path(sys.executable).parent / "akto-otel")
 
@@ -41,7 +42,10 @@ def _tool_verdicts(out: str) -> list[str]:
 
 @pytest.mark.timeout(120)
 def test_demo_runs_offline_and_shows_the_story(tmp_path: Path) -> None:
-    out = _demo(tmp_path)
+    # README's first command, as written (the package is already installed here).
+    install, _, command = doc_block("readme-demo").code.strip().partition(" && ")
+    assert install == "pip install -e ." and command.split()[:2] == ["akto-otel", "demo"]
+    out = _demo(tmp_path, *command.split()[2:])
     assert _tool_verdicts(out) == ["allow", "deny"]
     assert 'verdict=deny "Destructive shell command' in out
     assert out.count("akto.stop") >= 2  # the leaked token was regenerated
