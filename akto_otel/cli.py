@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib.util
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -52,10 +52,18 @@ class _CommandError(Exception):
         self.code = code
 
 
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 def _load_policy(path: str) -> Any:
     from akto_otel.emulator import PolicyError, load_policy
 
-    if path.lower().endswith((".yaml", ".yml")) and importlib.util.find_spec("yaml") is None:
+    if path.lower().endswith((".yaml", ".yml")) and not _importable("yaml"):
         raise _CommandError(f"{path}: a YAML policy needs PyYAML: {_YAML_HINT}", 1)
     try:
         return load_policy(path)
@@ -88,7 +96,7 @@ def _demo(args: argparse.Namespace) -> int:
     elif args.policy:
         policy = _load_policy(args.policy)
     if args.prometheus is not None:
-        if importlib.util.find_spec("opentelemetry.exporter.prometheus") is None:
+        if not _importable("opentelemetry.exporter.prometheus"):
             raise _CommandError(
                 f"--prometheus needs the OpenTelemetry Prometheus exporter: {_PROMETHEUS_HINT}", 1
             )

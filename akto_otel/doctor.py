@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import socket
 import ssl
 import sys
@@ -103,30 +104,48 @@ def setting_problems(env: Mapping[str, str]) -> tuple[list[str], set[str]]:
     """Every invalid variable at once: (one message each, the names of the bad ones)."""
     problems: list[str] = []
     bad: set[str] = set()
-    for name, raw in _in_effect(env).values():
+    for attr, (name, raw) in _in_effect(env).items():
+        shown = redact_url(raw) if attr == "ingestion_url" else raw
         try:
-            Settings.from_env({name: raw})
+            value = getattr(Settings.from_env({name: raw}), attr)
+            if attr == "ingestion_url" and value:
+                _check_url(value)
         except AktoConfigError as exc:
-            problems.append(str(exc))
+            problems.append(str(AktoConfigError(name, shown, exc.accepted)))
+            bad.add(name)
+        except ValueError as exc:  # not (yet) an AktoConfigError in config.py
+            problems.append(str(AktoConfigError(name, shown, f"a valid URL ({exc})")))
             bad.add(name)
     try:
         Settings.from_env({k: v for k, v in env.items() if k not in bad})
-    except AktoConfigError as exc:  # a combination no single variable shows
-        problems.append(str(exc))
+    except ValueError as exc:  # a combination no single variable shows
+        problems.append(redact_url(str(exc)))
     return problems, bad
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (user names are kept)."""
+def _check_url(url: str) -> None:
+    """Raise ValueError for what Settings lets through but no request can use."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    if parts.port is not None and parts.port <= 0:  # .port raises for 99999 or "abc"
+        raise ValueError("port 0")
+    if not parts.hostname:
+        raise ValueError("no host name")
+
+
+_USERINFO = re.compile(r"^(?P<head>[^:/?#]+://[^/?#@]*?:)(?P<password>[^/?#@]*)@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (user names are kept).
+
+    Works on text that is not a valid URL too (it is for error messages as well).
+    """
+    return _USERINFO.sub(lambda m: f"{m.group('head')}***@", url.strip(), count=1)
+
+
+def _url_password(url: str) -> str:
+    match = _USERINFO.match(url.strip())
+    return match.group("password") if match else ""
 
 
 def _shown(attr: str, value: Any) -> str:
@@ -345,6 +364,10 @@ def _request(
         return f"timeout: no answer within AKTO_TIMEOUT ({client.timeout.read:g} s)"
     except (httpx.HTTPError, OSError) as exc:
         return _socket_cause(exc, parts.hostname or "", port)
+    except UnicodeError:
+        return "the token has characters an HTTP header cannot carry (ASCII only)"
+    except Exception as exc:  # a diagnostic must report, never crash
+        return f"cannot send the request ({type(exc).__name__})"
 
 
 def akto_findings(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
@@ -396,9 +419,7 @@ def run_doctor(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
     """Print the report for ``env`` to ``out``; returns the exit code (:data:`EXIT_CODES`)."""
     problems, bad = setting_problems(env)
     settings = Settings.from_env({k: v for k, v in env.items() if k not in bad})
-    password = urlsplit(settings.ingestion_url).password or ""
-    raw_url = env.get("AKTO_DATA_INGESTION_URL", "")
-    secrets = [settings.token, password, urlsplit(raw_url.strip()).password or ""]
+    secrets = [settings.token, _url_password(env.get("AKTO_DATA_INGESTION_URL", ""))]
     for name in Settings.environment_variables()["token"]:
         secrets.append(env.get(name, "").strip())
     lines = [f"akto-otel doctor {__version__}", "", "Settings (environment variable, value):"]

@@ -389,3 +389,77 @@ def test_bad_policy_file_is_one_line(tmp_path: Path, command: str) -> None:
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0], result.stderr
+
+
+def test_doctor_redacts_even_a_short_password_in_an_invalid_url() -> None:
+    for url in (
+        "ftp://akto:Zq@127.0.0.1:1",
+        "http://akto:Zq@127.0.0.1:99999",
+        "http://akto:Zq@[::1",
+    ):
+        code, out = _doctor(_env(AKTO_DATA_INGESTION_URL=url))
+        assert code == EXIT_BAD_SETTINGS, out
+        assert "Zq" not in out and "akto:***@" in out
+
+
+def test_doctor_reports_a_token_no_header_can_carry(akto: EmulatorServer) -> None:
+    code, out = _doctor(_env(AKTO_DATA_INGESTION_URL=akto.url, AKTO_API_TOKEN="tökén-✓"))
+    assert code == EXIT_AKTO_UNUSABLE
+    auth = _akto_lines(out)[1]
+    assert auth.strip().startswith("FAIL") and "header" in auth
+    assert "tökén" not in out
+
+
+def _cli_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a process where ``module`` cannot be imported (as if not installed)."""
+    code = (
+        "import sys\n"
+        f"sys.modules[{module!r}] = None  # import now raises ImportError\n"
+        "from akto_otel.cli import main\n"
+        f"sys.exit(main({list(args)!r}))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=_env(),
+    )
+
+
+@pytest.mark.timeout(60)
+def test_missing_prometheus_extra_names_the_checkout_command() -> None:
+    result = _cli_without("opentelemetry.exporter.prometheus", "demo", "--prometheus", "0")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "pip install -e '.[prometheus]'" in line
+
+
+@pytest.mark.timeout(60)
+def test_missing_yaml_names_the_checkout_command(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: []\n")
+    result = _cli_without("yaml", "emulator", "--port", "0", "--policy", str(policy))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "pip install -e '.[yaml]'" in line
+
+
+@pytest.mark.timeout(60)
+def test_demo_metrics_port_in_use_is_one_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [CLI, "demo", "--prometheus", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=50,
+            check=False,
+            env=_env(),
+        )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "in use" in line and str(port) in line
