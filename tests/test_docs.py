@@ -432,3 +432,14 @@ def test_local_emulator_commands_and_policy_run(tmp_path: Path) -> None:
         assert env["AKTO_DATA_INGESTION_URL"] == f"http://127.0.0.1:{port}"
         with run_commands(lines[doctor[0] :], env, tmp_path):
             pass
+
+
+@pytest.mark.timeout(180)
+def test_run_offline_program_runs_the_agent(tmp_path: Path) -> None:
+    (tmp_path / "agent.py").write_text(doc_block("quickstart-agent").code)
+    (tmp_path / "README.md").write_text("# hello\n")
+    result = _run_program(doc_block("quickstart-run-offline").code, base_env(), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ResultMessage" in result.stdout  # agent.py printed the session's messages
+    match = re.search(r"(\d+) records reached the emulator", result.stdout)
+    assert match and int(match.group(1)) >= 3, result.stdout  # prompt, tool, answer
