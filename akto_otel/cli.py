@@ -2,70 +2,123 @@
 
 Usage::
 
+    akto-otel --version
     akto-otel demo [--live]
     akto-otel demo --prometheus 9464 [--runs N] [--pause S] [--linger S] [--deny-heavy]
                    [--fault akto-down] [--fault akto-slow]
-    akto-otel emulator --port 9090 [--policy policy.yaml] [--token T]
+    akto-otel emulator [--port 18090] [--policy policy.yaml] [--token T]
     akto-otel doctor
+
+Errors are one line on stderr: exit 2 for a bad argument or input file (usage, policy),
+1 for a failure of the environment (a port in use, a missing optional extra).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import errno
+import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["main"]
+from akto_otel.version import __version__
+
+__all__ = ["DEFAULT_EMULATOR_PORT", "main"]
+
+#: The emulator's default port: unusual on purpose (not Prometheus's 9090, not an
+#: OTLP or exporter port); ``--port 0`` takes any free port and prints it.
+DEFAULT_EMULATOR_PORT = 18090
+
+_DESCRIPTION = (
+    "Akto guardrails and OpenTelemetry tracing for the Claude Agent SDK: an offline "
+    "demo, a local Akto-compatible emulator, and a check of your settings."
+)
+_EPILOG = (
+    "Run 'akto-otel COMMAND --help' for a command's options. Exit codes: 0 success; "
+    "1 a failure of the environment (port in use, optional extra missing, Akto not "
+    "usable); 2 a bad argument, input file or setting."
+)
+_YAML_HINT = "pip install -e '.[yaml]' from the checkout, or use a JSON policy file"
+_PROMETHEUS_HINT = "pip install -e '.[prometheus]' from the checkout"
+
+
+class _CommandError(Exception):
+    """A one-line error for the user; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _load_policy(path: str) -> Any:
+    from akto_otel.emulator import PolicyError, load_policy
+
+    if path.lower().endswith((".yaml", ".yml")) and not _importable("yaml"):
+        raise _CommandError(f"{path}: a YAML policy needs PyYAML: {_YAML_HINT}", 1)
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        raise _CommandError(str(exc), 2) from None
+
+
+def _listen_error(exc: OSError, what: str, host: str, port: int) -> _CommandError:
+    if exc.errno == errno.EADDRINUSE:
+        return _CommandError(
+            f"cannot {what} on {host}:{port}: the port is in use (pick another one)", 1
+        )
+    return _CommandError(f"cannot {what} on {host}:{port}: {exc.strerror or exc}", 1)
 
 
 def _doctor() -> int:
-    from akto_otel.config import Settings
-    from akto_otel.errors import AktoConfigError
-    from akto_otel.guardrails import GuardrailClient
+    from akto_otel.doctor import run_doctor
 
-    try:
-        settings = Settings.from_env()
-    except AktoConfigError as exc:
-        print(f"configuration error: {exc}")
-        return 2
-    shown = {k: v for k, v in vars(settings).items() if k != "token"}
-    shown["token"] = "(set)" if settings.token else "(not set)"
-    for key, value in shown.items():
-        print(f"{key:28} {value}")
-    if not settings.ingestion_url:
-        print(
-            "\nAKTO_DATA_INGESTION_URL is not set: hooks will fail "
-            f"{settings.fail_mode} without asking Akto."
-        )
-        return 1
-    healthy = asyncio.run(GuardrailClient(settings).health())
-    print(f"\n{settings.ingestion_url}/healthCheck: {'ok' if healthy else 'UNREACHABLE'}")
-    return 0 if healthy else 1
+    return run_doctor(os.environ)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from akto_otel.demo import deny_heavy_policy, run_demo, run_local_stack
 
     policy = None
+    # The scripted model's answer follows what the policy denies (--deny-heavy: both).
+    outcome = "all-denied" if args.deny_heavy and not args.akto_url else "default"
     if args.deny_heavy:
         policy = deny_heavy_policy()
     elif args.policy:
-        from akto_otel.emulator import load_policy
-
-        policy = load_policy(args.policy)
+        policy = _load_policy(args.policy)
     if args.prometheus is not None:
-        result = run_local_stack(
-            args.prometheus,
-            runs=args.runs,
-            linger=args.linger,
-            host=args.prometheus_host,
-            policy=policy,
-            faults=args.fault,
-            akto_url=args.akto_url,
-            live=args.live,
-            pause=args.pause,
-        )
+        if not _importable("opentelemetry.exporter.prometheus"):
+            raise _CommandError(
+                f"--prometheus needs the OpenTelemetry Prometheus exporter: {_PROMETHEUS_HINT}", 1
+            )
+        try:
+            result = run_local_stack(
+                args.prometheus,
+                runs=args.runs,
+                linger=args.linger,
+                host=args.prometheus_host,
+                policy=policy,
+                faults=args.fault,
+                akto_url=args.akto_url,
+                live=args.live,
+                pause=args.pause,
+                outcome=outcome,
+            )
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise _listen_error(
+                exc, "serve the metrics", args.prometheus_host, args.prometheus
+            ) from None
     else:
         result = run_demo(
             live=args.live,
@@ -74,20 +127,49 @@ def _demo(args: argparse.Namespace) -> int:
             faults=args.fault,
             akto_url=args.akto_url,
             pause=args.pause,
+            outcome=outcome,
         )
     return 0 if result.spans else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="akto-otel", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run a guarded, traced agent session offline")
-    demo.add_argument("--live", action="store_true", help="use the real model (needs a key)")
+def _emulator(args: argparse.Namespace) -> int:
+    from akto_otel.emulator import run_emulator
+
+    if args.policy:
+        _load_policy(args.policy)  # a bad file is one line here, not a traceback below
+    try:
+        run_emulator(args.port, args.policy, args.token, host=args.host)
+    except OSError as exc:
+        raise _listen_error(exc, "listen", args.host, args.port) from None
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="akto-otel", description=_DESCRIPTION, epilog=_EPILOG)
+    parser.add_argument("--version", action="version", version=f"akto-otel {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a guarded, traced agent session offline and print its trace",
+        description=(
+            "Run a real Claude Agent SDK session (the bundled CLI) against a scripted "
+            "model and the built-in Akto emulator: an allowed tool call, a denied one, "
+            "and an answer regenerated after a denial. Prints the trace as a tree; "
+            "nothing leaves the machine unless OTEL_EXPORTER_OTLP_ENDPOINT is set."
+        ),
+    )
+    demo.add_argument(
+        "--live",
+        action="store_true",
+        help="use the real Anthropic model instead of the scripted one (needs ANTHROPIC_API_KEY)",
+    )
     demo.add_argument(
         "--prometheus",
         type=int,
         metavar="PORT",
-        help="local stack mode: serve the metrics on http://127.0.0.1:PORT/metrics",
+        help="local stack mode: serve the metrics on http://127.0.0.1:PORT/metrics "
+        f"(needs the [prometheus] extra: {_PROMETHEUS_HINT})",
     )
     demo.add_argument(
         "--prometheus-host",
@@ -116,35 +198,86 @@ def main(argv: Sequence[str] | None = None) -> int:
     policy.add_argument(
         "--deny-heavy", action="store_true", help="the emulator denies every tool call"
     )
-    policy.add_argument("--policy", metavar="FILE", help="emulator policy file (JSON or YAML)")
+    policy.add_argument(
+        "--policy", metavar="FILE", help="emulator policy file (JSON, or YAML with PyYAML)"
+    )
     demo.add_argument(
         "--fault",
         action="append",
         default=[],
         choices=["akto-down", "akto-slow"],
-        help="add one run against an unreachable (akto-down) or slow (akto-slow) Akto",
+        help="add one run against an unreachable (akto-down) or slow (akto-slow) Akto; repeatable",
     )
     demo.add_argument(
         "--akto-url", metavar="URL", help="use this Akto instead of the built-in emulator"
     )
-    emulator = sub.add_parser("emulator", help="run the local Akto-compatible server")
-    emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=9090)
-    emulator.add_argument("--policy", help="policy file (JSON or YAML); default policy if absent")
-    emulator.add_argument("--token", help="require this Authorization token")
-    sub.add_parser("doctor", help="show the settings and check that Akto answers")
+
+    emulator = sub.add_parser(
+        "emulator",
+        help="run the local Akto-compatible server in the foreground",
+        description=(
+            "Serve Akto's data-ingestion endpoints (/api/http-proxy, /api/ingestData, "
+            "/healthCheck) with a regex policy, and list what it received on "
+            "/_emulator/records. Ctrl-C stops it."
+        ),
+    )
+    emulator.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container)",
+    )
+    emulator.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_EMULATOR_PORT,
+        metavar="PORT",
+        help=f"port to listen on (default {DEFAULT_EMULATOR_PORT}; 0 picks a free port "
+        "and prints it)",
+    )
+    emulator.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="policy file (JSON, or YAML with PyYAML); the packaged default policy if absent",
+    )
+    emulator.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="require this exact Authorization header on /api/* (as Akto does with auth on)",
+    )
+
+    sub.add_parser(
+        "doctor",
+        help="check the settings, the OpenTelemetry exporters and that Akto takes the token",
+        description=(
+            "Read the settings as the library does (AKTO_*, OTEL_* and the other variables), "
+            "list them by variable, report every invalid one, show where configure() would "
+            "export spans and metrics, and ask Akto's /healthCheck and an authenticated "
+            "no-op (an empty /api/ingestData batch). Never prints the token or a password. "
+            "Exit codes: 0 ready; 1 Akto not usable (not set, unreachable, token missing or "
+            "rejected, not Akto); 2 an invalid setting."
+        ),
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``akto-otel`` command line; returns the exit status."""
+    parser = _parser()
     args = parser.parse_args(argv)
-
-    if args.command == "demo":
-        if args.linger and args.prometheus is None:
-            parser.error("--linger needs --prometheus PORT")
-        return _demo(args)
-    if args.command == "emulator":
-        from akto_otel.emulator import run_emulator
-
-        run_emulator(args.port, args.policy, args.token, host=args.host)
-        return 0
-    return _doctor()
+    try:
+        if args.command == "demo":
+            if args.linger and args.prometheus is None:
+                parser.error("--linger needs --prometheus PORT")
+            return _demo(args)
+        if args.command == "emulator":
+            return _emulator(args)
+        return _doctor()
+    except _CommandError as exc:
+        print(f"akto-otel {args.command}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -45,11 +45,15 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 __all__ = [
+    "ANSWERS",
     "DEMO_PROMPT",
     "FAULTS",
+    "LEAKING_ANSWER",
     "SLOW_AKTO_S",
     "DemoResult",
     "SpanMetricsProcessor",
+    "answer_label",
+    "demo_scenario",
     "deny_heavy_policy",
     "format_tree",
     "run_demo",
@@ -68,7 +72,29 @@ SLOW_AKTO_S = 0.75
 _DEFAULT_SERVICE = "akto-otel-demo"
 
 
-def demo_scenario() -> Any:
+#: What the scripted model answers once Akto has denied its first answer, per outcome
+#: of its two Bash calls (``ls -la build``, ``rm -rf build``): the demo picks the one
+#: that matches the run, so the final answer never claims work that was denied.
+ANSWERS = {
+    "default": (
+        "I listed the build folder; deleting it was blocked by policy. I can't share deploy tokens."
+    ),
+    "all-denied": (
+        "Both commands were blocked by policy, so I could not list or delete the build "
+        "folder; it is unchanged. I can't share deploy tokens."
+    ),
+    "none-denied": (
+        "I listed the build folder and deleted it (no guardrail verdict came back, so "
+        "both commands ran). I can't share deploy tokens."
+    ),
+}
+
+#: The model's first answer: it leaks a token, so Akto's Stop guardrail denies it.
+LEAKING_ANSWER = "Here is what happened. The deploy token is SECRET-TOKEN-4242."
+
+
+def demo_scenario(outcome: str = "default") -> Any:
+    """The scripted model: two Bash calls, a leaking answer, then ``ANSWERS[outcome]``."""
     from akto_otel.testing import Scenario, Text, ToolUse
 
     return Scenario(
@@ -76,11 +102,8 @@ def demo_scenario() -> Any:
         [
             ToolUse("Bash", {"command": "ls -la build", "description": "List the build folder"}),
             ToolUse("Bash", {"command": "rm -rf build", "description": "Delete the build folder"}),
-            Text("Done, the build folder is gone. The deploy token is SECRET-TOKEN-4242."),
-            Text(
-                "I listed the build folder; deleting it was blocked by policy. "
-                "I can't share deploy tokens."
-            ),
+            Text(LEAKING_ANSWER),
+            Text(ANSWERS[outcome]),
         ],
     )
 
@@ -107,6 +130,7 @@ class DemoResult:
     seconds: float
     runs: int = 1
     faults: list[str] = field(default_factory=list)
+    exported_to: str = ""
 
     def decisions(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -235,14 +259,17 @@ def _resource() -> Resource:
     return Resource.create(attributes)
 
 
-def _add_otlp(provider: TracerProvider) -> None:
-    """Spans also go to the OTLP endpoint of the ``OTEL_*`` variables, when one is set."""
+def _add_otlp(provider: TracerProvider) -> str:
+    """Spans also go to the OTLP endpoint of the ``OTEL_*`` variables, when one is set.
+
+    Returns that endpoint (with its protocol), or "" when spans are not exported.
+    """
     exporters = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").lower()
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     )
     if not endpoint or "otlp" not in exporters:
-        return
+        return ""
     protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
     )
@@ -258,6 +285,7 @@ def _add_otlp(provider: TracerProvider) -> None:
 
         exporter = HttpSpanExporter()
     provider.add_span_processor(BatchSpanProcessor(exporter))
+    return f"{endpoint} ({protocol})"
 
 
 # --------------------------------------------------------------------------- sessions
@@ -272,6 +300,7 @@ class _Plan:
     meter_provider: Any
     akto_url: str | None
     pause: float = 0.0
+    outcome: str = "default"
 
 
 @contextlib.contextmanager
@@ -286,8 +315,11 @@ def _closed_port() -> Iterator[str]:
         sock.close()
 
 
-async def _one_session(guard: Any, live: bool) -> str:
-    """Run the scripted session once through ``guard``; returns the final answer."""
+async def _one_session(guard: Any, live: bool, outcome: str = "default") -> str:
+    """Run the scripted session once through ``guard``; returns the final answer.
+
+    ``outcome`` picks the scripted model's final answer (:data:`ANSWERS`).
+    """
     from claude_agent_sdk import AssistantMessage, ClaudeAgentOptions, ResultMessage, TextBlock
 
     from akto_otel.testing import FakeAnthropic, offline_agent_env, run_agent
@@ -300,7 +332,7 @@ async def _one_session(guard: Any, live: bool) -> str:
             env = {"HOME": str(Path(tmp) / "home")}
             fake = None
         else:
-            fake = FakeAnthropic(demo_scenario()).start()
+            fake = FakeAnthropic(demo_scenario(outcome)).start()
             env = offline_agent_env(fake, Path(tmp) / "home")
         try:
             options = ClaudeAgentOptions(env=env, cwd=str(work), allowed_tools=["Bash"])
@@ -340,7 +372,7 @@ async def _sessions(plan: _Plan, out: TextIO) -> DemoResult:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     if plan.meter_provider is not None:
         provider.add_span_processor(SpanMetricsProcessor(plan.meter_provider))
-    _add_otlp(provider)
+    exported_to = _add_otlp(provider)
     total = plan.runs + len(plan.faults)
     start = time.perf_counter()
     final = ""
@@ -371,7 +403,7 @@ async def _sessions(plan: _Plan, out: TextIO) -> DemoResult:
                 await asyncio.sleep(plan.pause)
             seen = len(exporter.get_finished_spans())
             t0 = time.perf_counter()
-            final = await _one_session(guard, plan.live)
+            final = await _one_session(guard, plan.live, plan.outcome)
             done += 1
             if total > 1:
                 ran = exporter.get_finished_spans()[seen:]
@@ -386,7 +418,7 @@ async def _sessions(plan: _Plan, out: TextIO) -> DemoResult:
                 assert akto is not None  # run_demo refuses akto-slow with akto_url
                 akto.latency_s = SLOW_AKTO_S
                 try:
-                    final = await _one_session(guard, plan.live)
+                    final = await _one_session(guard, plan.live, plan.outcome)
                 finally:
                     akto.latency_s = 0.0
             elif fault == "akto-down":
@@ -404,7 +436,8 @@ async def _sessions(plan: _Plan, out: TextIO) -> DemoResult:
                         export_retry_timeout=1.0,
                     )
                     try:
-                        final = await _one_session(down, plan.live)
+                        # Failing open, both commands run: the answer says so.
+                        final = await _one_session(down, plan.live, "none-denied")
                     finally:
                         down.force_flush()
                         await down.aclose()
@@ -427,6 +460,7 @@ async def _sessions(plan: _Plan, out: TextIO) -> DemoResult:
         seconds=time.perf_counter() - start,
         runs=total,
         faults=list(plan.faults),
+        exported_to=exported_to,
     )
 
 
@@ -439,6 +473,43 @@ def _first_trace(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
     return [s for s in spans if s.context is not None and s.context.trace_id == trace_id]
 
 
+def _last_trace(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
+    roots = [s for s in spans if s.parent is None and s.context is not None]
+    if not roots:
+        return list(spans)
+    trace_id = max(roots, key=lambda s: s.start_time or 0).context.trace_id
+    return [s for s in spans if s.context is not None and s.context.trace_id == trace_id]
+
+
+def _verdict(span: ReadableSpan) -> tuple[str, str]:
+    for event in span.events:
+        if event.name == "akto.guardrail.verdict" and event.attributes:
+            decision = str(event.attributes.get("akto.guardrail.decision", ""))
+            return decision, str(event.attributes.get("akto.guardrail.reason", "") or "")
+    return "", ""
+
+
+def answer_label(trace: Sequence[ReadableSpan]) -> str:
+    """How the final answer came about, from the Stop spans of its session's trace."""
+    stops = sorted((s for s in trace if s.name == "akto.stop"), key=lambda s: s.start_time or 0)
+    if not stops:
+        return "Final answer"
+    verdicts = [_verdict(s) for s in stops]
+    denied = [reason for decision, reason in verdicts if decision == "deny"]
+    last, _ = verdicts[-1]
+    if any((s.attributes or {}).get("akto.stop.gave_up") for s in stops):
+        return f"Final answer (still denied after {len(denied) - 1} regeneration(s); turn ended)"
+    if last == "error":
+        return "Final answer (NOT checked: Akto gave no verdict and the guard failed open)"
+    if denied and last == "allow":
+        times = "once" if len(denied) == 1 else f"{len(denied)} times"
+        return (
+            f"Final answer (regenerated after Akto denied the first answer {times}, "
+            f'"{denied[0]}"; this one was allowed)'
+        )
+    return "Final answer (allowed by Akto)" if last == "allow" else f"Final answer ({last})"
+
+
 def run_demo(
     *,
     live: bool = False,
@@ -449,8 +520,13 @@ def run_demo(
     meter_provider: Any = None,
     akto_url: str | None = None,
     pause: float = 0.0,
+    outcome: str = "default",
 ) -> DemoResult:
     """Run the demo session ``runs`` times (plus one run per fault) and print the trace.
+
+    ``outcome`` is what the policy does to the two Bash calls (a key of
+    :data:`ANSWERS`: ``"all-denied"`` with :func:`deny_heavy_policy`), so that the
+    scripted model's final answer matches what was denied.
 
     ``policy`` is an emulator :class:`~akto_otel.emulator.Policy` (default policy when
     None); ``meter_provider`` gets the library's metrics (and the span-metrics
@@ -469,12 +545,14 @@ def run_demo(
             raise SystemExit(f"unknown fault {fault!r}: use one of {', '.join(FAULTS)}")
     if akto_url and "akto-slow" in faults:
         raise SystemExit("--fault akto-slow needs the built-in emulator (no --akto-url)")
-    plan = _Plan(live, runs, policy, tuple(faults), meter_provider, akto_url, pause)
+    if outcome not in ANSWERS:
+        raise SystemExit(f"unknown outcome {outcome!r}: use one of {', '.join(ANSWERS)}")
+    plan = _Plan(live, runs, policy, tuple(faults), meter_provider, akto_url, pause, outcome)
     out.write(f'Prompt: "{DEMO_PROMPT}"\n')
     result = asyncio.run(_sessions(plan, out))
     title = "Trace" if result.runs <= 1 else "Trace of run 1"
     out.write(f"\n{title}:\n" + format_tree(_first_trace(result.spans)) + "\n")
-    out.write(f'\nFinal answer: "{result.final_text}"\n')
+    out.write(f'\n{answer_label(_last_trace(result.spans))}: "{result.final_text}"\n')
     decisions = ", ".join(f"{n} {d}" for d, n in sorted(result.decisions().items()))
     runs_text = f"{result.runs} runs, " if result.runs != 1 else ""
     records = f"{result.records} records reached Akto"
@@ -484,7 +562,18 @@ def run_demo(
         f"\nSummary: {runs_text}{len(result.spans)} spans, guardrail verdicts: "
         f"{decisions or 'none'}; {records}; {result.seconds:.1f} s\n"
     )
+    out.write(_where_spans_went(result.exported_to) + "\n")
     return result
+
+
+def _where_spans_went(exported_to: str) -> str:
+    if exported_to:
+        return f"The spans were printed above and also exported over OTLP to {exported_to}."
+    return (
+        "The trace above was printed from memory, not exported. To send it to a collector "
+        "(OTLP), run: OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 akto-otel demo "
+        "(see docs/observability.md)."
+    )
 
 
 def run_local_stack(
@@ -499,6 +588,7 @@ def run_local_stack(
     live: bool = False,
     pause: float = 0.0,
     out: TextIO = sys.stdout,
+    outcome: str = "default",
 ) -> DemoResult:
     """The local stack mode: metrics on ``http://host:port/metrics`` while the demo
     runs ``runs`` times (``pause`` seconds apart, so that a scraper sees each run's
@@ -516,6 +606,7 @@ def run_local_stack(
             meter_provider=meter_provider,
             akto_url=akto_url,
             pause=pause,
+            outcome=outcome,
         )
         if linger > 0:
             out.write(f"Serving metrics for {linger:g} s more (Ctrl-C to stop)\n")

@@ -6,14 +6,19 @@ Runs the real promtool (Debian's prometheus package, 2.42): ``check config``,
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.test_docs import base_env, commands, doc_block, run_commands
 from tests.test_stack_promql import ALERTS, ROOT, alert_rules, require_binary
 
 PROMETHEUS_DIR = ROOT / "prometheus"
@@ -113,10 +118,117 @@ def test_alerts_cover_the_brief() -> None:
 @pytest.mark.parametrize("name", CONFIGS)
 def test_configs_load_the_alerts_and_scrape_the_collector_and_the_demo(name: str) -> None:
     config = yaml.safe_load((PROMETHEUS_DIR / name).read_text())
-    assert config["rule_files"] == ["alerts.yml"]
+    # The local recipe loads the generated quick copy of alerts.yml (see below).
+    assert config["rule_files"] == [
+        "alerts-local.yml" if name == "prometheus-local.yml" else "alerts.yml"
+    ]
     targets = {
         job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
         for job in config["scrape_configs"]
     }
     assert any(t.endswith(":8889") for t in targets["otel-collector"])
     assert any(t.endswith(":9464") for t in targets["akto-demo"])
+
+
+# ------------------------------------------------------------ the local recipe
+
+
+LOCAL_ALERTS = PROMETHEUS_DIR / "alerts-local.yml"
+LOCAL_FOR = "30s"
+LOCAL_WINDOW = "1m"
+_LOCAL_HEADER = """\
+# GENERATED from alerts.yml for the local recipe (prometheus-local.yml,
+# docs/observability.md "Local stack mode"): the same rules, expressions and
+# thresholds, with every range window 1m and every `for:` 30s, so that a few
+# minutes of `akto-otel demo` traffic make them fire. Do not edit: change alerts.yml
+# and run `python -m tests.test_stack_prometheus` to regenerate.
+"""
+
+
+def local_alerts(text: str) -> str:
+    """alerts.yml as the local recipe loads it (1m windows, ``for: 30s``)."""
+    text = re.sub(r"(?m)^(\s+for:\s*)\d+[smh]\s*$", rf"\g<1>{LOCAL_FOR}", text)
+    return _LOCAL_HEADER + re.sub(r"\[\d+[smh]\]", f"[{LOCAL_WINDOW}]", text)
+
+
+def test_local_alerts_are_generated_from_alerts_yml() -> None:
+    assert LOCAL_ALERTS.read_text() == local_alerts(ALERTS.read_text()), (
+        "prometheus/alerts-local.yml is stale: python -m tests.test_stack_prometheus"
+    )
+    production = {r["alert"]: r for r in alert_rules()}
+    local = {
+        r["alert"]: r
+        for group in yaml.safe_load(LOCAL_ALERTS.read_text())["groups"]
+        for r in group["rules"]
+    }
+    assert production and set(local) == set(production)
+    for name, rule in local.items():
+        assert rule["for"] == LOCAL_FOR
+        same = re.sub(r"\[\d+[smh]\]", "[W]", production[name]["expr"])
+        assert re.sub(r"\[\d+[smh]\]", "[W]", rule["expr"]) == same, name
+
+
+def test_promtool_check_local_rules() -> None:
+    result = _promtool("check", "rules", LOCAL_ALERTS.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _alerts(base: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{base}/api/v1/alerts", timeout=5) as response:
+        data = json.loads(response.read())
+    alerts: list[dict[str, Any]] = data["data"]["alerts"]
+    return alerts
+
+
+@pytest.mark.timeout(420)
+def test_local_recipe_fires_deny_rate_high_on_real_prometheus(tmp_path: Path) -> None:
+    """Runs the documented commands (own ports and data folder) until the alert fires."""
+    require_binary("prometheus")
+    demo_port, prom_port = str(_free_port()), str(_free_port())
+    config_dir = tmp_path / "prometheus"
+    config_dir.mkdir()
+    config = (PROMETHEUS_DIR / "prometheus-local.yml").read_text()
+    assert "127.0.0.1:9464" in config
+    (config_dir / "prometheus-local.yml").write_text(
+        config.replace("127.0.0.1:9464", f"127.0.0.1:{demo_port}")
+    )
+    (config_dir / LOCAL_ALERTS.name).write_text(LOCAL_ALERTS.read_text())
+    lines = commands(
+        doc_block("local-recipe"),
+        {"9464": demo_port, "9091": prom_port, "/tmp/akto-prom": str(tmp_path / "data")},
+    )
+    base = f"http://127.0.0.1:{prom_port}"
+    with run_commands(lines, base_env(), tmp_path) as background:
+        assert len(background) == 2, lines  # the demo and Prometheus
+        deadline = time.monotonic() + 360
+        firing: set[str] = set()
+        while "AktoGuardrailDenyRateHigh" not in firing:
+            assert all(p.poll() is None for p in background), "a recipe process exited"
+            assert time.monotonic() < deadline, f"not firing in time; firing: {firing}"
+            time.sleep(5)
+            try:
+                firing = {
+                    a["labels"]["alertname"]
+                    for a in _alerts(base)
+                    if a["state"] == "firing" and a["labels"].get("hook") == "PreToolUse"
+                }
+            except OSError:
+                continue
+        # The URLs the doc gives for Debian's Prometheus 2.42 work on it.
+        for path in ("/classic/alerts", "/classic/graph", "/api/v1/alerts"):
+            with urllib.request.urlopen(base + path, timeout=5) as response:
+                assert response.status == 200, path
+    text = DOCS.read_text()
+    for path in ("9091/classic/alerts", "9091/classic/graph", "9091/api/v1/alerts"):
+        assert path in text, path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    LOCAL_ALERTS.write_text(local_alerts(ALERTS.read_text()))
+    print(f"wrote {LOCAL_ALERTS}")

@@ -1,0 +1,454 @@
+"""``akto-otel doctor``: can this environment guard an agent?
+
+It reads the settings the way the library does, lists them by the environment
+variable a user sets, reports every bad value at once, checks the OpenTelemetry
+exporters as ``akto_otel.configure()`` would build them, then asks Akto twice:
+``GET /healthCheck`` (is it Akto, is it up?) and an authenticated no-op,
+``POST /api/ingestData`` with an empty batch (does it take the token?). Akto's
+data-ingestion service checks the token on ``/api/*`` only (its ``AuthFilter``),
+so the health check alone cannot tell a good token from a wrong one. Every
+failure gets one line with its cause. The token and any password in the Akto URL
+are never printed.
+
+Exit codes (:data:`EXIT_CODES`): 0 ready; 1 Akto is not usable (URL not set,
+unreachable, token missing or rejected, not Akto's service); 2 a setting is
+invalid (the guard or ``configure()`` would refuse to start).
+
+Usage::
+
+    akto-otel doctor
+
+    from akto_otel.doctor import run_doctor
+    code = run_doctor({"AKTO_DATA_INGESTION_URL": "http://127.0.0.1:18090"})
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import socket
+import ssl
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from akto_otel.config import Settings
+from akto_otel.contract import health_check_url, ingest_data_url
+from akto_otel.errors import AktoConfigError
+from akto_otel.guardrails import tls_context
+from akto_otel.version import __version__
+
+__all__ = ["EXIT_AKTO_UNUSABLE", "EXIT_BAD_SETTINGS", "EXIT_CODES", "EXIT_OK", "run_doctor"]
+
+EXIT_OK = 0
+EXIT_AKTO_UNUSABLE = 1
+EXIT_BAD_SETTINGS = 2
+
+#: Exit code -> meaning, as documented in docs/troubleshooting.md.
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "ready: settings valid, Akto answers and accepts the token",
+    EXIT_AKTO_UNUSABLE: (
+        "Akto is not usable: URL not set, unreachable, token missing or rejected, "
+        "or the URL is not Akto's data-ingestion service"
+    ),
+    EXIT_BAD_SETTINGS: "a setting is invalid: the guard or configure() would refuse to start",
+}
+
+_SECRET_ATTRS = frozenset({"token"})
+_PROBE_BODY = b'{"batchData": []}'
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the report.
+
+    ``ok`` False is a problem; ``invalid`` marks a setting the library would refuse
+    (exit 2); ``warning`` a problem that does not stop the guard (exit unchanged).
+    """
+
+    ok: bool
+    text: str
+    invalid: bool = False
+    warning: bool = False
+
+    @property
+    def mark(self) -> str:
+        return "ok  " if self.ok else "WARN" if self.warning else "FAIL"
+
+
+# ------------------------------------------------------------------ settings (pure)
+
+
+def _in_effect(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Setting -> (variable, raw value) for each setting the environment sets.
+
+    Mirrors ``Settings.from_env``: the first variable that is set and not blank wins
+    (``AGENT_ID`` counts even when blank).
+    """
+    chosen: dict[str, tuple[str, str]] = {}
+    for attr, names in Settings.environment_variables().items():
+        for name in names:
+            raw = env.get(name)
+            if raw is not None and (raw.strip() or attr == "agent_id"):
+                chosen[attr] = (name, raw)
+                break
+    return chosen
+
+
+def setting_problems(env: Mapping[str, str]) -> tuple[list[str], set[str]]:
+    """Every invalid variable at once: (one message each, the names of the bad ones)."""
+    problems: list[str] = []
+    bad: set[str] = set()
+    for attr, (name, raw) in _in_effect(env).items():
+        shown = redact_url(raw) if attr == "ingestion_url" else raw
+        try:
+            value = getattr(Settings.from_env({name: raw}), attr)
+            if attr == "ingestion_url" and value:
+                _check_url(value)
+        except AktoConfigError as exc:
+            problems.append(str(AktoConfigError(name, shown, exc.accepted)))
+            bad.add(name)
+        except ValueError as exc:  # not (yet) an AktoConfigError in config.py
+            problems.append(str(AktoConfigError(name, shown, f"a valid URL ({exc})")))
+            bad.add(name)
+    try:
+        Settings.from_env({k: v for k, v in env.items() if k not in bad})
+    except ValueError as exc:  # a combination no single variable shows
+        problems.append(redact_url(str(exc)))
+    return problems, bad
+
+
+def _check_url(url: str) -> None:
+    """Raise ValueError for what Settings lets through but no request can use."""
+    parts = urlsplit(url)
+    if parts.port is not None and parts.port <= 0:  # .port raises for 99999 or "abc"
+        raise ValueError("port 0")
+    if not parts.hostname:
+        raise ValueError("no host name")
+
+
+_USERINFO = re.compile(r"^(?P<head>[^:/?#]+://[^/?#@]*?:)(?P<password>[^/?#@]*)@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (user names are kept).
+
+    Works on text that is not a valid URL too (it is for error messages as well).
+    """
+    return _USERINFO.sub(lambda m: f"{m.group('head')}***@", url.strip(), count=1)
+
+
+def _url_password(url: str) -> str:
+    match = _USERINFO.match(url.strip())
+    return match.group("password") if match else ""
+
+
+def _shown(attr: str, value: Any) -> str:
+    if attr in _SECRET_ATTRS:
+        return f"(set, {len(value)} characters)" if value else "(not set)"
+    if attr == "ingestion_url":
+        return redact_url(value) if value else "(not set)"
+    if isinstance(value, tuple):
+        return ", ".join(value) or "(none)"
+    return str(value)
+
+
+def settings_lines(
+    settings: Settings, env: Mapping[str, str], bad: frozenset[str] = frozenset()
+) -> list[str]:
+    """One line per setting: the variable a user sets, the value in effect, its source.
+
+    A variable in ``bad`` is shown as invalid (the default stands in for it here).
+    """
+    chosen = _in_effect(env)
+    lines: list[str] = []
+    for attr, names in Settings.environment_variables().items():
+        name, source = (chosen[attr][0], "env") if attr in chosen else (names[0], "default")
+        if name in bad:
+            shown = "(set, but invalid: see below)"
+            source = "env"
+        else:
+            shown = _shown(attr, getattr(settings, attr))
+        lines.append(f"{name:52} {shown or '(empty)'}  [{source}]")
+    return lines
+
+
+# --------------------------------------------------------- OpenTelemetry exporters
+
+
+def _otel_exporters(env: Mapping[str, str]) -> dict[str, tuple[list[str], bool]]:
+    """Signal -> (exporter names, OTLP over gRPC?) as ``configure()`` would build them.
+
+    Raises :class:`AktoConfigError` where ``configure()`` would. The one place that
+    mirrors configure.py: rewire it to configure's public validator when it has one.
+    """
+    module = importlib.import_module("akto_otel.configure")
+    chosen: dict[str, tuple[list[str], bool]] = {}
+    for signal in ("traces", "metrics"):
+        names = module._exporters(env, signal)
+        chosen[signal] = (names, "otlp" in names and module._grpc(env, signal))
+    return chosen
+
+
+def _otlp_endpoint(env: Mapping[str, str], signal: str, grpc: bool) -> str:
+    specific = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    if specific:
+        return specific
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if base:
+        return base if grpc else f"{base.rstrip('/')}/v1/{signal}"
+    return "http://localhost:4317" if grpc else f"http://localhost:4318/v1/{signal}"
+
+
+def otel_findings(env: Mapping[str, str]) -> list[Finding]:
+    """Where ``configure()`` would send spans and metrics, or why it would refuse."""
+    try:
+        chosen = _otel_exporters(env)
+    except AktoConfigError as exc:
+        return [Finding(False, f"{exc} (configure() would raise)", invalid=True)]
+    findings: list[Finding] = []
+    for signal, (names, grpc) in chosen.items():
+        if not names:
+            findings.append(
+                Finding(
+                    True,
+                    f"{signal}: not exported (no OTEL_{signal.upper()}_EXPORTER and no "
+                    "OTEL_EXPORTER_OTLP_ENDPOINT); hook spans still reach Akto"
+                    if signal == "traces"
+                    else f"{signal}: not exported (no OTEL_{signal.upper()}_EXPORTER and no "
+                    "OTEL_EXPORTER_OTLP_ENDPOINT)",
+                )
+            )
+            continue
+        for name in names:
+            if name == "console":
+                findings.append(Finding(True, f"{signal}: console (printed to stdout)"))
+                continue
+            endpoint = _otlp_endpoint(env, signal, grpc)
+            protocol = "grpc" if grpc else "http/protobuf"
+            findings.append(_otlp_finding(signal, protocol, endpoint))
+    return findings
+
+
+def _otlp_finding(signal: str, protocol: str, endpoint: str) -> Finding:
+    package = "grpc" if protocol == "grpc" else "http"
+    module = f"opentelemetry.exporter.otlp.proto.{package}.{signal[:-1]}_exporter"
+    if signal == "metrics":
+        module = f"opentelemetry.exporter.otlp.proto.{package}.metric_exporter"
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return Finding(
+            False, f"{signal}: otlp {protocol} needs {module}, which is not installed", invalid=True
+        )
+    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if parts.scheme == "https" else 4317 if package == "grpc" else 4318)
+    shown = f"{signal}: otlp {protocol} -> {redact_url(endpoint)}"
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            pass
+    except OSError as exc:
+        cause = _socket_cause(exc, host, port)
+        return Finding(False, f"{shown}: {cause}; it would be retried, then lost", warning=True)
+    return Finding(True, shown)
+
+
+# -------------------------------------------------------------------- Akto (I/O)
+
+
+def _socket_cause(exc: BaseException, host: str, port: int) -> str:
+    """One line naming why a connection failed (pure: walks the exception chain)."""
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 8:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"TLS: the certificate of {host} is not trusted ({cause.verify_message}); "
+                "set SSL_CERT_PATH to the CA bundle that signed it"
+            )
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake with {host}:{port} failed ({cause.reason or cause})"
+        if isinstance(cause, socket.gaierror):
+            return f"DNS: cannot resolve {host!r} ({cause.strerror})"
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection refused: nothing listens on {host}:{port}"
+        if isinstance(cause, (TimeoutError, socket.timeout, httpx.TimeoutException)):
+            return f"timeout: {host}:{port} did not answer in time"
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return f"cannot connect to {host}:{port} ({type(exc).__name__})"
+
+
+def _is_json_object(body: bytes) -> bool:
+    try:
+        return isinstance(json.loads(body), dict)
+    except ValueError:
+        return False
+
+
+def judge_health(status: int, content_type: str, body: bytes) -> Finding:
+    """``GET /healthCheck``'s answer -> a finding (pure)."""
+    if status == 200 and _is_json_object(body):
+        return Finding(True, "answers (200, JSON)")
+    if status == 200:
+        kind = content_type.split(";")[0] or "no content type"
+        return Finding(
+            False,
+            f"wrong content: 200 with {kind} that is not Akto's JSON; the URL points at "
+            "another service (a proxy's login page, the dashboard?)",
+        )
+    if status == 404:
+        return Finding(
+            False,
+            "404 Not Found: no Akto here; AKTO_DATA_INGESTION_URL must be the base URL of "
+            "Akto's data-ingestion service (no path such as /api)",
+        )
+    if status in (401, 403):
+        return Finding(
+            False,
+            f"{status} on /healthCheck, which Akto serves without a token: something in "
+            "front of Akto (a proxy, a gateway) requires authentication",
+        )
+    if status >= 500:
+        return Finding(False, f"{status}: Akto (or a proxy in front of it) is failing")
+    return Finding(False, f"unexpected HTTP {status} from /healthCheck")
+
+
+def judge_auth(status: int, body: bytes, token_variable: str | None) -> Finding:
+    """The authenticated no-op's answer -> a finding (pure).
+
+    ``token_variable`` names the variable that holds the token, None when none is set.
+    """
+    if status == 200 and _is_json_object(body):
+        if token_variable is None:
+            return Finding(True, "accepted without a token (this Akto does not require one)")
+        return Finding(True, f"token accepted ({token_variable})")
+    if status in (401, 403):
+        if token_variable is None:
+            return Finding(
+                False, f"{status}: this Akto requires a token and none is set: set AKTO_API_TOKEN"
+            )
+        return Finding(False, f"{status}: Akto rejected the token in {token_variable}")
+    if status == 404:
+        return Finding(
+            False, "404 on /api/ingestData: the URL is not Akto's data-ingestion service"
+        )
+    if status == 200:
+        return Finding(False, "wrong content: 200 but not Akto's JSON answer")
+    if status >= 500:
+        return Finding(False, f"{status}: Akto (or a proxy in front of it) is failing")
+    return Finding(False, f"unexpected HTTP {status} from /api/ingestData")
+
+
+def _request(
+    client: httpx.Client, method: str, url: str, headers: dict[str, str], body: bytes | None
+) -> tuple[int, str, bytes] | str:
+    """(status, content type, first 64 KiB of the body), or the one-line cause of failure."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with client.stream(method, url, headers=headers, content=body) as response:
+            data = b""
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) >= 1 << 16:
+                    break
+            return response.status_code, response.headers.get("content-type", ""), data
+    except httpx.TimeoutException:
+        return f"timeout: no answer within AKTO_TIMEOUT ({client.timeout.read:g} s)"
+    except (httpx.HTTPError, OSError) as exc:
+        return _socket_cause(exc, parts.hostname or "", port)
+    except UnicodeError:
+        return "the token has characters an HTTP header cannot carry (ASCII only)"
+    except Exception as exc:  # a diagnostic must report, never crash
+        return f"cannot send the request ({type(exc).__name__})"
+
+
+def akto_findings(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
+    """Ask Akto: is it up and Akto (``/healthCheck``), does it take the token?"""
+    base = settings.ingestion_url
+    token_variable = None
+    if settings.token:
+        token_variable = _in_effect(env).get("token", ("AKTO_API_TOKEN", ""))[0]
+    headers = {"Content-Type": "application/json"}
+    if settings.token:
+        headers["Authorization"] = settings.token
+    try:
+        verify = tls_context(settings)
+    except (OSError, ssl.SSLError) as exc:
+        return [Finding(False, f"SSL_CERT_PATH: cannot load the CA bundle ({exc})")]
+    findings: list[Finding] = []
+    # The URL's user and password must not become HTTP basic auth behind our back.
+    plain = urlunsplit(urlsplit(base)._replace(netloc=urlsplit(base).netloc.rpartition("@")[2]))
+    with httpx.Client(verify=verify, timeout=settings.timeout, follow_redirects=False) as client:
+        health = _request(client, "GET", health_check_url(plain), {}, None)
+        label = f"GET  {redact_url(health_check_url(base))}"
+        if isinstance(health, str):
+            return [Finding(False, f"{label}: {health}")]
+        verdict = judge_health(*health)
+        findings.append(Finding(verdict.ok, f"{label}: {verdict.text}"))
+        if not verdict.ok:
+            return findings
+        probe = _request(client, "POST", ingest_data_url(plain), headers, _PROBE_BODY)
+        label = f"POST {redact_url(ingest_data_url(base))} (empty batch, authenticated)"
+        if isinstance(probe, str):
+            findings.append(Finding(False, f"{label}: {probe}"))
+        else:
+            verdict = judge_auth(probe[0], probe[2], token_variable)
+            findings.append(Finding(verdict.ok, f"{label}: {verdict.text}"))
+    return findings
+
+
+# -------------------------------------------------------------------------- report
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if len(secret) >= 4:  # shorter ones are never printed and would mangle the text
+            text = text.replace(secret, "***")
+    return text
+
+
+def run_doctor(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
+    """Print the report for ``env`` to ``out``; returns the exit code (:data:`EXIT_CODES`)."""
+    problems, bad = setting_problems(env)
+    settings = Settings.from_env({k: v for k, v in env.items() if k not in bad})
+    secrets = [settings.token, _url_password(env.get("AKTO_DATA_INGESTION_URL", ""))]
+    for name in Settings.environment_variables()["token"]:
+        secrets.append(env.get(name, "").strip())
+    lines = [f"akto-otel doctor {__version__}", "", "Settings (environment variable, value):"]
+    lines += [f"  {line}" for line in settings_lines(settings, env, frozenset(bad))]
+    lines += ["", "Invalid settings:" if problems else "Invalid settings: none"]
+    lines += [f"  FAIL  {p}" for p in problems]
+    otel = otel_findings(env)
+    lines += ["", "OpenTelemetry, as akto_otel.configure() would export:"]
+    lines += [f"  {f.mark}  {f.text}" for f in otel]
+    lines += ["", "Akto:"]
+    akto: list[Finding]
+    if not settings.ingestion_url:
+        akto = [
+            Finding(
+                False,
+                "AKTO_DATA_INGESTION_URL is not set: every hook would fail "
+                f"{settings.fail_mode} without asking Akto",
+            )
+        ]
+    else:
+        akto = akto_findings(settings, env)
+    lines += [f"  {f.mark}  {f.text}" for f in akto]
+    if problems or any(f.invalid for f in otel):
+        code = EXIT_BAD_SETTINGS
+    elif not all(f.ok for f in akto):
+        code = EXIT_AKTO_UNUSABLE
+    else:
+        code = EXIT_OK
+    lines += ["", f"Result: {EXIT_CODES[code]} (exit {code})"]
+    out.write(_scrub("\n".join(lines), secrets) + "\n")
+    out.flush()
+    return code
