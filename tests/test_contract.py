@@ -54,10 +54,32 @@ def test_record_matches_golden_byte_for_byte(case: dict[str, Any]) -> None:
 
 
 def test_every_record_kind_is_covered_by_a_golden() -> None:
-    kinds = {c["kind"] for c in GOLDEN["cases"]}
-    assert kinds == set(BUILDERS)
-    blocked = {c["kind"] for c in GOLDEN["cases"] if "blocked_reason" in c["args"]}
-    assert blocked == {"prompt", "tool_request", "turn"}
+    """Every public record builder of the package, and every keyword that changes
+    a record's shape, has a golden case: a builder added to ``contract`` without
+    one fails here."""
+    import inspect
+
+    import akto_otel.contract as contract_module
+
+    builders = {
+        name.removesuffix("_record"): getattr(contract_module, name)
+        for name in contract_module.__all__
+        if name.endswith("_record") and name not in ("ingest_record", "encode_record")
+    }
+    assert builders, "contract exports no record builders"
+    assert builders == BUILDERS
+    cases_by_kind: dict[str, list[dict[str, Any]]] = {}
+    for case in GOLDEN["cases"]:
+        cases_by_kind.setdefault(case["kind"], []).append(case)
+    for kind, builder in builders.items():
+        assert cases_by_kind.get(kind), f"no golden record for {kind}"
+        optional = {
+            p.name
+            for p in inspect.signature(builder).parameters.values()
+            if p.kind is p.KEYWORD_ONLY and p.name != "time_ms"
+        }
+        covered = {arg for case in cases_by_kind[kind] for arg in case["args"]}
+        assert optional <= covered, f"{kind}: no golden case sets {sorted(optional - covered)}"
 
 
 def test_time_defaults_to_now_in_epoch_milliseconds() -> None:
