@@ -194,6 +194,7 @@ class Settings:
     fail_mode: FailMode = "open"
     max_stop_regenerations: int = 2
     delivery: DeliveryMode = "batch"
+    observe_delivery: DeliveryMode = "proxy"
     tool_response_guardrails: bool = False
     approval_decision: Literal["ask", "deny"] = "ask"
     session_headers: bool = True
@@ -218,6 +219,8 @@ class Settings:
             raise AktoConfigError("fail_mode", str(self.fail_mode), "open or closed")
         if self.delivery not in ("batch", "proxy"):
             raise AktoConfigError("delivery", str(self.delivery), "batch or proxy")
+        if self.observe_delivery not in ("batch", "proxy"):
+            raise AktoConfigError("observe_delivery", str(self.observe_delivery), "batch or proxy")
         if self.approval_decision not in ("ask", "deny"):
             raise AktoConfigError("approval_decision", str(self.approval_decision), "ask or deny")
         if self.capture_content not in _CAPTURE_MODES:
@@ -301,6 +304,9 @@ _ENV_VARS: dict[str, _Var] = {
         "AKTO_MAX_STOP_REGENERATIONS", parse=lambda n, r: _parse_int(n, r, minimum=0, maximum=100)
     ),
     "delivery": _var("AKTO_DELIVERY", parse=lambda n, r: _parse_choice(n, r, ("batch", "proxy"))),
+    "observe_delivery": _var(
+        "AKTO_OBSERVE_DELIVERY", parse=lambda n, r: _parse_choice(n, r, ("batch", "proxy"))
+    ),
     "tool_response_guardrails": _var("AKTO_TOOL_RESPONSE_GUARDRAILS", parse=_parse_bool),
     "approval_decision": _var(
         "AKTO_APPROVAL_DECISION", parse=lambda n, r: _parse_choice(n, r, ("ask", "deny"))
