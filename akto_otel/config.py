@@ -194,7 +194,7 @@ class Settings:
     fail_mode: FailMode = "open"
     max_stop_regenerations: int = 2
     delivery: DeliveryMode = "batch"
-    observe_delivery: DeliveryMode = "proxy"
+    observe_delivery: DeliveryMode = "batch"
     tool_response_guardrails: bool = False
     approval_decision: Literal["ask", "deny"] = "ask"
     session_headers: bool = True

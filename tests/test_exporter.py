@@ -481,3 +481,51 @@ def test_the_package_imports_no_private_module_of_another_library() -> None:
                 ):
                     private.append(f"{source.name}: {name}")
     assert private == []
+
+
+# ---------------------------------------------------------------- observe mode in batches
+
+
+def test_observe_mode_records_are_batched_with_publish_to_guardrails() -> None:
+    from akto_otel.contract import encode_ingest_item
+
+    plain = turn_record(CTX, "q", "a", time_ms=1)
+    judged_tool = tool_result_record(CTX, "Bash", {"command": "x"}, {"stdout": "y"}, time_ms=2)
+    judged_turn = turn_record(CTX, "q2", "a2", time_ms=3)
+    with ScriptedAkto() as akto:
+        processor, provider = _processor(akto.url, schedule_delay_millis=60_000)
+        _emit(processor, provider, plain, kind="turn")
+        _emit(processor, provider, judged_tool, kind="tool.result", guardrails=True)
+        _emit(processor, provider, judged_turn, kind="turn", response_guardrails=True)
+        assert processor.force_flush()
+        provider.shutdown()
+    assert [r["path"] for r in akto.requests] == ["/api/ingestData"]
+    got = sorted(akto.requests[0]["records"], key=lambda r: r["time"])
+    assert got == [
+        ingest_record(plain),
+        {**ingest_record(judged_tool), "publishToGuardrails": True},
+        {**ingest_record(judged_turn), "publishToGuardrails": True},
+    ]
+    # A record that asks for nothing keeps the reference's bytes exactly.
+    assert b"publishToGuardrails" not in encode_ingest_item(plain)
+    assert processor.stats.snapshot()["exported"] == 3
+
+
+def test_observe_delivery_proxy_keeps_one_http_proxy_call_per_judged_record() -> None:
+    judged = tool_result_record(CTX, "Bash", {"command": "x"}, {"stdout": "y"}, time_ms=2)
+    with EmulatorServer() as akto:
+        processor, provider = _processor(akto.url, observe_delivery="proxy")
+        _emit(processor, provider, turn_record(CTX, "q", "a", time_ms=1), kind="turn")
+        _emit(processor, provider, judged, kind="tool.result", guardrails=True)
+        assert processor.force_flush()
+        received = akto.wait_for_records(2, timeout=10)
+        provider.shutdown()
+    by_endpoint = {r.endpoint: r for r in received}
+    assert set(by_endpoint) == {"ingestData", "http-proxy"}
+    assert by_endpoint["http-proxy"].record == judged
+    assert by_endpoint["http-proxy"].flags == {
+        "guardrails": "true",
+        "akto_connector": "claude_agent_sdk",
+        "ingest_data": "true",
+    }
+    assert "publishToGuardrails" not in by_endpoint["ingestData"].record
