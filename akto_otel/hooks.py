@@ -131,8 +131,9 @@ class AktoGuardrails:
 
     Settings come from ``settings`` or the environment (see :class:`Settings`),
     with keyword arguments overriding either. Spans go to ``tracer_provider``, else
-    the global provider when the app set an SDK one, else a private provider; the
-    :class:`AktoSpanProcessor` that ships records to Akto is added to it once.
+    the global provider when the app set an SDK one, else a private provider. An
+    :class:`AktoSpanProcessor` the app put on that provider ships the records; else
+    one built from the settings is added to it, once.
     """
 
     def __init__(
@@ -145,8 +146,10 @@ class AktoGuardrails:
         processor: AktoSpanProcessor | None = None,
         **overrides: Any,
     ) -> None:
-        base = settings if settings is not None else Settings.from_env()
-        self.settings = base.replace(**overrides) if overrides else base
+        if settings is None:
+            self.settings = Settings.from_env(**overrides)  # env and arguments checked together
+        else:
+            self.settings = settings.replace(**overrides) if overrides else settings
         setup_logging(self.settings)
         self.redactor = Redactor(self.settings.redact_patterns)
         self.client = client or GuardrailClient(self.settings, redactor=self.redactor)

@@ -158,3 +158,108 @@ def test_import_has_no_side_effects(tmp_path: Path) -> None:
     assert result.stdout.strip() == "ok"
     assert list(home.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+# ---------------------------------------------------------------- one validation path
+
+
+def test_a_bad_keyword_argument_is_a_config_error_naming_argument_and_variable() -> None:
+    from akto_otel import AktoGuardrails
+
+    with pytest.raises(AktoConfigError) as info:
+        AktoGuardrails(timeout="abc")
+    message = str(info.value)
+    assert "timeout" in message and "AKTO_TIMEOUT" in message and "abc" in message
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "expected"),
+    [
+        ("sync_mode", "false", False),
+        ("sync_mode", "ON", True),
+        ("log_payloads", "no", False),
+        ("timeout", "2.5", 2.5),
+        ("timeout", 3, 3.0),
+        ("max_sessions", "12", 12),
+        ("fail_mode", "CLOSED", "closed"),
+        ("ingestion_url", "http://akto.local:9090/", "http://akto.local:9090"),
+        ("capture_content", "true", "SPAN_ONLY"),
+        ("redact_patterns", "a+,b+", ("a+", "b+")),
+        ("redact_patterns", ["x{2},y", "z"], ("x{2},y", "z")),
+    ],
+)
+def test_keyword_arguments_are_parsed_like_environment_values(
+    argument: str, value: object, expected: object
+) -> None:
+    from akto_otel import AktoGuardrails
+
+    assert getattr(Settings.from_env({}, **{argument: value}), argument) == expected
+    assert getattr(Settings(**{argument: value}), argument) == expected  # type: ignore[arg-type]
+    guard = AktoGuardrails(Settings.from_env({}), **{argument: value})
+    assert getattr(guard.settings, argument) == expected
+    guard.processor.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AKTO_TIMEOUT", "abc"),
+        ("AKTO_TIMEOUT", "0"),
+        ("AKTO_DATA_INGESTION_URL", "ftp://akto"),
+        ("MODE", "foo"),
+        ("AKTO_SYNC_MODE", "maybe"),
+        ("LOG_PAYLOADS", "sure"),
+        ("AKTO_FAIL_MODE", "sideways"),
+        ("AKTO_MAX_STOP_REGENERATIONS", "-2"),
+        ("MCP_INGEST_PATH", "/has space"),
+        ("AKTO_REDACT_PATTERNS", "([unclosed"),
+    ],
+)
+def test_an_argument_is_rejected_exactly_like_its_variable(name: str, value: str) -> None:
+    attr = next(a for a, names in Settings.environment_variables().items() if name in names)
+    with pytest.raises(AktoConfigError) as from_env:
+        Settings.from_env({name: value})
+    with pytest.raises(AktoConfigError) as from_argument:
+        Settings.from_env({}, **{attr: value})
+    assert from_argument.value.accepted == from_env.value.accepted
+    assert attr in from_argument.value.name and name in from_argument.value.name
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [("timeout", True), ("sync_mode", 2), ("token", 123), ("redact_patterns", [1]),
+     ("max_sessions", 2.5), ("akto_host", b"bytes")],
+)
+def test_a_value_of_the_wrong_type_is_a_config_error(argument: str, value: object) -> None:
+    with pytest.raises(AktoConfigError) as info:
+        Settings.from_env({}, **{argument: value})
+    assert argument in str(info.value)
+
+
+def test_every_bad_value_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from akto_otel import AktoGuardrails
+
+    env = {"AKTO_TIMEOUT": "soon", "AKTO_FAIL_MODE": "sideways", "LOG_LEVEL": "loud"}
+    with pytest.raises(AktoConfigError) as info:
+        Settings.from_env(env, sync_mode="maybe", max_sessions="many")
+    names = [p.name for p in info.value.problems]
+    assert names == [
+        "AKTO_TIMEOUT",
+        "LOG_LEVEL",
+        "AKTO_FAIL_MODE",
+        "sync_mode (AKTO_SYNC_MODE)",
+        "max_sessions (AKTO_MAX_SESSIONS)",
+    ]
+    message = str(info.value)
+    assert all(name in message for name in names)
+    # The guard reports the environment's and its arguments' problems together.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(AktoConfigError) as guard_info:
+        AktoGuardrails(sync_mode="maybe")
+    assert len(guard_info.value.problems) == 4
+
+
+def test_none_means_not_given() -> None:
+    assert Settings.from_env({"AKTO_TIMEOUT": "3"}, timeout=None).timeout == 3.0
+    assert Settings(timeout=None).timeout == 5.0  # type: ignore[arg-type]
