@@ -273,18 +273,22 @@ class Settings:
     # Derived values the wire format needs.
     @property
     def context_source(self) -> str:
+        """The records' ``contextSource``: ``ENDPOINT`` in atlas mode, else ``AGENTIC``."""
         return "ENDPOINT" if self.mode == "atlas" else "AGENTIC"
 
     @property
     def vxlan_id(self) -> str:
+        """The records' ``akto_vxlan_id``: ``AGENT_ID``, else ``"0"``."""
         return self.agent_id or "0"
 
     @property
     def capture_on_spans(self) -> bool:
+        """Whether content goes on spans as attributes."""
         return self.capture_content in ("SPAN_ONLY", "SPAN_AND_EVENT")
 
     @property
     def capture_in_events(self) -> bool:
+        """Whether content goes in span events."""
         return self.capture_content in ("EVENT_ONLY", "SPAN_AND_EVENT")
 
     def replace(self, **changes: Any) -> Settings:

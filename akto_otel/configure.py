@@ -33,22 +33,22 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
-    MetricExporter,
-    PeriodicExportingMetricReader,
-)
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from typing import TYPE_CHECKING, Any, Literal
 
 from akto_otel.config import Settings
 from akto_otel.errors import AktoConfigError
-from akto_otel.hooks import AktoGuardrails
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from akto_otel.hooks import AktoGuardrails
+
+# The SDK and the hooks are imported inside the functions that build things:
+# `import akto_otel` binds configure() from this module at once (so the name can
+# never be shadowed by the submodule) and must stay cheap and free of side effects.
 
 __all__ = ["PlannedExporter", "configure", "exporter_plan"]
 
@@ -159,6 +159,8 @@ def _importable(module: str) -> bool:
 
 
 def _span_exporter(planned: PlannedExporter) -> SpanExporter:
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
     if planned.kind == "console":
         return ConsoleSpanExporter()
     exporter_class = importlib.import_module(planned.module).OTLPSpanExporter
@@ -167,6 +169,8 @@ def _span_exporter(planned: PlannedExporter) -> SpanExporter:
 
 
 def _metric_exporter(planned: PlannedExporter) -> MetricExporter:
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
     if planned.kind == "console":
         return ConsoleMetricExporter()
     exporter_class = importlib.import_module(planned.module).OTLPMetricExporter
@@ -175,6 +179,10 @@ def _metric_exporter(planned: PlannedExporter) -> MetricExporter:
 
 
 def _tracer_provider(plan: list[PlannedExporter], resource: Resource) -> TracerProvider:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current
@@ -187,6 +195,10 @@ def _tracer_provider(plan: list[PlannedExporter], resource: Resource) -> TracerP
 
 
 def _meter_provider(plan: list[PlannedExporter], resource: Resource) -> Any:
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
     current = metrics.get_meter_provider()
     if isinstance(current, MeterProvider):
         return current
@@ -233,6 +245,12 @@ def configure(settings: Settings | None = None, **overrides: Any) -> AktoGuardra
             async for message in query(prompt="list the files", options=options):
                 print(message)
     """
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from akto_otel.hooks import AktoGuardrails
+
     env = os.environ
     problems: list[AktoConfigError] = []
     resolved: Settings | None = None

@@ -295,12 +295,16 @@ def test_two_guards_on_one_meter_provider_both_report_their_queue() -> None:
     meters = MeterProvider(metric_readers=[reader])
     port = _free_port()
     settings = Settings.from_env(
-        {}, ingestion_url=f"http://127.0.0.1:{port}", export_retry_timeout=0.1,
+        {},
+        ingestion_url=f"http://127.0.0.1:{port}",
+        export_retry_timeout=0.1,
         export_shutdown_timeout=0.1,
     )
     guards = [
         AktoGuardrails(
-            settings, tracer_provider=TracerProvider(), meter_provider=meters,
+            settings,
+            tracer_provider=TracerProvider(),
+            meter_provider=meters,
             # A long delay keeps the records queued while the metric is read.
             processor=AktoSpanProcessor(settings, schedule_delay_millis=60_000),
         )
@@ -317,8 +321,12 @@ def test_two_guards_on_one_meter_provider_both_report_their_queue() -> None:
     data = reader.get_metrics_data()
     assert data is not None
     values = [
-        p.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-        if m.name == "akto.exporter.queue.size" for p in m.data.data_points
+        p.value
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "akto.exporter.queue.size"
+        for p in m.data.data_points
     ]
     assert values == [expected]
     for guard in guards:
@@ -420,10 +428,12 @@ def test_guards_that_made_their_own_processors_do_not_share_them() -> None:
     from akto_otel.processor import find_processors
 
     provider = TracerProvider()
-    first = AktoGuardrails(Settings.from_env({}, ingestion_url="http://127.0.0.1:1"),
-                           tracer_provider=provider)
-    second = AktoGuardrails(Settings.from_env({}, ingestion_url="http://127.0.0.1:2"),
-                            tracer_provider=provider)
+    first = AktoGuardrails(
+        Settings.from_env({}, ingestion_url="http://127.0.0.1:1"), tracer_provider=provider
+    )
+    second = AktoGuardrails(
+        Settings.from_env({}, ingestion_url="http://127.0.0.1:2"), tracer_provider=provider
+    )
     assert first.processor is not second.processor
     assert second.processor.settings.ingestion_url == "http://127.0.0.1:2"
     assert find_processors(provider) == [first.processor, second.processor]
