@@ -32,9 +32,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -187,6 +189,11 @@ class RecordExporter:
         self._headers = {"Content-Type": "application/json"}
         if settings.token:
             self._headers["Authorization"] = settings.token
+        at_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The parent's pooled connections are not ours to use (or close) in the child.
+        self._client = None
 
     def _http(self) -> httpx.Client:
         if self._client is None:
@@ -355,6 +362,20 @@ class AktoSpanExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Nothing is buffered here: the batch processor holds the queue."""
         return True
+
+
+def at_fork_in_child(method: Callable[[], None]) -> None:
+    """Call ``method`` in a forked child for as long as its object lives."""
+    if not hasattr(os, "register_at_fork"):
+        return
+    ref = weakref.WeakMethod(method)
+
+    def _call() -> None:
+        alive = ref()
+        if alive is not None:
+            alive()
+
+    os.register_at_fork(after_in_child=_call)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -42,7 +42,13 @@ from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from akto_otel.config import Settings
-from akto_otel.exporter import AktoSpanExporter, ExportStats, PendingRecord, RecordSpan
+from akto_otel.exporter import (
+    AktoSpanExporter,
+    ExportStats,
+    PendingRecord,
+    RecordSpan,
+    at_fork_in_child,
+)
 
 __all__ = ["AktoSpanProcessor", "find_processors", "processor_for"]
 
@@ -91,7 +97,13 @@ class AktoSpanProcessor(SpanProcessor):
             max_export_batch_size=max_export_batch_size,
             export_timeout_millis=self.settings.timeout * 1000,
         )
+        self._closing = False
         self._shutdown = False
+        at_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The SDK's batch processor drops the parent's queue in the child: so do we.
+        self._admitted = self._exporter.taken
 
     @property
     def queue_size(self) -> int:
@@ -124,8 +136,8 @@ class AktoSpanProcessor(SpanProcessor):
             guardrails=guardrails,
             response_guardrails=response_guardrails,
         )
-        if not span.is_recording() or not context.is_valid:
-            self._emit(context, [item])
+        if self._closing or not span.is_recording() or not context.is_valid:
+            self._emit(context, [item])  # queued now, or counted as dropped after shutdown
             return
         self._pending.setdefault(context.span_id, []).append(item)
 
@@ -177,8 +189,9 @@ class AktoSpanProcessor(SpanProcessor):
         """
         if self._shutdown:
             return
+        self._closing = True
         pending, self._pending = self._pending, {}
-        for span_id, items in pending.items():
+        for span_id, items in list(pending.items()):
             # The carrier's trace id is never read; the records keep their own keys.
             self._emit(SpanContext(0, span_id, is_remote=False), items)
         self._shutdown = True

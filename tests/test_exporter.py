@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -539,3 +540,41 @@ def test_observe_delivery_proxy_keeps_one_http_proxy_call_per_judged_record() ->
         "ingest_data": "true",
     }
     assert "publishToGuardrails" not in by_endpoint["ingestData"].record
+
+
+def test_a_record_attached_after_shutdown_is_counted_as_dropped() -> None:
+    with ScriptedAkto() as akto:
+        processor, provider = _processor(akto.url)
+        span = provider.get_tracer("t").start_span("late")  # never ends
+        provider.shutdown()
+        processor.attach(span, turn_record(CTX, "q", "a"), kind="late")
+    assert akto.requests == []
+    assert processor.stats.snapshot()["dropped"] == 1
+    assert processor.stats.failures == {"already_shutdown": 1}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_with_an_empty_queue_and_delivers_its_own() -> None:
+    with EmulatorServer() as akto:
+        processor, provider = _processor(akto.url, schedule_delay_millis=60_000)
+        for i in range(5):
+            _emit(processor, provider, turn_record(CTX, "parent", "a", time_ms=i), kind=str(i))
+        assert processor.queue_size == 5
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code only
+            code = 0
+            try:
+                if processor.queue_size != 0:
+                    code = 2
+                else:
+                    _emit(processor, provider, turn_record(CTX, "child", "a", time_ms=99))
+                    code = 0 if processor.force_flush() and processor.queue_size == 0 else 3
+            except BaseException:
+                code = 4
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert processor.queue_size == 5
+        provider.shutdown()
+        got = sorted((r.record["time"], r.record["requestPayload"]) for r in akto.records)
+    assert [t for t, _ in got] == ["0", "1", "2", "3", "4", "99"]
