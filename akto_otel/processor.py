@@ -28,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import weakref
@@ -35,6 +36,7 @@ from typing import Any
 
 import httpx
 from opentelemetry import context as otel_context
+from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -205,10 +207,20 @@ def find_processors(provider: TracerProvider) -> list[AktoSpanProcessor]:
 
     Found through public API only: a probe span is started (never ended, so no
     exporter sees it) with a context value each ``AktoSpanProcessor`` answers in
-    ``on_start``. A sampler that drops the probe hides them (empty list).
+    ``on_start``, under a sampled remote parent. A sampler that drops it anyway
+    (``ALWAYS_OFF``, a bare ratio sampler) hides them (empty list).
     """
     found: list[AktoSpanProcessor] = []
-    ctx = otel_context.set_value(_PROBE_KEY, found)
+    # A sampled remote parent: parent-based samplers (the SDK's default, and
+    # ParentBased(TraceIdRatioBased(...))) then record the probe.
+    parent = SpanContext(
+        random.getrandbits(128) or 1,
+        random.getrandbits(64) or 1,
+        is_remote=True,
+        trace_flags=_SAMPLED,
+    )
+    ctx = trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent))
+    ctx = otel_context.set_value(_PROBE_KEY, found, ctx)
     provider.get_tracer("akto_otel.probe").start_span("akto_otel.probe", context=ctx)
     return found
 

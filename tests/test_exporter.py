@@ -578,3 +578,15 @@ def test_a_forked_child_starts_with_an_empty_queue_and_delivers_its_own() -> Non
         provider.shutdown()
         got = sorted((r.record["time"], r.record["requestPayload"]) for r in akto.records)
     assert [t for t, _ in got] == ["0", "1", "2", "3", "4", "99"]
+
+
+def test_the_apps_processor_is_found_under_a_parent_based_ratio_sampler() -> None:
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    from akto_otel.processor import find_processors
+
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    mine = AktoSpanProcessor(Settings.from_env({}))
+    provider.add_span_processor(mine)
+    assert find_processors(provider) == [mine]
+    mine.shutdown()
