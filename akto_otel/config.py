@@ -377,6 +377,8 @@ def _coerce(attr: str, value: Any, default: Any) -> Any:
     """``value`` given for ``attr`` as an argument, checked like its variable's text."""
     var = _ENV_VARS.get(attr) or _ARG_ONLY.get(attr)
     label = _label(attr)
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
     if isinstance(default, tuple):
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return _check_patterns(label, tuple(value))

@@ -266,6 +266,13 @@ def test_every_bad_value_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) ->
     assert len(guard_info.value.problems) == 4
 
 
+def test_a_path_object_is_taken_for_a_path_setting(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = Settings.from_env({}, ssl_cert_path=bundle, log_dir=tmp_path)
+    assert (settings.ssl_cert_path, settings.log_dir) == (str(bundle), str(tmp_path))
+
+
 def test_none_means_not_given() -> None:
     assert Settings.from_env({"AKTO_TIMEOUT": "3"}, timeout=None).timeout == 3.0
     assert Settings(timeout=None).timeout == 5.0  # type: ignore[arg-type]
