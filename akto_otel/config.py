@@ -139,13 +139,16 @@ def _parse_existing_file(name: str, raw: str) -> str:
 
 
 def _parse_patterns(name: str, raw: str) -> tuple[str, ...]:
-    patterns = tuple(p for p in (part.strip() for part in raw.split(",")) if p)
+    return _check_patterns(name, tuple(p for p in (part.strip() for part in raw.split(",")) if p))
+
+
+def _check_patterns(name: str, patterns: tuple[str, ...]) -> tuple[str, ...]:
     for pattern in patterns:
         try:
             re.compile(pattern)
         except re.error as exc:
             raise AktoConfigError(
-                name, raw, f"comma-separated regular expressions ({exc})"
+                name, pattern, f"comma-separated regular expressions ({exc})"
             ) from None
     return patterns
 
@@ -159,6 +162,7 @@ class _Var:
 
 
 def _var(*names: str, parse: Callable[[str, str], Any]) -> _Var:
+    """The variable(s) a setting is read from, first wins, and its parser."""
     return _Var(names, parse)
 
 
@@ -194,6 +198,7 @@ class Settings:
     fail_mode: FailMode = "open"
     max_stop_regenerations: int = 2
     delivery: DeliveryMode = "batch"
+    observe_delivery: DeliveryMode = "batch"
     tool_response_guardrails: bool = False
     approval_decision: Literal["ask", "deny"] = "ask"
     session_headers: bool = True
@@ -210,66 +215,84 @@ class Settings:
     export_queue_size: int = 8192
 
     def __post_init__(self) -> None:
-        if not (0 < self.timeout <= 600):
-            raise AktoConfigError("timeout", str(self.timeout), "a number of seconds in (0, 600]")
-        if self.mode not in ("argus", "atlas"):
-            raise AktoConfigError("mode", str(self.mode), "argus or atlas")
-        if self.fail_mode not in ("open", "closed"):
-            raise AktoConfigError("fail_mode", str(self.fail_mode), "open or closed")
-        if self.delivery not in ("batch", "proxy"):
-            raise AktoConfigError("delivery", str(self.delivery), "batch or proxy")
-        if self.approval_decision not in ("ask", "deny"):
-            raise AktoConfigError("approval_decision", str(self.approval_decision), "ask or deny")
-        if self.capture_content not in _CAPTURE_MODES:
-            raise AktoConfigError(
-                "capture_content", str(self.capture_content), ", ".join(_CAPTURE_MODES)
-            )
-        if self.max_stop_regenerations < 0:
-            raise AktoConfigError(
-                "max_stop_regenerations", str(self.max_stop_regenerations), "0 or more"
-            )
-        if self.ingestion_url:
-            object.__setattr__(
-                self, "ingestion_url", _parse_url("ingestion_url", self.ingestion_url)
-            )
+        # Arguments are checked by the parser of the variable they stand for, so
+        # AktoGuardrails(sync_mode="false") means what AKTO_SYNC_MODE=false means.
+        problems: list[AktoConfigError] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                object.__setattr__(self, f.name, f.default)
+                continue
+            try:
+                object.__setattr__(self, f.name, _coerce(f.name, value, f.default))
+            except AktoConfigError as exc:
+                problems.append(exc)
+        if problems:
+            raise AktoConfigError.combine(problems)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``env`` (default ``os.environ``); ``overrides`` win."""
+        """Build settings from ``env`` (default ``os.environ``); ``overrides`` win.
+
+        Keyword values are parsed like the environment's (``sync_mode="false"`` is
+        False); ``None`` means "not given". Every bad value, from either source, is
+        reported in one :class:`AktoConfigError`; an unknown keyword is a TypeError.
+
+        Example::
+
+            Settings.from_env({"AKTO_TIMEOUT": "2"}, fail_mode="closed")
+        """
         source = os.environ if env is None else env
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls) if f.init}
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        unknown = set(overrides) - set(fields)
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        given = {k: v for k, v in overrides.items() if v is not None}
         values: dict[str, Any] = {}
+        problems: list[AktoConfigError] = []
         for attr, var in _ENV_VARS.items():
-            if attr in overrides:
+            if attr in given:
                 continue
             for name in var.names:
                 raw = source.get(name)
                 if raw is not None and (raw.strip() or attr == "agent_id"):
-                    values[attr] = var.parse(name, raw)
+                    try:
+                        values[attr] = var.parse(name, raw)
+                    except AktoConfigError as exc:
+                        problems.append(exc)
                     break
-        values.update(overrides)
+        for attr, value in given.items():
+            try:
+                values[attr] = _coerce(attr, value, fields[attr].default)
+            except AktoConfigError as exc:
+                problems.append(exc)
+        if problems:
+            raise AktoConfigError.combine(problems)
         return cls(**values)
 
     # Derived values the wire format needs.
     @property
     def context_source(self) -> str:
+        """The records' ``contextSource``: ``ENDPOINT`` in atlas mode, else ``AGENTIC``."""
         return "ENDPOINT" if self.mode == "atlas" else "AGENTIC"
 
     @property
     def vxlan_id(self) -> str:
+        """The records' ``akto_vxlan_id``: ``AGENT_ID``, else ``"0"``."""
         return self.agent_id or "0"
 
     @property
     def capture_on_spans(self) -> bool:
+        """Whether content goes on spans as attributes."""
         return self.capture_content in ("SPAN_ONLY", "SPAN_AND_EVENT")
 
     @property
     def capture_in_events(self) -> bool:
+        """Whether content goes in span events."""
         return self.capture_content in ("EVENT_ONLY", "SPAN_AND_EVENT")
 
     def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes``, each checked like :meth:`from_env`'s keywords."""
         return dataclasses.replace(self, **changes)
 
     @staticmethod
@@ -301,6 +324,9 @@ _ENV_VARS: dict[str, _Var] = {
         "AKTO_MAX_STOP_REGENERATIONS", parse=lambda n, r: _parse_int(n, r, minimum=0, maximum=100)
     ),
     "delivery": _var("AKTO_DELIVERY", parse=lambda n, r: _parse_choice(n, r, ("batch", "proxy"))),
+    "observe_delivery": _var(
+        "AKTO_OBSERVE_DELIVERY", parse=lambda n, r: _parse_choice(n, r, ("batch", "proxy"))
+    ),
     "tool_response_guardrails": _var("AKTO_TOOL_RESPONSE_GUARDRAILS", parse=_parse_bool),
     "approval_decision": _var(
         "AKTO_APPROVAL_DECISION", parse=lambda n, r: _parse_choice(n, r, ("ask", "deny"))
@@ -334,3 +360,39 @@ _ENV_VARS: dict[str, _Var] = {
         parse=lambda n, r: _parse_float(n, r, minimum=0.0, maximum=7 * 86400.0),
     ),
 }
+
+# Settings with no environment variable, checked the same way when given as arguments.
+_ARG_ONLY: dict[str, _Var] = {
+    "max_response_bytes": _var(parse=lambda n, r: _parse_int(n, r, minimum=1, maximum=1 << 30)),
+}
+
+
+def _label(attr: str) -> str:
+    """How an argument is named in errors: with the variable that would set it."""
+    var = _ENV_VARS.get(attr)
+    return f"{attr} ({var.names[0]})" if var is not None and var.names else attr
+
+
+def _coerce(attr: str, value: Any, default: Any) -> Any:
+    """``value`` given for ``attr`` as an argument, checked like its variable's text."""
+    var = _ENV_VARS.get(attr) or _ARG_ONLY.get(attr)
+    label = _label(attr)
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(default, tuple):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return _check_patterns(label, tuple(value))
+        if not isinstance(value, str):
+            raise AktoConfigError(
+                label,
+                repr(value),
+                "a sequence of regular expressions (or a comma-separated string)",
+            )
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise AktoConfigError(label, repr(value), "a string")
+    if var is None:
+        return value
+    if isinstance(value, str):
+        return var.parse(label, value)
+    # A number or bool: its text goes through the same parser (True is no timeout).
+    return var.parse(label, str(value))

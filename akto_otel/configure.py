@@ -5,42 +5,83 @@ ones (it never replaces them), else it installs standard ones exporting per the
 ``OTEL_*`` variables: ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``
 (``otlp``, ``console``, ``none``; default ``otlp`` when an OTLP endpoint is set,
 else ``none``), ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``http/protobuf`` default, or
-``grpc``), ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``. The Akto span
-processor is added once; calling it again returns the same guard.
+``grpc``; per signal ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``..._METRICS_...``),
+``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``. The Akto span processor is
+added once (or the app's own ``AktoSpanProcessor`` is used). Calling it again
+returns the same guard; calling it again with *different* settings raises
+:class:`~akto_otel.errors.AktoConfigError` instead of ignoring them.
+
+:func:`exporter_plan` says which exporters ``configure()`` would build, and checks
+every ``OTEL_*`` value it reads (``akto-otel doctor`` uses it).
 
 Usage::
 
     import akto_otel
 
-    guard = akto_otel.configure()       # then guard.session(options) / guard.instrument(options)
+    guard = akto_otel.configure()                        # AKTO_* / OTEL_* from the env
+    guard = akto_otel.configure(fail_mode="closed")      # arguments win over the env
+    async with guard.session(options) as guarded:        # then pass guarded to query()
+        ...
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import importlib.util
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
-
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from akto_otel.config import Settings
 from akto_otel.errors import AktoConfigError
-from akto_otel.hooks import AktoGuardrails
 
-__all__ = ["configure"]
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from akto_otel.hooks import AktoGuardrails
+
+# The SDK and the hooks are imported inside the functions that build things:
+# `import akto_otel` binds configure() from this module at once (so the name can
+# never be shadowed by the submodule) and must stay cheap and free of side effects.
+
+__all__ = ["PlannedExporter", "configure", "exporter_plan"]
 
 _lock = threading.Lock()
 _guards: dict[int, AktoGuardrails] = {}
 _EXPORTERS = ("otlp", "console", "none")
+_PROTOCOLS = ("grpc", "http/protobuf", "http/json")
+_OTLP_MODULES = {
+    ("traces", True): "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+    ("traces", False): "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    ("metrics", True): "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+    ("metrics", False): "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+}
 
 
-def _exporters(env: Mapping[str, str], signal: str) -> list[str]:
+@dataclass(frozen=True)
+class PlannedExporter:
+    """One exporter :func:`configure` adds when the app has no SDK provider.
+
+    ``protocol`` is ``grpc`` or ``http/protobuf`` for ``otlp`` (``http/json`` is sent
+    as ``http/protobuf``, the only HTTP encoding the Python exporter has), empty for
+    ``console``; ``module`` is what gets imported for it.
+    """
+
+    signal: Literal["traces", "metrics"]
+    kind: Literal["otlp", "console"]
+    protocol: str = ""
+    module: str = ""
+
+
+def _exporter_names(
+    env: Mapping[str, str], signal: str, problems: list[AktoConfigError]
+) -> list[str]:
     name = f"OTEL_{signal.upper()}_EXPORTER"
     raw = env.get(name)
     if raw is None:
@@ -49,82 +90,211 @@ def _exporters(env: Mapping[str, str], signal: str) -> list[str]:
         )
         return ["otlp"] if endpoint else []
     chosen = [part.strip().lower() for part in raw.split(",") if part.strip()]
-    for part in chosen:
-        if part not in _EXPORTERS:
-            raise AktoConfigError(name, raw, "a comma-separated list of otlp, console, none")
-    return [part for part in chosen if part != "none"]
+    bad = [part for part in chosen if part not in _EXPORTERS]
+    if bad:
+        problems.append(AktoConfigError(name, raw, "a comma-separated list of otlp, console, none"))
+    return [part for part in chosen if part not in ("none", *bad)]
 
 
-def _grpc(env: Mapping[str, str], signal: str) -> bool:
-    protocol = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL") or env.get(
-        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
-    )
-    if protocol not in ("grpc", "http/protobuf", "http/json"):
-        raise AktoConfigError(
-            "OTEL_EXPORTER_OTLP_PROTOCOL", protocol, "grpc, http/protobuf or http/json"
-        )
-    return protocol == "grpc"
+def _protocol(env: Mapping[str, str], signal: str, problems: list[AktoConfigError]) -> str:
+    specific = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
+    name = specific if env.get(specific) else "OTEL_EXPORTER_OTLP_PROTOCOL"
+    raw = env.get(name) or "http/protobuf"
+    protocol = raw.strip().lower()
+    if protocol not in _PROTOCOLS:
+        problems.append(AktoConfigError(name, raw, "grpc, http/protobuf or http/json"))
+        return ""
+    return "grpc" if protocol == "grpc" else "http/protobuf"
 
 
-def _tracer_provider(env: Mapping[str, str], resource: Resource) -> TracerProvider:
+def exporter_plan(env: Mapping[str, str] | None = None) -> list[PlannedExporter]:
+    """The exporters :func:`configure` builds from ``env`` (default ``os.environ``).
+
+    Raises :class:`AktoConfigError` listing every problem at once: an unknown
+    exporter name (``OTEL_TRACES_EXPORTER=jaeger``), an unknown protocol, an OTLP
+    exporter package that is not installed. Builds nothing and opens no socket.
+
+    Example::
+
+        >>> exporter_plan({"OTEL_TRACES_EXPORTER": "console"})
+        [PlannedExporter(signal='traces', kind='console', protocol='', module='')]
+    """
+    source = os.environ if env is None else env
+    problems: list[AktoConfigError] = []
+    plan: list[PlannedExporter] = []
+    signals: tuple[Literal["traces", "metrics"], ...] = ("traces", "metrics")
+    for signal in signals:
+        for kind in _exporter_names(source, signal, problems):
+            if kind == "console":
+                plan.append(PlannedExporter(signal, "console"))
+                continue
+            protocol = _protocol(source, signal, problems)
+            if not protocol:
+                continue
+            module = _OTLP_MODULES[(signal, protocol == "grpc")]
+            if not _importable(module):
+                package = "grpc" if protocol == "grpc" else "http"
+                problems.append(
+                    AktoConfigError(
+                        f"OTEL_{signal.upper()}_EXPORTER",
+                        f"otlp ({protocol})",
+                        "an installed exporter: "
+                        f"pip install opentelemetry-exporter-otlp-proto-{package}",
+                    )
+                )
+                continue
+            plan.append(PlannedExporter(signal, "otlp", protocol, module))
+    if problems:
+        # The shared OTEL_EXPORTER_OTLP_PROTOCOL is read once per signal: report it once.
+        unique = {(p.name, p.value): p for p in problems}
+        raise AktoConfigError.combine(list(unique.values()))
+    return plan
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def _span_exporter(planned: PlannedExporter) -> SpanExporter:
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    if planned.kind == "console":
+        return ConsoleSpanExporter()
+    exporter_class = importlib.import_module(planned.module).OTLPSpanExporter
+    exporter: SpanExporter = exporter_class()
+    return exporter
+
+
+def _metric_exporter(planned: PlannedExporter) -> MetricExporter:
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+    if planned.kind == "console":
+        return ConsoleMetricExporter()
+    exporter_class = importlib.import_module(planned.module).OTLPMetricExporter
+    exporter: MetricExporter = exporter_class()
+    return exporter
+
+
+def _tracer_provider(plan: list[PlannedExporter], resource: Resource) -> TracerProvider:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current
     provider = TracerProvider(resource=resource)
-    for name in _exporters(env, "traces"):
-        if name == "console":
-            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-        elif _grpc(env, "traces"):
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-                OTLPSpanExporter as HttpSpanExporter,
-            )
-
-            provider.add_span_processor(BatchSpanProcessor(HttpSpanExporter()))
+    for planned in plan:
+        if planned.signal == "traces":
+            provider.add_span_processor(BatchSpanProcessor(_span_exporter(planned)))
     trace.set_tracer_provider(provider)
     return provider
 
 
-def _meter_provider(env: Mapping[str, str], resource: Resource) -> Any:
+def _meter_provider(plan: list[PlannedExporter], resource: Resource) -> Any:
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
     current = metrics.get_meter_provider()
     if isinstance(current, MeterProvider):
         return current
-    readers: list[PeriodicExportingMetricReader] = []
-    for name in _exporters(env, "metrics"):
-        if name == "console":
-            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
-        elif _grpc(env, "metrics"):
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-        else:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                OTLPMetricExporter as HttpMetricExporter,
-            )
-
-            readers.append(PeriodicExportingMetricReader(HttpMetricExporter()))
+    readers = [
+        PeriodicExportingMetricReader(_metric_exporter(planned))
+        for planned in plan
+        if planned.signal == "metrics"
+    ]
     provider = MeterProvider(resource=resource, metric_readers=readers)
     metrics.set_meter_provider(provider)
     return provider
 
 
+def _differences(first: Settings, asked: Settings) -> list[str]:
+    changed: list[str] = []
+    for f in dataclasses.fields(Settings):
+        before, after = getattr(first, f.name), getattr(asked, f.name)
+        if before != after:
+            if f.name == "token":
+                changed.append("token (hidden)")
+            else:
+                changed.append(f"{f.name}={after!r} (was {before!r})")
+    return changed
+
+
 def configure(settings: Settings | None = None, **overrides: Any) -> AktoGuardrails:
-    """Set up (or join) the OTel pipeline and return the process's guard."""
+    """Set up (or join) the OTel pipeline and return the process's guard.
+
+    ``settings`` and keyword arguments (the :class:`~akto_otel.config.Settings`
+    fields, parsed like their environment variables) override ``AKTO_*``. The first
+    call builds the guard; later calls return it. A later call that asks for
+    different settings raises :class:`AktoConfigError` naming them, rather than
+    returning a guard that does not do what it asked (build a separate
+    ``AktoGuardrails(...)`` for other settings). Bad ``AKTO_*`` or ``OTEL_*`` values
+    are all reported in one ``AktoConfigError`` before anything is built.
+
+    Example::
+
+        import akto_otel
+        from claude_agent_sdk import ClaudeAgentOptions, query
+
+        guard = akto_otel.configure(fail_mode="closed")
+        async with guard.session(ClaudeAgentOptions(allowed_tools=["Bash"])) as options:
+            async for message in query(prompt="list the files", options=options):
+                print(message)
+    """
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from akto_otel.hooks import AktoGuardrails
+
     env = os.environ
-    base = settings if settings is not None else Settings.from_env()
-    resolved = base.replace(**overrides) if overrides else base
+    problems: list[AktoConfigError] = []
+    resolved: Settings | None = None
+    try:
+        if settings is None:
+            resolved = Settings.from_env(**overrides)
+        else:
+            resolved = settings.replace(**overrides) if overrides else settings
+    except AktoConfigError as exc:
+        problems.extend(exc.problems)
+    explicit = settings is not None or any(v is not None for v in overrides.values())
     with _lock:
-        resource = Resource.create({"service.name": resolved.agent_name})
-        tracer_provider = _tracer_provider(env, resource)
-        existing = _guards.get(id(tracer_provider))
-        if existing is not None:
-            return existing
-        meter_provider = _meter_provider(env, resource)
-        guard = AktoGuardrails(
-            resolved, tracer_provider=tracer_provider, meter_provider=meter_provider
-        )
-        _guards[id(tracer_provider)] = guard
-        return guard
+        current = trace.get_tracer_provider()
+        existing = _guards.get(id(current)) if isinstance(current, TracerProvider) else None
+        plan: list[PlannedExporter] = []
+        if existing is None:
+            try:
+                plan = exporter_plan(env)
+            except AktoConfigError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise AktoConfigError.combine(problems)
+        assert resolved is not None
+        if existing is None:
+            resource = Resource.create({"service.name": resolved.agent_name})
+            tracer_provider = _tracer_provider(plan, resource)
+            existing = _guards.get(id(tracer_provider))
+            if existing is None:
+                meter_provider = _meter_provider(plan, resource)
+                guard = AktoGuardrails(
+                    resolved, tracer_provider=tracer_provider, meter_provider=meter_provider
+                )
+                _guards[id(tracer_provider)] = guard
+                return guard
+        if explicit and resolved != existing.settings:
+            changed = _differences(existing.settings, resolved)
+            error = AktoConfigError(
+                "configure()", ", ".join(changed), "the settings of the first configure() call"
+            )
+            error.args = (
+                "configure() was already called with other settings; this call asks for "
+                + ", ".join(changed)
+                + ". The first guard is still in use: call configure() with no arguments to "
+                "get it, or build a separate akto_otel.AktoGuardrails(...) for other settings.",
+            )
+            raise error
+        return existing

@@ -7,6 +7,8 @@ that maps every failure to a low-cardinality error kind.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = ["AktoConfigError", "AktoError"]
 
 
@@ -18,11 +20,29 @@ class AktoConfigError(AktoError, ValueError):
     """A setting has a value akto_otel cannot use.
 
     The message names the variable (or argument), the value, and what is accepted.
+    When several settings are bad, one error lists them all: ``problems`` holds one
+    ``AktoConfigError`` per bad value (just ``self`` when there is one), and
+    ``name``/``value``/``accepted`` are the first one's.
     """
 
     def __init__(self, name: str, value: str, accepted: str) -> None:
         self.name = name
         self.value = value
         self.accepted = accepted
+        self.problems: tuple[AktoConfigError, ...] = (self,)
         shown = value if len(value) <= 80 else value[:77] + "..."
         super().__init__(f"{name}={shown!r} is not valid: expected {accepted}")
+
+    @classmethod
+    def combine(cls, problems: Sequence[AktoConfigError]) -> AktoConfigError:
+        """One error listing every problem (the problem itself when there is one)."""
+        if not problems:
+            raise ValueError("combine() needs at least one problem")
+        if len(problems) == 1:
+            return problems[0]
+        first = problems[0]
+        combined = cls(first.name, first.value, first.accepted)
+        combined.problems = tuple(p for problem in problems for p in problem.problems)
+        lines = [str(p) for p in combined.problems]
+        combined.args = (f"{len(lines)} settings are not valid:\n  " + "\n  ".join(lines),)
+        return combined

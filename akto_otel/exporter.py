@@ -1,41 +1,51 @@
-"""AktoSpanProcessor: the Akto records of finished hook spans, shipped in batches.
+"""Delivery of Akto records: an OpenTelemetry ``SpanExporter`` and the HTTP sender behind it.
 
-The hooks attach the contract's records to the span they belong to; when that span
-ends, the processor queues them for a background worker (the OpenTelemetry SDK's
-own batch machinery: a bounded deque, a worker thread, flush and shutdown), which
-posts them to Akto: ``{"batchData": [...]}`` to ``/api/ingestData`` in ``batch``
-mode, one record at a time to ``/api/http-proxy?...&ingest_data=true`` in ``proxy``
-mode (and always for records that ask for server-side guardrails). Spans without
-records (the rest of the app's spans) are ignored. The agent's event loop never
-waits for any of this.
+:class:`AktoSpanExporter` is a public-API ``SpanExporter``: the SDK's own
+``BatchSpanProcessor`` runs it (queue, worker thread, flush, shutdown). The spans it
+exports are :class:`RecordSpan` carriers that :class:`~akto_otel.processor.AktoSpanProcessor`
+builds when a hook span ends, each holding that span's records; any other span is
+ignored. :class:`RecordExporter` posts the records: ``{"batchData": [...]}`` to
+``/api/ingestData`` in ``batch`` mode (records that ask for server-side guardrails,
+observe mode, carry ``"publishToGuardrails": true``), one record at a time to
+``/api/http-proxy?...&ingest_data=true`` in ``proxy`` mode (and for observe-mode
+records when ``AKTO_OBSERVE_DELIVERY=proxy``). Retries with backoff and jitter,
+``Retry-After``, bisection of a rejected batch, idempotency keys and a bounded
+shutdown live here.
 
-Usage::
+Why carriers and not span attributes: a record holds the prompt, tool input and
+output in full (up to megabytes); as attributes or events on the hook span they
+would reach every exporter of the app's pipeline (content the app may have chosen
+not to capture) and hit attribute length limits. A carrier is a ``ReadableSpan``
+subclass that only our own batch processor ever sees.
 
-    from opentelemetry.sdk.trace import TracerProvider
-    from akto_otel.config import Settings
-    from akto_otel.exporter import AktoSpanProcessor
+Usage (what ``AktoSpanProcessor`` does; the exporter alone exports only carriers)::
 
-    provider = TracerProvider()
-    processor = AktoSpanProcessor(Settings.from_env())
-    provider.add_span_processor(processor)
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from akto_otel.exporter import AktoSpanExporter
+
+    exporter = AktoSpanExporter()       # settings from AKTO_* variables
+    batch = BatchSpanProcessor(exporter)
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from opentelemetry.context import Context
-from opentelemetry.sdk._shared_internal import BatchProcessor
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import Span as ApiSpan
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanContext
 
 from akto_otel.config import Settings
 from akto_otel.contract import (
@@ -43,22 +53,40 @@ from akto_otel.contract import (
     encode_record,
     http_proxy_url,
     ingest_data_url,
+    ingest_record,
     join_ingest_items,
 )
 from akto_otel.guardrails import error_kind, tls_context
 
-__all__ = ["AktoSpanProcessor", "ExportStats", "PendingRecord", "RecordExporter"]
+if TYPE_CHECKING:
+    from akto_otel.processor import AktoSpanProcessor
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "AktoSpanExporter",
+    "AktoSpanProcessor",
+    "ExportStats",
+    "PendingRecord",
+    "RecordExporter",
+    "RecordSpan",
+]
 
 _log = logging.getLogger("akto_otel.exporter")
 
 #: Stay under the server's 10 Mi body limit on /api/ingestData.
 MAX_BATCH_BYTES = 9 * 1024 * 1024
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_EMPTY_RESOURCE = Resource.get_empty()
 
 
 @dataclass(frozen=True)
 class PendingRecord:
-    """One record on its way to Akto, with the flags its request needs."""
+    """One record on its way to Akto, with the flags its request needs.
+
+    ``guardrails`` / ``response_guardrails`` ask Akto to judge the record on
+    ingestion (observe mode); ``key`` (``<trace id>-<span id>-<kind>``) feeds the
+    request's ``Idempotency-Key``.
+    """
 
     record: dict[str, Any]
     key: str
@@ -67,11 +95,28 @@ class PendingRecord:
 
     @property
     def needs_proxy(self) -> bool:
+        """Whether the record asks for server-side guardrails (observe mode)."""
         return self.guardrails or self.response_guardrails
 
 
+class RecordSpan(ReadableSpan):
+    """A carrier: the Akto records of one ended hook span, as the SDK's batch processor queues them.
+
+    Always sampled, so ``BatchSpanProcessor`` takes it whatever the app's sampler said;
+    it never reaches any processor but the one :class:`AktoSpanProcessor` owns.
+    """
+
+    def __init__(self, context: SpanContext, records: tuple[PendingRecord, ...]) -> None:
+        super().__init__(name="akto.records", context=context, resource=_EMPTY_RESOURCE)
+        self.records = records
+
+
 class ExportStats:
-    """Thread-safe counters of what happened to records (also fed to metrics)."""
+    """Thread-safe counters of what happened to records (also fed to metrics).
+
+    ``listeners`` are called with ``(outcome, count, reason)`` for every change,
+    ``duration_listeners`` with the seconds one export took.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -84,6 +129,7 @@ class ExportStats:
         self.duration_listeners: list[Callable[[float], None]] = []
 
     def add(self, what: str, count: int, reason: str = "") -> None:
+        """Count ``count`` records as ``what`` (exported, failed, dropped, retried)."""
         if count <= 0:
             return
         with self._lock:
@@ -97,6 +143,7 @@ class ExportStats:
                 _log.debug("export stats listener failed", exc_info=True)
 
     def snapshot(self) -> dict[str, int]:
+        """The four counters at one instant."""
         with self._lock:
             return {
                 "exported": self.exported,
@@ -106,25 +153,22 @@ class ExportStats:
             }
 
 
-class _QueueMetrics:
-    """The SDK batch processor's metrics hook: counts queue drops exactly."""
+def encode_observed_item(record: dict[str, Any]) -> bytes:
+    """An observe-mode record inside an ingestData batch: asks Akto to judge it too.
 
-    def __init__(self, stats: ExportStats) -> None:
-        self._stats = stats
-        self.queue_size: Callable[[], int] = lambda: 0
-
-    def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
-        self.queue_size = get_queue_size
-
-    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
-        self._stats.add("dropped", count, error_type)
-
-    def finish_items(self, count: int) -> None:
-        pass
+    The ingestData record (byte for byte :func:`~akto_otel.contract.encode_ingest_item`'s
+    fields) plus ``"publishToGuardrails": true`` last.
+    """
+    item = ingest_record(record)
+    item["publishToGuardrails"] = True
+    return json.dumps(item).encode("utf-8")
 
 
 class RecordExporter:
-    """Posts batches of :class:`PendingRecord` to Akto with bounded retries."""
+    """Posts batches of :class:`PendingRecord` to Akto with bounded retries.
+
+    Call :meth:`export` from one worker thread; it never raises.
+    """
 
     def __init__(
         self,
@@ -145,6 +189,11 @@ class RecordExporter:
         self._headers = {"Content-Type": "application/json"}
         if settings.token:
             self._headers["Authorization"] = settings.token
+        at_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The parent's pooled connections are not ours to use (or close) in the child.
+        self._client = None
 
     def _http(self) -> httpx.Client:
         if self._client is None:
@@ -158,29 +207,42 @@ class RecordExporter:
             )
         return self._client
 
-    def export(self, batch: list[PendingRecord], /) -> None:
+    def _route(self, item: PendingRecord) -> str:
+        """``proxy`` (one /api/http-proxy call) or ``batch`` (ingestData) for ``item``."""
+        if self._settings.delivery == "proxy":
+            return "proxy"
+        if item.needs_proxy and self._settings.observe_delivery == "proxy":
+            return "proxy"
+        return "batch"
+
+    def export(self, batch: Sequence[PendingRecord], /) -> bool:
+        """Deliver ``batch``; True when every record was delivered."""
         with self._taken_lock:
             self.taken += len(batch)
         if not batch:
-            return
+            return True
         if not self._settings.ingestion_url:
             self._stats.add("failed", len(batch), "not_configured")
-            return
+            return False
         start = time.perf_counter()
-        proxy = [p for p in batch if p.needs_proxy or self._settings.delivery == "proxy"]
-        bulk = [p for p in batch if not (p.needs_proxy or self._settings.delivery == "proxy")]
-        for item in proxy:
-            self._deliver_one(item)
+        delivered = 0
+        bulk: list[PendingRecord] = []
+        for item in batch:
+            if self._route(item) == "proxy":
+                delivered += self._deliver_one(item)
+            else:
+                bulk.append(item)
         for chunk in _chunks(bulk, MAX_BATCH_BYTES):
-            self._deliver_batch(chunk)
+            delivered += self._deliver_batch(chunk)
         elapsed = time.perf_counter() - start
         for listener in self._stats.duration_listeners:
             try:
                 listener(elapsed)
             except Exception:
                 _log.debug("export duration listener failed", exc_info=True)
+        return delivered == len(batch)
 
-    def _deliver_one(self, item: PendingRecord) -> None:
+    def _deliver_one(self, item: PendingRecord) -> int:
         url = http_proxy_url(
             self._settings.ingestion_url,
             self._settings.connector,
@@ -191,27 +253,30 @@ class RecordExporter:
         status, kind = self._post(url, encode_record(item.record), [item.key])
         if status is not None and 200 <= status < 300:
             self._stats.add("exported", 1)
-        else:
-            self._stats.add("failed", 1, kind)
+            return 1
+        self._stats.add("failed", 1, kind)
+        return 0
 
-    def _deliver_batch(self, items: Sequence[tuple[PendingRecord, bytes]]) -> None:
+    def _deliver_batch(self, items: Sequence[tuple[PendingRecord, bytes]]) -> int:
         url = ingest_data_url(self._settings.ingestion_url)
         status, kind = self._post(
             url, join_ingest_items([encoded for _, encoded in items]), [i.key for i, _ in items]
         )
         if status is not None and 200 <= status < 300:
             self._stats.add("exported", len(items))
-        elif status is not None and 400 <= status < 500 and len(items) > 1:
+            return len(items)
+        if status is not None and 400 <= status < 500 and len(items) > 1:
             # One bad record must not sink the rest: split and find it.
             middle = len(items) // 2
-            self._deliver_batch(items[:middle])
-            self._deliver_batch(items[middle:])
-        else:
-            self._stats.add("failed", len(items), kind)
-            _log.warning("dropping %d record(s) Akto did not take: %s", len(items), kind)
+            return self._deliver_batch(items[:middle]) + self._deliver_batch(items[middle:])
+        self._stats.add("failed", len(items), kind)
+        _log.warning("dropping %d record(s) Akto did not take: %s", len(items), kind)
+        return 0
 
     def _post(self, url: str, body: bytes, keys: list[str]) -> tuple[int | None, str]:
         """POST with retries; return (final status or None, error kind)."""
+        if time.monotonic() >= self._give_up_at:
+            return None, "shutdown_timeout"
         headers = dict(self._headers)
         headers["Idempotency-Key"] = hashlib.sha256("\n".join(keys).encode()).hexdigest()
         deadline = min(time.monotonic() + self._retry_timeout, self._give_up_at)
@@ -241,11 +306,76 @@ class RecordExporter:
         self._give_up_at = deadline
 
     def shutdown(self, timeout_millis: float = 30_000, **_: Any) -> None:
+        """Stop retrying now and close the connection pool."""
         self._give_up_at = time.monotonic()
         self._stopping.set()
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+class AktoSpanExporter(SpanExporter):
+    """Exports the Akto records carried by :class:`RecordSpan` spans; ignores other spans.
+
+    Built with no arguments it reads its settings from the environment, like the
+    SDK's exporters::
+
+        exporter = AktoSpanExporter()                 # AKTO_DATA_INGESTION_URL, ...
+        exporter = AktoSpanExporter(Settings(ingestion_url="http://127.0.0.1:9091"))
+
+    ``stats`` counts what happened to every record; ``records`` is the HTTP sender.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.stats = ExportStats()
+        self.records = RecordExporter(self.settings, self.stats, transport=transport)
+
+    @property
+    def taken(self) -> int:
+        """Records handed to :meth:`export` so far (delivered, failed or in flight)."""
+        return self.records.taken
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Deliver the records of the carriers in ``spans``."""
+        items = [item for span in spans if isinstance(span, RecordSpan) for item in span.records]
+        try:
+            ok = self.records.export(items)
+        except Exception:  # export must never raise into the SDK's worker
+            _log.exception("exporting %d Akto record(s) failed", len(items))
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def begin_shutdown(self, deadline: float) -> None:
+        """Stop retrying at ``deadline`` (``time.monotonic()``)."""
+        self.records.begin_shutdown(deadline)
+
+    def shutdown(self) -> None:
+        """Stop retrying and close connections."""
+        self.records.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Nothing is buffered here: the batch processor holds the queue."""
+        return True
+
+
+def at_fork_in_child(method: Callable[[], None]) -> None:
+    """Call ``method`` in a forked child for as long as its object lives."""
+    if not hasattr(os, "register_at_fork"):
+        return
+    ref = weakref.WeakMethod(method)
+
+    def _call() -> None:
+        alive = ref()
+        if alive is not None:
+            alive()
+
+    os.register_at_fork(after_in_child=_call)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -270,7 +400,10 @@ def _chunks(
     current: list[tuple[PendingRecord, bytes]] = []
     size = 0
     for item in items:
-        encoded = encode_ingest_item(item.record)
+        if item.needs_proxy:
+            encoded = encode_observed_item(item.record)
+        else:
+            encoded = encode_ingest_item(item.record)
         if current and size + len(encoded) > max_bytes:
             chunks.append(current)
             current, size = [], 0
@@ -281,113 +414,10 @@ def _chunks(
     return chunks
 
 
-class AktoSpanProcessor(SpanProcessor):
-    """Ships the Akto records of hook spans when those spans end."""
+def __getattr__(name: str) -> Any:
+    # AktoSpanProcessor moved to akto_otel.processor; the old import path still works.
+    if name == "AktoSpanProcessor":
+        from akto_otel.processor import AktoSpanProcessor
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        max_queue_size: int | None = None,
-        max_export_batch_size: int = 512,
-        schedule_delay_millis: float = 200,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.settings = settings
-        self.stats = ExportStats()
-        self._pending: dict[int, list[PendingRecord]] = {}
-        self._capacity = max_queue_size or settings.export_queue_size
-        self._admitted = 0
-        self._admit_lock = threading.Lock()
-        self._queue_metrics = _QueueMetrics(self.stats)
-        self._exporter = RecordExporter(settings, self.stats, transport=transport)
-        self._batch: BatchProcessor[PendingRecord] = BatchProcessor(
-            self._exporter,
-            schedule_delay_millis=schedule_delay_millis,
-            max_export_batch_size=max_export_batch_size,
-            export_timeout_millis=settings.timeout * 1000,
-            # Slack for the batch the worker may hold: admission below keeps the
-            # SDK's deque from ever overflowing, so our drop count is exact.
-            max_queue_size=self._capacity + max_export_batch_size,
-            exporting="AktoRecord",
-            metrics=self._queue_metrics,
-        )
-        self._shutdown = False
-
-    @property
-    def queue_size(self) -> int:
-        return self._queue_metrics.queue_size()
-
-    @property
-    def exporter(self) -> RecordExporter:
-        return self._exporter
-
-    def attach(
-        self,
-        span: ApiSpan,
-        record: dict[str, Any],
-        *,
-        kind: str,
-        guardrails: bool = False,
-        response_guardrails: bool = False,
-    ) -> None:
-        """Hold ``record`` until ``span`` ends (at once when the span is not recorded)."""
-        context = span.get_span_context()
-        item = PendingRecord(
-            record=record,
-            key=f"{context.trace_id:032x}-{context.span_id:016x}-{kind}",
-            guardrails=guardrails,
-            response_guardrails=response_guardrails,
-        )
-        if not span.is_recording() or not context.is_valid:
-            self._emit(item)
-            return
-        self._pending.setdefault(context.span_id, []).append(item)
-
-    def _emit(self, item: PendingRecord) -> None:
-        if self._shutdown:
-            self.stats.add("dropped", 1, "already_shutdown")
-            return
-        with self._admit_lock:
-            # Items admitted minus items the exporter took: what is queued now (or
-            # popped and about to be exported, which errs on the side of dropping).
-            if self._admitted - self._exporter.taken >= self._capacity:
-                full = True
-            else:
-                full = False
-                self._admitted += 1
-        if full:
-            self.stats.add("dropped", 1, "queue_full")
-            return
-        self._batch.emit(item)
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        pass
-
-    def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is None:
-            return
-        items = self._pending.pop(context.span_id, None)
-        if items:
-            for item in items:
-                self._emit(item)
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        if self._shutdown:
-            return False
-        return bool(self._batch.force_flush(timeout_millis))
-
-    def shutdown(self) -> None:
-        """Deliver what is queued, for at most ``export_shutdown_timeout`` seconds."""
-        if self._shutdown:
-            return
-        # Records of spans that never ended still go out.
-        for items in list(self._pending.values()):
-            for item in items:
-                self._emit(item)
-        self._pending.clear()
-        self._shutdown = True
-        timeout = self.settings.export_shutdown_timeout
-        self._exporter.begin_shutdown(time.monotonic() + timeout)
-        self._batch.shutdown(timeout_millis=int(timeout * 1000))
+        return AktoSpanProcessor
+    raise AttributeError(f"module 'akto_otel.exporter' has no attribute {name!r}")

@@ -40,10 +40,10 @@ from opentelemetry.trace import Span, SpanKind
 from akto_otel import contract
 from akto_otel.config import Settings
 from akto_otel.contract import Verdict, WireContext
-from akto_otel.exporter import AktoSpanProcessor
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.logs import setup_logging
 from akto_otel.metrics import metrics_for
+from akto_otel.processor import AktoSpanProcessor, processor_for
 from akto_otel.redaction import Redactor
 from akto_otel.spans import (
     SessionState,
@@ -131,8 +131,9 @@ class AktoGuardrails:
 
     Settings come from ``settings`` or the environment (see :class:`Settings`),
     with keyword arguments overriding either. Spans go to ``tracer_provider``, else
-    the global provider when the app set an SDK one, else a private provider; the
-    :class:`AktoSpanProcessor` that ships records to Akto is added to it once.
+    the global provider when the app set an SDK one, else a private provider. An
+    :class:`AktoSpanProcessor` the app put on that provider ships the records; else
+    one built from the settings is added to it, once.
     """
 
     def __init__(
@@ -145,19 +146,22 @@ class AktoGuardrails:
         processor: AktoSpanProcessor | None = None,
         **overrides: Any,
     ) -> None:
-        base = settings if settings is not None else Settings.from_env()
-        self.settings = base.replace(**overrides) if overrides else base
+        if settings is None:
+            self.settings = Settings.from_env(**overrides)  # env and arguments checked together
+        else:
+            self.settings = settings.replace(**overrides) if overrides else settings
         setup_logging(self.settings)
         self.redactor = Redactor(self.settings.redact_patterns)
         self.client = client or GuardrailClient(self.settings, redactor=self.redactor)
-        self.processor = processor or AktoSpanProcessor(self.settings)
-        self.tracer_provider = _attach(tracer_provider, self.processor, self.settings)
+        self.tracer_provider, self.processor = _attach(tracer_provider, processor, self.settings)
         self.tracer = self.tracer_provider.get_tracer("akto_otel", __version__)
         self.metrics = metrics_for(meter_provider)
         self._server_attributes = _server_attributes(self.settings.ingestion_url)
-        self.processor.stats.listeners.append(self.metrics.record_export)
-        self.processor.stats.duration_listeners.append(self.metrics.record_export_duration)
-        self.metrics.watch_queue(lambda: self.processor.queue_size)
+        if self.metrics.record_export not in self.processor.stats.listeners:
+            # A processor shared by several guards reports to each metrics set once.
+            self.processor.stats.listeners.append(self.metrics.record_export)
+            self.processor.stats.duration_listeners.append(self.metrics.record_export_duration)
+            self.metrics.watch_queue(lambda: self.processor.queue_size)
         self._default_scope = _Scope(self, "", None)
 
     # ------------------------------------------------------------------ public API
@@ -766,9 +770,11 @@ def _is_ours(matcher: Any) -> bool:
 
 
 def _attach(
-    provider: trace.TracerProvider | None, processor: AktoSpanProcessor, settings: Settings
-) -> trace.TracerProvider:
-    """Pick the provider our spans go to and add the Akto processor to it once."""
+    provider: trace.TracerProvider | None,
+    processor: AktoSpanProcessor | None,
+    settings: Settings,
+) -> tuple[TracerProvider, AktoSpanProcessor]:
+    """Pick the provider our spans go to and the Akto processor on it (see ``processor_for``)."""
     chosen = provider if provider is not None else trace.get_tracer_provider()
     if not isinstance(chosen, TracerProvider):
         if provider is not None:
@@ -776,11 +782,7 @@ def _attach(
         from opentelemetry.sdk.resources import Resource
 
         chosen = TracerProvider(resource=Resource.create({"service.name": settings.agent_name}))
-    attached: set[int] = chosen.__dict__.setdefault("_akto_otel_processors", set())
-    if id(processor) not in attached:
-        chosen.add_span_processor(processor)
-        attached.add(id(processor))
-    return chosen
+    return chosen, processor_for(chosen, settings, processor)
 
 
 def create_hooks(

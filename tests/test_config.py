@@ -158,3 +158,225 @@ def test_import_has_no_side_effects(tmp_path: Path) -> None:
     assert result.stdout.strip() == "ok"
     assert list(home.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+# ---------------------------------------------------------------- one validation path
+
+
+def test_a_bad_keyword_argument_is_a_config_error_naming_argument_and_variable() -> None:
+    from akto_otel import AktoGuardrails
+
+    with pytest.raises(AktoConfigError) as info:
+        AktoGuardrails(timeout="abc")
+    message = str(info.value)
+    assert "timeout" in message and "AKTO_TIMEOUT" in message and "abc" in message
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "expected"),
+    [
+        ("sync_mode", "false", False),
+        ("sync_mode", "ON", True),
+        ("log_payloads", "no", False),
+        ("timeout", "2.5", 2.5),
+        ("timeout", 3, 3.0),
+        ("max_sessions", "12", 12),
+        ("fail_mode", "CLOSED", "closed"),
+        ("ingestion_url", "http://akto.local:9090/", "http://akto.local:9090"),
+        ("capture_content", "true", "SPAN_ONLY"),
+        ("redact_patterns", "a+,b+", ("a+", "b+")),
+        ("redact_patterns", ["x{2},y", "z"], ("x{2},y", "z")),
+    ],
+)
+def test_keyword_arguments_are_parsed_like_environment_values(
+    argument: str, value: object, expected: object
+) -> None:
+    from akto_otel import AktoGuardrails
+
+    assert getattr(Settings.from_env({}, **{argument: value}), argument) == expected
+    assert getattr(Settings(**{argument: value}), argument) == expected  # type: ignore[arg-type]
+    guard = AktoGuardrails(Settings.from_env({}), **{argument: value})
+    assert getattr(guard.settings, argument) == expected
+    guard.processor.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AKTO_TIMEOUT", "abc"),
+        ("AKTO_TIMEOUT", "0"),
+        ("AKTO_DATA_INGESTION_URL", "ftp://akto"),
+        ("MODE", "foo"),
+        ("AKTO_SYNC_MODE", "maybe"),
+        ("LOG_PAYLOADS", "sure"),
+        ("AKTO_FAIL_MODE", "sideways"),
+        ("AKTO_MAX_STOP_REGENERATIONS", "-2"),
+        ("MCP_INGEST_PATH", "/has space"),
+        ("AKTO_REDACT_PATTERNS", "([unclosed"),
+    ],
+)
+def test_an_argument_is_rejected_exactly_like_its_variable(name: str, value: str) -> None:
+    attr = next(a for a, names in Settings.environment_variables().items() if name in names)
+    with pytest.raises(AktoConfigError) as from_env:
+        Settings.from_env({name: value})
+    with pytest.raises(AktoConfigError) as from_argument:
+        Settings.from_env({}, **{attr: value})
+    assert from_argument.value.accepted == from_env.value.accepted
+    assert attr in from_argument.value.name and name in from_argument.value.name
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("timeout", True),
+        ("sync_mode", 2),
+        ("token", 123),
+        ("redact_patterns", [1]),
+        ("max_sessions", 2.5),
+        ("akto_host", b"bytes"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_config_error(argument: str, value: object) -> None:
+    with pytest.raises(AktoConfigError) as info:
+        Settings.from_env({}, **{argument: value})
+    assert argument in str(info.value)
+
+
+def test_every_bad_value_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from akto_otel import AktoGuardrails
+
+    env = {"AKTO_TIMEOUT": "soon", "AKTO_FAIL_MODE": "sideways", "LOG_LEVEL": "loud"}
+    with pytest.raises(AktoConfigError) as info:
+        Settings.from_env(env, sync_mode="maybe", max_sessions="many")
+    names = [p.name for p in info.value.problems]
+    assert names == [
+        "AKTO_TIMEOUT",
+        "LOG_LEVEL",
+        "AKTO_FAIL_MODE",
+        "sync_mode (AKTO_SYNC_MODE)",
+        "max_sessions (AKTO_MAX_SESSIONS)",
+    ]
+    message = str(info.value)
+    assert all(name in message for name in names)
+    # The guard reports the environment's and its arguments' problems together.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(AktoConfigError) as guard_info:
+        AktoGuardrails(sync_mode="maybe")
+    assert len(guard_info.value.problems) == 4
+
+
+def test_a_path_object_is_taken_for_a_path_setting(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = Settings.from_env({}, ssl_cert_path=bundle, log_dir=tmp_path)
+    assert (settings.ssl_cert_path, settings.log_dir) == (str(bundle), str(tmp_path))
+
+
+def test_none_means_not_given() -> None:
+    assert Settings.from_env({"AKTO_TIMEOUT": "3"}, timeout=None).timeout == 3.0
+    assert Settings(timeout=None).timeout == 5.0  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- a discoverable API
+
+
+def test_dir_and_help_show_the_public_names_without_side_effects(tmp_path: Path) -> None:
+    code = (
+        "import socket, pydoc\n"
+        "def _no_socket(*a, **k):\n"
+        "    raise SystemExit('socket opened')\n"
+        "socket.socket.connect = _no_socket\n"
+        "socket.socket.connect_ex = _no_socket\n"
+        "socket.socket.bind = _no_socket\n"
+        "import akto_otel\n"
+        "public = [n for n in akto_otel.__all__ if n != '__version__']\n"
+        "assert public, 'no public names'\n"
+        "missing = set(akto_otel.__all__) - set(dir(akto_otel))\n"
+        "assert not missing, missing\n"
+        "text = pydoc.render_doc(akto_otel, renderer=pydoc.plaintext)\n"
+        "absent = [n for n in public if n not in text]\n"
+        "assert not absent, absent\n"
+        "print('ok')\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    import os
+
+    env = {
+        "HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert result.stdout.strip() == "ok"
+    assert list(home.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_configure_stays_the_function_whatever_is_imported_first() -> None:
+    code = (
+        "import akto_otel.configure as configure_module\n"
+        "import akto_otel\n"
+        "assert callable(akto_otel.configure), type(akto_otel.configure)\n"
+        "assert akto_otel.configure.__module__ == 'akto_otel.configure'\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_every_public_name_of_the_api_modules_has_a_docstring() -> None:
+    import importlib
+    import inspect
+
+    modules = [
+        "akto_otel",
+        "akto_otel.config",
+        "akto_otel.configure",
+        "akto_otel.errors",
+        "akto_otel.exporter",
+        "akto_otel.processor",
+    ]
+    missing: list[str] = []
+    checked = 0
+    for name in modules:
+        module = importlib.import_module(name)
+        if not inspect.getdoc(module):
+            missing.append(name)
+        for public in getattr(module, "__all__", []):
+            obj = getattr(module, public)
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue
+            checked += 1
+            if not (obj.__doc__ or "").strip():
+                missing.append(f"{name}.{public}")
+            # Methods: of the classes these modules define (hooks, guardrails and
+            # contract have their own owners and checks).
+            if inspect.isclass(obj) and obj.__module__ in modules[1:]:
+                for attr, member in vars(obj).items():
+                    if attr.startswith("_") or not (
+                        inspect.isfunction(member) or isinstance(member, (property, classmethod))
+                    ):
+                        continue
+                    checked += 1
+                    func = member.fget if isinstance(member, property) else member
+                    if isinstance(member, classmethod):
+                        func = member.__func__
+                    if not (getattr(func, "__doc__", None) or "").strip():
+                        missing.append(f"{obj.__module__}.{obj.__name__}.{attr}")
+    assert checked > 20
+    assert missing == [], "\n".join(missing)

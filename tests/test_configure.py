@@ -97,3 +97,117 @@ def test_rejects_an_unknown_exporter_name() -> None:
         {"OTEL_TRACES_EXPORTER": "zipkinish"},
     )
     assert "OTEL_TRACES_EXPORTER" in out and "otlp, console, none" in out
+
+
+def test_a_second_configure_with_other_settings_raises_instead_of_ignoring_them() -> None:
+    with EmulatorServer() as akto:
+        out = _run(
+            """
+            import akto_otel
+            from akto_otel.errors import AktoConfigError
+
+            first = akto_otel.configure()
+            assert akto_otel.configure() is first
+            assert akto_otel.configure(fail_mode="open") is first   # what it already has
+            try:
+                akto_otel.configure(fail_mode="closed", timeout=1.0)
+            except AktoConfigError as exc:
+                print("raised:", exc)
+            else:
+                print("silently returned fail_mode", first.settings.fail_mode)
+            """,
+            {"AKTO_DATA_INGESTION_URL": akto.url},
+        )
+    assert out.startswith("raised:"), out
+    assert "fail_mode='closed'" in out and "timeout=1.0" in out
+
+
+def test_bad_akto_and_otel_values_are_reported_together() -> None:
+    out = _run(
+        """
+        import akto_otel
+        from akto_otel.errors import AktoConfigError
+        try:
+            akto_otel.configure(sync_mode="maybe")
+        except AktoConfigError as exc:
+            print(sorted(p.name for p in exc.problems))
+        """,
+        {
+            "AKTO_TIMEOUT": "soon",
+            "OTEL_TRACES_EXPORTER": "jaeger",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon",
+        },
+    )
+    assert out.strip() == str(
+        sorted(
+            [
+                "AKTO_TIMEOUT",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "OTEL_TRACES_EXPORTER",
+                "sync_mode (AKTO_SYNC_MODE)",
+            ]
+        )
+    )
+
+
+def test_exporter_plan_says_what_configure_builds() -> None:
+    from akto_otel.configure import PlannedExporter, exporter_plan
+
+    assert exporter_plan({}) == []
+    assert exporter_plan({"OTEL_TRACES_EXPORTER": "console,none"}) == [
+        PlannedExporter("traces", "console")
+    ]
+    plan = exporter_plan(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc",
+        }
+    )
+    assert [(p.signal, p.kind, p.protocol) for p in plan] == [
+        ("traces", "otlp", "http/protobuf"),
+        ("metrics", "otlp", "grpc"),
+    ]
+    assert all(p.module.startswith("opentelemetry.exporter.otlp.proto.") for p in plan)
+
+
+def test_exporter_plan_rejects_what_configure_cannot_build() -> None:
+    from akto_otel.configure import exporter_plan
+    from akto_otel.errors import AktoConfigError
+
+    with pytest.raises(AktoConfigError) as info:
+        exporter_plan({"OTEL_TRACES_EXPORTER": "jaeger"})
+    assert info.value.name == "OTEL_TRACES_EXPORTER"
+    with pytest.raises(AktoConfigError) as info:
+        exporter_plan(
+            {
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_METRICS_EXPORTER": "otlp,zipkin",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift",
+            }
+        )
+    assert [p.name for p in info.value.problems] == [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_METRICS_EXPORTER",
+    ]
+
+
+def test_the_apps_own_processor_is_used_by_configure() -> None:
+    with EmulatorServer() as akto:
+        out = _run(
+            """
+            from opentelemetry import trace
+            from opentelemetry.sdk.trace import TracerProvider
+            import akto_otel
+            from akto_otel.processor import find_processors
+
+            mine = TracerProvider()
+            processor = akto_otel.AktoSpanProcessor()
+            mine.add_span_processor(processor)
+            trace.set_tracer_provider(mine)
+            guard = akto_otel.configure()
+            print(guard.processor is processor, len(find_processors(mine)))
+            """,
+            {"AKTO_DATA_INGESTION_URL": akto.url},
+        )
+    assert out.split() == ["True", "1"]

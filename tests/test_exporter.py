@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from akto_otel.contract import (
     turn_record,
 )
 from akto_otel.emulator import EmulatorServer
-from akto_otel.exporter import AktoSpanProcessor
+from akto_otel.processor import AktoSpanProcessor
 from tests.scripted_akto import ScriptedAkto
 
 pytestmark = pytest.mark.timeout(60)
@@ -260,7 +261,7 @@ def test_a_process_that_exits_normally_loses_nothing(tmp_path: Path) -> None:
             from opentelemetry.sdk.trace import TracerProvider
             from akto_otel.config import Settings
             from akto_otel.contract import WireContext, turn_record
-            from akto_otel.exporter import AktoSpanProcessor
+            from akto_otel.processor import AktoSpanProcessor
 
             provider = TracerProvider()          # registers its shutdown at exit
             trace.set_tracer_provider(provider)
@@ -295,12 +296,16 @@ def test_two_guards_on_one_meter_provider_both_report_their_queue() -> None:
     meters = MeterProvider(metric_readers=[reader])
     port = _free_port()
     settings = Settings.from_env(
-        {}, ingestion_url=f"http://127.0.0.1:{port}", export_retry_timeout=0.1,
+        {},
+        ingestion_url=f"http://127.0.0.1:{port}",
+        export_retry_timeout=0.1,
         export_shutdown_timeout=0.1,
     )
     guards = [
         AktoGuardrails(
-            settings, tracer_provider=TracerProvider(), meter_provider=meters,
+            settings,
+            tracer_provider=TracerProvider(),
+            meter_provider=meters,
             # A long delay keeps the records queued while the metric is read.
             processor=AktoSpanProcessor(settings, schedule_delay_millis=60_000),
         )
@@ -317,9 +322,271 @@ def test_two_guards_on_one_meter_provider_both_report_their_queue() -> None:
     data = reader.get_metrics_data()
     assert data is not None
     values = [
-        p.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-        if m.name == "akto.exporter.queue.size" for p in m.data.data_points
+        p.value
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "akto.exporter.queue.size"
+        for p in m.data.data_points
     ]
     assert values == [expected]
     for guard in guards:
         guard.shutdown()
+
+
+# ---------------------------------------------------------------- OTel-native processor
+
+
+def test_a_processor_built_with_no_arguments_reads_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with EmulatorServer() as akto:
+        monkeypatch.setenv("AKTO_DATA_INGESTION_URL", akto.url)
+        monkeypatch.setenv("AKTO_EXPORT_QUEUE_SIZE", "77")
+        processor = AktoSpanProcessor()
+        provider = TracerProvider()
+        provider.add_span_processor(processor)
+        assert processor.settings.ingestion_url == akto.url
+        assert processor.settings.export_queue_size == 77
+        _emit(processor, provider, turn_record(CTX, "q", "a"))
+        assert processor.force_flush()
+        provider.shutdown()
+        assert len(akto.records) == 1
+
+
+def test_an_exporter_built_with_no_arguments_reads_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from akto_otel.exporter import AktoSpanExporter
+
+    monkeypatch.setenv("AKTO_DATA_INGESTION_URL", "http://127.0.0.1:1")
+    assert AktoSpanExporter().settings.ingestion_url == "http://127.0.0.1:1"
+
+
+def test_the_exporter_on_a_plain_batch_processor_ignores_ordinary_spans() -> None:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from akto_otel.exporter import AktoSpanExporter
+
+    with ScriptedAkto() as akto:
+        exporter = AktoSpanExporter(Settings.from_env({}, ingestion_url=akto.url))
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        for _ in range(3):
+            provider.get_tracer("app").start_span("app work").end()
+        provider.shutdown()
+    assert akto.requests == []
+    assert exporter.stats.snapshot() == {"exported": 0, "failed": 0, "dropped": 0, "retried": 0}
+
+
+def test_records_of_a_span_the_sampler_dropped_still_reach_akto() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    with EmulatorServer() as akto:
+        settings = Settings.from_env({}, ingestion_url=akto.url)
+        processor = AktoSpanProcessor(settings)
+        provider = TracerProvider(sampler=ALWAYS_OFF)
+        provider.add_span_processor(processor)
+        _emit(processor, provider, turn_record(CTX, "q", "a"))
+        assert processor.force_flush()
+        provider.shutdown()
+        assert len(akto.records) == 1
+
+
+def test_the_guard_ships_through_the_apps_own_processor_and_adds_none() -> None:
+    import asyncio
+
+    from akto_otel import AktoGuardrails
+    from akto_otel.processor import find_processors
+
+    with EmulatorServer() as akto:
+        provider = TracerProvider()
+        mine = AktoSpanProcessor(Settings.from_env({}, ingestion_url=akto.url))
+        provider.add_span_processor(mine)
+        settings = Settings.from_env({}, ingestion_url=akto.url, sync_mode=False)
+        guards = [AktoGuardrails(settings, tracer_provider=provider) for _ in range(2)]
+        assert all(g.processor is mine for g in guards)
+        assert find_processors(provider) == [mine]
+        data = {
+            "session_id": "s1",
+            "hook_event_name": "PostToolUse",
+            "tool_name": "Bash",
+            "tool_use_id": "t1",
+            "tool_input": {"command": "ls"},
+            "tool_response": {"stdout": "a"},
+        }
+        callback = guards[0].hooks()["PostToolUse"][0].hooks[0]
+        asyncio.run(callback(data, "t1", {}))  # type: ignore[arg-type]
+        assert mine.force_flush()
+        received = akto.wait_for_records(1, timeout=10)
+        provider.shutdown()
+    assert [r.record["path"] for r in received] == ["/tool/Bash"]
+    assert mine.stats.snapshot()["exported"] == 1
+
+
+def test_guards_that_made_their_own_processors_do_not_share_them() -> None:
+    from akto_otel import AktoGuardrails
+    from akto_otel.processor import find_processors
+
+    provider = TracerProvider()
+    first = AktoGuardrails(
+        Settings.from_env({}, ingestion_url="http://127.0.0.1:1"), tracer_provider=provider
+    )
+    second = AktoGuardrails(
+        Settings.from_env({}, ingestion_url="http://127.0.0.1:2"), tracer_provider=provider
+    )
+    assert first.processor is not second.processor
+    assert second.processor.settings.ingestion_url == "http://127.0.0.1:2"
+    assert find_processors(provider) == [first.processor, second.processor]
+    for guard in (first, second):
+        guard.processor.shutdown()
+
+
+@pytest.mark.parametrize("delivery", ["batch", "proxy"])
+def test_every_delivery_request_carries_the_raw_token(delivery: str) -> None:
+    with ScriptedAkto() as akto:
+        processor, provider = _processor(akto.url, delivery=delivery, token="tok-123")
+        for i in range(3):
+            _emit(processor, provider, turn_record(CTX, "q", "a", time_ms=i), kind=str(i))
+        assert processor.force_flush()
+        provider.shutdown()
+    assert akto.requests, "nothing was sent"
+    for request in akto.requests:
+        headers = {k.lower(): v for k, v in request["headers"].items()}
+        assert headers.get("authorization") == "tok-123"
+
+
+def test_shutdown_delivers_records_of_spans_that_never_ended() -> None:
+    with EmulatorServer() as akto:
+        processor, provider = _processor(akto.url)
+        tracer = provider.get_tracer("t")
+        ended = tracer.start_span("ended")
+        processor.attach(ended, turn_record(CTX, "q", "a", time_ms=1), kind="a")
+        ended.end()
+        for i in (2, 3):
+            open_span = tracer.start_span("never ended")
+            processor.attach(open_span, turn_record(CTX, "q", "a", time_ms=i), kind="b")
+        provider.shutdown()
+        got = sorted(int(r.record["time"]) for r in akto.records)
+    assert got == [1, 2, 3]
+    assert processor.stats.snapshot()["exported"] == 3
+
+
+def test_the_package_imports_no_private_module_of_another_library() -> None:
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "akto_otel"
+    sources = sorted(root.rglob("*.py"))
+    assert sources
+    private: list[str] = []
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                if not name.startswith("akto_otel") and any(
+                    part.startswith("_") and not part.endswith("__") for part in name.split(".")
+                ):
+                    private.append(f"{source.name}: {name}")
+    assert private == []
+
+
+# ---------------------------------------------------------------- observe mode in batches
+
+
+def test_observe_mode_records_are_batched_with_publish_to_guardrails() -> None:
+    from akto_otel.contract import encode_ingest_item
+
+    plain = turn_record(CTX, "q", "a", time_ms=1)
+    judged_tool = tool_result_record(CTX, "Bash", {"command": "x"}, {"stdout": "y"}, time_ms=2)
+    judged_turn = turn_record(CTX, "q2", "a2", time_ms=3)
+    with ScriptedAkto() as akto:
+        processor, provider = _processor(akto.url, schedule_delay_millis=60_000)
+        _emit(processor, provider, plain, kind="turn")
+        _emit(processor, provider, judged_tool, kind="tool.result", guardrails=True)
+        _emit(processor, provider, judged_turn, kind="turn", response_guardrails=True)
+        assert processor.force_flush()
+        provider.shutdown()
+    assert [r["path"] for r in akto.requests] == ["/api/ingestData"]
+    got = sorted(akto.requests[0]["records"], key=lambda r: r["time"])
+    assert got == [
+        ingest_record(plain),
+        {**ingest_record(judged_tool), "publishToGuardrails": True},
+        {**ingest_record(judged_turn), "publishToGuardrails": True},
+    ]
+    # A record that asks for nothing keeps the reference's bytes exactly.
+    assert b"publishToGuardrails" not in encode_ingest_item(plain)
+    assert processor.stats.snapshot()["exported"] == 3
+
+
+def test_observe_delivery_proxy_keeps_one_http_proxy_call_per_judged_record() -> None:
+    judged = tool_result_record(CTX, "Bash", {"command": "x"}, {"stdout": "y"}, time_ms=2)
+    with EmulatorServer() as akto:
+        processor, provider = _processor(akto.url, observe_delivery="proxy")
+        _emit(processor, provider, turn_record(CTX, "q", "a", time_ms=1), kind="turn")
+        _emit(processor, provider, judged, kind="tool.result", guardrails=True)
+        assert processor.force_flush()
+        received = akto.wait_for_records(2, timeout=10)
+        provider.shutdown()
+    by_endpoint = {r.endpoint: r for r in received}
+    assert set(by_endpoint) == {"ingestData", "http-proxy"}
+    assert by_endpoint["http-proxy"].record == judged
+    assert by_endpoint["http-proxy"].flags == {
+        "guardrails": "true",
+        "akto_connector": "claude_agent_sdk",
+        "ingest_data": "true",
+    }
+    assert "publishToGuardrails" not in by_endpoint["ingestData"].record
+
+
+def test_a_record_attached_after_shutdown_is_counted_as_dropped() -> None:
+    with ScriptedAkto() as akto:
+        processor, provider = _processor(akto.url)
+        span = provider.get_tracer("t").start_span("late")  # never ends
+        provider.shutdown()
+        processor.attach(span, turn_record(CTX, "q", "a"), kind="late")
+    assert akto.requests == []
+    assert processor.stats.snapshot()["dropped"] == 1
+    assert processor.stats.failures == {"already_shutdown": 1}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_with_an_empty_queue_and_delivers_its_own() -> None:
+    with EmulatorServer() as akto:
+        processor, provider = _processor(akto.url, schedule_delay_millis=60_000)
+        for i in range(5):
+            _emit(processor, provider, turn_record(CTX, "parent", "a", time_ms=i), kind=str(i))
+        assert processor.queue_size == 5
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code only
+            code = 0
+            try:
+                if processor.queue_size != 0:
+                    code = 2
+                else:
+                    _emit(processor, provider, turn_record(CTX, "child", "a", time_ms=99))
+                    code = 0 if processor.force_flush() and processor.queue_size == 0 else 3
+            except BaseException:
+                code = 4
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert processor.queue_size == 5
+        provider.shutdown()
+        got = sorted((r.record["time"], r.record["requestPayload"]) for r in akto.records)
+    assert [t for t, _ in got] == ["0", "1", "2", "3", "4", "99"]
+
+
+def test_the_apps_processor_is_found_under_a_parent_based_ratio_sampler() -> None:
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    from akto_otel.processor import find_processors
+
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    mine = AktoSpanProcessor(Settings.from_env({}))
+    provider.add_span_processor(mine)
+    assert find_processors(provider) == [mine]
+    mine.shutdown()

@@ -1,0 +1,259 @@
+"""AktoSpanProcessor: the Akto records of finished hook spans, shipped in batches.
+
+The hooks attach the contract's records to the span they belong to
+(:meth:`AktoSpanProcessor.attach`); when that span ends, the processor hands a
+:class:`~akto_otel.exporter.RecordSpan` carrying them to the SDK's public
+``BatchSpanProcessor``, which runs an :class:`~akto_otel.exporter.AktoSpanExporter`
+on its worker thread. Spans without records (the rest of the app's spans) are
+ignored; the agent's event loop never waits for delivery. Records are held on the
+processor side, keyed by span id, never put on the span itself (see
+``akto_otel.exporter`` for why).
+
+Built with no arguments it reads ``AKTO_*`` from the environment, like the SDK's
+exporters. A guard (``AktoGuardrails``, ``configure()``) on a provider that already
+has an ``AktoSpanProcessor`` uses that one instead of adding its own.
+
+Usage::
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from akto_otel import AktoGuardrails, AktoSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(AktoSpanProcessor())   # AKTO_DATA_INGESTION_URL, ...
+    trace.set_tracer_provider(provider)
+    guard = AktoGuardrails()                           # ships through the processor above
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import weakref
+from typing import Any
+
+import httpx
+from opentelemetry import context as otel_context
+from opentelemetry import trace as trace_api
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span as ApiSpan
+from opentelemetry.trace import SpanContext, TraceFlags
+
+from akto_otel.config import Settings
+from akto_otel.exporter import (
+    AktoSpanExporter,
+    ExportStats,
+    PendingRecord,
+    RecordSpan,
+    at_fork_in_child,
+)
+
+__all__ = ["AktoSpanProcessor", "find_processors", "processor_for"]
+
+_log = logging.getLogger("akto_otel.processor")
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_PROBE_KEY = otel_context.create_key("akto_otel.processor_probe")
+
+
+class AktoSpanProcessor(SpanProcessor):
+    """Ships the Akto records of hook spans when those spans end.
+
+    ``settings`` default to ``Settings.from_env()``. ``max_queue_size`` (records,
+    default ``AKTO_EXPORT_QUEUE_SIZE``) bounds what waits for delivery; past it
+    records are dropped and counted in ``stats``. ``exporter`` replaces the
+    :class:`AktoSpanExporter` built from ``settings``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        max_queue_size: int | None = None,
+        max_export_batch_size: int = 512,
+        schedule_delay_millis: float = 200,
+        transport: httpx.BaseTransport | None = None,
+        exporter: AktoSpanExporter | None = None,
+    ) -> None:
+        if exporter is not None:
+            self.settings = exporter.settings if settings is None else settings
+            self._exporter = exporter
+        else:
+            self.settings = settings if settings is not None else Settings.from_env()
+            self._exporter = AktoSpanExporter(self.settings, transport=transport)
+        self.stats: ExportStats = self._exporter.stats
+        self._pending: dict[int, list[PendingRecord]] = {}
+        self._capacity = max_queue_size or self.settings.export_queue_size
+        self._admitted = 0
+        self._admit_lock = threading.Lock()
+        # Admission below keeps the SDK's queue from ever overflowing (it would drop
+        # silently), so the drop count is ours and exact; the slack covers the batch
+        # the worker may hold.
+        self._batch = BatchSpanProcessor(
+            self._exporter,
+            max_queue_size=self._capacity + max_export_batch_size,
+            schedule_delay_millis=schedule_delay_millis,
+            max_export_batch_size=max_export_batch_size,
+            export_timeout_millis=self.settings.timeout * 1000,
+        )
+        self._closing = False
+        self._shutdown = False
+        at_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The SDK's batch processor drops the parent's queue in the child: so do we.
+        self._admitted = self._exporter.taken
+
+    @property
+    def queue_size(self) -> int:
+        """Records queued for delivery (or taken by the worker and not yet counted)."""
+        return max(0, self._admitted - self._exporter.taken)
+
+    @property
+    def exporter(self) -> AktoSpanExporter:
+        """The exporter the SDK's batch processor runs."""
+        return self._exporter
+
+    def attach(
+        self,
+        span: ApiSpan,
+        record: dict[str, Any],
+        *,
+        kind: str,
+        guardrails: bool = False,
+        response_guardrails: bool = False,
+    ) -> None:
+        """Hold ``record`` until ``span`` ends (queue it at once when the span is not recorded).
+
+        ``kind`` names the record within its span (``"prompt"``, ``"tool.result"``,
+        ...) for the idempotency key; the flags ask Akto to judge it on ingestion.
+        """
+        context = span.get_span_context()
+        item = PendingRecord(
+            record=record,
+            key=f"{context.trace_id:032x}-{context.span_id:016x}-{kind}",
+            guardrails=guardrails,
+            response_guardrails=response_guardrails,
+        )
+        if self._closing or not span.is_recording() or not context.is_valid:
+            self._emit(context, [item])  # queued now, or counted as dropped after shutdown
+            return
+        self._pending.setdefault(context.span_id, []).append(item)
+
+    def _emit(self, context: SpanContext, items: list[PendingRecord]) -> None:
+        if self._shutdown:
+            self.stats.add("dropped", len(items), "already_shutdown")
+            return
+        count = len(items)
+        with self._admit_lock:
+            # Records admitted minus records the exporter took: what is queued now (or
+            # popped and about to be exported, which errs on the side of dropping).
+            full = self._admitted - self._exporter.taken + count > self._capacity
+            if not full:
+                self._admitted += count
+        if full:
+            self.stats.add("dropped", count, "queue_full")
+            return
+        carrier_context = SpanContext(
+            context.trace_id, context.span_id, is_remote=False, trace_flags=_SAMPLED
+        )
+        self._batch.on_end(RecordSpan(carrier_context, tuple(items)))
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Answer :func:`find_processors`' probe; nothing else happens at span start."""
+        if parent_context is not None:
+            found = otel_context.get_value(_PROBE_KEY, parent_context)
+            if isinstance(found, list):
+                found.append(self)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue the records attached to ``span``, if any."""
+        context = span.context
+        if context is None:
+            return
+        items = self._pending.pop(context.span_id, None)
+        if items:
+            self._emit(context, items)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Deliver every queued record now (on the caller's thread)."""
+        if self._shutdown:
+            return False
+        return self._batch.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        """Deliver what is queued, for at most ``export_shutdown_timeout`` seconds.
+
+        Records of spans that never ended are queued first, so they go out too.
+        """
+        if self._shutdown:
+            return
+        self._closing = True
+        pending, self._pending = self._pending, {}
+        for span_id, items in list(pending.items()):
+            # The carrier's trace id is never read; the records keep their own keys.
+            self._emit(SpanContext(0, span_id, is_remote=False), items)
+        self._shutdown = True
+        timeout = self.settings.export_shutdown_timeout
+        self._exporter.begin_shutdown(time.monotonic() + timeout)
+        self._batch.shutdown()  # type: ignore[no-untyped-call]
+
+
+def find_processors(provider: TracerProvider) -> list[AktoSpanProcessor]:
+    """The :class:`AktoSpanProcessor` instances already on ``provider``, in order.
+
+    Found through public API only: a probe span is started (never ended, so no
+    exporter sees it) with a context value each ``AktoSpanProcessor`` answers in
+    ``on_start``, under a sampled remote parent. A sampler that drops it anyway
+    (``ALWAYS_OFF``, a bare ratio sampler) hides them (empty list).
+    """
+    found: list[AktoSpanProcessor] = []
+    # A sampled remote parent: parent-based samplers (the SDK's default, and
+    # ParentBased(TraceIdRatioBased(...))) then record the probe.
+    parent = SpanContext(
+        random.getrandbits(128) or 1,
+        random.getrandbits(64) or 1,
+        is_remote=True,
+        trace_flags=_SAMPLED,
+    )
+    ctx = trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent))
+    ctx = otel_context.set_value(_PROBE_KEY, found, ctx)
+    provider.get_tracer("akto_otel.probe").start_span("akto_otel.probe", context=ctx)
+    return found
+
+
+_GUARD_MADE: weakref.WeakSet[AktoSpanProcessor] = weakref.WeakSet()
+
+
+def processor_for(
+    provider: TracerProvider, settings: Settings, processor: AktoSpanProcessor | None = None
+) -> AktoSpanProcessor:
+    """The processor a guard with ``settings`` ships its records through on ``provider``.
+
+    ``processor`` when given (added to the provider unless already on it); else an
+    ``AktoSpanProcessor`` the app put on the provider; else a new one built from
+    ``settings`` and added. Guards never share the processors they made: two guards
+    with different settings on one provider each deliver where their settings say.
+    """
+    present = find_processors(provider)
+    if processor is not None:
+        if processor not in present:
+            provider.add_span_processor(processor)
+        return processor
+    apps = [p for p in present if p not in _GUARD_MADE]
+    if apps:
+        if apps[0].settings.ingestion_url != settings.ingestion_url:
+            _log.warning(
+                "using the app's AktoSpanProcessor, which ships records to %r, "
+                "not to the guard's AKTO_DATA_INGESTION_URL %r",
+                apps[0].settings.ingestion_url,
+                settings.ingestion_url,
+            )
+        return apps[0]
+    made = AktoSpanProcessor(settings)
+    _GUARD_MADE.add(made)
+    provider.add_span_processor(made)
+    return made

@@ -1,0 +1,184 @@
+"""Observe mode through the hooks: records/s when every record asks Akto to judge it.
+
+``AKTO_SYNC_MODE=false``: each PostToolUse hook call attaches a record with
+server-side guardrails asked for. ``observe_delivery="proxy"`` (before) posts each
+one to ``/api/http-proxy?guardrails=true&ingest_data=true``; ``"batch"`` (after,
+the default) sends them to ``/api/ingestData`` in batches with
+``"publishToGuardrails": true`` per record. Timed from the first hook call until
+``force_flush()`` returns; delivered = records the emulator (its own process)
+counted.
+
+Run alone: ``python -m benchmarks.fig_observe [--quick]``; in the suite, add
+``"observe": (fig_observe.HEADER, fig_observe.run)`` to ``FIGURES`` in
+``benchmarks/runner.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+from akto_otel.config import Settings
+
+from .common import Config, FigureResult, Table, Verdict, fmt_ratio
+from .environment import Environment
+from .workload import TOOL_INPUT, TOOL_RESPONSE, make_guard, quiet_logs
+
+__all__ = ["HEADER", "run"]
+
+HEADER = "Observe mode through the hooks: records/s delivered (proxy per record vs batched)"
+PROXY = "observe_delivery=proxy (one /api/http-proxy per record)"
+BATCH = "observe_delivery=batch (/api/ingestData, publishToGuardrails)"
+HOOKS = "  hooks alone (no Akto URL: the ceiling delivery can reach)"
+#: Today's figure the issue gives for observe mode (proxy per record): 725-782/s.
+TARGET_RATIO = 10.0
+
+
+async def _drive(callback: Any, n: int) -> None:
+    for i in range(n):
+        data = {
+            "session_id": "bench",
+            "hook_event_name": "PostToolUse",
+            "tool_name": "Bash",
+            "tool_use_id": f"t{i}",
+            "tool_input": TOOL_INPUT,
+            "tool_response": TOOL_RESPONSE,
+        }
+        await callback(data, f"t{i}", {})
+
+
+def _one(env: Environment, delivery: str, n: int) -> dict[str, Any]:
+    settings = Settings(
+        ingestion_url="" if delivery == HOOKS else env.emulator.url,
+        sync_mode=False,
+        observe_delivery="batch" if delivery == BATCH else "proxy",
+        export_queue_size=n + 1024,
+        timeout=30.0,
+    )
+    guard = make_guard(settings)
+    callback = guard.hooks()["PostToolUse"][0].hooks[0]
+    env.clear_emulator()
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    asyncio.run(_drive(callback, n))
+    hooks_done = time.perf_counter() - start
+    flushed = guard.force_flush(600_000)
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
+    delivered = n if delivery == HOOKS else env.clear_emulator()
+    stats = guard.processor.stats.snapshot()
+    guard.shutdown()
+    return {
+        "n": n,
+        "delivered": delivered,
+        "seconds": elapsed,
+        "hook_seconds": hooks_done,
+        "cpu": cpu,
+        "flushed": flushed,
+        "stats": stats,
+    }
+
+
+def run(cfg: Config, env: Environment) -> FigureResult:
+    result = FigureResult("observe", HEADER)
+    sizes = {
+        PROXY: cfg.pick(3_000, 300),
+        BATCH: cfg.pick(30_000, 3_000),
+        HOOKS: cfg.pick(30_000, 3_000),
+    }
+    reps = cfg.pick(cfg.repeats, 1)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sizes}
+    for rep in range(reps):
+        names = list(sizes)[rep % 3 :] + list(sizes)[: rep % 3]
+        for name in names:
+            runs[name].append(_one(env, name, sizes[name]))
+    table = Table(
+        f"records delivered per second ({reps} repetition(s), median shown)",
+        [
+            "path",
+            "records",
+            "delivered",
+            "records/s",
+            "spread",
+            "hook µs/record",
+            "CPU s/10k",
+            "records per CPU-s",
+        ],
+    )
+    rates: dict[str, float] = {}
+    for name, got in runs.items():
+        ordered = sorted(got, key=lambda r: r["delivered"] / r["seconds"])
+        med = ordered[(len(ordered) - 1) // 2]
+        rate = med["delivered"] / med["seconds"]
+        rates[name] = rate
+        spread = [r["delivered"] / r["seconds"] for r in got]
+        table.add(
+            name,
+            med["n"],
+            med["delivered"],
+            f"{rate:,.0f}",
+            f"{min(spread):,.0f}-{max(spread):,.0f}",
+            f"{med['hook_seconds'] / med['n'] * 1e6:.1f}",
+            f"{med['cpu'] / med['n'] * 10_000:.2f}",
+            f"{med['n'] / med['cpu']:,.0f}",
+        )
+    table.notes.append(
+        "records: PostToolUse records of a Bash call, each asking for server-side guardrails; "
+        "the hook callbacks are awaited back to back on one event loop, then force_flush()."
+    )
+    table.notes.append(
+        "hooks alone: the same hook calls with no ingestion URL (records counted as "
+        "not_configured, nothing sent): batched delivery near this rate means the hook, "
+        "not delivery, is the limit."
+    )
+    table.notes.append(
+        "records per CPU-s: records over this process's CPU time (hooks and the delivery "
+        "worker), the capacity when the machine is not shared; wall-clock records/s drops "
+        "with machine load."
+    )
+    result.tables.append(table)
+    ratio = rates[BATCH] / rates[PROXY] if rates[PROXY] else float("nan")
+    result.verdicts.append(
+        Verdict(
+            f"observe mode batched >= {TARGET_RATIO:.0f}x per-record proxy",
+            fmt_ratio(ratio),
+            ratio >= TARGET_RATIO,
+            f"{rates[BATCH]:,.0f}/s vs {rates[PROXY]:,.0f}/s",
+        )
+    )
+    result.verdicts.append(
+        Verdict(
+            "observe mode through the hooks >= 7,500 records/s",
+            f"{rates[BATCH]:,.0f}/s",
+            rates[BATCH] >= 7_500,
+        )
+    )
+    lost = {name: r[0]["n"] - r[0]["delivered"] for name, r in runs.items() if r}
+    if any(lost.values()):
+        result.notes.append(f"records not delivered (first run): {lost}")
+    result.data = dict(runs)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    quiet_logs()
+    cfg = Config(quick="--quick" in args, server="emulator")
+    env = Environment(cfg)
+    try:
+        result = run(cfg, env)
+    finally:
+        env.close()
+    print(result.render())
+    for verdict in result.verdicts:
+        print(
+            f"{'MET' if verdict.met else 'NOT MET'}: {verdict.target}: {verdict.measured}"
+            f" ({verdict.detail})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
