@@ -24,7 +24,6 @@ Usage::
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import socket
@@ -181,20 +180,6 @@ def settings_lines(
 # --------------------------------------------------------- OpenTelemetry exporters
 
 
-def _otel_exporters(env: Mapping[str, str]) -> dict[str, tuple[list[str], bool]]:
-    """Signal -> (exporter names, OTLP over gRPC?) as ``configure()`` would build them.
-
-    Raises :class:`AktoConfigError` where ``configure()`` would. The one place that
-    mirrors configure.py: rewire it to configure's public validator when it has one.
-    """
-    module = importlib.import_module("akto_otel.configure")
-    chosen: dict[str, tuple[list[str], bool]] = {}
-    for signal in ("traces", "metrics"):
-        names = module._exporters(env, signal)
-        chosen[signal] = (names, "otlp" in names and module._grpc(env, signal))
-    return chosen
-
-
 def _otlp_endpoint(env: Mapping[str, str], signal: str, grpc: bool) -> str:
     specific = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
     if specific:
@@ -207,48 +192,37 @@ def _otlp_endpoint(env: Mapping[str, str], signal: str, grpc: bool) -> str:
 
 def otel_findings(env: Mapping[str, str]) -> list[Finding]:
     """Where ``configure()`` would send spans and metrics, or why it would refuse."""
+    from akto_otel.configure import exporter_plan
+
     try:
-        chosen = _otel_exporters(env)
+        plan = exporter_plan(env)
     except AktoConfigError as exc:
         return [Finding(False, f"{exc} (configure() would raise)", invalid=True)]
     findings: list[Finding] = []
-    for signal, (names, grpc) in chosen.items():
-        if not names:
-            findings.append(
-                Finding(
-                    True,
-                    f"{signal}: not exported (no OTEL_{signal.upper()}_EXPORTER and no "
-                    "OTEL_EXPORTER_OTLP_ENDPOINT); hook spans still reach Akto"
-                    if signal == "traces"
-                    else f"{signal}: not exported (no OTEL_{signal.upper()}_EXPORTER and no "
-                    "OTEL_EXPORTER_OTLP_ENDPOINT)",
-                )
-            )
+    for signal in ("traces", "metrics"):
+        planned = [p for p in plan if p.signal == signal]
+        if not planned:
+            unexported = f"{signal}: not exported (no OTEL_{signal.upper()}_EXPORTER and no "
+            unexported += "OTEL_EXPORTER_OTLP_ENDPOINT)"
+            if signal == "traces":
+                unexported += "; hook spans still reach Akto"
+            findings.append(Finding(True, unexported))
             continue
-        for name in names:
-            if name == "console":
+        for exporter in planned:
+            if exporter.kind == "console":
                 findings.append(Finding(True, f"{signal}: console (printed to stdout)"))
                 continue
+            grpc = exporter.protocol == "grpc"
             endpoint = _otlp_endpoint(env, signal, grpc)
-            protocol = "grpc" if grpc else "http/protobuf"
-            findings.append(_otlp_finding(signal, protocol, endpoint))
+            findings.append(_otlp_finding(signal, exporter.protocol, endpoint))
     return findings
 
 
 def _otlp_finding(signal: str, protocol: str, endpoint: str) -> Finding:
-    package = "grpc" if protocol == "grpc" else "http"
-    module = f"opentelemetry.exporter.otlp.proto.{package}.{signal[:-1]}_exporter"
-    if signal == "metrics":
-        module = f"opentelemetry.exporter.otlp.proto.{package}.metric_exporter"
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return Finding(
-            False, f"{signal}: otlp {protocol} needs {module}, which is not installed", invalid=True
-        )
+    grpc = protocol == "grpc"
     parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
     host = parts.hostname or "localhost"
-    port = parts.port or (443 if parts.scheme == "https" else 4317 if package == "grpc" else 4318)
+    port = parts.port or (443 if parts.scheme == "https" else 4317 if grpc else 4318)
     shown = f"{signal}: otlp {protocol} -> {redact_url(endpoint)}"
     try:
         with socket.create_connection((host, port), timeout=2.0):
