@@ -91,8 +91,12 @@ def _parse_url(name: str, raw: str) -> str:
     value = raw.strip().rstrip("/")
     if not value:
         return ""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(value)
+        host, _port = parts.hostname, parts.port  # both raise on a malformed netloc
+    except ValueError:
+        raise AktoConfigError(name, raw, "an http:// or https:// URL with a host") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise AktoConfigError(name, raw, "an http:// or https:// URL with a host")
     if parts.query or parts.fragment:
         raise AktoConfigError(name, raw, "a base URL without query or fragment")
