@@ -1,0 +1,74 @@
+"""The compatibility sessions (noxfile.py) test the ends of the ranges pyproject.toml declares."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def _noxfile() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("_akto_noxfile", ROOT / "noxfile.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _project() -> dict[str, object]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert isinstance(project, dict)
+    return project
+
+
+def _floor(name: str) -> Version:
+    dependencies = _project()["dependencies"]
+    assert isinstance(dependencies, list)
+    for line in dependencies:
+        requirement = Requirement(line)
+        if requirement.name == name:
+            floors = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
+            assert len(floors) == 1, f"{name} needs one >= floor: {line}"
+            return floors[0]
+    raise AssertionError(f"{name} is not a dependency")
+
+
+def test_sessions_start_at_the_declared_floors() -> None:
+    nox = _noxfile()
+    assert Version(nox.SDK_OLDEST) == _floor("claude-agent-sdk")
+    assert Version(nox.OTEL_OLDEST) == _floor("opentelemetry-sdk")
+    assert Version(nox.OTEL_OLDEST) == _floor("opentelemetry-api")
+
+
+def test_sessions_cover_the_declared_pythons() -> None:
+    nox = _noxfile()
+    project = _project()
+    requires = str(project["requires-python"])
+    assert requires == f">={nox.PYTHON_OLDEST}"
+    classifiers = project["classifiers"]
+    assert isinstance(classifiers, list)
+    declared = sorted(
+        (
+            c.rsplit(" :: ", 1)[1]
+            for c in classifiers
+            if c.startswith("Programming Language :: Python :: 3.")
+        ),
+        key=Version,
+    )
+    assert declared, "no Python version classifiers"
+    assert declared[0] == nox.PYTHON_OLDEST
+    assert declared[-1] == nox.PYTHON_NEWEST
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" in declared
