@@ -329,9 +329,13 @@ def test_otelcol_has_exactly_the_components_the_config_uses() -> None:
     assert have == used
 
 
-def test_jaeger_validates_its_config() -> None:
+def test_jaeger_validates_its_config(tmp_path: Path) -> None:
     jaeger = require_program("jaeger")
     result = _validate(jaeger, JAEGER_CONFIG, _base_env())
     assert result.returncode == 0, result.stdout + result.stderr
-    broken_text = JAEGER_CONFIG.read_text().replace("memory:\n", "memroy:\n", 1)
-    assert broken_text != JAEGER_CONFIG.read_text()
+    broken = tmp_path / "jaeger.yaml"
+    broken.write_text(JAEGER_CONFIG.read_text().replace("max_traces:", "max_tracez:", 1))
+    assert broken.read_text() != JAEGER_CONFIG.read_text()
+    # An unknown field of the memory storage: refused.
+    refused = _validate(jaeger, broken, _base_env())
+    assert refused.returncode != 0, refused.stdout
