@@ -49,7 +49,7 @@ SERVICE = "akto-otel-demo"  # the datasource links' $__tags filter on this name
 FOR = "5s"
 WINDOW = "60s"
 DEADLINE_S = 180.0
-DEMO_ARGS = ["--runs", "10", "--deny-heavy", "--pause", "1.5"]
+DEMO_ARGS = ["--runs", "12", "--deny-heavy", "--pause", "1.5"]
 # akto_guardrail_decisions_total{hook, decision} from the span metrics alone.
 FROM_SPANS = {
     "record": "akto_guardrail_decisions_total",
