@@ -107,7 +107,12 @@ timed() {
 
 timed otelcol "$OTELCOL" build_otelcol
 timed jaeger "$JAEGER" build_jaeger
-# The collector must accept the config the stack runs (unknown component or field:
-# it exits non-zero); with the compose defaults, so nothing has to resolve.
+# Both must accept the configs the stack runs (unknown component or field: non-zero
+# exit); with the compose defaults, so nothing has to resolve.
 "$OTELCOL" validate --config="$HERE/otel-collector.yaml"
+# (Jaeger logs its version on every start: shown only when it refuses.)
+jaeger_check=$("$JAEGER" validate --config="$HERE/jaeger.yaml" 2>&1) || {
+  echo "$jaeger_check" >&2
+  exit 1
+}
 print_paths

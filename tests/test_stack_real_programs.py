@@ -8,8 +8,9 @@ build.sh first), where they fail.
 
 The tests here: the collector accepts collector/otel-collector.yaml (``otelcol
 validate``) and rejects a broken copy; it was built with exactly the component types
-the config uses; Jaeger accepts collector/jaeger.yaml; build.sh keeps its binaries
-outside the checkout, named by version.
+the config uses; Jaeger accepts collector/jaeger.yaml (and rejects a broken copy);
+build.sh keeps its binaries outside the checkout, named by version, and a second run
+reuses them and ends with their two paths.
 """
 
 from __future__ import annotations
@@ -275,6 +276,20 @@ def test_build_script_keeps_binaries_outside_the_checkout(tmp_path: Path) -> Non
     assert moved["jaeger"].name == (
         f"jaeger-{versions['JAEGER_RELEASE']}-{versions['JAEGER_MODULE_VERSION']}"
     )
+
+
+def test_a_second_build_reuses_the_binaries_and_ends_with_their_paths() -> None:
+    paths = {"otelcol": require_program("otelcol"), "jaeger": require_program("jaeger")}
+    before = {name: path.stat().st_mtime_ns for name, path in paths.items()}
+    result = subprocess.run(
+        ["bash", str(BUILD)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-2:] == [f"otelcol={paths['otelcol']}", f"jaeger={paths['jaeger']}"]
+    assert {name: path.stat().st_mtime_ns for name, path in paths.items()} == before
+    timings = [line for line in lines if line.startswith(("otelcol:", "jaeger:"))]
+    assert len(timings) == 2 and all("cached" in line for line in timings), lines
 
 
 def test_otelcol_validates_the_stack_config() -> None:
