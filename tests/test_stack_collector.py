@@ -1,14 +1,20 @@
-"""Structure of collector/otel-collector.yaml (no collector binary is installable here).
+"""Structure of collector/otel-collector.yaml, and the build pins kept in step.
 
 Checks what the collector itself would refuse at start-up, plus our own rules:
 every component a pipeline names is defined, every defined component is used,
 connectors link an exporter side to a receiver side, no pre-2026 component names,
 memory_limiter first, guardrail dimensions on the span metrics, and the ports the
-rest of the stack relies on.
+rest of the stack relies on (the ``${env:VAR:-default}`` defaults, which are the
+compose ones). Also: collector/builder-manifest.yaml builds exactly the component
+types the config uses, every module at the release of the compose image, and
+collector/build.sh pins the same collector release and the Jaeger release of the
+compose image. The real binaries run in tests/test_stack_real_*.py.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,20 @@ import yaml
 from tests.test_stack_promql import ROOT
 
 CONFIG = ROOT / "collector" / "otel-collector.yaml"
+MANIFEST = ROOT / "collector" / "builder-manifest.yaml"
+BUILD = ROOT / "collector" / "build.sh"
+COMPOSE = ROOT / "docker-compose.yml"
+_ENV_REF = re.compile(r"\$\{env:([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
+# The Go module of each component type we use (ocb manifest entries).
+MODULE_TYPES = {
+    "otlpreceiver": ("receivers", "otlp"),
+    "batchprocessor": ("processors", "batch"),
+    "memorylimiterprocessor": ("processors", "memory_limiter"),
+    "spanmetricsconnector": ("connectors", "span_metrics"),
+    "otlpexporter": ("exporters", "otlp_grpc"),
+    "prometheusexporter": ("exporters", "prometheus"),
+    "healthcheckextension": ("extensions", "health_check"),
+}
 SECTIONS = ("receivers", "processors", "exporters", "connectors", "extensions")
 SIGNALS = ("traces", "metrics", "logs")
 # Component types renamed in 2026 (old name -> new name), per kind.
@@ -38,6 +58,35 @@ def _type(component_id: str) -> str:
 
 def _signal(pipeline_id: str) -> str:
     return pipeline_id.split("/", 1)[0]
+
+
+def expand(value: Any, env: Mapping[str, str]) -> Any:
+    """``value`` with every ``${env:VAR:-default}`` resolved like the collector does."""
+    if isinstance(value, dict):
+        return {k: expand(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if env.get(name):
+            return env[name]
+        assert default is not None, f"${{env:{name}}} has no default"
+        return default
+
+    text = _ENV_REF.sub(one, value)
+    return int(text) if text.isdigit() and text != value else text
+
+
+def env_references(value: Any) -> list[str]:
+    """Every string of ``value`` that contains a ``${env:...}`` reference."""
+    if isinstance(value, dict):
+        return [ref for v in value.values() for ref in env_references(v)]
+    if isinstance(value, list):
+        return [ref for v in value for ref in env_references(v)]
+    return [value] if isinstance(value, str) and "${env:" in value else []
 
 
 def problems(config: dict[str, Any]) -> list[str]:
@@ -102,9 +151,94 @@ def problems(config: dict[str, Any]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
+    """The config as compose runs it: every ``${env:...}`` at its default."""
     data = yaml.safe_load(CONFIG.read_text())
     assert isinstance(data, dict)
-    return data
+    resolved = expand(data, {})
+    assert isinstance(resolved, dict)
+    return resolved
+
+
+def test_every_endpoint_comes_from_the_environment_with_the_compose_default() -> None:
+    raw = yaml.safe_load(CONFIG.read_text())
+    endpoints = [
+        raw["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
+        raw["receivers"]["otlp"]["protocols"]["http"]["endpoint"],
+        raw["extensions"]["health_check"]["endpoint"],
+        raw["exporters"]["otlp_grpc/jaeger"]["endpoint"],
+        raw["exporters"]["otlp_grpc/tempo"]["endpoint"],
+        raw["exporters"]["prometheus"]["endpoint"],
+    ]
+    reader = raw["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]
+    endpoints += [reader["prometheus"]["host"], reader["prometheus"]["port"]]
+    for endpoint in endpoints:
+        match = _ENV_REF.fullmatch(endpoint) if isinstance(endpoint, str) else None
+        assert match, f"{endpoint!r} is not a ${{env:...}} reference"
+        assert match.group(2), f"{endpoint}: no default"
+    assert sorted(env_references(raw)) == sorted(endpoints)
+    moved = expand(raw, {"JAEGER_OTLP_ENDPOINT": "127.0.0.1:1234", "OTELCOL_TELEMETRY_PORT": "9"})
+    assert moved["exporters"]["otlp_grpc/jaeger"]["endpoint"] == "127.0.0.1:1234"
+    port = moved["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]
+    assert port["prometheus"]["port"] == 9
+
+
+def _module(gomod: str) -> tuple[str, str]:
+    """``"path version"`` of an ocb manifest entry as (path, version)."""
+    path, version = gomod.split()
+    return path, version
+
+
+def _manifest_modules(*keys: str) -> list[tuple[str, str]]:
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    kinds = keys or ("receivers", "processors", "exporters", "connectors", "extensions")
+    return [_module(entry["gomod"]) for key in kinds for entry in manifest.get(key) or []]
+
+
+def _script_pin(name: str) -> str:
+    match = re.search(rf"(?m)^{name}=(\S+)$", BUILD.read_text())
+    assert match, f"collector/build.sh has no {name}="
+    return match.group(1)
+
+
+def _compose_tag(service: str) -> str:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    image: str = compose["services"][service]["image"]
+    return image.rsplit(":", 1)[1]
+
+
+def test_manifest_builds_exactly_the_component_types_the_config_uses() -> None:
+    raw = yaml.safe_load(CONFIG.read_text())
+    used = {(kind, cid.split("/", 1)[0]) for kind in SECTIONS for cid in (raw.get(kind) or {})}
+    built = set()
+    for module, _ in _manifest_modules():
+        leaf = module.rsplit("/", 1)[1]
+        assert leaf in MODULE_TYPES, f"{module}: add its component type to MODULE_TYPES"
+        built.add(MODULE_TYPES[leaf])
+    assert built == used
+
+
+def test_collector_release_is_the_same_in_manifest_script_and_compose() -> None:
+    release = _script_pin("OTELCOL_VERSION")
+    assert _compose_tag("otel-collector") == release
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    assert manifest["dist"]["version"] == release
+    modules = _manifest_modules() + _manifest_modules("providers")
+    modules.append(_module(manifest["telemetry"]["gomod"]))
+    assert len(modules) >= 10
+    # Collector modules are versioned 0.N (components) or 1.(N-94) (stable APIs,
+    # e.g. the confmap providers): both come from the one release.
+    minor = int(release.split(".")[1])
+    allowed = {f"v{release}", f"v1.{minor - 94}.0"}
+    wrong = [f"{m} {v}" for m, v in modules if v not in allowed]
+    assert wrong == [], f"not at collector release {release}: {wrong}"
+
+
+def test_jaeger_release_is_the_same_in_script_and_compose() -> None:
+    assert _compose_tag("jaeger") == _script_pin("JAEGER_RELEASE")
+    compose = yaml.safe_load(COMPOSE.read_text())
+    jaeger = compose["services"]["jaeger"]
+    assert "./collector/jaeger.yaml:/etc/jaeger/config.yaml:ro" in jaeger["volumes"]
+    assert "--config=/etc/jaeger/config.yaml" in jaeger["command"]
 
 
 def test_config_has_no_problems(config: dict[str, Any]) -> None:
@@ -176,6 +310,6 @@ def test_metrics_reach_prometheus_on_the_scraped_port(config: dict[str, Any]) ->
     ],
 )
 def test_the_checker_catches_mistakes(mutate: Any, expected: str, tmp_path: Path) -> None:
-    broken = yaml.safe_load(CONFIG.read_text())
+    broken = expand(yaml.safe_load(CONFIG.read_text()), {})
     mutate(broken)
     assert any(expected in p for p in problems(broken)), problems(broken)
