@@ -353,6 +353,22 @@ def test_agent_program_runs_offline_and_is_guarded(tmp_path: Path, name: str) ->
         _assert_guarded(akto, tmp_path)
 
 
+@pytest.mark.timeout(60)
+def test_app_processor_is_used_not_doubled(tmp_path: Path) -> None:
+    """docs/delivery.md: the guard ships through the app's AktoSpanProcessor, adds none."""
+    check = (
+        "\nimport gc\n"
+        "found = [o for o in gc.get_objects() if isinstance(o, AktoSpanProcessor)]\n"
+        "assert found == [guard.processor], found\n"
+        "assert guard.tracer_provider is provider\n"
+        "print('processors', len(found))\n"
+    )
+    env = base_env(AKTO_DATA_INGESTION_URL="http://127.0.0.1:9")
+    result = _run_program(doc_block("delivery-app-processor").code + check, env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "processors 1" in result.stdout
+
+
 @pytest.mark.timeout(180)
 def test_zero_code_command_runs_offline_and_is_guarded(tmp_path: Path) -> None:
     if shutil.which("opentelemetry-instrument", path=base_env()["PATH"]) is None:
