@@ -38,6 +38,14 @@ def dashboard() -> dict[str, Any]:
     return data
 
 
+# grafana-foundation-sdk 0.0.21 needs Python 3.11+; on 3.10 the committed JSON is
+# still checked by every other test here, only its regeneration is not.
+needs_generator = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="grafana-foundation-sdk needs Python 3.11+"
+)
+
+
+@needs_generator
 def test_committed_json_is_what_the_generator_produces() -> None:
     module = load_dashboards_module()
     committed = sorted(p.name for p in DASHBOARD_DIR.glob("*.json"))
@@ -48,6 +56,7 @@ def test_committed_json_is_what_the_generator_produces() -> None:
         assert actual == expected, f"{name} is stale: run python grafana/dashboards.py"
 
 
+@needs_generator
 def test_generator_check_mode_runs_as_a_script() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "grafana" / "dashboards.py"), "--check"],
