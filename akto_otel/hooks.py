@@ -123,7 +123,7 @@ class GuardedSession:
         self._scope.tracing.end_all(error=error)
         if error:
             mark_error(self.span, error)
-        self.span.end()
+        end_span(self.span)
 
 
 class AktoGuardrails:
