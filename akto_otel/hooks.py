@@ -55,6 +55,7 @@ from akto_otel.spans import (
     record_verdict,
     security_attributes,
     start_agent_span,
+    start_span,
 )
 from akto_otel.version import __version__
 
@@ -274,7 +275,7 @@ class AktoGuardrails:
                 if call.output is not None:
                     # Decided before the failure (in recording): the decision stands.
                     return call.output
-                return self._fail_output(event)
+                return self._fail_output(event, scope, input_data, call)
             finally:
                 _quietly(self.metrics.record_hook_duration, event, time.perf_counter() - start)
 
@@ -292,9 +293,21 @@ class AktoGuardrails:
                 "akto.hook.error", {"akto.hook": event, "error.type": type(exc).__name__}
             )
 
-    def _fail_output(self, event: str) -> HookOutput:
+    def _fail_output(self, event: str, scope: _Scope, input_data: Any, call: _Call) -> HookOutput:
         """The answer of a hook that failed before it had a decision."""
-        return decide(Case(event, None, self.rules)).output
+        outcome = decide(Case(event, None, self.rules))
+        if event in ("Stop", "SubagentStop"):
+            data = _as_mapping(input_data)
+            _quietly(
+                self._settle_answer,
+                call,
+                scope.tracing.get(_text(data, "session_id")),
+                event,
+                _text(data, "agent_id"),
+                _text(data, "last_assistant_message").strip(),
+                outcome,
+            )
+        return outcome.output
 
     def _capture(self, span: Span, key: str, value: Any) -> None:
         _quietly(capture_content, span, key, value, self.settings, self.redactor)
@@ -341,7 +354,8 @@ class AktoGuardrails:
         if plan.windowed or plan.too_large:
             attributes["akto.guardrail.windows"] = len(plan.records)
             attributes["akto.guardrail.content_chars"] = plan.size
-        return self.tracer.start_span(
+        return start_span(
+            self.tracer,
             "run_guardrail akto",
             context=trace.set_span_in_context(span),
             kind=SpanKind.CLIENT,
@@ -379,6 +393,7 @@ class AktoGuardrails:
         if truncated:
             # Delivery may cut what judging never does: say so where it shows.
             _quietly(span.set_attribute, "akto.record.truncated", True)
+            _quietly(self.metrics.record_truncated, kind)
         _quietly(
             self.processor.attach,
             span,
@@ -677,14 +692,21 @@ class AktoGuardrails:
     def _settle_answer(
         self,
         call: _Call,
-        state: SessionState,
+        state: SessionState | None,
         hook: str,
         agent_id: str,
         answer: str,
         outcome: Outcome,
     ) -> None:
-        """Where every Stop and SubagentStop outcome is applied: the one place to watch."""
+        """Where every Stop and SubagentStop outcome is applied: the one place to watch.
+
+        Judged answers come here from :meth:`_judge_answer`, answers whose hook
+        failed before a verdict from the callback's error path (``state`` may
+        then be None).
+        """
         call.settle(outcome)
+        if state is None:
+            return
         if outcome.action == "regenerate":
             if hook == "Stop":
                 state.regenerations += 1

@@ -43,6 +43,7 @@ __all__ = [
     "record_verdict",
     "security_attributes",
     "start_agent_span",
+    "start_span",
 ]
 
 EVENT_VERDICT = "akto.guardrail.verdict"
@@ -162,8 +163,12 @@ class SessionTracing:
         attrs: dict[str, Any] = {ATTR_HOOK: hook}
         if attributes:
             attrs.update(attributes)
-        return self._tracer.start_span(
-            name, context=trace.set_span_in_context(parent), kind=kind, attributes=attrs
+        return start_span(
+            self._tracer,
+            name,
+            context=trace.set_span_in_context(parent),
+            kind=kind,
+            attributes=attrs,
         )
 
     def start_subagent(self, state: SessionState, agent_id: str, agent_type: str) -> Span:
@@ -237,9 +242,18 @@ def start_agent_span(
     if hook:
         attributes[ATTR_HOOK] = hook
     context = trace.set_span_in_context(parent) if parent is not None else None
-    return tracer.start_span(
-        f"invoke_agent {name}", context=context, kind=SpanKind.CLIENT, attributes=attributes
+    return start_span(
+        tracer, f"invoke_agent {name}", context=context, kind=SpanKind.CLIENT, attributes=attributes
     )
+
+
+def start_span(tracer: trace.Tracer, name: str, **kwargs: Any) -> Span:
+    """``tracer.start_span``; a span processor that raises (the app's) gives a no-op span."""
+    try:
+        return tracer.start_span(name, **kwargs)
+    except Exception:
+        _log.warning("a span processor raised while starting %s", name)
+        return trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
 
 
 def end_span(span: Span) -> None:

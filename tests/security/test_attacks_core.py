@@ -209,16 +209,25 @@ async def test_denied_output_of_an_unreplaceable_shape_stops_the_turn(
 
 
 class _RaisingProcessor(SpanProcessor):
-    """An app's span processor with a bug: every on_end raises."""
+    """An app's span processor with a bug: every on_end (or on_start) raises."""
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if self.when == "on_start":
+            raise RuntimeError("app processor bug")
 
     def on_end(self, span: ReadableSpan) -> None:
-        raise RuntimeError("app processor bug")
+        if self.when == "on_end":
+            raise RuntimeError("app processor bug")
 
 
+@pytest.mark.parametrize("when", ["on_end", "on_start"])
 async def test_a_deny_holds_when_a_span_processor_raises(
-    capture: SpanCapture, home: Path, workdir: Path
+    when: str, capture: SpanCapture, home: Path, workdir: Path
 ) -> None:
-    capture.provider.add_span_processor(_RaisingProcessor())
+    capture.provider.add_span_processor(_RaisingProcessor(when))
     target = workdir / "target"
     target.mkdir()
     scenario = Scenario(None, [ToolUse("Bash", {"command": f"rm -rf {target}"}), Text("ok")])
