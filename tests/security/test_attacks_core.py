@@ -75,6 +75,20 @@ async def test_prompt_padding_does_not_hide_an_injection(
     assert asked == [], "the padded injection reached the model"
 
 
+async def test_a_key_at_the_end_of_a_long_answer_is_judged(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    aws = rule("aws-key", "Stop", r"AKIA[0-9A-Z]{16}")
+    scenario = Scenario(
+        None, [Text(PADDING + " and the key is AKIAABCDEFGHIJKLMNOP"), Text("No keys here.")]
+    )
+    with EmulatorServer(Policy((aws,))) as akto, FakeAnthropic(scenario) as fake:
+        async with guard(akto, capture).session(options(fake, home, workdir)) as opts:
+            await run_agent("long answer please", opts)
+    stops = [s.attributes.get("akto.guardrail.decision") for s in capture.named("akto.stop")]
+    assert stops == ["deny", "allow"], "the key at the end of a padded answer passed"
+
+
 @pytest.mark.parametrize("permitted", [False, True])
 async def test_masking_does_not_grant_permission(
     permitted: bool, capture: SpanCapture, home: Path, workdir: Path

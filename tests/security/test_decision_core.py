@@ -244,3 +244,40 @@ def test_a_bug_in_the_core_still_blocks() -> None:
     broken = Broken.__new__(Broken)
     for hook in JUDGING_HOOKS:
         assert _blocks(hook, decide(Case(hook, broken, R)).output)
+
+
+def test_every_combination_exhaustively() -> None:
+    """Hook x verdict shape x fail mode x sync mode x approval x mask x shape x count."""
+    import itertools
+
+    shapes: list[Verdict | None] = [None]
+    for decision, allowed in itertools.product(DECISIONS, (True, False)):
+        shapes.append(_verdict(decision, allowed=allowed))
+    checked = 0
+    for hook, verdict, closed, sync, ask, masked, shape, count in itertools.product(
+        (*JUDGING_HOOKS, "PreCompact"),
+        shapes,
+        (True, False),
+        (True, False),
+        (True, False),
+        (None, {"command": "x"}, [{"type": "text", "text": "x"}]),
+        ("bash", "mcp", "unknown"),
+        range(4),
+    ):
+        rules_ = Rules(fail_closed=closed, sync_mode=sync, approval_ask=ask, max_regenerations=2)
+        case = Case(hook, verdict, rules_, masked=masked, shape=shape, regenerations=count)  # type: ignore[arg-type]
+        outcome = decide(case)
+        st_ = stance(hook, verdict, rules_)
+        for node in _walk(outcome.output):
+            if isinstance(node, dict):
+                assert node.get("permissionDecision") in (None, "deny", "ask")
+        if hook not in JUDGING_HOOKS:
+            assert outcome.output == {}
+        elif st_ == "deny" or (st_ == "ask" and hook != "PreToolUse"):
+            assert _blocks(hook, outcome.output), case
+        elif st_ == "allow":
+            assert outcome.output == {}
+        if verdict is None and closed and sync and hook in JUDGING_HOOKS:
+            assert _blocks(hook, outcome.output), case
+        checked += 1
+    assert checked == 6 * 15 * 2 * 2 * 2 * 3 * 3 * 4

@@ -165,3 +165,21 @@ async def test_records_cut_for_delivery_are_marked_and_counted(capture: SpanCapt
     points = capture.metric_points("akto.records.truncated")
     assert [p.attributes for p in points] == [{"kind": "prompt.blocked"}]
     assert points[0].value == 1
+
+
+@pytest.mark.parametrize("fail_mode", ["open", "closed"])
+async def test_content_past_the_total_is_denied_whatever_the_fail_mode(
+    fail_mode: str, capture: SpanCapture
+) -> None:
+    with EmulatorServer(Policy(())) as akto:
+        g = guard(akto, capture, fail_mode=fail_mode, judge_max_chars=1 << 20)
+        hooks = {e: m[0].hooks[0] for e, m in g.hooks().items()}
+        huge = {"session_id": "s", "tool_name": "Bash", "tool_input": {"command": "x" * (2 << 20)}}
+        out = await hooks["PreToolUse"](huge, "t1", {})
+        small = {"session_id": "s", "tool_name": "Bash", "tool_input": {"command": "ls"}}
+        fine = await hooks["PreToolUse"](small, "t2", {})
+        g.shutdown()
+        judged = [r for r in akto.records if r.flags.get("guardrails") == "true"]
+    assert out["hookSpecificOutput"]["permissionDecision"] == "deny"
+    assert fine == {}
+    assert len(judged) == 1, "the too-large input is never sent for judging"
