@@ -131,15 +131,16 @@ def split(text: str, budget: int, overlap: int) -> list[str]:
 
 
 def _plan(
-    text: str,
+    content: Callable[[], str],
     whole: Record | None,
     window_record: Callable[[str], Record],
     field: str,
     limits: Limits,
 ) -> Plan:
-    size = escaped_len(text)
     if whole is not None:
-        return Plan((whole,), size)
+        return Plan((whole,), len(whole[field]))
+    text = content()
+    size = escaped_len(text)
     if size > limits.max_total:
         return Plan((), size, too_large=True)
     overhead = len(window_record("")[field])
@@ -152,7 +153,9 @@ def plan_prompt(wire: WireContext, prompt: str, limits: Limits) -> Plan:
     """A UserPromptSubmit judgement (request side)."""
     text = prompt.strip()
     whole = contract.prompt_record(wire, text) if contract.fits_payload({"body": text}) else None
-    return _plan(text, whole, lambda w: contract.prompt_record(wire, w), "requestPayload", limits)
+    return _plan(
+        lambda: text, whole, lambda w: contract.prompt_record(wire, w), "requestPayload", limits
+    )
 
 
 def _tool_call_value(tool_name: str, tool_input: Any) -> Any:
@@ -170,7 +173,7 @@ def plan_tool_call(wire: WireContext, tool_name: str, tool_input: Any, limits: L
     if contract.fits_payload(_tool_call_value(tool_name, tool_input)):
         whole = contract.tool_request_record(wire, tool_name, tool_input)
     return _plan(
-        contract.dumps(tool_input),
+        lambda: contract.dumps(tool_input),
         whole,
         lambda w: contract.tool_request_record(wire, tool_name, w),
         "requestPayload",
@@ -186,12 +189,15 @@ def plan_tool_result(
     if not contract.fits_payload(_tool_call_value(tool_name, tool_input)):
         request_input = _PLACEHOLDER
     whole = None
-    if contract.fits_payload({"body": {"result": tool_response}}) and contract.fits_payload(
-        {"jsonrpc": "2.0", "id": 1, "result": tool_response}
-    ):
+    if contract.parse_claude_tool(tool_name)[0]:
+        result = tool_response if isinstance(tool_response, dict) else {"output": tool_response}
+        response: Any = {"jsonrpc": "2.0", "id": 1, "result": result}
+    else:
+        response = {"body": {"result": tool_response}}
+    if contract.fits_payload(response):
         whole = contract.tool_result_record(wire, tool_name, request_input, tool_response)
     return _plan(
-        contract.dumps(tool_response),
+        lambda: contract.dumps(tool_response),
         whole,
         lambda w: contract.tool_result_record(wire, tool_name, request_input, w),
         "responsePayload",
@@ -206,7 +212,7 @@ def plan_turn(wire: WireContext, prompt: str, answer: str, hook: str, limits: Li
     if contract.fits_payload({"body": answer}):
         whole = contract.turn_record(wire, request, answer, hook=hook)
     return _plan(
-        answer,
+        lambda: answer,
         whole,
         lambda w: contract.turn_record(wire, request, w, hook=hook),
         "responsePayload",

@@ -107,6 +107,13 @@ def test_long_answers_and_tool_output_are_windowed_on_the_response_side() -> Non
     assert result.windowed
     assert any("PRIVATE-KEY" in r["responsePayload"] for r in result.records)
     assert all(_longest_payload(r) <= MAX_PROXY_STRING_CHARS for r in result.records)
+    blocks = [{"type": "text", "text": "é" * 60_000 + "PRIVATE-KEY"}]
+    mcp = plan_tool_result(WIRE, "mcp__ops__dump", {"x": "y"}, blocks, LIMITS)
+    assert mcp.windowed
+    assert any("PRIVATE-KEY" in r["responsePayload"] for r in mcp.records)
+    assert all(_longest_payload(r) <= MAX_PROXY_STRING_CHARS for r in mcp.records)
+    fits = plan_tool_result(WIRE, "mcp__ops__dump", {"x": "y"}, [{"type": "text"}], LIMITS)
+    assert not fits.windowed
 
 
 async def test_past_the_total_the_verdict_is_a_deny_whatever_the_fail_mode() -> None:
