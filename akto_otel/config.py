@@ -204,7 +204,7 @@ class Settings:
     delivery: DeliveryMode = "batch"
     observe_delivery: DeliveryMode = "batch"
     tool_response_guardrails: bool = False
-    approval_decision: Literal["ask", "deny"] = "ask"
+    approval_decision: Literal["ask", "deny"] = "deny"
     session_headers: bool = True
     agent_name: str = "claude-agent"
     capture_content: CaptureMode = "NO_CONTENT"
@@ -217,6 +217,8 @@ class Settings:
     export_retry_timeout: float = 30.0
     export_shutdown_timeout: float = 10.0
     export_queue_size: int = 8192
+    judge_window_overlap: int = 16 * 1024
+    judge_max_chars: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
         # Arguments are checked by the parser of the variable they stand for, so
@@ -362,6 +364,14 @@ _ENV_VARS: dict[str, _Var] = {
     "session_idle_timeout": _var(
         "AKTO_SESSION_IDLE_TIMEOUT",
         parse=lambda n, r: _parse_float(n, r, minimum=0.0, maximum=7 * 86400.0),
+    ),
+    "judge_window_overlap": _var(
+        "AKTO_JUDGE_WINDOW_OVERLAP",
+        parse=lambda n, r: _parse_int(n, r, minimum=1024, maximum=64 * 1024),
+    ),
+    "judge_max_chars": _var(
+        "AKTO_JUDGE_MAX_CHARS",
+        parse=lambda n, r: _parse_int(n, r, minimum=1 << 20, maximum=1 << 30),
     ),
 }
 

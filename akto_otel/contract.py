@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_BLOCK_REASON",
     "MAX_PROXY_BODY_CHARS",
     "MAX_PROXY_STRING_CHARS",
+    "PAYLOAD_LIMIT",
     "Decision",
     "Verdict",
     "WireContext",
@@ -40,6 +41,7 @@ __all__ = [
     "encode_ingest_batch",
     "encode_ingest_item",
     "encode_record",
+    "fits_payload",
     "health_check_url",
     "http_proxy_url",
     "ingest_data_url",
@@ -47,6 +49,7 @@ __all__ = [
     "join_ingest_items",
     "parse_claude_tool",
     "parse_verdict",
+    "payload_chars",
     "prompt_record",
     "tool_path",
     "tool_request_record",
@@ -67,6 +70,8 @@ MAX_PROXY_STRING_CHARS = 256 * 1024
 MAX_PROXY_BODY_CHARS = 2 * 1024 * 1024
 #: Room left for the JSON escaping a payload string gets inside the record body.
 _PAYLOAD_LIMIT = MAX_PROXY_STRING_CHARS - 1024
+#: The longest payload string a judged record carries (longer content is windowed).
+PAYLOAD_LIMIT = _PAYLOAD_LIMIT
 _TRUNCATION_MARKER = "...[truncated {n} chars]"
 _GEN_AI_TAGS = {"gen-ai": "Gen AI", "agent-name": "claude-agent"}
 _INGEST_ONLY_FIELDS = ("contextSource", "metadata")
@@ -150,6 +155,16 @@ def _truncate_strings(value: Any, cap: int) -> Any:
     if isinstance(value, list):
         return [_truncate_strings(v, cap) for v in value]
     return value
+
+
+def payload_chars(value: Any) -> int:
+    """The length of ``value`` as a payload string, as the server measures it (escaped)."""
+    return len(dumps(value))
+
+
+def fits_payload(value: Any) -> bool:
+    """True when ``value`` goes into a record whole, without :func:`_payload` cutting it."""
+    return payload_chars(value) <= _PAYLOAD_LIMIT
 
 
 def _payload(value: Any, limit: int = _PAYLOAD_LIMIT) -> str:
@@ -606,7 +621,8 @@ def _side_verdict(result: Mapping[str, Any]) -> Verdict:
         "rule_violated": _as_str(meta.get("rule_violated")),
         "severity": _as_str(meta.get("severity")),
     }
-    if modified and isinstance(payload, str) and payload:
+    passes = allowed or behaviour in ("warn", "alert")
+    if modified and isinstance(payload, str) and payload and passes:
         return Verdict(decision="modify", allowed=True, modified_payload=payload, **common)
     if allowed:
         return Verdict(decision="allow", allowed=True, **common)

@@ -31,15 +31,16 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind
 
-from akto_otel import contract
+from akto_otel import contract, windows
 from akto_otel.config import Settings
 from akto_otel.contract import Verdict, WireContext
+from akto_otel.decision import Case, Outcome, OutputShape, Rules, decide
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.logs import setup_logging
 from akto_otel.metrics import metrics_for
@@ -49,10 +50,12 @@ from akto_otel.spans import (
     SessionState,
     SessionTracing,
     capture_content,
+    end_span,
     mark_error,
     record_verdict,
     security_attributes,
     start_agent_span,
+    start_span,
 )
 from akto_otel.version import __version__
 
@@ -79,8 +82,6 @@ HOOK_EVENTS = (
     "PermissionRequest",
 )
 _MARK = "_akto_otel_hook"
-_BLOCK_PREFIX = "Blocked by Akto Guardrails: "
-_RESPONSE_BLOCK_PREFIX = "Response blocked by Akto Guardrails: "
 
 
 def _text(data: Mapping[str, Any], key: str) -> str:
@@ -123,7 +124,7 @@ class GuardedSession:
         self._scope.tracing.end_all(error=error)
         if error:
             mark_error(self.span, error)
-        self.span.end()
+        end_span(self.span)
 
 
 class AktoGuardrails:
@@ -152,6 +153,8 @@ class AktoGuardrails:
             self.settings = settings.replace(**overrides) if overrides else settings
         setup_logging(self.settings)
         self.redactor = Redactor(self.settings.redact_patterns)
+        self.rules = Rules.from_settings(self.settings)
+        self.limits = windows.Limits.from_settings(self.settings)
         self.client = client or GuardrailClient(self.settings, redactor=self.redactor)
         self.tracer_provider, self.processor = _attach(tracer_provider, processor, self.settings)
         self.tracer = self.tracer_provider.get_tracer("akto_otel", __version__)
@@ -246,7 +249,7 @@ class AktoGuardrails:
         }
 
     def _callbacks(self, scope: _Scope) -> dict[str, HookCallback]:
-        handlers: dict[str, Callable[[_Scope, Mapping[str, Any]], Awaitable[HookOutput]]] = {
+        handlers: dict[str, _Handler] = {
             "UserPromptSubmit": self._user_prompt_submit,
             "PreToolUse": self._pre_tool_use,
             "PostToolUse": self._post_tool_use,
@@ -260,26 +263,25 @@ class AktoGuardrails:
         }
         return {event: self._safe(event, scope, handler) for event, handler in handlers.items()}
 
-    def _safe(
-        self,
-        event: str,
-        scope: _Scope,
-        handler: Callable[[_Scope, Mapping[str, Any]], Awaitable[HookOutput]],
-    ) -> HookCallback:
+    def _safe(self, event: str, scope: _Scope, handler: _Handler) -> HookCallback:
         async def callback(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
             start = time.perf_counter()
+            call = _Call()
             try:
                 data = dict(input_data) if isinstance(input_data, Mapping) else {}
                 if tool_use_id and not data.get("tool_use_id"):
                     data["tool_use_id"] = tool_use_id
-                return await handler(scope, data)
+                return await handler(scope, data, call)
             except Exception as exc:  # never raise into the SDK
                 _log.error("akto_otel %s hook failed: %s", event, type(exc).__name__)
-                self.metrics.record_hook_error(event)
-                self._record_internal_error(scope, event, input_data, exc)
-                return self._fail_output(event)
+                _quietly(self.metrics.record_hook_error, event)
+                _quietly(self._record_internal_error, scope, event, input_data, exc)
+                if call.output is not None:
+                    # Decided before the failure (in recording): the decision stands.
+                    return call.output
+                return self._fail_output(event, scope, input_data, call)
             finally:
-                self.metrics.record_hook_duration(event, time.perf_counter() - start)
+                _quietly(self.metrics.record_hook_duration, event, time.perf_counter() - start)
 
         setattr(callback, _MARK, True)
         callback.__name__ = f"akto_{event}"
@@ -288,77 +290,93 @@ class AktoGuardrails:
     def _record_internal_error(
         self, scope: _Scope, event: str, input_data: Any, exc: Exception
     ) -> None:
-        try:
+        data = _as_mapping(input_data)
+        state = scope.tracing.get(_text(data, "session_id"))
+        if state is not None and state.span.is_recording():
+            state.span.add_event(
+                "akto.hook.error", {"akto.hook": event, "error.type": type(exc).__name__}
+            )
+
+    def _fail_output(self, event: str, scope: _Scope, input_data: Any, call: _Call) -> HookOutput:
+        """The answer of a hook that failed before it had a decision."""
+        outcome = decide(Case(event, None, self.rules))
+        if event in ("Stop", "SubagentStop"):
             data = _as_mapping(input_data)
-            state = scope.tracing.get(_text(data, "session_id"))
-            if state is not None and state.span.is_recording():
-                state.span.add_event(
-                    "akto.hook.error", {"akto.hook": event, "error.type": type(exc).__name__}
-                )
-        except Exception:
-            _log.debug("could not record a hook error", exc_info=True)
-
-    def _fail_output(self, event: str) -> HookOutput:
-        if self.settings.fail_mode == "open" or not self.settings.sync_mode:
-            return {}
-        reason = "Akto guardrails could not check this (internal error)"
-        return self._deny_output(event, reason)
-
-    def _deny_output(self, event: str, reason: str) -> HookOutput:
-        if event == "UserPromptSubmit":
-            return {"continue_": False, "systemMessage": _BLOCK_PREFIX + reason}
-        if event == "PreToolUse":
-            return {
-                "hookSpecificOutput": {
-                    "hookEventName": "PreToolUse",
-                    "permissionDecision": "deny",
-                    "permissionDecisionReason": _BLOCK_PREFIX + reason,
-                }
-            }
-        return {}
+            _quietly(
+                self._settle_answer,
+                call,
+                scope.tracing.get(_text(data, "session_id")),
+                event,
+                _text(data, "agent_id"),
+                _text(data, "last_assistant_message").strip(),
+                outcome,
+            )
+        return outcome.output
 
     def _capture(self, span: Span, key: str, value: Any) -> None:
-        capture_content(span, key, value, self.settings, self.redactor)
+        _quietly(capture_content, span, key, value, self.settings, self.redactor)
 
     # ------------------------------------------------------------------ guard calls
 
-    async def _guard(
+    async def _judge(
         self,
         span: Span,
         hook: str,
-        record: dict[str, Any],
+        plan: windows.Plan,
         *,
         request: bool = True,
         response: bool = False,
         ingest: bool = False,
         target_id: str = "",
     ) -> Verdict:
-        """One guardrail call under a ``run_guardrail akto`` span; verdict recorded."""
-        child = self.tracer.start_span(
+        """Judge ``plan`` (whole, or window by window) under a ``run_guardrail akto`` span.
+
+        The verdict is recorded after it is known; no recording step can change it.
+        """
+        child = _quietly(self._start_guardrail_span, span, hook, plan)
+        ingest = ingest and not plan.windowed
+
+        async def check(record: dict[str, Any]) -> Verdict:
+            return await self.client.check(
+                record, request=request, response=response, ingest=ingest
+            )
+
+        verdict = await windows.judge(check, plan, self.limits)
+        if child is not None:
+            _quietly(self._record_guardrail_span, child, hook, verdict, target_id)
+        _quietly(record_verdict, span, hook, verdict, self.settings)
+        _quietly(self.metrics.record_decision, hook, verdict)
+        return verdict
+
+    def _start_guardrail_span(self, span: Span, hook: str, plan: windows.Plan) -> Span:
+        attributes: dict[str, Any] = {
+            "akto.hook": hook,
+            "gen_ai.operation.name": "run_guardrail",
+            "http.request.method": "POST",
+            **self._server_attributes,
+        }
+        if plan.windowed or plan.too_large:
+            attributes["akto.guardrail.windows"] = len(plan.records)
+            attributes["akto.guardrail.content_chars"] = plan.size
+        return start_span(
+            self.tracer,
             "run_guardrail akto",
             context=trace.set_span_in_context(span),
             kind=SpanKind.CLIENT,
-            attributes={
-                "akto.hook": hook,
-                "gen_ai.operation.name": "run_guardrail",
-                "http.request.method": "POST",
-                **self._server_attributes,
-            },
+            attributes=attributes,
         )
+
+    def _record_guardrail_span(
+        self, child: Span, hook: str, verdict: Verdict, target_id: str
+    ) -> None:
         try:
-            verdict = await self.client.check(
-                record, request=request, response=response, ingest=ingest
-            )
             if verdict.error and verdict.error != "server_fail_open":
                 mark_error(child, verdict.error)
             child.set_attribute("akto.guardrail.decision", verdict.decision)
             if self.settings.semconv_security:
                 child.set_attributes(security_attributes(hook, verdict, target_id))
         finally:
-            child.end()
-        record_verdict(span, hook, verdict, self.settings)
-        self.metrics.record_decision(hook, verdict)
-        return verdict
+            end_span(child)
 
     def _wire(self, scope: _Scope, data: Mapping[str, Any]) -> WireContext:
         if not self.settings.session_headers:
@@ -373,8 +391,15 @@ class AktoGuardrails:
         *,
         guardrails: bool = False,
         response_guardrails: bool = False,
+        truncated: bool = False,
     ) -> None:
-        self.processor.attach(
+        """Queue ``record`` for delivery with ``span``; never raises."""
+        if truncated:
+            # Delivery may cut what judging never does: say so where it shows.
+            _quietly(span.set_attribute, "akto.record.truncated", True)
+            _quietly(self.metrics.record_truncated, kind)
+        _quietly(
+            self.processor.attach,
             span,
             record,
             kind=kind,
@@ -384,7 +409,9 @@ class AktoGuardrails:
 
     # ------------------------------------------------------------------ handlers
 
-    async def _user_prompt_submit(self, scope: _Scope, data: Mapping[str, Any]) -> HookOutput:
+    async def _user_prompt_submit(
+        self, scope: _Scope, data: Mapping[str, Any], call: _Call
+    ) -> HookOutput:
         session_id = _text(data, "session_id")
         prompt = _text(data, "prompt")
         state = scope.tracing.session(session_id)
@@ -408,62 +435,55 @@ class AktoGuardrails:
             if not prompt.strip() or not self.settings.sync_mode:
                 return {}
             wire = self._wire(scope, data)
-            record = contract.prompt_record(wire, prompt)
-            verdict = await self._guard(span, "UserPromptSubmit", record)
-            if not verdict.allowed:
-                reason = verdict.reason or contract.DEFAULT_BLOCK_REASON
+            plan = windows.plan_prompt(wire, prompt, self.limits)
+            verdict = await self._judge(span, "UserPromptSubmit", plan)
+            outcome = decide(Case("UserPromptSubmit", verdict, self.rules))
+            call.settle(outcome)
+            if outcome.blocked:
                 self._attach(
                     span,
-                    contract.prompt_record(wire, prompt, blocked_reason=verdict.reason),
+                    contract.prompt_record(wire, prompt, blocked_reason=outcome.reason),
                     "prompt.blocked",
+                    truncated=plan.windowed,
                 )
-                return {"continue_": False, "systemMessage": _BLOCK_PREFIX + reason}
-            return {}
+            return outcome.output
         finally:
-            span.end()
+            end_span(span)
 
-    async def _pre_tool_use(self, scope: _Scope, data: Mapping[str, Any]) -> HookOutput:
+    async def _pre_tool_use(
+        self, scope: _Scope, data: Mapping[str, Any], call: _Call
+    ) -> HookOutput:
         session_id = _text(data, "session_id")
         tool_name = _text(data, "tool_name")
         tool_use_id = _text(data, "tool_use_id")
         raw_input = data.get("tool_input")
-        tool_input: Any = raw_input or {}
+        tool_input: Any = {} if raw_input is None else raw_input
         state = scope.tracing.session(session_id)
         key, span = self._tool_span(scope, state, data, tool_name, tool_use_id)
         self._capture(span, "gen_ai.tool.call.arguments", tool_input)
-        if not self.settings.sync_mode or not tool_input:
+        if not self.settings.sync_mode:
             return {}
         wire = self._wire(scope, data)
-        record = contract.tool_request_record(wire, tool_name, tool_input)
-        verdict = await self._guard(span, "PreToolUse", record, target_id=tool_use_id)
-        if verdict.decision == "modify":
-            updated = _updated_tool_input(tool_name, verdict.modified_payload)
-            if updated is not None:
-                return _permission("allow", "Input masked by Akto Guardrails", updated)
-            verdict = dataclasses.replace(
-                verdict,
-                decision="deny",
-                allowed=False,
-                reason="Akto masking verdict could not be applied",
-            )
-            record_verdict(span, "PreToolUse", verdict, self.settings)
-        if verdict.decision == "ask" and self.settings.approval_decision == "ask":
-            return _permission(
-                "ask", _BLOCK_PREFIX + (verdict.reason or contract.DEFAULT_BLOCK_REASON)
-            )
-        if not verdict.allowed:
+        plan = windows.plan_tool_call(wire, tool_name, tool_input, self.limits)
+        verdict = await self._judge(span, "PreToolUse", plan, target_id=tool_use_id)
+        masked = None
+        if verdict.decision == "modify" and not plan.windowed:
+            masked = masked_tool_input(tool_name, tool_input, verdict.modified_payload)
+        outcome = decide(Case("PreToolUse", verdict, self.rules, masked=masked))
+        call.settle(outcome)
+        if outcome.action == "deny":
+            if verdict.decision == "modify":
+                _quietly(span.set_attribute, "akto.guardrail.mask_applied", False)
             self._attach(
                 span,
                 contract.tool_request_record(
-                    wire, tool_name, tool_input, blocked_reason=verdict.reason
+                    wire, tool_name, tool_input, blocked_reason=outcome.reason
                 ),
                 "tool.blocked",
+                truncated=plan.windowed,
             )
-            self._end_tool(state, key, error="blocked")
-            return _permission(
-                "deny", _BLOCK_PREFIX + (verdict.reason or contract.DEFAULT_BLOCK_REASON)
-            )
-        return {}
+            _quietly(self._end_tool, state, key, error="blocked")
+        return outcome.output
 
     def _tool_span(
         self,
@@ -506,55 +526,76 @@ class AktoGuardrails:
             return
         if error:
             mark_error(span, error)
-        span.end()
+        end_span(span)
 
-    async def _post_tool_use(self, scope: _Scope, data: Mapping[str, Any]) -> HookOutput:
+    async def _post_tool_use(
+        self, scope: _Scope, data: Mapping[str, Any], call: _Call
+    ) -> HookOutput:
         session_id = _text(data, "session_id")
         tool_name = _text(data, "tool_name")
         tool_use_id = _text(data, "tool_use_id")
-        tool_input: Any = data.get("tool_input") or {}
-        tool_response: Any = data.get("tool_response") or {}
+        raw_input = data.get("tool_input")
+        tool_input: Any = {} if raw_input is None else raw_input
+        tool_response: Any = data.get("tool_response")
         state = scope.tracing.session(session_id)
         key, span = self._tool_span(scope, state, data, tool_name, tool_use_id)
-        output: HookOutput = {}
         try:
             duration = data.get("duration_ms")
             if isinstance(duration, (int, float)) and not isinstance(duration, bool):
-                span.set_attribute("akto.tool.duration_ms", duration)
+                _quietly(span.set_attribute, "akto.tool.duration_ms", duration)
             self._capture(span, "gen_ai.tool.call.result", tool_response)
-            if not tool_input or not tool_response:
-                return output
-            record = contract.tool_result_record(
-                self._wire(scope, data), tool_name, tool_input, tool_response
-            )
+            if tool_response is None:
+                return {}
+            shape = output_shape(tool_name, tool_response)
+            if self.settings.sync_mode and _carries_denied_answer(state, tool_response):
+                # A subagent answer denied at the regeneration bound: not for the parent.
+                denied = Verdict(
+                    decision="deny", allowed=False, reason="Denied subagent answer withheld"
+                )
+                _quietly(record_verdict, span, "PostToolUse", denied, self.settings)
+                return call.settle(decide(Case("PostToolUse", denied, self.rules, shape=shape)))
+            wire = self._wire(scope, data)
             if self.settings.sync_mode and self.settings.tool_response_guardrails:
-                verdict = await self._guard(
+                plan = windows.plan_tool_result(
+                    wire, tool_name, tool_input, tool_response, self.limits
+                )
+                verdict = await self._judge(
                     span,
                     "PostToolUse",
-                    record,
+                    plan,
                     request=False,
                     response=True,
                     ingest=True,
                     target_id=tool_use_id,
                 )
-                if not verdict.allowed:
-                    reason = verdict.reason or contract.DEFAULT_BLOCK_REASON
-                    output = {
-                        "hookSpecificOutput": {
-                            "hookEventName": "PostToolUse",
-                            "additionalContext": (
-                                "Akto Guardrails flagged this tool output; do not rely on it "
-                                f"or repeat it. Reason: {reason}"
-                            ),
-                        }
-                    }
-                return output
-            self._attach(span, record, "tool.result", guardrails=not self.settings.sync_mode)
-            return output
+                masked = None
+                if verdict.decision == "modify" and not plan.windowed:
+                    masked = masked_tool_output(
+                        tool_name, tool_response, shape, verdict.modified_payload
+                    )
+                outcome = decide(
+                    Case("PostToolUse", verdict, self.rules, masked=masked, shape=shape)
+                )
+                call.settle(outcome)
+                if plan.windowed:
+                    record = contract.tool_result_record(wire, tool_name, tool_input, tool_response)
+                    self._attach(span, record, "tool.result", truncated=True)
+                return outcome.output
+            record = contract.tool_result_record(wire, tool_name, tool_input, tool_response)
+            self._attach(
+                span,
+                record,
+                "tool.result",
+                guardrails=not self.settings.sync_mode,
+                truncated=not contract.fits_payload(tool_response),
+            )
+            return {}
         finally:
-            self._end_tool(state, key, error=None)
+            _quietly(self._end_tool, state, key, error=None)
 
-    async def _post_tool_use_failure(self, scope: _Scope, data: Mapping[str, Any]) -> HookOutput:
+    async def _post_tool_use_failure(
+        self, scope: _Scope, data: Mapping[str, Any], call: _Call
+    ) -> HookOutput:
         state = scope.tracing.session(_text(data, "session_id"))
         tool_use_id = _text(data, "tool_use_id")
         key, span = self._tool_span(scope, state, data, _text(data, "tool_name"), tool_use_id)
@@ -568,7 +609,7 @@ class AktoGuardrails:
         self._end_tool(state, key, error="tool_interrupted" if interrupted else "tool_error")
         return {}
 
-    async def _stop(self, scope: _Scope, data: Mapping[str, Any]) -> HookOutput:
+    async def _stop(self, scope: _Scope, data: Mapping[str, Any], call: _Call) -> HookOutput:
         session_id = _text(data, "session_id")
         state = scope.tracing.session(session_id)
         response_text = _text(data, "last_assistant_message").strip()
@@ -577,7 +618,9 @@ class AktoGuardrails:
         )
         final = True
         try:
-            span.set_attribute("akto.stop.hook_active", data.get("stop_hook_active") is True)
+            _quietly(
+                span.set_attribute, "akto.stop.hook_active", data.get("stop_hook_active") is True
+            )
             if response_text:
                 self._capture(
                     span,
@@ -591,59 +634,103 @@ class AktoGuardrails:
                 )
             if not response_text:
                 return {}
-            reason = await self._judge_answer(
-                span, "Stop", self._wire(scope, data), state.last_prompt, response_text, "turn"
+            outcome = await self._judge_answer(
+                call,
+                scope,
+                span,
+                state,
+                "Stop",
+                "",
+                self._wire(scope, data),
+                response_text,
+                state.regenerations,
             )
-            if reason is None:
-                return {}
-            span.set_attribute("akto.stop.regenerations", state.regenerations)
-            if state.regenerations >= self.settings.max_stop_regenerations:
-                span.set_attribute("akto.stop.gave_up", True)
-                mark_error(span, "regeneration_limit")
-                return {
-                    "continue_": False,
-                    "stopReason": f"{_RESPONSE_BLOCK_PREFIX}{reason}",
-                    "systemMessage": (
-                        f"{_RESPONSE_BLOCK_PREFIX}{reason} "
-                        f"(gave up after {state.regenerations} regeneration(s))"
-                    ),
-                }
-            state.regenerations += 1
-            final = False
-            return {"decision": "block", "reason": f"{_RESPONSE_BLOCK_PREFIX}{reason}"}
+            final = outcome.action != "regenerate"
+            return outcome.output
         finally:
-            span.end()
+            end_span(span)
             if final:
-                scope.tracing.end_turn(session_id)
+                _quietly(scope.tracing.end_turn, session_id)
 
     async def _judge_answer(
-        self, span: Span, hook: str, wire: WireContext, prompt: str, answer: str, kind: str
-    ) -> str | None:
-        """Response guardrail on an answer, its record attached to ``span``.
+        self,
+        call: _Call,
+        scope: _Scope,
+        span: Span,
+        state: SessionState,
+        hook: str,
+        agent_id: str,
+        wire: WireContext,
+        answer: str,
+        regenerations: int,
+    ) -> Outcome:
+        """Response guardrail on an answer (Stop or SubagentStop) and its outcome.
 
-        Returns the reason to block it, or None to let it through. In async mode
-        the record goes to Akto with ``response_guardrails`` for server-side judging.
+        In async mode the record goes to Akto with ``response_guardrails`` for
+        server-side judging and the answer passes.
         """
-        record = contract.turn_record(wire, prompt, answer, hook=hook)
+        kind = "turn" if hook == "Stop" else "subagent.turn"
+        prompt = state.last_prompt
         if not self.settings.sync_mode:
+            record = contract.turn_record(wire, prompt, answer, hook=hook)
             self._attach(span, record, kind, response_guardrails=True)
-            return None
-        verdict = await self._guard(span, hook, record, request=False, response=True)
-        if verdict.allowed:
-            self._attach(span, record, kind)
-            return None
-        blocked = contract.turn_record(
-            wire, prompt, answer, hook=hook, blocked_reason=verdict.reason
-        )
-        self._attach(span, blocked, f"{kind}.blocked")
-        return verdict.reason or contract.DEFAULT_BLOCK_REASON
+            return Outcome("allow", {})
+        plan = windows.plan_turn(wire, prompt, answer, hook, self.limits)
+        verdict = await self._judge(span, hook, plan, request=False, response=True)
+        outcome = decide(Case(hook, verdict, self.rules, regenerations=regenerations))
+        self._settle_answer(call, state, hook, agent_id, answer, outcome)
+        if outcome.blocked:
+            _quietly(span.set_attribute, "akto.stop.regenerations", regenerations)
+            if outcome.action == "give_up":
+                _quietly(span.set_attribute, "akto.stop.gave_up", True)
+                _quietly(mark_error, span, "regeneration_limit")
+            blocked = contract.turn_record(
+                wire, prompt, answer, hook=hook, blocked_reason=outcome.reason
+            )
+            self._attach(span, blocked, f"{kind}.blocked", truncated=plan.windowed)
+        else:
+            record = contract.turn_record(wire, prompt, answer, hook=hook)
+            self._attach(span, record, kind, truncated=plan.windowed)
+        return outcome
 
-    async def _subagent_start(self, scope: _Scope, data: Mapping[str, Any]) -> HookOutput:
+    def _settle_answer(
+        self,
+        call: _Call,
+        state: SessionState | None,
+        hook: str,
+        agent_id: str,
+        answer: str,
+        outcome: Outcome,
+    ) -> None:
+        """Where every Stop and SubagentStop outcome is applied: the one place to watch.
+
+        Judged answers come here from :meth:`_judge_answer`, answers whose hook
+        failed before a verdict from the callback's error path (``state`` may
+        then be None).
+        """
+        call.settle(outcome)
+        if state is None:
+            return
+        if outcome.action == "regenerate":
+            if hook == "Stop":
+                state.regenerations += 1
+            else:
+                state.subagent_regenerations[agent_id] = (
+                    state.subagent_regenerations.get(agent_id, 0) + 1
+                )
+        elif outcome.action == "give_up" and hook == "SubagentStop":
+            state.denied_answers.add(answer)
+
+    async def _subagent_start(
+        self, scope: _Scope, data: Mapping[str, Any], call: _Call
+    ) -> HookOutput:
         state = scope.tracing.session(_text(data, "session_id"))
         scope.tracing.start_subagent(state, _text(data, "agent_id"), _text(data, "agent_type"))
         return {}
 
-    async def _subagent_stop(self, scope: _Scope, data: Mapping[str, Any]) -> HookOutput:
+    async def _subagent_stop(
+        self, scope: _Scope, data: Mapping[str, Any], call: _Call
+    ) -> HookOutput:
         session_id = _text(data, "session_id")
         agent_id = _text(data, "agent_id")
         state = scope.tracing.session(session_id)
@@ -659,34 +746,29 @@ class AktoGuardrails:
         try:
             if not response_text:
                 return {}
-            reason = await self._judge_answer(
+            outcome = await self._judge_answer(
+                call,
+                scope,
                 span,
+                state,
                 "SubagentStop",
+                agent_id,
                 self._wire(scope, data),
-                state.last_prompt,
                 response_text,
-                "subagent.turn",
+                state.subagent_regenerations.get(agent_id, 0),
             )
-            if reason is None:
-                return {}
-            count = state.subagent_regenerations.get(agent_id, 0)
-            if count >= self.settings.max_stop_regenerations:
-                span.set_attribute("akto.stop.gave_up", True)
-                mark_error(span, "regeneration_limit")
-                return {}
-            state.subagent_regenerations[agent_id] = count + 1
-            finished = False
-            return {"decision": "block", "reason": f"{_RESPONSE_BLOCK_PREFIX}{reason}"}
+            finished = outcome.action != "regenerate"
+            return outcome.output
         finally:
-            span.end()
+            end_span(span)
             if finished:
                 state.subagent_regenerations.pop(agent_id, None)
                 ended = state.agents.pop(agent_id, None)
                 if ended is not None:
-                    ended.end()
+                    end_span(ended)
 
-    def _observer(self, event: str) -> Callable[[_Scope, Mapping[str, Any]], Awaitable[HookOutput]]:
-        async def observe(scope: _Scope, data: Mapping[str, Any]) -> HookOutput:
+    def _observer(self, event: str) -> _Handler:
+        async def observe(scope: _Scope, data: Mapping[str, Any], call: _Call) -> HookOutput:
             return await self._observe_event(event, scope, data)
 
         return observe
@@ -711,37 +793,126 @@ class AktoGuardrails:
             "Notification": "akto.notification",
             "PreCompact": "akto.pre_compact",
         }.get(event, "akto.hook_event")
-        scope.tracing.start_child(parent, name, hook=event, attributes=attributes).end()
+        end_span(scope.tracing.start_child(parent, name, hook=event, attributes=attributes))
         return {}
 
 
-def _permission(decision: str, reason: str, updated: Any = None) -> HookOutput:
-    output: dict[str, Any] = {
-        "hookEventName": "PreToolUse",
-        "permissionDecision": decision,
-        "permissionDecisionReason": reason,
-    }
-    if updated is not None:
-        output["updatedInput"] = updated
-    return {"hookSpecificOutput": output}
+class _Call:
+    """One hook call: the decision, once made, is what the hook answers."""
+
+    __slots__ = ("output",)
+
+    def __init__(self) -> None:
+        self.output: HookOutput | None = None
+
+    def settle(self, outcome: Outcome) -> HookOutput:
+        self.output = outcome.output
+        return outcome.output
 
 
-def _updated_tool_input(tool_name: str, modified_payload: str | None) -> dict[str, Any] | None:
-    """The tool input inside a masked requestPayload, or None if it is not there."""
-    if not modified_payload:
+_Handler = Callable[[_Scope, Mapping[str, Any], _Call], Awaitable[HookOutput]]
+_R = TypeVar("_R")
+
+
+def _quietly(fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R | None:
+    """Run a recording step; its failure is logged and never changes a decision."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        _log.warning(
+            "akto_otel could not record (%s): %s", getattr(fn, "__name__", fn), type(exc).__name__
+        )
+        return None
+
+
+def _carries_denied_answer(state: SessionState, tool_response: Any) -> bool:
+    if not state.denied_answers:
+        return False
+    haystack = tool_response if isinstance(tool_response, str) else contract.dumps(tool_response)
+    escaped = contract.dumps(tool_response) if isinstance(tool_response, str) else haystack
+    for answer in state.denied_answers:
+        if answer in haystack or json.dumps(answer)[1:-1] in escaped:
+            return True
+    return False
+
+
+def output_shape(tool_name: str, tool_response: Any) -> OutputShape:
+    """Which replaceable schema a tool output has (each verified on the real CLI)."""
+    if contract.parse_claude_tool(tool_name)[0]:
+        if isinstance(tool_response, list) and all(isinstance(b, Mapping) for b in tool_response):
+            return "mcp"
+        return "unknown"
+    if tool_name == "Bash" and isinstance(tool_response, Mapping) and "stdout" in tool_response:
+        return "bash"
+    return "unknown"
+
+
+def _loads_object(payload: str | None) -> dict[str, Any] | None:
+    if not payload:
         return None
     try:
-        payload = json.loads(modified_payload)
-    except ValueError:
+        value = json.loads(payload)
+    except (ValueError, RecursionError):
         return None
-    if not isinstance(payload, dict):
+    return value if isinstance(value, dict) else None
+
+
+def _no_new_keys(masked: Mapping[str, Any], original: Mapping[str, Any]) -> bool:
+    return all(key in original for key in masked)
+
+
+def masked_tool_input(
+    tool_name: str, tool_input: Any, modified_payload: str | None
+) -> dict[str, Any] | None:
+    """The masked tool input inside a masked requestPayload, or None if unusable.
+
+    Usable means: for the same tool, an object, and no key the original lacked
+    (a mask that adds ``dangerouslyDisableSandbox`` is not a mask).
+    """
+    payload = _loads_object(modified_payload)
+    if payload is None or not isinstance(tool_input, Mapping):
         return None
-    if contract.parse_claude_tool(tool_name)[0]:
+    is_mcp, _, tool = contract.parse_claude_tool(tool_name)
+    if is_mcp:
         params = payload.get("params")
-        arguments = params.get("arguments") if isinstance(params, dict) else None
-        return arguments if isinstance(arguments, dict) else None
-    body = payload.get("body")
-    return body if isinstance(body, dict) else None
+        if not isinstance(params, dict) or params.get("name") != tool:
+            return None
+        updated = params.get("arguments")
+    else:
+        if payload.get("toolName", tool_name) != tool_name:
+            return None
+        updated = payload.get("body")
+    if not isinstance(updated, dict) or not _no_new_keys(updated, tool_input):
+        return None
+    return updated
+
+
+def masked_tool_output(
+    tool_name: str, tool_response: Any, shape: OutputShape, modified_payload: str | None
+) -> Any:
+    """The masked tool output in its schema (``shape``), or None if unusable."""
+    payload = _loads_object(modified_payload)
+    if payload is None:
+        return None
+    if shape == "bash" and isinstance(tool_response, Mapping):
+        body = payload.get("body")
+        result = body.get("result") if isinstance(body, dict) else None
+        if not isinstance(result, dict) or not _no_new_keys(result, tool_response):
+            return None
+        stdout, stderr = result.get("stdout", ""), result.get("stderr", "")
+        if not isinstance(stdout, str) or not isinstance(stderr, str):
+            return None
+        return {"stdout": stdout, "stderr": stderr, "interrupted": False}
+    if shape == "mcp" and isinstance(tool_response, list):
+        result = payload.get("result")
+        output = result.get("output") if isinstance(result, dict) else None
+        if not isinstance(output, list) or len(output) != len(tool_response):
+            return None
+        for new, old in zip(output, tool_response, strict=True):
+            if not isinstance(new, dict) or not _no_new_keys(new, old):
+                return None
+        return output
+    return None
 
 
 def _conversation(session_id: str, prompt_id: str) -> dict[str, Any]:

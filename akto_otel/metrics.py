@@ -100,6 +100,11 @@ class GuardrailMetrics:
             unit="1",
             description="Akto records by outcome: exported, failed, dropped, retried",
         )
+        self._truncated = meter.create_counter(
+            "akto.records.truncated",
+            unit="1",
+            description="Records cut to Akto's limits for delivery (never for judging)",
+        )
         self._export_duration = meter.create_histogram(
             "akto.exporter.duration",
             unit="s",
@@ -148,6 +153,9 @@ class GuardrailMetrics:
 
     def record_hook_error(self, hook: str) -> None:
         self._hook_errors.add(1, {"hook": hook})
+
+    def record_truncated(self, kind: str) -> None:
+        self._truncated.add(1, {"kind": kind})
 
     def record_export(self, outcome: str, count: int, reason: str) -> None:
         attributes: dict[str, str] = {"outcome": outcome}

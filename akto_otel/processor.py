@@ -221,7 +221,12 @@ def find_processors(provider: TracerProvider) -> list[AktoSpanProcessor]:
     )
     ctx = trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent))
     ctx = otel_context.set_value(_PROBE_KEY, found, ctx)
-    provider.get_tracer("akto_otel.probe").start_span("akto_otel.probe", context=ctx)
+    try:
+        provider.get_tracer("akto_otel.probe").start_span("akto_otel.probe", context=ctx)
+    except Exception:
+        # An app's processor that raises in on_start must not stop the guard from
+        # being built: the ones it hid are not found, and the guard adds its own.
+        _log.warning("a span processor raised while akto_otel looked for its own", exc_info=True)
     return found
 
 

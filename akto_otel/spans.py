@@ -17,6 +17,7 @@ Usage::
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -37,10 +38,12 @@ __all__ = [
     "SessionState",
     "SessionTracing",
     "capture_content",
+    "end_span",
     "mark_error",
     "record_verdict",
     "security_attributes",
     "start_agent_span",
+    "start_span",
 ]
 
 EVENT_VERDICT = "akto.guardrail.verdict"
@@ -53,6 +56,7 @@ ATTR_POLICY = "akto.guardrail.policy_name"
 ATTR_SEVERITY = "akto.guardrail.severity"
 PROVIDER = "anthropic"
 _REASON_MAX = 1024
+_log = logging.getLogger("akto_otel.spans")
 
 
 @dataclass
@@ -66,6 +70,8 @@ class SessionState:
     prompt_id: str = ""
     regenerations: int = 0
     subagent_regenerations: dict[str, int] = field(default_factory=dict)
+    #: Subagent answers denied past the regeneration bound: they must not reach the parent.
+    denied_answers: set[str] = field(default_factory=set)
     tools: dict[str, Span] = field(default_factory=dict)
     agents: dict[str, Span] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
@@ -157,8 +163,12 @@ class SessionTracing:
         attrs: dict[str, Any] = {ATTR_HOOK: hook}
         if attributes:
             attrs.update(attributes)
-        return self._tracer.start_span(
-            name, context=trace.set_span_in_context(parent), kind=kind, attributes=attrs
+        return start_span(
+            self._tracer,
+            name,
+            context=trace.set_span_in_context(parent),
+            kind=kind,
+            attributes=attrs,
         )
 
     def start_subagent(self, state: SessionState, agent_id: str, agent_type: str) -> Span:
@@ -194,16 +204,16 @@ class SessionTracing:
             return
         for tool_span in state.tools.values():
             mark_error(tool_span, error or "session_ended")
-            tool_span.end()
+            end_span(tool_span)
         for agent_span in state.agents.values():
             mark_error(agent_span, error or "session_ended")
-            agent_span.end()
+            end_span(agent_span)
         state.tools.clear()
         state.agents.clear()
         if state.owns_span:
             if error:
                 mark_error(state.span, error)
-            state.span.end()
+            end_span(state.span)
 
     def end_all(self, *, error: str | None = None) -> None:
         for session_id in list(self._sessions):
@@ -232,9 +242,26 @@ def start_agent_span(
     if hook:
         attributes[ATTR_HOOK] = hook
     context = trace.set_span_in_context(parent) if parent is not None else None
-    return tracer.start_span(
-        f"invoke_agent {name}", context=context, kind=SpanKind.CLIENT, attributes=attributes
+    return start_span(
+        tracer, f"invoke_agent {name}", context=context, kind=SpanKind.CLIENT, attributes=attributes
     )
+
+
+def start_span(tracer: trace.Tracer, name: str, **kwargs: Any) -> Span:
+    """``tracer.start_span``; a span processor that raises (the app's) gives a no-op span."""
+    try:
+        return tracer.start_span(name, **kwargs)
+    except Exception:
+        _log.warning("a span processor raised while starting %s", name)
+        return trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+
+
+def end_span(span: Span) -> None:
+    """End ``span``; a span processor that raises (the app's) never reaches the caller."""
+    try:
+        span.end()
+    except Exception:
+        _log.warning("a span processor raised while ending %s", type(span).__name__)
 
 
 def mark_error(span: Span, error_type: str, description: str = "") -> None:

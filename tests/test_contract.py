@@ -238,8 +238,16 @@ def test_parse_verdict_reads_reason_behaviour_and_metadata() -> None:
 
 
 def test_parse_verdict_masking() -> None:
-    verdict = parse_verdict(_gr(Allowed=False, Modified=True, ModifiedPayload="x"))
+    verdict = parse_verdict(_gr(Allowed=True, Modified=True, ModifiedPayload="x"))
     assert verdict.decision == "modify" and verdict.modified_payload == "x"
+    warned = parse_verdict(_gr(Allowed=False, Modified=True, ModifiedPayload="x", behaviour="warn"))
+    assert warned.decision == "modify" and warned.allowed
+
+
+def test_parse_verdict_denial_with_a_mask_is_a_denial() -> None:
+    # Allowed: false blocks unless the behaviour is warn/alert, whatever Modified says.
+    verdict = parse_verdict(_gr(Allowed=False, Modified=True, ModifiedPayload="x"))
+    assert verdict.decision == "deny" and not verdict.allowed
 
 
 def test_parse_verdict_server_fail_open_is_recorded() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,14 @@ def _options(fake: FakeAnthropic, home: Path, workdir: Path) -> ClaudeAgentOptio
     )
 
 
+def _wait_for_hook(emulator: EmulatorServer, hook: str) -> None:
+    deadline = time.monotonic() + 20
+    while not any(r.hook == hook for r in emulator.records):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {hook} record")
+        time.sleep(0.05)
+
+
 def _verdict(span: Any) -> dict[str, Any]:
     events = [e for e in span.events if e.name == "akto.guardrail.verdict"]
     assert len(events) == 1
@@ -61,7 +72,7 @@ async def test_warn_passes_and_is_recorded(
     )
 
 
-async def test_approval_asks_instead_of_running(
+async def test_approval_denies_by_default(
     emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
 ) -> None:
     scenario = Scenario(
@@ -72,7 +83,9 @@ async def test_approval_asks_instead_of_running(
         async with guard.session(_options(fake, home, workdir)) as options:
             await run_agent("needs root", options)
     assert not (workdir / "approved.txt").exists()
-    assert _verdict(capture.one("execute_tool Bash"))["akto.guardrail.decision"] == "ask"
+    tool = capture.one("execute_tool Bash")
+    assert _verdict(tool)["akto.guardrail.decision"] == "ask"
+    assert tool.attributes["error.type"] == "blocked"  # denied, as the reference does
 
 
 async def test_masking_verdict_rewrites_the_tool_input(
@@ -140,7 +153,9 @@ async def test_unbound_sessions_free_their_state(
 async def test_an_aborted_session_closes_its_spans_as_errors(
     emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
 ) -> None:
-    scenario = Scenario(None, [ToolUse("Bash", {"command": "sleep 30"}), Text("done")])
+    # Not "sleep 30": the CLI refuses a long leading sleep before PreToolUse runs.
+    slow = f"{sys.executable} -c 'import time; time.sleep(30)'"
+    scenario = Scenario(None, [ToolUse("Bash", {"command": slow}), Text("done")])
     guard = _guard(emulator, capture)
 
     class Interrupted(Exception):
@@ -152,11 +167,14 @@ async def test_an_aborted_session_closes_its_spans_as_errors(
                 if isinstance(message, AssistantMessage) and any(
                     isinstance(b, ToolUseBlock) for b in message.content
                 ):
+                    # Abort once PreToolUse has judged the call (its tool span is open).
+                    await asyncio.to_thread(_wait_for_hook, emulator, "PreToolUse")
                     raise Interrupted
     root = capture.one("invoke_agent claude-agent")
     assert root.attributes["error.type"] == "session_aborted"
     assert not root.status.is_ok and not root.status.is_unset
     tools = capture.named("execute_tool")
+    assert tools, "the session was aborted with a tool call open"
     assert all(t.attributes.get("error.type") == "session_aborted" for t in tools)
 
 

@@ -1,0 +1,263 @@
+"""Judge content of any size: whole when it fits, else in overlapping windows.
+
+Akto's ``/api/http-proxy`` rejects a string longer than about 256 Ki characters,
+counted after JSON escaping (``json.dumps`` with ``ensure_ascii``: a non-ASCII
+character costs 6, an emoji 12). A guardrail call never carries a truncated
+text: content that does not fit is cut into windows that each fit, overlapping
+by at least ``overlap`` escaped characters, so a pattern no longer than the
+overlap is always inside one window whole. The windows are judged concurrently
+and the strictest verdict wins. Content past ``max_total`` is not judged at all:
+the verdict is a deny (size is attacker-controlled).
+
+Usage::
+
+    from akto_otel.windows import Limits, judge, plan_prompt
+
+    plan = plan_prompt(wire, prompt, Limits.from_settings(settings))
+    verdict = await judge(lambda r: client.check(r, request=True), plan)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from akto_otel import contract
+from akto_otel.contract import Verdict, WireContext
+
+if TYPE_CHECKING:
+    from akto_otel.config import Settings
+
+__all__ = [
+    "Limits",
+    "Plan",
+    "escaped_len",
+    "judge",
+    "plan_prompt",
+    "plan_tool_call",
+    "plan_tool_result",
+    "plan_turn",
+    "split",
+    "strictest",
+]
+
+Record = dict[str, Any]
+#: Stands in for a request side too large to send whole when only the response is judged.
+_PLACEHOLDER: dict[str, Any] = {"x-akto-omitted": "too large; judged separately"}
+_TOO_LARGE = "too_large"
+
+
+def escaped_len(text: str) -> int:
+    """Characters ``text`` takes inside a JSON string encoded as the server sees it."""
+    return len(json.dumps(text)) - 2
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one guardrail call carries, how windows overlap, what is too large."""
+
+    payload: int = contract.PAYLOAD_LIMIT
+    overlap: int = 16 * 1024
+    max_total: int = 8 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(overlap=settings.judge_window_overlap, max_total=settings.judge_max_chars)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The records one judgement sends: one whole record, or one per window."""
+
+    records: tuple[Record, ...]
+    size: int
+    too_large: bool = False
+
+    @property
+    def windowed(self) -> bool:
+        return len(self.records) > 1
+
+
+def _largest_fit(text: str, start: int, budget: int) -> int:
+    """The largest ``end`` with ``escaped_len(text[start:end]) <= budget`` (at least start+1)."""
+    lo, hi = start + 1, min(len(text), start + budget)
+    if escaped_len(text[start:hi]) <= budget:
+        return hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if escaped_len(text[start:mid]) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _overlap_start(text: str, start: int, end: int, overlap: int) -> int:
+    """The largest ``s`` in (start, end) with ``escaped_len(text[s:end]) >= overlap``."""
+    lo, hi = start + 1, end - 1
+    if hi < lo or escaped_len(text[lo:end]) < overlap:
+        return lo
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if escaped_len(text[mid:end]) >= overlap:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def split(text: str, budget: int, overlap: int) -> list[str]:
+    """Windows of ``text``, each at most ``budget`` escaped characters.
+
+    Consecutive windows share at least ``overlap`` escaped characters, so every
+    substring of at most ``overlap`` escaped characters lies whole in one window.
+    Needs ``budget > 2 * overlap`` (and at least 12, one escaped emoji).
+    """
+    if budget < max(12, 2 * overlap + 1):
+        raise ValueError(f"window budget {budget} too small for overlap {overlap}")
+    if escaped_len(text) <= budget:
+        return [text]
+    windows: list[str] = []
+    start = 0
+    while True:
+        end = _largest_fit(text, start, budget)
+        windows.append(text[start:end])
+        if end >= len(text):
+            return windows
+        start = _overlap_start(text, start, end, overlap)
+
+
+def _plan(
+    content: Callable[[], str],
+    whole: Record | None,
+    window_record: Callable[[str], Record],
+    field: str,
+    limits: Limits,
+) -> Plan:
+    if whole is not None:
+        return Plan((whole,), len(whole[field]))
+    text = content()
+    size = escaped_len(text)
+    if size > limits.max_total:
+        return Plan((), size, too_large=True)
+    overhead = len(window_record("")[field])
+    budget = limits.payload - overhead
+    overlap = min(limits.overlap, max(0, (budget - 1) // 2))
+    return Plan(tuple(window_record(w) for w in split(text, budget, overlap)), size)
+
+
+def plan_prompt(wire: WireContext, prompt: str, limits: Limits) -> Plan:
+    """A UserPromptSubmit judgement (request side)."""
+    text = prompt.strip()
+    whole = contract.prompt_record(wire, text) if contract.fits_payload({"body": text}) else None
+    return _plan(
+        lambda: text, whole, lambda w: contract.prompt_record(wire, w), "requestPayload", limits
+    )
+
+
+def _tool_call_value(tool_name: str, tool_input: Any) -> Any:
+    is_mcp, _, tool = contract.parse_claude_tool(tool_name)
+    if not is_mcp:
+        return {"body": tool_input, "toolName": tool_name}
+    arguments = tool_input if isinstance(tool_input, dict) else {"input": tool_input}
+    params = {"name": tool, "arguments": {} if tool_input is None else arguments}
+    return {"jsonrpc": "2.0", "method": "tools/call", "params": params, "id": 1}
+
+
+def plan_tool_call(wire: WireContext, tool_name: str, tool_input: Any, limits: Limits) -> Plan:
+    """A PreToolUse judgement; windows cut the input's JSON text, whatever its shape."""
+    whole = None
+    if contract.fits_payload(_tool_call_value(tool_name, tool_input)):
+        whole = contract.tool_request_record(wire, tool_name, tool_input)
+    return _plan(
+        lambda: contract.dumps(tool_input),
+        whole,
+        lambda w: contract.tool_request_record(wire, tool_name, w),
+        "requestPayload",
+        limits,
+    )
+
+
+def plan_tool_result(
+    wire: WireContext, tool_name: str, tool_input: Any, tool_response: Any, limits: Limits
+) -> Plan:
+    """A PostToolUse judgement (response side); the input rides along when it fits."""
+    request_input = tool_input
+    if not contract.fits_payload(_tool_call_value(tool_name, tool_input)):
+        request_input = _PLACEHOLDER
+    whole = None
+    if contract.parse_claude_tool(tool_name)[0]:
+        result = tool_response if isinstance(tool_response, dict) else {"output": tool_response}
+        response: Any = {"jsonrpc": "2.0", "id": 1, "result": result}
+    else:
+        response = {"body": {"result": tool_response}}
+    if contract.fits_payload(response):
+        whole = contract.tool_result_record(wire, tool_name, request_input, tool_response)
+    return _plan(
+        lambda: contract.dumps(tool_response),
+        whole,
+        lambda w: contract.tool_result_record(wire, tool_name, request_input, w),
+        "responsePayload",
+        limits,
+    )
+
+
+def plan_turn(wire: WireContext, prompt: str, answer: str, hook: str, limits: Limits) -> Plan:
+    """A Stop/SubagentStop judgement of ``answer`` (response side)."""
+    request = prompt if contract.fits_payload({"body": prompt}) else ""
+    whole = None
+    if contract.fits_payload({"body": answer}):
+        whole = contract.turn_record(wire, request, answer, hook=hook)
+    return _plan(
+        lambda: answer,
+        whole,
+        lambda w: contract.turn_record(wire, request, w, hook=hook),
+        "responsePayload",
+        limits,
+    )
+
+
+def _rank(verdict: Verdict) -> int:
+    if verdict.decision == "error":
+        return 1 if verdict.allowed else 6
+    return {"allow": 0, "alert": 2, "warn": 3, "modify": 4, "ask": 5}.get(verdict.decision, 7)
+
+
+def strictest(verdicts: Sequence[Verdict]) -> Verdict:
+    """The verdict that weighs most; a mask among several windows cannot be applied: deny."""
+    if not verdicts:
+        raise ValueError("no verdicts")
+    worst = max(verdicts, key=_rank)
+    latency = max(v.latency_s for v in verdicts)
+    if len(verdicts) > 1 and worst.decision == "modify":
+        worst = replace(
+            worst,
+            decision="deny",
+            allowed=False,
+            reason="Akto masking verdict on part of a long content cannot be applied",
+        )
+    return replace(worst, latency_s=latency)
+
+
+def too_large(size: int, limits: Limits) -> Verdict:
+    """The verdict on content past ``max_total``: a deny whatever the fail mode."""
+    return Verdict(
+        decision="deny",
+        allowed=False,
+        reason=f"content too large to judge ({size} > {limits.max_total} characters)",
+        error=_TOO_LARGE,
+        ran=False,
+    )
+
+
+async def judge(
+    check: Callable[[Record], Awaitable[Verdict]], plan: Plan, limits: Limits
+) -> Verdict:
+    """Judge every record of ``plan`` concurrently; the strictest verdict wins."""
+    if plan.too_large or not plan.records:
+        return too_large(plan.size, limits)
+    verdicts = await asyncio.gather(*(check(record) for record in plan.records))
+    return strictest(verdicts)

@@ -1,0 +1,110 @@
+"""Shared pieces of the attacker suite: a guard on a real emulator, scripted verdicts.
+
+``ScriptedPolicy`` is a real :class:`~akto_otel.emulator.Policy` served by the real
+emulator over HTTP; it only answers chosen ``guardrailsResult`` objects for chosen
+hooks (contradictory verdicts no sane rule produces), and defers to its rules
+otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from claude_agent_sdk import ClaudeAgentOptions
+
+from akto_otel import AktoGuardrails
+from akto_otel.emulator import EmulatorServer, Policy, Rule
+from akto_otel.testing import FakeAnthropic, offline_agent_env
+from tests.conftest import SpanCapture
+
+EMOJI = "\U0001f600"
+#: ~87 KB of UTF-8, ~264 Ki characters once JSON-escaped: past the server's string limit.
+PADDING = EMOJI * 22_000
+
+
+def hook_of(record: Mapping[str, Any]) -> str:
+    headers = record.get("requestHeaders")
+    try:
+        return str(json.loads(headers).get("x-claude-hook", "")) if isinstance(headers, str) else ""
+    except ValueError:
+        return ""
+
+
+@dataclass(frozen=True)
+class ScriptedPolicy(Policy):
+    """Answer ``results[hook]`` for that hook's records; the rules for the rest."""
+
+    results: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def evaluate(self, record: Mapping[str, Any], side: Any) -> dict[str, Any]:
+        scripted = self.results.get(hook_of(record))
+        if scripted is not None:
+            return dict(scripted)
+        return super().evaluate(record, side)
+
+
+def rule(name: str, hook: str, pattern: str, **kw: Any) -> Rule:
+    target = kw.pop(
+        "target", "response" if hook in ("Stop", "SubagentStop", "PostToolUse") else "request"
+    )
+    return Rule(
+        name=name,
+        hooks=(hook,),
+        target=target,
+        pattern=pattern,
+        reason=kw.pop("reason", name),
+        **kw,
+    )
+
+
+def guard(akto: EmulatorServer, capture: SpanCapture, **kw: Any) -> AktoGuardrails:
+    kw.setdefault("timeout", 10.0)
+    kw.setdefault("export_retry_timeout", 1.0)
+    kw.setdefault("export_shutdown_timeout", 1.0)
+    return AktoGuardrails(
+        tracer_provider=capture.provider,
+        meter_provider=capture.meter_provider,
+        ingestion_url=akto.url,
+        **kw,
+    )
+
+
+def options(fake: FakeAnthropic, home: Path, workdir: Path, **kw: Any) -> ClaudeAgentOptions:
+    kw.setdefault("allowed_tools", ["Bash"])
+    return ClaudeAgentOptions(env=offline_agent_env(fake, home), cwd=str(workdir), **kw)
+
+
+def requests_text(fake: FakeAnthropic) -> str:
+    return json.dumps(fake.conversation_requests)
+
+
+def recording(
+    opts: ClaudeAgentOptions, outputs: list[tuple[str, dict[str, Any]]]
+) -> ClaudeAgentOptions:
+    """``opts`` whose hook callbacks also note what they answered the SDK."""
+    import dataclasses
+
+    from claude_agent_sdk import HookMatcher
+
+    def wrap(event: str, callback: Any) -> Any:
+        async def noted(data: Any, tool_use_id: str | None, context: Any) -> Any:
+            out = await callback(data, tool_use_id, context)
+            outputs.append((event, out))
+            return out
+
+        return noted
+
+    hooks = {
+        event: [
+            HookMatcher(
+                matcher=m.matcher, hooks=[wrap(event, cb) for cb in m.hooks], timeout=m.timeout
+            )
+            for m in matchers
+        ]
+        for event, matchers in (opts.hooks or {}).items()
+    }
+    return dataclasses.replace(opts, hooks=hooks)  # type: ignore[arg-type]
