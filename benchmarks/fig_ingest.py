@@ -5,7 +5,7 @@ is started, ``attach(span, record, kind="tool.result")``-ed and ended, then
 ``force_flush()``; ``batch`` mode posts ``/api/ingestData`` batches, ``proxy`` mode
 one ``/api/http-proxy?...&ingest_data=true`` per record. Reference: what its
 PostToolUse does, ``asyncio.create_task`` of one urllib POST per record in
-``asyncio.to_thread``. Delivered = records the emulator counted. CPU is this
+``asyncio.to_thread``. Delivered = records the stub server counted. CPU is this
 process's (``time.process_time``, all threads); the server's is shown apart.
 """
 
@@ -52,7 +52,7 @@ REFERENCE = "reference (urllib per record, to_thread)"
 
 def _akto(env: Environment, delivery: str, n: int) -> dict[str, Any]:
     settings = Settings(
-        ingestion_url=env.emulator.url,
+        ingestion_url=env.stub.url,
         delivery="batch" if delivery == "batch" else "proxy",
         export_queue_size=n + 1024,
         timeout=30.0,
@@ -62,8 +62,8 @@ def _akto(env: Environment, delivery: str, n: int) -> dict[str, Any]:
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("bench")
     records = [tool_result(i) for i in range(n)]
-    env.clear_emulator()
-    server0 = env.emulator.cpu_seconds()
+    env.clear_stub()
+    server0 = env.stub.cpu_seconds()
     cpu0 = time.process_time()
     start = time.perf_counter()
     for record in records:
@@ -74,8 +74,8 @@ def _akto(env: Environment, delivery: str, n: int) -> dict[str, Any]:
     flushed = processor.force_flush(600_000)
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu0
-    server = env.emulator.cpu_seconds() - server0
-    delivered = env.clear_emulator()
+    server = env.stub.cpu_seconds() - server0
+    delivered = env.clear_stub()
     stats = processor.stats.snapshot()
     processor.shutdown()
     provider.shutdown()
@@ -93,20 +93,20 @@ def _akto(env: Environment, delivery: str, n: int) -> dict[str, Any]:
 
 def _exporter_only(env: Environment, n: int) -> dict[str, Any]:
     """RecordExporter.export on ready 512-record batches: delivery without spans or queue."""
-    settings = Settings(ingestion_url=env.emulator.url, delivery="batch", timeout=30.0)
+    settings = Settings(ingestion_url=env.stub.url, delivery="batch", timeout=30.0)
     stats = ExportStats()
     exporter = RecordExporter(settings, stats)
     items = [PendingRecord(record=tool_result(i), key=f"k-{i}") for i in range(n)]
-    env.clear_emulator()
-    server0 = env.emulator.cpu_seconds()
+    env.clear_stub()
+    server0 = env.stub.cpu_seconds()
     cpu0 = time.process_time()
     start = time.perf_counter()
     for at in range(0, n, 512):
         exporter.export(items[at : at + 512])
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu0
-    server = env.emulator.cpu_seconds() - server0
-    delivered = env.clear_emulator()
+    server = env.stub.cpu_seconds() - server0
+    delivered = env.clear_stub()
     exporter.shutdown()
     return {
         "n": n,
@@ -146,9 +146,9 @@ def _encode_once(env: Environment, n: int) -> dict[str, Any]:
     records = [tool_result(i) for i in range(n)]
     keys = [f"k-{i}" for i in range(n)]
     client = httpx.Client(timeout=30.0, trust_env=False, follow_redirects=False)
-    url = ingest_data_url(env.emulator.url)
-    env.clear_emulator()
-    server0 = env.emulator.cpu_seconds()
+    url = ingest_data_url(env.stub.url)
+    env.clear_stub()
+    server0 = env.stub.cpu_seconds()
     cpu0 = time.process_time()
     start = time.perf_counter()
     for at in range(0, n, 512):
@@ -160,8 +160,8 @@ def _encode_once(env: Environment, n: int) -> dict[str, Any]:
                 raise RuntimeError(f"ingestData answered {response.status_code}")
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu0
-    server = env.emulator.cpu_seconds() - server0
-    delivered = env.clear_emulator()
+    server = env.stub.cpu_seconds() - server0
+    delivered = env.clear_stub()
     client.close()
     return {
         "n": n,
@@ -238,14 +238,14 @@ async def _reference_async(ref: ReferenceConnector, n: int) -> float:
 
 
 def _reference(env: Environment, n: int) -> dict[str, Any]:
-    ref = ReferenceConnector(env.emulator.url)
-    env.clear_emulator()
-    server0 = env.emulator.cpu_seconds()
+    ref = ReferenceConnector(env.stub.url)
+    env.clear_stub()
+    server0 = env.stub.cpu_seconds()
     cpu0 = time.process_time()
     elapsed = asyncio.run(_reference_async(ref, n))
     cpu = time.process_time() - cpu0
-    server = env.emulator.cpu_seconds() - server0
-    delivered = env.clear_emulator()
+    server = env.stub.cpu_seconds() - server0
+    delivered = env.clear_stub()
     return {
         "n": n,
         "delivered": delivered,
@@ -319,7 +319,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
         )
     table.notes.append(
         "records: PostToolUse records of a Bash call (~2.5 KB of JSON each). The server is "
-        "the emulator in its own process; its CPU is shown apart."
+        "the stub server in its own process; its CPU is shown apart."
     )
     table.notes.append(
         "akto_otel timings include starting and ending one span per record; the reference's "

@@ -110,8 +110,8 @@ async def _measure(url: str, cfg: Config) -> dict[str, Any]:
 
 def run(cfg: Config, env: Environment) -> FigureResult:
     result = FigureResult("tracing", HEADER)
-    m = asyncio.run(_measure(env.emulator.url, cfg))
-    env.clear_emulator()
+    m = asyncio.run(_measure(env.stub.url, cfg))
+    env.clear_stub()
     bare = m["bare async callback"]["samples"]
     table = Table(
         "per event, microseconds (observe mode: AktoGuardrails(..., sync_mode=False))",
