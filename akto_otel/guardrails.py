@@ -217,15 +217,11 @@ async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
 
 def _make_session(settings: Settings, limit: int) -> aiohttp.ClientSession:
     t = settings.timeout
-    headers = {"Content-Type": "application/json"}
-    if settings.token:
-        headers["Authorization"] = settings.token
     connector = aiohttp.TCPConnector(
         limit=limit, keepalive_timeout=_KEEPALIVE_S, ssl=_connector_ssl(settings)
     )
     return aiohttp.ClientSession(
         connector=connector,
-        headers=headers,
         timeout=aiohttp.ClientTimeout(total=t, connect=t, sock_connect=t, sock_read=t),
         # Not asking for compression leaves no decompression step for a bomb to use.
         skip_auto_headers=("Accept-Encoding",),
@@ -295,6 +291,10 @@ class GuardrailClient:
             tuple[aiohttp.ClientSession, AsyncGenerator[None, None]],
         ] = {}
         self._urls: dict[tuple[bool, bool, bool], URL] = {}
+        # Sent with each POST (not on /healthCheck, which takes no token).
+        self._headers = {"Content-Type": "application/json"}
+        if settings.token:
+            self._headers["Authorization"] = settings.token
 
     def __repr__(self) -> str:
         url = self._settings.ingestion_url or "<not configured>"
@@ -362,7 +362,9 @@ class GuardrailClient:
 
     async def _post(self, url: str | URL, body: bytes, start: float) -> PostResult:
         session = await self._session()
-        async with session.post(url, data=body, allow_redirects=False) as response:
+        async with session.post(
+            url, data=body, headers=self._headers, allow_redirects=False
+        ) as response:
             status = response.status
             headers: CIMultiDictProxy[str] = response.headers
             try:
