@@ -361,7 +361,8 @@ class GuardrailClient:
             return PostResult(status=None, error=kind, latency_s=time.perf_counter() - start)
 
     async def _post(self, url: str | URL, body: bytes, start: float) -> PostResult:
-        session = await self._session()
+        entry = self._sessions.get(asyncio.get_running_loop())
+        session = entry[0] if entry is not None and not entry[0].closed else await self._session()
         async with session.post(
             url, data=body, headers=self._headers, allow_redirects=False
         ) as response:
