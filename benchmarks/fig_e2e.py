@@ -202,7 +202,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
         )
     spread = (max(base) - min(base)) / statistics.median(base)
     table.notes.append(
-        "paired ratio: each repetition runs the five variants back to back (order rotated); "
+        "paired ratio: each repetition runs the four variants back to back (order rotated); "
         "the median over repetitions of variant / baseline of the same repetition."
     )
     table.notes.append(
