@@ -158,7 +158,9 @@ def error_kind(exc: BaseException) -> str:
         seen += 1
     if isinstance(exc, httpx.ConnectError) and "ssl" in str(exc).lower():
         return "tls_error"
-    if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "internal_error"
+    if isinstance(exc, aiohttp.ClientError):  # e.g. a garbled answer: as httpx's protocol errors
         return "connection_error"
     if isinstance(exc, (httpx.TransportError, OSError)):
         return "connection_error"

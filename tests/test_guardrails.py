@@ -212,3 +212,14 @@ async def test_a_session_is_closed_when_its_loop_ends() -> None:
     assert server.closed_by_client == 1
     assert server.open == 0
     await server.stop()
+
+
+@pytest.mark.parametrize("fail_mode", ["open", "closed"])
+async def test_a_garbled_answer_is_a_connection_error(fail_mode: str) -> None:
+    server = _CountingServer([b"HTTP/1.1 abc nonsense\r\n\r\n"])
+    client = GuardrailClient(_settings(await server.start(), fail_mode))
+    verdict = await client.check(RECORD)
+    await client.aclose()
+    await server.stop()
+    assert verdict.error == "connection_error"
+    assert verdict.allowed is (fail_mode == "open")
