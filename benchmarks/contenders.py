@@ -52,11 +52,10 @@ HOOK_DEFAULT = "hook: PreToolUse (package)"
 
 @dataclass(frozen=True)
 class Spec:
-    """A contender to build, or the reason it cannot run here."""
+    """A contender to build on the loop that measures it."""
 
     name: str
-    build: Callable[[], Awaitable[Contender]] | None
-    why_not: str = ""
+    build: Callable[[], Awaitable[Contender]]
 
 
 class _Errors:

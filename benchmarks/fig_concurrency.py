@@ -27,22 +27,14 @@ async def _measure(server: ServerHandle, cfg: Config) -> dict[str, Any]:
     duration = cfg.pickf(0.8, 0.1)
     warmup = cfg.pickf(0.2, 0.05)
     reps = cfg.pick(2, 1)
-    results: dict[str, dict[int, list[Throughput]]] = {}
     errors: dict[str, int] = {}
-    skipped: dict[str, str] = {}
-    order: list[str] = []
-    for spec in guardrail_specs(server.url):
-        if spec.build is None:
-            skipped[spec.name] = spec.why_not
-            continue
-        order.append(spec.name)
-        results[spec.name] = {k: [] for k in KS}
+    order = [spec.name for spec in guardrail_specs(server.url)]
+    results: dict[str, dict[int, list[Throughput]]] = {n: {k: [] for k in KS} for n in order}
     for rep in range(reps):
         for k in KS:
-            specs = [s for s in guardrail_specs(server.url) if s.build is not None]
+            specs = guardrail_specs(server.url)
             specs = specs[rep % len(specs) :] + specs[: rep % len(specs)]
             for spec in specs:
-                assert spec.build is not None
                 contender: Contender = await spec.build()
                 await contender.setup()
                 got = await run_throughput(
@@ -51,7 +43,7 @@ async def _measure(server: ServerHandle, cfg: Config) -> dict[str, Any]:
                 errors[spec.name] = errors.get(spec.name, 0) + errors_of(contender)
                 await contender.close()
                 results[spec.name][k].append(got)
-    return {"results": results, "errors": errors, "skipped": skipped, "order": order}
+    return {"results": results, "errors": errors, "order": order}
 
 
 def _median(runs: list[Throughput]) -> Throughput:
@@ -75,8 +67,6 @@ def run(cfg: Config, env: Environment) -> FigureResult:
         row = [f"{med[name][k].rate:,.0f} ({fmt_us(med[name][k].latency.p99)})" for k in KS]
         best = max(KS, key=lambda k: med[name][k].rate)
         table.add(name, *row, f"K={best}", m["errors"].get(name, 0))
-    for name, why in m["skipped"].items():
-        table.add(name, "skipped", "", "", "", "", why)
     table.notes.append(
         "hook rows: each call is PreToolUse (timed) + PostToolUse closing the span (counted "
         "in calls/s, not in the latency)."
@@ -160,7 +150,6 @@ def run(cfg: Config, env: Environment) -> FigureResult:
             for name, by_k in results.items()
         },
         "errors": m["errors"],
-        "skipped": m["skipped"],
         "spread_k16_relative": {
             name: (statistics.pstdev(r) / statistics.fmean(r) if len(r) > 1 else 0.0)
             for name, r in ((n, [t.rate for t in results[n][16]]) for n in results)

@@ -33,11 +33,7 @@ HEADER = "Figure 1: per-hook latency, sequential"
 async def _measure(url: str, cfg: Config) -> dict[str, Any]:
     specs = guardrail_specs(url)
     built: list[Contender] = []
-    skipped: dict[str, str] = {}
     for spec in specs:
-        if spec.build is None:
-            skipped[spec.name] = spec.why_not
-            continue
         contender = await spec.build()
         await contender.setup()
         built.append(contender)
@@ -61,7 +57,6 @@ async def _measure(url: str, cfg: Config) -> dict[str, Any]:
         "round_p50": round_p50,
         "cpu_us": {name: statistics.median(v) * 1e6 for name, v in cpu.items()},
         "errors": errors,
-        "skipped": skipped,
         "order": [c.name for c in built],
         "rounds": rounds,
         "n": n,
@@ -117,8 +112,6 @@ def run(cfg: Config, env: Environment) -> FigureResult:
             fmt_us(cpu[name] - cpu[FLOOR]),
             m["errors"][name],
         )
-    for name, why in m["skipped"].items():
-        table.add(name, "skipped", "", "", "", "", "", "", "", "", "", "", "", why)
     table.notes.append(
         "check: GuardrailClient.check(record) with a pre-built record; hook: the whole "
         "PreToolUse callback (record, execute_tool span, run_guardrail span, verdict event); "
@@ -141,7 +134,6 @@ def run(cfg: Config, env: Environment) -> FigureResult:
         "round_p50_us": m["round_p50"],
         "cpu_us_per_call": cpu,
         "errors": m["errors"],
-        "skipped": m["skipped"],
     }
     hook = summary[HOOK_DEFAULT]
     result.verdicts.extend(_verdicts(summary, cpu))

@@ -55,7 +55,6 @@ Profile = tuple[Counter[str], list[tuple[str, float, int]], float, int]
 
 async def _profile(url: str, name: str, n: int) -> Profile:
     spec = next(s for s in guardrail_specs(url) if s.name == name)
-    assert spec.build is not None
     contender = await spec.build()
     await contender.setup()
     await run_sequential(contender, 200, 50)
