@@ -1,11 +1,17 @@
-"""Async client for Akto's guardrail endpoint (``/api/http-proxy``).
+"""Async client for Akto's guardrail endpoint (``/api/http-proxy``), on aiohttp.
 
-One pooled ``httpx.AsyncClient``, created lazily on the running event loop and
-closed by :meth:`GuardrailClient.aclose`. TLS is verified (a custom CA bundle comes
-from ``SSL_CERT_PATH``); the token goes in the ``Authorization`` header and nowhere
-else. Every call returns a :class:`~akto_otel.contract.Verdict`: a failure of any kind
-becomes the configured fail decision (open by default) carrying a low-cardinality
-error kind, never an exception.
+One ``aiohttp.ClientSession`` per event loop (keep-alive, a connector limit,
+explicit timeouts), created lazily on the loop that first needs it and closed
+when that loop shuts down (``asyncio.run``) or by :meth:`GuardrailClient.aclose`.
+TLS is verified (a custom CA bundle comes from ``SSL_CERT_PATH``); proxies and
+``.netrc`` from the environment are ignored, as before; the token goes in the
+``Authorization`` header and nowhere else. The answer's size limit is enforced
+while reading. Every call returns a :class:`~akto_otel.contract.Verdict`: a failure
+of any kind becomes the configured fail decision (open by default) carrying a
+low-cardinality error kind, never an exception.
+
+The exporter's background worker is synchronous and stays on httpx;
+:func:`error_kind` therefore classifies both libraries' exceptions.
 
 Usage::
 
@@ -21,18 +27,22 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import socket
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 import certifi
 import httpx
+from multidict import CIMultiDictProxy
+from yarl import URL
 
 from akto_otel.config import Settings
 from akto_otel.contract import (
@@ -69,6 +79,11 @@ ERROR_KINDS = (
     "internal_error",
 )
 
+#: Connections kept to Akto per event loop (the hooks of one agent rarely need more).
+CONNECTOR_LIMIT = 100
+_KEEPALIVE_S = 30.0
+_READ_CHUNK = 64 * 1024
+
 
 class _ResponseTooLarge(Exception):
     pass
@@ -93,7 +108,12 @@ def tls_context(settings: Settings) -> ssl.SSLContext | bool:
     return context
 
 
-_warmed = False
+def _connector_ssl(settings: Settings) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl`` argument: ``False`` there means *unverified*, so never pass it."""
+    context = tls_context(settings)
+    return context if isinstance(context, ssl.SSLContext) else True
+
+
 _T = TypeVar("_T")
 
 
@@ -105,37 +125,43 @@ async def _within(seconds: float, awaitable: Awaitable[_T]) -> _T:
     return await asyncio.wait_for(awaitable, seconds)
 
 
-def _warm_up() -> None:
-    """Import what httpx loads lazily on its first client (~80-140 ms here).
-
-    Done when a client is built, at app start, instead of inside the agent's
-    first guarded hook.
-    """
-    global _warmed
-    if not _warmed:
-        httpx.AsyncHTTPTransport(verify=False)
-        _warmed = True
+def _os_kind(exc: BaseException) -> str | None:
+    if isinstance(exc, ssl.SSLError):
+        return "tls_error"
+    if isinstance(exc, socket.gaierror):
+        return "dns_error"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection_refused"
+    # Happy eyeballs folds several refused addresses into one plain OSError.
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return "connection_refused"
+    return None
 
 
 def error_kind(exc: BaseException) -> str:
-    """Map an exception from a request to one of :data:`ERROR_KINDS`."""
+    """Map an exception from a request (aiohttp or httpx) to one of :data:`ERROR_KINDS`."""
     if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError)):
         return "timeout"
     if isinstance(exc, _ResponseTooLarge):
         return "response_too_large"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "tls_error"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "dns_error"
     cause: BaseException | None = exc
     seen = 0
     while cause is not None and seen < 8:
-        if isinstance(cause, ssl.SSLError):
-            return "tls_error"
-        if isinstance(cause, socket.gaierror):
-            return "dns_error"
-        if isinstance(cause, ConnectionRefusedError):
-            return "connection_refused"
+        kind = _os_kind(cause)
+        if kind is not None:
+            return kind
         cause = cause.__cause__ or cause.__context__
         seen += 1
     if isinstance(exc, httpx.ConnectError) and "ssl" in str(exc).lower():
         return "tls_error"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "internal_error"
+    if isinstance(exc, aiohttp.ClientError):  # e.g. a garbled answer: as httpx's protocol errors
+        return "connection_error"
     if isinstance(exc, (httpx.TransportError, OSError)):
         return "connection_error"
     return "internal_error"
@@ -164,7 +190,7 @@ class PostResult:
         return self.status is not None and 200 <= self.status < 300
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after")
     if value is None:
         return None
@@ -174,26 +200,100 @@ def _retry_after(headers: httpx.Headers) -> float | None:
         return None
 
 
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, refused as soon as it passes ``limit`` (declared or counted)."""
+    declared = response.content_length
+    if declared is not None:
+        if declared > limit:
+            raise _ResponseTooLarge
+        return await response.read()  # the parser stops at the declared length
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise _ResponseTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _make_session(settings: Settings, limit: int) -> aiohttp.ClientSession:
+    t = settings.timeout
+    connector = aiohttp.TCPConnector(
+        limit=limit, keepalive_timeout=_KEEPALIVE_S, ssl=_connector_ssl(settings)
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=t, connect=t, sock_connect=t, sock_read=t),
+        # Not asking for compression leaves no decompression step for a bomb to use.
+        skip_auto_headers=("Accept-Encoding",),
+        auto_decompress=False,
+        trust_env=False,
+        raise_for_status=False,
+        read_bufsize=_READ_CHUNK,
+    )
+
+
+#: Every open session with its loop and closer, so that a session outlives a client
+#: dropped before its loop ends (it is then closed at the loop's shutdown, not by GC
+#: on a dead loop). Entries leave when closed, or when found on a closed loop.
+_OPEN: dict[
+    aiohttp.ClientSession, tuple[asyncio.AbstractEventLoop, AsyncGenerator[None, None]]
+] = {}
+
+
+async def _close_at_loop_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    """Parked async generator: the loop's ``shutdown_asyncgens`` closes it, and the session.
+
+    ``asyncio.run`` (and pytest-asyncio) call ``shutdown_asyncgens`` while the loop
+    still runs, which is the last moment the session's connections can be closed
+    on their own loop.
+    """
+    try:
+        yield
+    finally:
+        _OPEN.pop(session, None)
+        await session.close()
+
+
+async def _open_session(
+    settings: Settings, limit: int
+) -> tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]:
+    loop = asyncio.get_running_loop()
+    for old, (old_loop, _) in list(_OPEN.items()):  # a snapshot: other threads add entries
+        if old_loop.is_closed():
+            _OPEN.pop(old, None)
+    session = _make_session(settings, limit)
+    closer = _close_at_loop_shutdown(session)
+    _OPEN[session] = (loop, closer)
+    await closer.__anext__()  # registers it with the loop; does not suspend
+    return session, closer
+
+
+async def _finish(closer: AsyncGenerator[None, None]) -> None:
+    await closer.aclose()
+
+
 class GuardrailClient:
-    """Talks to Akto's ``/api/http-proxy`` on one pooled connection set."""
+    """Talks to Akto's ``/api/http-proxy`` on one pooled session per event loop."""
 
     def __init__(
         self,
         settings: Settings,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        limits: httpx.Limits | None = None,
         redactor: Redactor | None = None,
+        connector_limit: int = CONNECTOR_LIMIT,
     ) -> None:
         self._settings = settings
         self._redactor = redactor or Redactor(settings.redact_patterns)
-        self._transport = transport
-        self._limits = limits or httpx.Limits(
-            max_connections=100, max_keepalive_connections=32, keepalive_expiry=30.0
-        )
-        self._http: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        _warm_up()
+        self._limit = connector_limit
+        # loop -> (session, its shutdown generator); entries of closed loops are pruned.
+        self._sessions: dict[
+            asyncio.AbstractEventLoop,
+            tuple[aiohttp.ClientSession, AsyncGenerator[None, None]],
+        ] = {}
+        self._urls: dict[tuple[bool, bool, bool], URL] = {}
+        # Sent with each POST (not on /healthCheck, which takes no token).
         self._headers = {"Content-Type": "application/json"}
         if settings.token:
             self._headers["Authorization"] = settings.token
@@ -210,38 +310,46 @@ class GuardrailClient:
     def configured(self) -> bool:
         return bool(self._settings.ingestion_url)
 
-    def _verify(self) -> ssl.SSLContext | bool:
-        return tls_context(self._settings)
-
-    def _client(self) -> httpx.AsyncClient:
+    async def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        if self._http is None or self._loop is not loop or self._http.is_closed:
-            # A client is bound to the loop it was first used on; an app that runs
-            # several loops in turn (asyncio.run per query) gets one per loop.
-            t = self._settings.timeout
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(t, connect=t, read=t, write=t, pool=t),
-                limits=self._limits,
-                verify=self._verify(),
-                transport=self._transport,
-                trust_env=False,
-                follow_redirects=False,
+        entry = self._sessions.get(loop)
+        if entry is not None and not entry[0].closed:
+            return entry[0]
+        for old in list(self._sessions):  # a snapshot: other threads' loops add entries
+            if old.is_closed():
+                self._sessions.pop(old, None)
+        entry = self._sessions[loop] = await _open_session(self._settings, self._limit)
+        return entry[0]
+
+    def _proxy_url(self, request: bool, response: bool, ingest: bool) -> URL:
+        key = (request, response, ingest)
+        url = self._urls.get(key)
+        if url is None:
+            settings = self._settings
+            text = http_proxy_url(
+                settings.ingestion_url,
+                settings.connector,
+                guardrails=request,
+                response_guardrails=response,
+                ingest_data=ingest,
             )
-            self._loop = loop
-        return self._http
+            url = self._urls[key] = URL(text)
+        return url
 
     async def aclose(self) -> None:
-        """Close the pooled connections (on the loop they belong to)."""
-        http, self._http = self._http, None
-        if http is None or http.is_closed:
-            return
-        try:
-            if self._loop is asyncio.get_running_loop():
-                await http.aclose()
-        except Exception as exc:  # closing must never fail the caller
-            _log.debug("closing the guardrail client failed: %s", error_kind(exc))
+        """Close this loop's session now; sessions of other running loops on theirs."""
+        current = asyncio.get_running_loop()
+        sessions, self._sessions = self._sessions, {}
+        for loop, (_, closer) in sessions.items():
+            try:
+                if loop is current:
+                    await closer.aclose()
+                elif not loop.is_closed():
+                    asyncio.run_coroutine_threadsafe(_finish(closer), loop)
+            except Exception as exc:  # closing must never fail the caller
+                _log.debug("closing the guardrail client failed: %s", error_kind(exc))
 
-    async def post(self, url: str, body: bytes) -> PostResult:
+    async def post(self, url: str | URL, body: bytes) -> PostResult:
         """POST ``body``; return the status and body, or the error kind. Never raises."""
         start = time.perf_counter()
         if self._settings.log_payloads and _log.isEnabledFor(logging.DEBUG):
@@ -251,33 +359,27 @@ class GuardrailClient:
             return await _within(self._settings.timeout, self._post(url, body, start))
         except Exception as exc:
             kind = error_kind(exc)
-            _log.warning("POST %s failed: %s", url.split("?", 1)[0], kind)
+            _log.warning("POST %s failed: %s", str(url).split("?", 1)[0], kind)
             return PostResult(status=None, error=kind, latency_s=time.perf_counter() - start)
 
-    async def _post(self, url: str, body: bytes, start: float) -> PostResult:
-        client = self._client()
-        request = client.build_request("POST", url, content=body, headers=self._headers)
-        response = await client.send(request, stream=True)
-        try:
-            limit = self._settings.max_response_bytes
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise _ResponseTooLarge
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_raw():
-                size += len(chunk)
-                if size > limit:
-                    raise _ResponseTooLarge
-                chunks.append(chunk)
-        finally:
-            await response.aclose()
-        status = response.status_code
+    async def _post(self, url: str | URL, body: bytes, start: float) -> PostResult:
+        entry = self._sessions.get(asyncio.get_running_loop())
+        session = entry[0] if entry is not None and not entry[0].closed else await self._session()
+        async with session.post(
+            url, data=body, headers=self._headers, allow_redirects=False
+        ) as response:
+            status = response.status
+            headers: CIMultiDictProxy[str] = response.headers
+            try:
+                data = await _read_bounded(response, self._settings.max_response_bytes)
+            except _ResponseTooLarge:
+                response.close()  # drop the connection rather than drain the rest
+                raise
         return PostResult(
             status=status,
-            body=b"".join(chunks),
+            body=data,
             error=None if 200 <= status < 300 else _status_kind(status),
-            retry_after=_retry_after(response.headers),
+            retry_after=_retry_after(headers),
             latency_s=time.perf_counter() - start,
         )
 
@@ -300,13 +402,7 @@ class GuardrailClient:
             return Verdict.failure("not_configured", fail_closed=fail_closed)
         start = time.perf_counter()
         try:
-            url = http_proxy_url(
-                settings.ingestion_url,
-                settings.connector,
-                guardrails=request,
-                response_guardrails=response,
-                ingest_data=ingest,
-            )
+            url = self._proxy_url(request, response, ingest)
             result = await self.post(url, encode_record(record))
         except Exception as exc:  # e.g. a record that cannot be encoded
             return Verdict.failure(error_kind(exc), fail_closed=fail_closed).with_latency(
@@ -333,11 +429,9 @@ class GuardrailClient:
         if not self._settings.ingestion_url:
             return False
         try:
-            client = self._client()
-            response = await asyncio.wait_for(
-                client.get(health_check_url(self._settings.ingestion_url)),
-                self._settings.timeout,
-            )
+            session = await self._session()
+            url = health_check_url(self._settings.ingestion_url)
+            async with session.get(url, allow_redirects=False) as response:
+                return 200 <= response.status < 300
         except Exception:
             return False
-        return 200 <= response.status_code < 300

@@ -44,6 +44,23 @@ DURATION_BUCKETS_S = (
 )
 
 
+_MAX_CACHED = 512
+
+
+def _decision_attributes(
+    hook: str, decision: str, behaviour: str, fail_open: bool, error: str | None
+) -> dict[str, str | bool]:
+    attributes: dict[str, str | bool] = {
+        "hook": hook,
+        "decision": decision,
+        "behaviour": behaviour or "none",
+        "fail_open": fail_open,
+    }
+    if error:
+        attributes["error_type"] = error
+    return attributes
+
+
 _SHARED: weakref.WeakKeyDictionary[Any, GuardrailMetrics] = weakref.WeakKeyDictionary()
 _shared_lock = threading.Lock()
 
@@ -112,6 +129,11 @@ class GuardrailMetrics:
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
         )
         self._queue_sizes: list[Callable[[], int]] = []
+        # Attribute sets are built once per distinct value and reused on every call.
+        self._decision_attributes: dict[
+            tuple[str, str, str, bool, str | None], dict[str, str | bool]
+        ] = {}
+        self._by_hook: dict[str, dict[str, str]] = {}
         meter.create_observable_gauge(
             "akto.exporter.queue.size",
             callbacks=[self._observe_queue],
@@ -136,20 +158,27 @@ class GuardrailMetrics:
         self._export_duration.record(seconds)
 
     def record_decision(self, hook: str, verdict: Verdict) -> None:
-        attributes: dict[str, str | bool] = {
-            "hook": hook,
-            "decision": verdict.decision,
-            "behaviour": verdict.behaviour or "none",
-            "fail_open": verdict.fail_open,
-        }
-        if verdict.error:
-            attributes["error_type"] = verdict.error
+        key = (hook, verdict.decision, verdict.behaviour, verdict.fail_open, verdict.error)
+        attributes = self._decision_attributes.get(key)
+        if attributes is None:
+            attributes = _decision_attributes(*key)
+            # The behaviour comes from Akto's answer: cap what a server can make us keep.
+            if len(self._decision_attributes) < _MAX_CACHED:
+                self._decision_attributes[key] = attributes
         self._decisions.add(1, attributes)
         if verdict.ran or verdict.error not in (None, "not_configured"):
-            self._duration.record(verdict.latency_s, {"hook": hook})
+            self._duration.record(verdict.latency_s, self._hook_attributes(hook))
+
+    def _hook_attributes(self, hook: str) -> dict[str, str]:
+        attributes = self._by_hook.get(hook)
+        if attributes is None:
+            attributes = {"hook": hook}
+            if len(self._by_hook) < _MAX_CACHED:
+                self._by_hook[hook] = attributes
+        return attributes
 
     def record_hook_duration(self, hook: str, seconds: float) -> None:
-        self._hook_duration.record(seconds, {"hook": hook})
+        self._hook_duration.record(seconds, self._hook_attributes(hook))
 
     def record_hook_error(self, hook: str) -> None:
         self._hook_errors.add(1, {"hook": hook})

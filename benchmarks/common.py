@@ -33,7 +33,6 @@ class Config:
     """What one run of the suite does."""
 
     quick: bool = False
-    server: str = "auto"  # auto | emulator | nginx
     repeats: int = 3
 
     def pick(self, full: int, quick: int) -> int:

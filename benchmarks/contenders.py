@@ -12,23 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from akto_otel.config import Settings
 from akto_otel.contract import encode_record, http_proxy_url
 from akto_otel.guardrails import GuardrailClient
 
-from .clients import (
-    AiohttpGuardrailClient,
-    FloorClient,
-    RawStreamTransport,
-    StreamGuardrailClient,
-    aiohttp_transport,
-    have_aiohttp,
-    have_h2,
-    have_httpx_aiohttp,
-    http2_transport,
-)
+from .clients import AiohttpClient, FloorClient, StdlibClient
 from .harness import Contender
 from .reference import ReferenceConnector
 from .workload import (
@@ -41,13 +29,12 @@ from .workload import (
 )
 
 __all__ = [
+    "AIOHTTP",
     "CHECK_DEFAULT",
-    "CHECK_STREAM",
     "FLOOR",
-    "H2",
     "HOOK_DEFAULT",
-    "HOOK_STREAM",
     "REFERENCE",
+    "STDLIB",
     "Spec",
     "check_contender",
     "errors_of",
@@ -56,21 +43,19 @@ __all__ = [
 ]
 
 FLOOR = "floor: raw asyncio streams"
-REFERENCE = "reference: urllib+to_thread"
-CHECK_DEFAULT = "check: httpx (package)"
+REFERENCE = "Akto connector as published"
+STDLIB = "stdlib: urllib, cached opener, thread"
+AIOHTTP = "bare aiohttp ClientSession.post"
+CHECK_DEFAULT = "check: GuardrailClient.check (package)"
 HOOK_DEFAULT = "hook: PreToolUse (package)"
-CHECK_STREAM = "check: stream post [candidate]"
-HOOK_STREAM = "hook: PreToolUse, stream post [candidate]"
-H2 = "check: httpx HTTP/2 (h2c, +proxy hop)"
 
 
 @dataclass(frozen=True)
 class Spec:
-    """A contender to build, or the reason it cannot run here."""
+    """A contender to build on the loop that measures it."""
 
     name: str
-    build: Callable[[], Awaitable[Contender]] | None
-    why_not: str = ""
+    build: Callable[[], Awaitable[Contender]]
 
 
 class _Errors:
@@ -143,24 +128,31 @@ def _hook_contender(name: str, url: str, client: GuardrailClient | None) -> Cont
     return Contender(name, call, after=after, setup=setup, close=close, extra={"errors": errors})
 
 
-def guardrail_specs(url: str, h2_url: str | None) -> list[Spec]:
+def _post_contender(name: str, client: FloorClient | StdlibClient | AiohttpClient) -> Contender:
+    async def call(_: int) -> None:
+        await client.post()
+
+    async def setup() -> None:
+        answer = await client.post()
+        if b'"Allowed":true' not in answer:
+            raise RuntimeError(f"{name}: unexpected answer {answer[:200]!r}")
+
+    return Contender(name, call, setup=setup, close=client.aclose)
+
+
+def guardrail_specs(url: str) -> list[Spec]:
     """Every contender of the guardrail call against the server at ``url``."""
-    record = tool_record()
     proxy_url = http_proxy_url(url, "claude_agent_sdk", guardrails=True)
-    body = encode_record(record)
+    body = encode_record(tool_record())
 
     async def floor() -> Contender:
-        client = FloorClient(proxy_url, body)
+        return _post_contender(FLOOR, FloorClient(proxy_url, body))
 
-        async def call(_: int) -> None:
-            await client.post()
+    async def stdlib() -> Contender:
+        return _post_contender(STDLIB, StdlibClient(proxy_url, body))
 
-        async def setup() -> None:
-            answer = await client.post()
-            if b'"Allowed":true' not in answer:
-                raise RuntimeError(f"floor: unexpected answer {answer[:200]!r}")
-
-        return Contender(FLOOR, call, setup=setup, close=client.aclose)
+    async def bare_aiohttp() -> Contender:
+        return _post_contender(AIOHTTP, AiohttpClient(proxy_url, body))
 
     async def reference() -> Contender:
         ref = ReferenceConnector(url)
@@ -182,70 +174,24 @@ def guardrail_specs(url: str, h2_url: str | None) -> list[Spec]:
             REFERENCE,
             call,
             setup=setup,
-            note="new connection per call; default executor",
+            note="new SSL context + connection per call; default executor",
             extra={"errors": lambda: ref.failures},
         )
 
     async def check_default() -> Contender:
         return check_contender(CHECK_DEFAULT, GuardrailClient(settings_for(url)))
 
-    async def check_keepalive() -> Contender:
-        limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
-        return check_contender(
-            "check: httpx keepalive=128", GuardrailClient(settings_for(url), limits=limits)
-        )
-
-    async def check_raw_transport() -> Contender:
-        client = GuardrailClient(settings_for(url), transport=RawStreamTransport())
-        return check_contender("check: httpx + raw-stream transport", client)
-
-    async def check_aiohttp_transport() -> Contender:
-        client = GuardrailClient(settings_for(url), transport=aiohttp_transport())
-        return check_contender("check: httpx + aiohttp transport", client)
-
-    async def check_h2() -> Contender:
-        assert h2_url is not None
-        client = GuardrailClient(settings_for(h2_url), transport=http2_transport())
-        return check_contender(H2, client, note="nginx h2c port, proxied to the h1 port")
-
-    async def check_aiohttp() -> Contender:
-        return check_contender("check: aiohttp post", AiohttpGuardrailClient(settings_for(url)))
-
-    async def check_stream() -> Contender:
-        return check_contender(CHECK_STREAM, StreamGuardrailClient(settings_for(url)))
-
     async def hook_default() -> Contender:
         return _hook_contender(HOOK_DEFAULT, url, None)
 
-    async def hook_stream() -> Contender:
-        return _hook_contender(HOOK_STREAM, url, StreamGuardrailClient(settings_for(url)))
-
-    specs = [
+    return [
         Spec(FLOOR, floor),
         Spec(REFERENCE, reference),
+        Spec(STDLIB, stdlib),
+        Spec(AIOHTTP, bare_aiohttp),
         Spec(CHECK_DEFAULT, check_default),
         Spec(HOOK_DEFAULT, hook_default),
-        Spec("check: httpx keepalive=128", check_keepalive),
-        Spec("check: httpx + raw-stream transport", check_raw_transport),
-        Spec(
-            "check: httpx + aiohttp transport",
-            check_aiohttp_transport if have_httpx_aiohttp() else None,
-            "pip install httpx-aiohttp",
-        ),
-        Spec(
-            H2,
-            check_h2 if (h2_url and have_h2()) else None,
-            "needs nginx (h2c) and pip install h2" if not h2_url else "pip install h2",
-        ),
-        Spec(
-            "check: aiohttp post",
-            check_aiohttp if have_aiohttp() else None,
-            "pip install aiohttp",
-        ),
-        Spec(CHECK_STREAM, check_stream),
-        Spec(HOOK_STREAM, hook_stream),
     ]
-    return specs
 
 
 def errors_of(contender: Contender) -> int:

@@ -12,52 +12,29 @@ import os
 import statistics
 from typing import Any
 
-import httpx
-
-from akto_otel.guardrails import GuardrailClient
-
-from .clients import StreamGuardrailClient
 from .common import Config, FigureResult, Table, Verdict, fmt_ratio, fmt_us
-from .contenders import (
-    HOOK_DEFAULT,
-    HOOK_STREAM,
-    REFERENCE,
-    check_contender,
-    errors_of,
-    guardrail_specs,
-    settings_for,
-)
+from .contenders import HOOK_DEFAULT, REFERENCE, STDLIB, errors_of, guardrail_specs
 from .environment import Environment, ServerHandle
 from .harness import Contender, Throughput, run_throughput
 
 __all__ = ["run"]
 
 HEADER = "Figure 2: throughput under concurrency K (calls/s and p99)"
-KS = (1, 4, 16, 64)
-POOL_KS = (4, 16, 64)
-POOL_LIMITS = (1, 4, 16, 100)
+KS = (1, 16, 64)
 
 
 async def _measure(server: ServerHandle, cfg: Config) -> dict[str, Any]:
     duration = cfg.pickf(0.8, 0.1)
     warmup = cfg.pickf(0.2, 0.05)
     reps = cfg.pick(2, 1)
-    results: dict[str, dict[int, list[Throughput]]] = {}
     errors: dict[str, int] = {}
-    skipped: dict[str, str] = {}
-    order: list[str] = []
-    for spec in guardrail_specs(server.url, server.h2_url):
-        if spec.build is None:
-            skipped[spec.name] = spec.why_not
-            continue
-        order.append(spec.name)
-        results[spec.name] = {k: [] for k in KS}
+    order = [spec.name for spec in guardrail_specs(server.url)]
+    results: dict[str, dict[int, list[Throughput]]] = {n: {k: [] for k in KS} for n in order}
     for rep in range(reps):
         for k in KS:
-            specs = [s for s in guardrail_specs(server.url, server.h2_url) if s.build is not None]
+            specs = guardrail_specs(server.url)
             specs = specs[rep % len(specs) :] + specs[: rep % len(specs)]
             for spec in specs:
-                assert spec.build is not None
                 contender: Contender = await spec.build()
                 await contender.setup()
                 got = await run_throughput(
@@ -66,32 +43,7 @@ async def _measure(server: ServerHandle, cfg: Config) -> dict[str, Any]:
                 errors[spec.name] = errors.get(spec.name, 0) + errors_of(contender)
                 await contender.close()
                 results[spec.name][k].append(got)
-    return {"results": results, "errors": errors, "skipped": skipped, "order": order}
-
-
-async def _pool_sweep(server: ServerHandle, cfg: Config) -> dict[str, dict[int, Throughput]]:
-    """GuardrailClient.check at K parallel callers for several connection limits."""
-    duration = cfg.pickf(0.6, 0.1)
-    warmup = cfg.pickf(0.15, 0.05)
-    out: dict[str, dict[int, Throughput]] = {}
-    for limit in POOL_LIMITS:
-        for kind in ("httpx", "stream"):
-            name = f"{kind} max_connections={limit}"
-            out[name] = {}
-            for k in POOL_KS:
-                client: GuardrailClient
-                if kind == "httpx":
-                    limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
-                    client = GuardrailClient(settings_for(server.url), limits=limits)
-                else:
-                    client = StreamGuardrailClient(
-                        settings_for(server.url), max_connections=limit, max_idle=limit
-                    )
-                contender = check_contender(name, client)
-                await contender.setup()
-                out[name][k] = await run_throughput(contender, k, duration, warmup)
-                await contender.close()
-    return out
+    return {"results": results, "errors": errors, "order": order}
 
 
 def _median(runs: list[Throughput]) -> Throughput:
@@ -115,23 +67,22 @@ def run(cfg: Config, env: Environment) -> FigureResult:
         row = [f"{med[name][k].rate:,.0f} ({fmt_us(med[name][k].latency.p99)})" for k in KS]
         best = max(KS, key=lambda k: med[name][k].rate)
         table.add(name, *row, f"K={best}", m["errors"].get(name, 0))
-    for name, why in m["skipped"].items():
-        table.add(name, "skipped", "", "", "", "", why)
     table.notes.append(
         "hook rows: each call is PreToolUse (timed) + PostToolUse closing the span (counted "
         "in calls/s, not in the latency)."
     )
     table.notes.append(
-        "reference: asyncio.to_thread on the default executor = min(32, cpus+4) = "
+        "published connector and stdlib: asyncio.to_thread on the default executor = "
+        "min(32, cpus+4) = "
         f"{min(32, (os.cpu_count() or 1) + 4)} threads here, so K above that queues."
     )
     result.tables.append(table)
 
     ratio = Table(
-        "calls/s relative to the reference, and CPU use at K=16",
+        "calls/s relative to the published connector, and CPU use at K=16",
         [
             "contender",
-            *(f"x ref K={k}" for k in KS),
+            *(f"x published K={k}" for k in KS),
             "client CPU @16",
             "server CPU @16",
             "spread @16",
@@ -155,36 +106,22 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     )
     result.tables.append(ratio)
 
-    sweep = asyncio.run(_pool_sweep(server, cfg))
-    env.after_load(server)
-    pools = Table(
-        "the knee: GuardrailClient.check calls/s (p99) by connection limit",
-        ["client, pool limit", *(f"K={k}" for k in POOL_KS)],
-    )
-    for name, by_k in sweep.items():
-        pools.add(name, *(f"{t.rate:,.0f} ({fmt_us(t.latency.p99)})" for t in by_k.values()))
-    pools.notes.append(
-        "httpx: httpx.Limits(max_connections=N, max_keepalive_connections=N); stream: "
-        "StreamGuardrailClient(max_connections=N, max_idle=N). One repetition each."
-    )
-    result.tables.append(pools)
-
     hook16 = med[HOOK_DEFAULT][16].rate / ref[16].rate
     result.verdicts.append(
         Verdict(
-            "at K=16 the hook makes >= 3x the reference's calls/s",
+            "at K=16 the hook makes >= 3x the published connector's calls/s",
             fmt_ratio(hook16),
             hook16 >= 3,
-            f"hook {med[HOOK_DEFAULT][16].rate:,.0f}/s vs reference {ref[16].rate:,.0f}/s",
+            f"hook {med[HOOK_DEFAULT][16].rate:,.0f}/s vs published {ref[16].rate:,.0f}/s",
         )
     )
-    cand = med[HOOK_STREAM][16].rate / ref[16].rate
+    std16 = med[HOOK_DEFAULT][16].rate / med[STDLIB][16].rate
     result.verdicts.append(
         Verdict(
-            "[candidate: stream post] at K=16 the hook makes >= 3x the reference's calls/s",
-            fmt_ratio(cand),
-            cand >= 3,
-            f"hook {med[HOOK_STREAM][16].rate:,.0f}/s vs reference {ref[16].rate:,.0f}/s",
+            "at K=16 the hook makes >= 1x the stdlib reference's calls/s",
+            fmt_ratio(std16),
+            std16 >= 1,
+            f"hook {med[HOOK_DEFAULT][16].rate:,.0f}/s vs stdlib {med[STDLIB][16].rate:,.0f}/s",
         )
     )
     knees = []
@@ -213,11 +150,6 @@ def run(cfg: Config, env: Environment) -> FigureResult:
             for name, by_k in results.items()
         },
         "errors": m["errors"],
-        "skipped": m["skipped"],
-        "pool_sweep": {
-            name: {str(k): {"rate": t.rate, "p99_us": t.latency.p99} for k, t in by_k.items()}
-            for name, by_k in sweep.items()
-        },
         "spread_k16_relative": {
             name: (statistics.pstdev(r) / statistics.fmean(r) if len(r) > 1 else 0.0)
             for name, r in ((n, [t.rate for t in results[n][16]]) for n in results)

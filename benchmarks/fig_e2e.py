@@ -1,11 +1,10 @@
 """Figure 6: end to end, a real Claude CLI session of 20 tool calls against the fake model.
 
 The bundled CLI runs offline against :class:`akto_otel.testing.FakeAnthropic`
-(the scripted model asks for 20 Bash calls, then answers). Five variants, their
+(the scripted model asks for 20 Bash calls, then answers). Four variants, their
 order rotated every repetition: no hooks at all; no-op hooks on the same ten
 events akto_otel registers (the cost of the SDK's hook round trips alone); observe
-mode; sync mode (the emulator in its own process answering every guardrail call);
-sync mode with the candidate stream client of ``benchmarks/clients.py``.
+mode; sync mode (the stub Akto in its own process answering every guardrail call).
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from akto_otel.config import Settings
 from akto_otel.hooks import HOOK_EVENTS
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
 
-from .clients import StreamGuardrailClient
 from .common import Config, FigureResult, Table, Verdict
 from .environment import Environment
 from .workload import make_guard, make_provider
@@ -45,8 +43,7 @@ BASELINE = "without akto_otel (no hooks)"
 NOOP = "no-op hooks (10 events)"
 OBSERVE = "observe mode"
 SYNC = "sync mode"
-SYNC_STREAM = "sync mode, stream post [candidate]"
-VARIANTS = (BASELINE, NOOP, OBSERVE, SYNC, SYNC_STREAM)
+VARIANTS = (BASELINE, NOOP, OBSERVE, SYNC)
 
 
 def _timed(options: ClaudeAgentOptions, inside: list[float]) -> ClaudeAgentOptions:
@@ -78,7 +75,7 @@ async def _noop(
 async def _sessions(url: str, tools: int, reps: int, clear: Any) -> dict[str, Any]:
     steps = [ToolUse("Bash", {"command": f"echo step {i}"}) for i in range(tools)]
     scenario = Scenario(None, [*steps, Text("All steps done.")])
-    providers = {name: make_provider() for name in (OBSERVE, SYNC, SYNC_STREAM)}
+    providers = {name: make_provider() for name in (OBSERVE, SYNC)}
     guards: dict[str, AktoGuardrails | None] = {
         BASELINE: None,
         NOOP: None,
@@ -86,11 +83,6 @@ async def _sessions(url: str, tools: int, reps: int, clear: Any) -> dict[str, An
             Settings(ingestion_url=url, sync_mode=False), provider=providers[OBSERVE]
         ),
         SYNC: make_guard(Settings(ingestion_url=url, sync_mode=True), provider=providers[SYNC]),
-        SYNC_STREAM: make_guard(
-            Settings(ingestion_url=url, sync_mode=True),
-            provider=providers[SYNC_STREAM],
-            client=StreamGuardrailClient(Settings(ingestion_url=url, sync_mode=True)),
-        ),
     }
     walls: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cpus: dict[str, list[float]] = {name: [] for name in VARIANTS}
@@ -165,7 +157,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     result = FigureResult("e2e", HEADER)
     tools = cfg.pick(20, 2)
     reps = cfg.pick(9, 1)
-    m = asyncio.run(_sessions(env.emulator.url, tools, reps, env.clear_emulator))
+    m = asyncio.run(_sessions(env.stub.url, tools, reps, env.clear_stub))
     walls: dict[str, list[float]] = m["walls"]
     base = walls[BASELINE]
     noop = walls[NOOP]
@@ -210,7 +202,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
         )
     spread = (max(base) - min(base)) / statistics.median(base)
     table.notes.append(
-        "paired ratio: each repetition runs the five variants back to back (order rotated); "
+        "paired ratio: each repetition runs the four variants back to back (order rotated); "
         "the median over repetitions of variant / baseline of the same repetition."
     )
     table.notes.append(
@@ -219,7 +211,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     )
     table.notes.append(
         "CPU s: this process (SDK, hooks, fake model thread) plus the reaped CLI and its tool "
-        "subprocesses (RUSAGE_CHILDREN); the emulator's CPU is not included. Less sensitive "
+        "subprocesses (RUSAGE_CHILDREN); the stub server's CPU is not included. Less sensitive "
         "to other load on the machine than wall time."
     )
     table.notes.append(
@@ -246,15 +238,12 @@ def run(cfg: Config, env: Environment) -> FigureResult:
         f"({statistics.median(inside[SYNC]) * 1000:.0f} ms); the rest of the overhead "
         "against no hooks is the SDK/CLI hook round trip, which no-op hooks pay as well."
     )
-    cand = _share(inside[SYNC_STREAM], walls[SYNC_STREAM])
     result.verdicts.append(
         Verdict(
             "[akto_otel's own share] time in akto_otel's sync-mode callbacks < 5% of wall",
             f"{own * 100:.2f}%",
             own < 0.05,
-            f"{statistics.median(inside[SYNC]) * 1000:.0f} ms per session; with the candidate "
-            f"stream post {cand * 100:.2f}% "
-            f"({statistics.median(inside[SYNC_STREAM]) * 1000:.0f} ms)",
+            f"{statistics.median(inside[SYNC]) * 1000:.0f} ms per session",
         )
     )
     result.data = {

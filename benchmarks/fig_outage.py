@@ -5,7 +5,7 @@ Turns of UserPromptSubmit, 10 x (PreToolUse, PostToolUse with a result), Stop ov
 child process (so earlier figures' freed memory cannot hide growth). Measured: its
 RSS growth (VmRSS after minus before, after a warm-up, latency buffer
 preallocated), the processor's drop count, and the hook latency, against the
-same run with Akto up (the emulator).
+same run with Akto up (the stub server).
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     n = cfg.pick(200_000, 5_000)
     warm = cfg.pick(5_000, 500)
     down = _child(closed_port_url(), n, warm)
-    up = _child(env.emulator.url, n, warm)
-    env.clear_emulator()
+    up = _child(env.stub.url, n, warm)
+    env.clear_stub()
     table = Table(
         f"{n:,} hook events back to back, observe mode (sync_mode=False)",
         [
@@ -191,7 +191,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
             "queued at end",
         ],
     )
-    for name, got in (("down (connection refused)", down), ("up (emulator)", up)):
+    for name, got in (("down (connection refused)", down), ("up (stub server)", up)):
         lat = got["latency"]
         table.add(
             name,

@@ -1,7 +1,8 @@
 """Profile: where the PreToolUse hook's time goes (cProfile, own time by component).
 
-The package hook and the candidate hook (stream post) each run N sequential calls
-under cProfile; own time is summed per component (package of the function). The
+The package hook, its guardrail client alone and a bare aiohttp post each run N
+sequential calls under cProfile; own time is summed per component (package of the
+function). The
 profiler inflates Python-heavy code, so read shares, not absolute times; time in
 ``epoll.poll`` is the loop waiting for the server.
 """
@@ -15,7 +16,7 @@ from collections import Counter
 from typing import Any
 
 from .common import Config, FigureResult, Table
-from .contenders import HOOK_DEFAULT, HOOK_STREAM, guardrail_specs
+from .contenders import AIOHTTP, CHECK_DEFAULT, HOOK_DEFAULT, guardrail_specs
 from .environment import Environment
 from .harness import run_sequential
 
@@ -24,14 +25,12 @@ __all__ = ["run"]
 HEADER = "Profile: where the PreToolUse hook's time goes (cProfile)"
 
 _COMPONENTS = (
-    ("/httpx/", "httpx"),
-    ("/httpcore/", "httpcore"),
-    ("/h11/", "h11"),
-    ("/anyio/", "anyio"),
-    ("/sniffio/", "sniffio"),
+    ("/aiohttp/", "aiohttp"),
+    ("/yarl/", "yarl"),
+    ("/multidict/", "multidict"),
     ("/opentelemetry/", "opentelemetry"),
     ("/akto_otel/", "akto_otel"),
-    ("/benchmarks/", "benchmarks (candidate client)"),
+    ("/benchmarks/", "benchmarks (harness)"),
     ("/asyncio/", "asyncio"),
     ("/json/", "json"),
     ("/logging/", "logging"),
@@ -55,8 +54,7 @@ Profile = tuple[Counter[str], list[tuple[str, float, int]], float, int]
 
 
 async def _profile(url: str, name: str, n: int) -> Profile:
-    spec = next(s for s in guardrail_specs(url, None) if s.name == name)
-    assert spec.build is not None
+    spec = next(s for s in guardrail_specs(url) if s.name == name)
     contender = await spec.build()
     await contender.setup()
     await run_sequential(contender, 200, 50)
@@ -84,7 +82,6 @@ def _components(cfg: Config) -> list[tuple[str, float]]:
     """The pieces of the PreToolUse hook path timed alone (public APIs, no network)."""
     import json
     import timeit
-    from urllib.parse import urlsplit
 
     from opentelemetry.trace import SpanKind, set_span_in_context
     from opentelemetry.util.types import AttributeValue
@@ -149,7 +146,6 @@ def _components(cfg: Config) -> list[tuple[str, float]]:
         "encode_record (json.dumps)": lambda: encode_record(record),
         "json.loads + parse_verdict": lambda: parse_verdict(json.loads(body)),
         "Verdict.with_latency (dataclasses.replace)": lambda: verdict.with_latency(0.001),
-        "urlsplit of the URL (server attributes)": lambda: urlsplit(settings.ingestion_url),
         "2 spans + verdict event, start to end": spans,
         "record_verdict alone (event + attributes)": verdict_event,
     }
@@ -163,49 +159,13 @@ def _components(cfg: Config) -> list[tuple[str, float]]:
     return out
 
 
-async def _timeout_wrappers(n: int) -> list[tuple[str, float]]:
-    """What bounding a call by a timeout costs: asyncio.wait_for vs asyncio.timeout."""
-    import sys
-    import time
-
-    async def answer() -> int:
-        return 1
-
-    async def plain() -> None:
-        for _ in range(n):
-            await answer()
-
-    async def wait_for() -> None:
-        for _ in range(n):
-            await asyncio.wait_for(answer(), 5.0)
-
-    async def timeout() -> None:
-        if sys.version_info >= (3, 11):
-            for _ in range(n):
-                async with asyncio.timeout(5.0):
-                    await answer()
-
-    out: list[tuple[str, float]] = []
-    for name, fn in (
-        ("await a coroutine (baseline)", plain),
-        ("asyncio.wait_for(coro, t) (GuardrailClient.post)", wait_for),
-        ("async with asyncio.timeout(t) (3.11+)", timeout),
-    ):
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            await fn()
-            best = min(best, time.perf_counter() - start)
-        out.append((name, best / n * 1e6))
-    return out
-
-
 def run(cfg: Config, env: Environment) -> FigureResult:
     server = env.guard_server()
     result = FigureResult("profile", HEADER)
     n = cfg.pick(2000, 100)
     profiles = {
-        name: asyncio.run(_profile(server.url, name, n)) for name in (HOOK_DEFAULT, HOOK_STREAM)
+        name: asyncio.run(_profile(server.url, name, n))
+        for name in (HOOK_DEFAULT, CHECK_DEFAULT, AIOHTTP)
     }
     env.after_load(server)
     components = sorted(
@@ -232,6 +192,8 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     )
     result.tables.append(table)
     for name, (_, functions, total, _) in profiles.items():
+        if name != HOOK_DEFAULT:
+            continue
         top = Table(
             f"top functions by own time: {name}",
             ["function", "µs/call", "share", "calls/call"],
@@ -244,7 +206,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
                 f"{ncalls / n:,.1f}",
             )
         result.tables.append(top)
-    pieces = _components(cfg) + asyncio.run(_timeout_wrappers(cfg.pick(5000, 200)))
+    pieces = _components(cfg)
     standalone = Table(
         "hook-path pieces timed alone (timeit, best of repeats, no profiler)",
         ["piece", "µs per call"],

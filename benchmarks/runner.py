@@ -20,12 +20,10 @@ from . import (
     fig_latency,
     fig_outage,
     fig_profile,
-    fig_servers,
     fig_tracing,
 )
 from .common import Config, FigureResult, Table, Verdict, load_average
 from .environment import Environment
-from .servers import nginx_version
 from .workload import quiet_logs
 
 __all__ = ["FIGURES", "main"]
@@ -34,7 +32,6 @@ Runner = Callable[[Config, Environment], FigureResult]
 
 #: name -> (header, runner), in the order a full run prints them.
 FIGURES: dict[str, tuple[str, Runner]] = {
-    "servers": (fig_servers.HEADER, fig_servers.run),
     "latency": (fig_latency.HEADER, fig_latency.run),
     "concurrency": (fig_concurrency.HEADER, fig_concurrency.run),
     "tracing": (fig_tracing.HEADER, fig_tracing.run),
@@ -44,17 +41,7 @@ FIGURES: dict[str, tuple[str, Runner]] = {
     "profile": (fig_profile.HEADER, fig_profile.run),
 }
 
-_PACKAGES = (
-    "httpx",
-    "httpcore",
-    "h11",
-    "anyio",
-    "opentelemetry-sdk",
-    "claude-agent-sdk",
-    "aiohttp",
-    "httpx-aiohttp",
-    "h2",
-)
+_PACKAGES = ("aiohttp", "httpx", "opentelemetry-sdk", "claude-agent-sdk")
 
 
 def _cpu_model() -> str:
@@ -84,7 +71,6 @@ def machine_info() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "packages": {p: _version(p) for p in _PACKAGES},
-        "nginx": nginx_version(),
     }
 
 
@@ -101,12 +87,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"comma-separated figures to run, of: {', '.join(FIGURES)}",
     )
     parser.add_argument("--json", default="", metavar="PATH", help="also save results as JSON")
-    parser.add_argument(
-        "--server",
-        choices=("auto", "emulator", "nginx"),
-        default="auto",
-        help="server of the guardrail-call figures (auto: the faster one, measured)",
-    )
     parser.add_argument(
         "--repeats", type=int, default=3, help="rounds/repetitions of the repeated figures"
     )
@@ -132,7 +112,7 @@ def _targets_table(results: list[FigureResult], quick: bool) -> Table:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     quiet_logs()
-    cfg = Config(quick=args.quick, server=args.server, repeats=max(1, args.repeats))
+    cfg = Config(quick=args.quick, repeats=max(1, args.repeats))
     names = [n.strip() for n in args.only.split(",")] if args.only else list(FIGURES)
     names = [n for n in FIGURES if n in names]
     info = machine_info()
@@ -143,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{info['python']}; {info['platform']}"
     )
     print("packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()))
-    print(f"nginx: {info['nginx']}; load average at start: {load_average()}")
+    print(f"load average at start: {load_average()} (2 cores: above ~1 the figures are noisy)")
     print(flush=True)
     started = time.perf_counter()
     results: list[FigureResult] = []

@@ -156,10 +156,9 @@ def verdict_of(response: httpx.Response) -> dict[str, Any]:
 
 
 def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
-    """Send raw bytes, half-close, and read everything until the server closes."""
+    """Send raw bytes and read everything until the server closes the connection."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
@@ -499,8 +498,23 @@ def test_token_required(server: EmulatorServer, client: httpx.Client) -> None:
     assert server.records == []
     ok = client.post(f"{PROXY}?{REQ_FLAGS}", json=record, headers={"Authorization": "s3cret"})
     assert ok.status_code == 200
-    assert client.get("/_emulator/records").status_code == 200
     assert len(server.records) == 1
+
+
+def test_records_need_the_token_too(server: EmulatorServer, client: httpx.Client) -> None:
+    """What the emulator received (prompts, tool inputs) is not readable without the token."""
+    server.token = "s3cret"
+    secret = make_record("UserPromptSubmit", "my password is hunter2")
+    client.post(f"{PROXY}?{REQ_FLAGS}", json=secret, headers={"Authorization": "s3cret"})
+    for headers in ({}, {"Authorization": "wrong"}):
+        listing = client.get("/_emulator/records", headers=headers)
+        assert listing.status_code == 401
+        assert "hunter2" not in listing.text
+        assert client.delete("/_emulator/records", headers=headers).status_code == 401
+    assert len(server.records) == 1  # nothing cleared
+    auth = {"Authorization": "s3cret"}
+    assert "hunter2" in client.get("/_emulator/records", headers=auth).text
+    assert client.delete("/_emulator/records", headers=auth).json()["cleared"] == 1
 
 
 @pytest.mark.parametrize(
@@ -587,27 +601,29 @@ def _single_raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 @pytest.mark.parametrize(
-    ("data", "status"),
+    "data",
     [
-        (b"POST /api/http-proxy HTTP/1.1\r\nHost: x\r\n\r\n{}", 400),  # no Content-Length
-        (b"POST /api/http-proxy HTTP/1.1\r\nContent-Length: abc\r\n\r\n{}", 400),
-        (b"POST /api/http-proxy HTTP/1.1\r\nContent-Length: -5\r\n\r\n{}", 400),
-        (b"POST /api/http-proxy HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
-        (b"POST /api/http-proxy HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n{}", 400),
-        (b"garbage\r\n\r\n", 400),
-        (b"GET / HTTP/2.0\r\n\r\n", 505),
-        (b"GET /healthCheck HTTP/1.1\r\nbad header line\r\n\r\n", 400),
-        (b"GET /healthCheck HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
-        (b"POST /api/http-proxy HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        b"POST /api/http-proxy HTTP/1.1\r\nHost: x\r\n\r\n{}",  # no Content-Length
+        b"POST /api/http-proxy HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+        b"POST /api/http-proxy HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n{}",
+        b"POST /api/http-proxy HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Content-Length: 3\r\n\r\n{}",
+        b"POST /api/http-proxy HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n{}",
+        b"garbage\r\n\r\n",
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET /healthCheck HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n",
+        b"GET /healthCheck HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+        b"POST /api/http-proxy HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ],
 )
 def test_bad_http_is_rejected_and_server_survives(
-    server: EmulatorServer, client: httpx.Client, data: bytes, status: int
+    server: EmulatorServer, client: httpx.Client, data: bytes
 ) -> None:
-    got, headers, body = _single_raw(server.port, data)
-    assert got == status
-    assert headers["connection"] == "close"
-    assert json.loads(body)["success"] is False
+    """aiohttp's parser owns the status and wording; what matters: an error answer, the
+    connection closed (raw_exchange returns only then), nothing stored, the server up."""
+    got, _, _ = _single_raw(server.port, data)
+    assert 400 <= got < 600
+    assert server.records == []
     assert client.get("/healthCheck").status_code == 200
 
 
@@ -1178,3 +1194,23 @@ def test_server_without_policy_allows_everything() -> None:
     with EmulatorServer() as srv, httpx.Client(base_url=srv.url) as c:
         record = make_record("UserPromptSubmit", "ignore previous instructions")
         assert verdict_of(c.post(f"{PROXY}?{BOTH_FLAGS}", json=record))["Allowed"] is True
+
+
+def test_records_are_kept_in_a_bounded_buffer() -> None:
+    with EmulatorServer(max_records=3) as srv, httpx.Client(base_url=srv.url, timeout=10) as c:
+        for i in range(4):
+            assert c.post(PROXY, json=make_record("Stop", f"m{i}")).status_code == 200
+        batch = [make_record("Stop", "m4")]
+        assert c.post("/api/ingestData", json={"batchData": batch}).status_code == 200
+        kept = [json.loads(r.record["requestPayload"])["body"] for r in srv.records]
+        assert kept == ["m2", "m3", "m4"]
+        assert srv.dropped == 2
+        listing = c.get("/_emulator/records")
+        assert len(listing.json()) == 3
+        assert listing.headers["x-emulator-dropped"] == "2"
+        with pytest.raises(ValueError):
+            srv.wait_for_records(4)
+        assert srv.clear() == 3
+        assert srv.dropped == 0
+    with pytest.raises(ValueError):
+        EmulatorServer(max_records=0)

@@ -121,3 +121,105 @@ async def test_tool_record_round_trip_to_fault_server_counts_requests() -> None:
             await client.check(tool_request_record(WireContext(), "Bash", {"command": "ls"}))
         await client.aclose()
         assert server.requests == 3
+
+
+# The aiohttp session: keep-alive, a connection limit, one session per loop, closed with it.
+
+
+class _CountingServer:
+    """asyncio server answering ``answers[n]`` to the n-th request of each connection,
+    then closing it; counts connections open at once and connections the client closed."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = answers
+        self.open = 0
+        self.most_open = 0
+        self.closed_by_client = 0
+        self.server: asyncio.Server | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            for answer in self.answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                await asyncio.sleep(0.01)  # lets concurrent callers pile up
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed_by_client += 1
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+_ALLOW_BODY = b'{"data": {"guardrailsResult": {"Allowed": true}}}'
+_KEEP_ALIVE = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_ALLOW_BODY), _ALLOW_BODY)
+_CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+    len(_ALLOW_BODY),
+    _ALLOW_BODY,
+)
+
+
+async def test_concurrent_checks_share_a_bounded_keep_alive_pool() -> None:
+    server = _CountingServer([_KEEP_ALIVE] * 100)
+    client = GuardrailClient(_settings(await server.start()), connector_limit=2)
+    verdicts = await asyncio.gather(*(client.check(RECORD) for _ in range(12)))
+    await client.aclose()
+    await server.stop()
+    assert len(verdicts) == 12
+    assert all(v.decision == "allow" and v.error is None for v in verdicts)
+    assert server.most_open == 2  # at most the limit, and the calls did overlap
+
+
+async def test_chunked_answers_are_read_and_limited_while_reading() -> None:
+    server = _CountingServer([_CHUNKED])
+    url = await server.start()
+    client = GuardrailClient(_settings(url))
+    small = GuardrailClient(_settings(url, max_response_bytes=16))
+    assert (await client.check(RECORD)).decision == "allow"
+    refused = await small.check(RECORD, request=True)
+    assert (refused.error, refused.allowed) == ("response_too_large", True)
+    await client.aclose()
+    await small.aclose()
+    await server.stop()
+
+
+async def test_a_session_is_closed_when_its_loop_ends() -> None:
+    """``asyncio.run`` per query: each loop's connections are closed as that loop ends."""
+    server = _CountingServer([_KEEP_ALIVE] * 10)  # keeps the connection open between calls
+    client = GuardrailClient(_settings(await server.start()))
+
+    def one_query() -> str:
+        return asyncio.run(client.check(RECORD)).decision
+
+    assert await asyncio.to_thread(one_query) == "allow"
+    for _ in range(100):
+        if server.closed_by_client:
+            break
+        await asyncio.sleep(0.01)
+    assert server.closed_by_client == 1
+    assert server.open == 0
+    await server.stop()
+
+
+@pytest.mark.parametrize("fail_mode", ["open", "closed"])
+async def test_a_garbled_answer_is_a_connection_error(fail_mode: str) -> None:
+    server = _CountingServer([b"HTTP/1.1 abc nonsense\r\n\r\n"])
+    client = GuardrailClient(_settings(await server.start(), fail_mode))
+    verdict = await client.check(RECORD)
+    await client.aclose()
+    await server.stop()
+    assert verdict.error == "connection_error"
+    assert verdict.allowed is (fail_mode == "open")

@@ -1,11 +1,12 @@
-"""``python -m akto_otel.emulator [--port N] [--host H] [--policy FILE] [--token T]``."""
+"""``python -m akto_otel.emulator [--port N] [--host H] [--policy FILE] [--token T]
+[--max-records N]``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import PolicyError, run_emulator
+from . import DEFAULT_MAX_RECORDS, PolicyError, run_emulator
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -16,9 +17,19 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--policy", default=None, help="JSON or YAML policy file")
     parser.add_argument("--token", default=None, help="require this Authorization header")
+    parser.add_argument(
+        "--max-records",
+        type=int,
+        default=DEFAULT_MAX_RECORDS,
+        help="records kept for /_emulator/records (older ones are dropped)",
+    )
     args = parser.parse_args(argv)
+    if args.max_records < 1:
+        parser.error("--max-records must be at least 1")
     try:
-        run_emulator(args.port, args.policy, args.token, host=args.host)
+        run_emulator(
+            args.port, args.policy, args.token, host=args.host, max_records=args.max_records
+        )
     except (PolicyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

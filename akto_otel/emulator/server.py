@@ -1,12 +1,14 @@
-"""A local, fast, Akto-compatible data-ingestion server (asyncio, stdlib only).
+"""A local, Akto-compatible data-ingestion server on aiohttp's web server.
 
 Speaks the wire contract of ``/work/shared/akto-contract.md``:
 ``POST /api/http-proxy``, ``POST /api/ingestData``, ``GET /healthCheck``, plus
 ``GET``/``DELETE /_emulator/records`` to inspect what it received.
 
-The HTTP/1.1 layer is a hand-written ``asyncio.Protocol`` (keep-alive,
-pipelining, ``Content-Length`` and chunked bodies, ``Expect: 100-continue``);
-each response is one ``write``. It answers in a few tens of microseconds.
+HTTP/1.1 (keep-alive, pipelining, chunked bodies, ``Expect: 100-continue``,
+malformed requests) is aiohttp's; this module is the routing table, the body
+limits, the token check (every route but ``/healthCheck``, which Akto leaves
+open for liveness probes) and the records, kept in a bounded buffer whose
+overflow is counted in :attr:`EmulatorServer.dropped`.
 
 Example::
 
@@ -21,21 +23,22 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
 import logging
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, cast
-from urllib.parse import parse_qsl
+from typing import Any, Literal
+
+from aiohttp import web
 
 from .policy import Policy, allowed_result
 
-__all__ = ["EmulatorServer", "ReceivedRecord"]
+__all__ = ["DEFAULT_MAX_RECORDS", "EmulatorServer", "ReceivedRecord"]
 
 _log = logging.getLogger("akto_otel.emulator")
 
@@ -46,36 +49,27 @@ _PROXY_MAX_STRING = 256 * 1024
 _PROXY_MAX_BODY = 2 * _MiB
 _INGEST_MAX_STRING = 5 * _MiB
 _INGEST_MAX_BODY = 10 * _MiB
-_HEADER_LIMIT = 64 * 1024
-_CHUNK_LINE_LIMIT = 4096
-_LINGER_S = 2.0
-_HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
-
-_REASONS: dict[int, str] = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Payload Too Large",
-    422: "Unprocessable Entity",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    505: "HTTP Version Not Supported",
-}
+#: Records kept for inspection; older ones are dropped (and counted) past this.
+DEFAULT_MAX_RECORDS = 10_000
+#: An idle keep-alive connection is closed after this long.
+_KEEPALIVE_S = 75.0
+#: Requests still running at stop get this long before they are cancelled.
+_SHUTDOWN_S = 0.5
 
 _JSON = "application/json"
-_TEXT = "text/plain; charset=utf-8"
+_TEXT = "text/plain"
 _PROXY = "/api/http-proxy"
 _INGEST = "/api/ingestData"
+_HEALTH = "/healthCheck"
+_RECORDS = "/_emulator/records"
 _ROUTES: dict[str, tuple[str, ...]] = {
     _PROXY: ("POST",),
     _INGEST: ("POST",),
-    "/healthCheck": ("GET",),
-    "/_emulator/records": ("GET", "DELETE"),
+    _HEALTH: ("GET",),
+    _RECORDS: ("GET", "DELETE"),
 }
-
-_Answer = tuple[int, bytes, str, str]  # status, body, content type, extra header lines
+_OPEN_ROUTES = frozenset({_HEALTH})  # liveness, no auth (as Akto)
+_DELAYED_ROUTES = frozenset({_PROXY, _INGEST})
 
 
 @dataclass
@@ -112,33 +106,6 @@ class _HttpError(Exception):
         self.message = message
 
 
-class _Request:
-    __slots__ = (
-        "body",
-        "chunked",
-        "expect",
-        "headers",
-        "keep_alive",
-        "length",
-        "method",
-        "path",
-        "query",
-    )
-
-    def __init__(
-        self, method: str, path: str, query: str, headers: dict[str, str], keep_alive: bool
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.keep_alive = keep_alive
-        self.body = b""
-        self.length = 0
-        self.chunked = False
-        self.expect = False
-
-
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
@@ -146,118 +113,21 @@ def _json_bytes(value: Any) -> bytes:
     return _ENCODER.encode(value).encode()
 
 
-def _parse_query(query: str) -> dict[str, str]:
-    if not query:
-        return {}
-    if "%" in query or "+" in query:
-        return dict(parse_qsl(query, keep_blank_values=True))
-    flags: dict[str, str] = {}
-    for item in query.split("&"):
-        if item:
-            name, _, value = item.partition("=")
-            flags[name] = value
-    return flags
-
-
 def _error_body(message: str) -> bytes:
     return _json_bytes({"success": False, "message": message})
 
 
-def _response(
-    status: int, body: bytes, content_type: str, *, close: bool, extra: str = ""
-) -> bytes:
-    head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-        f"Server: akto-emulator\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n{extra}"
-        f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
+def _answer(status: int, body: bytes, content_type: str = _JSON) -> web.Response:
+    return web.Response(status=status, body=body, content_type=content_type)
 
 
-def _parse_head(head: bytes, max_body: int) -> _Request:
-    """Parse a request head (without the blank line) and its body framing."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[1]:
-        raise _HttpError(400, "malformed request line")
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        if version.startswith("HTTP/"):
-            raise _HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
-        raise _HttpError(400, "malformed request line")
+def _headers(request: web.BaseRequest) -> dict[str, str]:
+    """Lower-cased header names; repeated headers joined with ", "."""
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        name = name.lower()
-        if not sep or not name or name != name.strip() or " " in name:
-            raise _HttpError(400, f"malformed header line {line[:80]!r}")
-        value = value.strip()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    if target.startswith(("http://", "https://")):
-        slash = target.find("/", target.find("//") + 2)
-        target = target[slash:] if slash >= 0 else "/"
-    path, _, query = target.partition("?")
-    connection = headers.get("connection", "").lower()
-    keep_alive = (
-        ("close" not in connection) if version == "HTTP/1.1" else ("keep-alive" in connection)
-    )
-    request = _Request(method, path, query, headers, keep_alive)
-    request.expect = headers.get("expect", "").lower() == "100-continue"
-    te = headers.get("transfer-encoding")
-    length_text = headers.get("content-length")
-    if te is not None:
-        if te.lower() != "chunked":
-            raise _HttpError(400, f"unsupported Transfer-Encoding {te[:40]!r}")
-        if length_text is not None:
-            raise _HttpError(400, "both Content-Length and Transfer-Encoding given")
-        request.chunked = True
-    elif length_text is None:
-        if method in ("POST", "PUT", "PATCH"):
-            raise _HttpError(400, "missing Content-Length")
-    elif not (length_text.isascii() and length_text.isdigit()):
-        raise _HttpError(400, f"invalid Content-Length {length_text[:40]!r}")
-    else:
-        request.length = int(length_text)
-        if request.length > max_body:
-            raise _HttpError(413, f"body of {request.length} bytes exceeds {max_body}")
-    return request
-
-
-def _parse_chunked(buf: bytearray, pos: int, max_body: int) -> tuple[bytes, int] | None:
-    """Decode a complete chunked body at ``buf[pos:]``: (body, end) or None if incomplete."""
-    spans: list[tuple[int, int]] = []
-    total = 0
-    while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            if len(buf) - pos > _CHUNK_LINE_LIMIT:
-                raise _HttpError(400, "chunk size line too long")
-            return None
-        size_text = bytes(buf[pos:eol]).split(b";", 1)[0].strip()
-        if not size_text or not _HEXDIGITS.issuperset(size_text):
-            raise _HttpError(400, "invalid chunk size")
-        size = int(size_text, 16)
-        pos = eol + 2
-        if size == 0:
-            while True:  # trailer section, ends with an empty line
-                eol = buf.find(b"\r\n", pos)
-                if eol < 0:
-                    if len(buf) - pos > _HEADER_LIMIT:
-                        raise _HttpError(400, "trailers too long")
-                    return None
-                if eol == pos:
-                    return b"".join(bytes(buf[a:b]) for a, b in spans), eol + 2
-                pos = eol + 2
-        total += size
-        if total > max_body:
-            raise _HttpError(413, f"body exceeds {max_body} bytes")
-        if len(buf) < pos + size + 2:
-            return None
-        if buf[pos + size : pos + size + 2] != b"\r\n":
-            raise _HttpError(400, "malformed chunk")
-        spans.append((pos, pos + size))
-        pos += size + 2
+    for name, value in request.headers.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
 
 
 def _longest_string_over(value: Any, limit: int) -> bool:
@@ -304,190 +174,14 @@ _ALLOWED_ANSWER = _json_bytes(
 _INGESTED_ANSWER = _json_bytes({"success": True, "message": "ingested", "data": {}})
 
 
-class _Connection(asyncio.Protocol):
-    """One client connection: buffers bytes, parses requests, answers in order."""
-
-    def __init__(self, app: EmulatorServer) -> None:
-        self._app = app
-        self._transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._request: _Request | None = None  # parsed head waiting for its body
-        self._body_start = 0
-        self._continue_sent = False
-        self._busy = False  # a delayed (latency_s) answer is in flight
-        self._write_paused = False
-        self._reading_paused = False
-        self._closing = False  # no further requests: lingering close or closed
-        self._eof = False
-
-    # -- asyncio callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._app._connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
-        self._buf.clear()
-        self._app._connections.discard(self)
-
-    def data_received(self, data: bytes) -> None:
-        if self._closing:
-            return  # discard what a rejected client still sends
-        self._buf += data
-        if not self._busy:
-            self._process()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        if self._closing:
-            if self._transport is not None:
-                self._transport.close()
-        elif not self._busy:
-            self._process()
-        return True  # we close the transport ourselves once answers are written
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        self._update_reading()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._update_reading()
-
-    # -- helpers
-    def abort(self) -> None:
-        self._closing = True
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _update_reading(self) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        pause = self._busy or self._write_paused
-        if pause != self._reading_paused:
-            self._reading_paused = pause
-            if pause:
-                transport.pause_reading()
-            else:
-                transport.resume_reading()
-
-    def _process(self) -> None:
-        try:
-            self._process_buffer()
-        except Exception:  # pragma: no cover - defensive: never crash the server
-            _log.exception("akto emulator: unexpected error on a connection")
-            self.abort()
-            return
-        if self._eof and not self._busy and not self._closing and self._transport is not None:
-            self._closing = True
-            self._transport.close()
-
-    def _process_buffer(self) -> None:
-        app = self._app
-        buf = self._buf
-        while not self._busy and not self._closing:
-            request = self._request
-            if request is None:
-                while buf.startswith(b"\r\n"):  # stray CRLFs between requests are allowed
-                    del buf[:2]
-                end = buf.find(b"\r\n\r\n", 0, _HEADER_LIMIT + 4)
-                if end < 0:
-                    if len(buf) > _HEADER_LIMIT:
-                        self._reject(_HttpError(431, "request head too large"))
-                    return
-                try:
-                    request = _parse_head(bytes(buf[:end]), app.max_body_bytes)
-                except _HttpError as err:
-                    self._reject(err)
-                    return
-                self._request = request
-                self._body_start = end + 4
-                self._continue_sent = False
-            if request.chunked:
-                try:
-                    decoded = _parse_chunked(buf, self._body_start, app.max_body_bytes)
-                except _HttpError as err:
-                    self._reject(err)
-                    return
-                if decoded is None:
-                    self._send_continue(request)
-                    return
-                request.body, end = decoded
-            else:
-                end = self._body_start + request.length
-                if len(buf) < end:
-                    self._send_continue(request)
-                    return
-                if request.length:
-                    request.body = bytes(buf[self._body_start : end])
-            del buf[:end]
-            self._request = None
-            self._handle(request)
-
-    def _send_continue(self, request: _Request) -> None:
-        if request.expect and not self._continue_sent and self._transport is not None:
-            self._continue_sent = True
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def _handle(self, request: _Request) -> None:
-        app = self._app
-        latency = app.latency_s
-        if latency > 0 and request.path in (_PROXY, _INGEST):
-            self._busy = True
-            self._update_reading()
-            task = asyncio.get_running_loop().create_task(self._answer_later(request, latency))
-            app._tasks.add(task)
-            task.add_done_callback(app._tasks.discard)
-            return
-        self._send(request, app._dispatch(request))
-
-    async def _answer_later(self, request: _Request, delay: float) -> None:
-        await asyncio.sleep(delay)
-        self._send(request, self._app._dispatch(request))
-        self._busy = False
-        self._update_reading()
-        self._process()
-
-    def _send(self, request: _Request, answer: _Answer) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        status, body, ctype, extra = answer
-        close = not request.keep_alive
-        transport.write(_response(status, body, ctype, close=close, extra=extra))
-        if close:
-            self._closing = True
-            transport.close()
-
-    def _reject(self, err: _HttpError) -> None:
-        """Answer an error, half-close, and discard input for a while (no RST)."""
-        self._closing = True
-        self._request = None
-        self._buf.clear()
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        transport.write(_response(err.status, _error_body(err.message), _JSON, close=True))
-        if self._reading_paused:
-            self._reading_paused = False
-            transport.resume_reading()
-        if transport.can_write_eof():
-            transport.write_eof()
-        asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
-
-
 class EmulatorServer:
     """Akto-compatible HTTP server; run it on a background thread or in a loop.
 
     ``start()``/``stop()`` (or ``with EmulatorServer(...) as server:``) run it on
     a daemon thread with its own event loop; ``await serve_forever()`` runs it
     in the current loop. ``policy``, ``token``, ``latency_s``, ``fail_open`` and
-    ``ingest_success_false`` may be changed while it runs.
+    ``ingest_success_false`` may be changed while it runs. At most ``max_records``
+    records are kept (oldest dropped first, counted in :attr:`dropped`).
     """
 
     def __init__(
@@ -501,7 +195,10 @@ class EmulatorServer:
         fail_open: bool = False,
         ingest_success_false: bool = False,
         max_body_bytes: int = 12 * _MiB,
+        max_records: int = DEFAULT_MAX_RECORDS,
     ) -> None:
+        if max_records < 1:
+            raise ValueError("max_records must be at least 1")
         self.policy: Policy = policy if policy is not None else Policy(())
         self.host = host
         self.token = token
@@ -509,17 +206,18 @@ class EmulatorServer:
         self.fail_open = fail_open
         self.ingest_success_false = ingest_success_false
         self.max_body_bytes = max_body_bytes
+        self.max_records = max_records
+        #: Records dropped from the bounded buffer since the last :meth:`clear`.
+        self.dropped = 0
         self._requested_port = port
         self._port: int | None = None
-        self._records: list[ReceivedRecord] = []
+        self._records: collections.deque[ReceivedRecord] = collections.deque(maxlen=max_records)
         self._cond = threading.Condition()
-        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._start_error: BaseException | None = None
-        self._connections: set[_Connection] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._lifecycle = threading.Lock()
 
     # ------------------------------------------------------------------ info
@@ -545,22 +243,26 @@ class EmulatorServer:
     # --------------------------------------------------------------- records
     @property
     def records(self) -> list[ReceivedRecord]:
-        """A snapshot of every record received so far, oldest first."""
+        """A snapshot of the records kept, oldest first."""
         with self._cond:
             return list(self._records)
 
     def clear(self) -> int:
-        """Forget all received records; returns how many were dropped."""
+        """Forget all kept records (and the drop count); returns how many were kept."""
         with self._cond:
             count = len(self._records)
             self._records.clear()
+            self.dropped = 0
             return count
 
     def wait_for_records(self, n: int, timeout: float = 5.0) -> list[ReceivedRecord]:
-        """Block until at least ``n`` records arrived (all of them are returned).
+        """Block until at least ``n`` records are kept (all of them are returned).
 
-        Raises TimeoutError if fewer than ``n`` arrived within ``timeout`` seconds.
+        Raises TimeoutError if fewer than ``n`` arrived within ``timeout`` seconds,
+        ValueError if ``n`` is more than the buffer keeps.
         """
+        if n > self.max_records:
+            raise ValueError(f"wait_for_records({n}): only {self.max_records} records are kept")
         deadline = time.monotonic() + timeout
         with self._cond:
             while len(self._records) < n:
@@ -574,25 +276,40 @@ class EmulatorServer:
 
     def _store(self, items: list[ReceivedRecord]) -> None:
         with self._cond:
+            overflow = len(self._records) + len(items) - self.max_records
+            if overflow > 0:
+                self.dropped += overflow
             self._records.extend(items)
             self._cond.notify_all()
 
     # ------------------------------------------------------------- lifecycle
     async def start_async(self) -> None:
         """Bind and start serving in the running loop (returns once listening)."""
-        if self._server is not None:
+        if self._runner is not None:
             raise RuntimeError("EmulatorServer is already started")
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), self.host, self._requested_port
+        app = web.Application(
+            client_max_size=self.max_body_bytes,
+            handler_args={"keepalive_timeout": _KEEPALIVE_S},
         )
-        self._loop = loop
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=_SHUTDOWN_S
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self._requested_port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
-        self._port = int(self._server.sockets[0].getsockname()[1])
+        self._port = int(runner.addresses[0][1])
 
     async def serve_forever(self) -> None:
         """Serve in the current loop until cancelled or ``stop()`` is called."""
-        if self._server is None:
+        if self._runner is None:
             await self.start_async()
         assert self._stop_event is not None
         try:
@@ -602,24 +319,14 @@ class EmulatorServer:
 
     async def aclose(self) -> None:
         """Stop listening and close every connection (call in the server's loop)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        for connection in list(self._connections):
-            connection.abort()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 1.0)
-        self._connections.clear()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     def start(self) -> EmulatorServer:
         """Start on a daemon thread with its own loop; blocks until listening."""
         with self._lifecycle:
-            if self._thread is not None or self._server is not None:
+            if self._thread is not None or self._runner is not None:
                 raise RuntimeError("EmulatorServer is already started")
             ready = threading.Event()
             self._start_error = None
@@ -680,36 +387,55 @@ class EmulatorServer:
                 _log.exception("akto emulator loop crashed")
 
     # ------------------------------------------------------------- endpoints
-    def _dispatch(self, request: _Request) -> _Answer:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            return self._route(request)
+            response = await self._respond(request)
         except _HttpError as err:
-            return err.status, _error_body(err.message), _JSON, ""
+            response = _answer(err.status, _error_body(err.message))
+        except web.HTTPRequestEntityTooLarge:
+            response = _answer(413, _error_body(f"body exceeds {self.max_body_bytes} bytes"))
+            response.force_close()  # the rest of the body is drained, then the connection closed
         except Exception as exc:
             _log.exception("akto emulator: error while handling %s", request.path)
-            return 500, _error_body(f"internal error: {exc}"), _JSON, ""
+            response = _answer(500, _error_body(f"internal error: {exc}"))
+        close = response.keep_alive is False or not request.keep_alive
+        response.headers["Connection"] = "close" if close else "keep-alive"
+        if close:
+            response.force_close()
+        return response
 
-    def _route(self, request: _Request) -> _Answer:
-        path = request.path
+    async def _respond(self, request: web.Request) -> web.Response:
+        path = request.rel_url.raw_path
         methods = _ROUTES.get(path)
         if methods is None:
             raise _HttpError(404, f"no such endpoint: {path[:200]}")
         if request.method not in methods:
-            message = _error_body(f"method {request.method} not allowed on {path}")
-            return 405, message, _JSON, f"Allow: {', '.join(methods)}\r\n"
-        if path in (_PROXY, _INGEST):
-            token = self.token
-            if token is not None and request.headers.get("authorization") != token:
-                return 401, b"Unauthorized", _TEXT, ""
-            return self._http_proxy(request) if path == _PROXY else self._ingest_data(request)
-        if path == "/healthCheck":
-            return 200, b'{"status":"ok"}', _JSON, ""
-        if request.method == "DELETE":
-            return 200, _json_bytes({"success": True, "cleared": self.clear()}), _JSON, ""
-        return 200, _json_bytes([r.to_dict() for r in self.records]), _JSON, ""
+            response = _answer(405, _error_body(f"method {request.method} not allowed on {path}"))
+            response.headers["Allow"] = ", ".join(methods)
+            return response
+        if path not in _OPEN_ROUTES and not self._authorized(request):
+            return _answer(401, b"Unauthorized", _TEXT)
+        if path == _HEALTH:
+            return _answer(200, b'{"status":"ok"}')
+        if path == _RECORDS:
+            if request.method == "DELETE":
+                return _answer(200, _json_bytes({"success": True, "cleared": self.clear()}))
+            listing = _answer(200, _json_bytes([r.to_dict() for r in self.records]))
+            listing.headers["X-Emulator-Dropped"] = str(self.dropped)
+            return listing
+        body = await request.read()
+        if path in _DELAYED_ROUTES and self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+        handler = self._http_proxy if path == _PROXY else self._ingest_data
+        return handler(dict(request.query), _headers(request), body)
 
-    def _http_proxy(self, request: _Request) -> _Answer:
-        body = request.body
+    def _authorized(self, request: web.Request) -> bool:
+        token = self.token
+        return token is None or request.headers.get("Authorization") == token
+
+    def _http_proxy(
+        self, flags: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> web.Response:
         if len(body) > _PROXY_MAX_BODY:
             raise _HttpError(422, f"request body exceeds {_PROXY_MAX_BODY} bytes")
         data = _parse_json(body)
@@ -720,7 +446,6 @@ class EmulatorServer:
         payload = data.get("requestPayload")
         if not isinstance(payload, str) or not payload:
             raise _HttpError(422, "requestPayload is required and must be a non-empty string")
-        flags = _parse_query(request.query)
         want_request = _flag(flags, "guardrails")
         want_response = _flag(flags, "response_guardrails")
         verdict: dict[str, Any] | None = None
@@ -736,16 +461,17 @@ class EmulatorServer:
                 verdict = {**req, "requestResult": req, "responseResult": resp}
             else:
                 verdict = req if req is not None else resp
-        self._store([ReceivedRecord("http-proxy", flags, request.headers, data, verdict)])
+        self._store([ReceivedRecord("http-proxy", flags, headers, data, verdict)])
         if verdict is None:
-            return 200, _INGESTED_ANSWER, _JSON, ""
+            return _answer(200, _INGESTED_ANSWER)
         if verdict == _ALLOWED_VERDICT:
-            return 200, _ALLOWED_ANSWER, _JSON, ""
+            return _answer(200, _ALLOWED_ANSWER)
         answer = {"success": True, "message": _EVALUATED, "data": {"guardrailsResult": verdict}}
-        return 200, _json_bytes(answer), _JSON, ""
+        return _answer(200, _json_bytes(answer))
 
-    def _ingest_data(self, request: _Request) -> _Answer:
-        body = request.body
+    def _ingest_data(
+        self, flags: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> web.Response:
         if len(body) > _INGEST_MAX_BODY:
             raise _HttpError(422, f"request body exceeds {_INGEST_MAX_BODY} bytes")
         data = _parse_json(body)
@@ -757,11 +483,10 @@ class EmulatorServer:
         for index, item in enumerate(batch):
             if not isinstance(item, dict):
                 raise _HttpError(422, f"batchData[{index}] must be an object")
-        flags = _parse_query(request.query)
         now = time.time()
         self._store(
             [
-                ReceivedRecord("ingestData", dict(flags), dict(request.headers), item, None, now)
+                ReceivedRecord("ingestData", dict(flags), dict(headers), item, None, now)
                 for item in batch
             ]
         )
@@ -769,4 +494,4 @@ class EmulatorServer:
             "success": not self.ingest_success_false,
             "message": f"ingested {len(batch)} records",
         }
-        return 200, _json_bytes(answer), _JSON, ""
+        return _answer(200, _json_bytes(answer))
