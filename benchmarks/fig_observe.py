@@ -8,9 +8,8 @@ the default) sends them to ``/api/ingestData`` in batches with
 ``force_flush()`` returns; delivered = records the emulator (its own process)
 counted.
 
-Run alone: ``python -m benchmarks.fig_observe [--quick]``; in the suite, add
-``"observe": (fig_observe.HEADER, fig_observe.run)`` to ``FIGURES`` in
-``benchmarks/runner.py``.
+Run alone: ``python -m benchmarks.fig_observe [--quick]``; in the suite:
+``python -m benchmarks --only observe``.
 """
 
 from __future__ import annotations

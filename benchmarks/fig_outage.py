@@ -209,7 +209,8 @@ def run(cfg: Config, env: Environment) -> FigureResult:
         )
     table.notes.append(
         "observe mode queues every tool result and turn with guardrails flags, so the worker "
-        "posts them one per request to /api/http-proxy; with Akto down it retries (backoff, "
+        "posts them in /api/ingestData batches with publishToGuardrails (AKTO_OBSERVE_DELIVERY="
+        "proxy: one per request to /api/http-proxy); with Akto down it retries (backoff, "
         "AKTO_EXPORT_RETRY_TIMEOUT) and the bounded queue (AKTO_EXPORT_QUEUE_SIZE=8192) "
         "drops the overflow, counted."
     )
