@@ -29,7 +29,10 @@ def _doctor() -> int:
     except AktoConfigError as exc:
         print(f"configuration error: {exc}")
         return 2
+    from akto_otel.redaction import url_without_credentials
+
     shown = {k: v for k, v in vars(settings).items() if k != "token"}
+    shown["ingestion_url"] = url_without_credentials(settings.ingestion_url)
     shown["token"] = "(set)" if settings.token else "(not set)"
     for key, value in shown.items():
         print(f"{key:28} {value}")
@@ -40,7 +43,7 @@ def _doctor() -> int:
         )
         return 1
     healthy = asyncio.run(GuardrailClient(settings).health())
-    print(f"\n{settings.ingestion_url}/healthCheck: {'ok' if healthy else 'UNREACHABLE'}")
+    print(f"\n{shown['ingestion_url']}/healthCheck: {'ok' if healthy else 'UNREACHABLE'}")
     return 0 if healthy else 1
 
 

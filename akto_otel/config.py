@@ -272,6 +272,19 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    def __repr__(self) -> str:
+        # The token is never shown, nor credentials in the URL (user:password@).
+        from akto_otel.redaction import url_without_credentials
+
+        shown = {
+            f.name: url_without_credentials(self.ingestion_url)
+            if f.name == "ingestion_url"
+            else getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.repr
+        }
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     @staticmethod
     def environment_variables() -> dict[str, tuple[str, ...]]:
         """Setting name -> the environment variables read for it, first wins."""

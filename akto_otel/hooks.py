@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -44,7 +45,7 @@ from akto_otel.exporter import AktoSpanProcessor
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.logs import setup_logging
 from akto_otel.metrics import metrics_for
-from akto_otel.redaction import Redactor
+from akto_otel.redaction import Redactor, agent_env_overrides
 from akto_otel.spans import (
     SessionState,
     SessionTracing,
@@ -228,7 +229,10 @@ class AktoGuardrails:
         for event in dict.fromkeys([*ours, *existing]):
             theirs = [m for m in existing.get(event, []) if not _is_ours(m)]
             merged[event] = [*ours.get(event, []), *theirs]
-        return dataclasses.replace(options, hooks=merged)  # type: ignore[arg-type]
+        # The CLI inherits os.environ: its tools (Bash `env`) must not see Akto's secrets.
+        env = dict(options.env or {})
+        env.update(agent_env_overrides(os.environ, env))
+        return dataclasses.replace(options, hooks=merged, env=env)  # type: ignore[arg-type]
 
     def _matchers(self, scope: _Scope) -> dict[str, list[HookMatcher]]:
         from claude_agent_sdk import HookMatcher
