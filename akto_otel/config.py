@@ -208,6 +208,7 @@ class Settings:
     export_retry_timeout: float = 30.0
     export_shutdown_timeout: float = 10.0
     export_queue_size: int = 8192
+    hold_answers: bool = True
 
     def __post_init__(self) -> None:
         if not (0 < self.timeout <= 600):
@@ -346,4 +347,5 @@ _ENV_VARS: dict[str, _Var] = {
         "AKTO_SESSION_IDLE_TIMEOUT",
         parse=lambda n, r: _parse_float(n, r, minimum=0.0, maximum=7 * 86400.0),
     ),
+    "hold_answers": _var("AKTO_HOLD_ANSWERS", parse=_parse_bool),
 }

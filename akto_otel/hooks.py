@@ -15,6 +15,10 @@ Usage::
         async for message in query(prompt="...", options=options):
             ...
 
+    # answers held until Stop has judged them; a denied one never reaches the app:
+    async for message in guard.query("...", ClaudeAgentOptions(allowed_tools=["Bash"])):
+        ...
+
     # drop-in for Akto's reference connector:
     from akto_otel import create_hooks
     user_prompt_submit, stop, pre_tool_use, post_tool_use = create_hooks(client_ip)
@@ -39,6 +43,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind
 
 from akto_otel import contract
+from akto_otel.answers import AnswerLedger, hold_answers, withheld_agent_output
 from akto_otel.config import Settings
 from akto_otel.contract import Verdict, WireContext
 from akto_otel.exporter import AktoSpanProcessor
@@ -80,6 +85,8 @@ HOOK_EVENTS = (
     "PermissionRequest",
 )
 _MARK = "_akto_otel_hook"
+#: Set by the instrumentor on its wrapped ``query``: the SDK's original.
+ORIGINAL_ATTR = "_akto_otel_original"
 _BLOCK_PREFIX = "Blocked by Akto Guardrails: "
 _RESPONSE_BLOCK_PREFIX = "Response blocked by Akto Guardrails: "
 
@@ -105,6 +112,7 @@ class _Scope:
         self.client_ip = client_ip
         self.tracing = SessionTracing(guard.tracer, guard.settings, root=root)
         self.wire = WireContext.from_settings(guard.settings, client_ip)
+        self.answers = AnswerLedger()
 
 
 class GuardedSession:
@@ -115,6 +123,11 @@ class GuardedSession:
         self.options = options
         self._scope = scope
         self._closed = False
+
+    @property
+    def answers(self) -> AnswerLedger:
+        """What this session's hooks denied; :func:`akto_otel.answers.hold_answers` reads it."""
+        return self._scope.answers
 
     def close(self, *, error: str | None = None) -> None:
         """End every span the session left open, then the session span. Idempotent."""
@@ -185,11 +198,47 @@ class AktoGuardrails:
         TRACEPARENT and the CLI's own spans (when its telemetry is on) join the
         trace. On exit every span the session left open is closed.
         """
+        async with self._guarded_session(options, client_ip=client_ip) as session:
+            yield session.options
+
+    async def query(
+        self,
+        prompt: Any,
+        options: ClaudeAgentOptions | None = None,
+        *,
+        client_ip: str = "",
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
+        """``claude_agent_sdk.query`` in a guarded session, its answers held until judged.
+
+        Each assistant text reaches the caller only after Stop allowed it; a denied
+        one is dropped; when the regeneration bound is reached the final
+        ``ResultMessage`` has ``is_error=True``, ``subtype="error_guardrail"`` and the
+        block reason as ``result`` (never the denied text), as after a blocked
+        prompt. ``AKTO_HOLD_ANSWERS=false`` passes texts through unheld.
+        ``kwargs`` go to the SDK's ``query`` (e.g. ``transport``).
+        """
+        from claude_agent_sdk import ClaudeAgentOptions
+
+        sdk_query = _sdk_query()
+        async with self._guarded_session(
+            options or ClaudeAgentOptions(), client_ip=client_ip
+        ) as session:
+            stream = sdk_query(prompt=prompt, options=session.options, **kwargs)
+            async for message in hold_answers(
+                stream, session.answers, hold=self.settings.hold_answers
+            ):
+                yield message
+
+    @asynccontextmanager
+    async def _guarded_session(
+        self, options: ClaudeAgentOptions, *, client_ip: str = ""
+    ) -> AsyncIterator[GuardedSession]:
         session = self.open_session(options, client_ip=client_ip)
         failed = True
         try:
             with trace.use_span(session.span, end_on_exit=False, record_exception=True):
-                yield session.options
+                yield session
             failed = False
         finally:
             session.close(error="session_aborted" if failed else None)
@@ -240,10 +289,33 @@ class AktoGuardrails:
         callbacks = self._callbacks(scope)
         # Our callbacks take any input (they validate it themselves), wider than the
         # SDK's per-event TypedDicts.
-        return {
+        matchers = {
             event: [HookMatcher(hooks=[callbacks[event]])]  # type: ignore[list-item]
             for event in HOOK_EVENTS
         }
+        matchers["PostToolUse"].append(
+            HookMatcher(matcher="Agent|Task", hooks=[self._withhold_agent(scope)])  # type: ignore[list-item]
+        )
+        return matchers
+
+    def _withhold_agent(self, scope: _Scope) -> HookCallback:
+        """PostToolUse on the Agent tool: a subagent answer denied at the bound never
+        reaches the parent model (SubagentStop cannot stop it; the CLI hands it over)."""
+
+        async def withhold(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
+            try:
+                data = _as_mapping(input_data)
+                output = withheld_agent_output(
+                    scope.answers, _text(data, "tool_name"), data.get("tool_response")
+                )
+                return output or {}
+            except Exception as exc:  # never raise into the SDK
+                _log.error("akto_otel withholding a subagent answer failed: %s", type(exc).__name__)
+                return {}
+
+        setattr(withhold, _MARK, True)
+        withhold.__name__ = "akto_PostToolUse_withhold_agent"
+        return withhold
 
     def _callbacks(self, scope: _Scope) -> dict[str, HookCallback]:
         handlers: dict[str, Callable[[_Scope, Mapping[str, Any]], Awaitable[HookOutput]]] = {
@@ -417,6 +489,7 @@ class AktoGuardrails:
                     contract.prompt_record(wire, prompt, blocked_reason=verdict.reason),
                     "prompt.blocked",
                 )
+                scope.answers.record_prompt_block(session_id, reason)
                 return {"continue_": False, "systemMessage": _BLOCK_PREFIX + reason}
             return {}
         finally:
@@ -596,6 +669,7 @@ class AktoGuardrails:
             )
             if reason is None:
                 return {}
+            scope.answers.record_denial(response_text, reason)
             span.set_attribute("akto.stop.regenerations", state.regenerations)
             if state.regenerations >= self.settings.max_stop_regenerations:
                 span.set_attribute("akto.stop.gave_up", True)
@@ -669,6 +743,7 @@ class AktoGuardrails:
             )
             if reason is None:
                 return {}
+            scope.answers.record_denial(response_text, reason)
             count = state.subagent_regenerations.get(agent_id, 0)
             if count >= self.settings.max_stop_regenerations:
                 span.set_attribute("akto.stop.gave_up", True)
@@ -763,6 +838,14 @@ def _server_attributes(url: str) -> dict[str, Any]:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     attributes["server.port"] = port
     return attributes
+
+
+def _sdk_query() -> Callable[..., AsyncIterator[Any]]:
+    """The SDK's own ``query``, also when the zero-code instrumentor has wrapped it."""
+    import claude_agent_sdk
+
+    found: Callable[..., AsyncIterator[Any]] = claude_agent_sdk.query
+    return getattr(found, ORIGINAL_ATTR, found)
 
 
 def _is_ours(matcher: Any) -> bool:

@@ -4,6 +4,8 @@
 ``ClaudeSDKClient`` so every session an unmodified program starts gets the Akto
 hooks (first, the program's own hooks kept, never twice) and an ``invoke_agent``
 span that is current while the CLI starts (so the CLI's spans join the trace).
+Their message streams hold each assistant text until Stop has judged it
+(:mod:`akto_otel.answers`; ``AKTO_HOLD_ANSWERS=false`` turns that off).
 The caller's options object is never modified: each call gets a copy.
 ``uninstrument()`` puts the originals back.
 
@@ -29,8 +31,9 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
+from akto_otel.answers import hold_answers
 from akto_otel.config import Settings
-from akto_otel.hooks import AktoGuardrails, GuardedSession
+from akto_otel.hooks import ORIGINAL_ATTR, AktoGuardrails, GuardedSession
 
 __all__ = ["ClaudeAgentSDKInstrumentor"]
 
@@ -72,12 +75,17 @@ class ClaudeAgentSDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             "module_query": query_module.query,
             "connect": ClaudeSDKClient.connect,
             "disconnect": ClaudeSDKClient.disconnect,
+            "receive_messages": ClaudeSDKClient.receive_messages,
         }
         wrapped_query = _wrap_query(cls._originals["query"], guard)
         claude_agent_sdk.query = wrapped_query
         query_module.query = wrapped_query  # type: ignore[attr-defined]
         ClaudeSDKClient.connect = _wrap_connect(cls._originals["connect"], guard)  # type: ignore[method-assign]
         ClaudeSDKClient.disconnect = _wrap_disconnect(cls._originals["disconnect"])  # type: ignore[method-assign]
+        # receive_response() reads receive_messages(): one wrapper holds answers for both.
+        ClaudeSDKClient.receive_messages = _wrap_receive(  # type: ignore[method-assign]
+            cls._originals["receive_messages"], guard
+        )
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import claude_agent_sdk
@@ -91,6 +99,7 @@ class ClaudeAgentSDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         sys.modules["claude_agent_sdk.query"].query = originals["module_query"]  # type: ignore[attr-defined]
         ClaudeSDKClient.connect = originals["connect"]  # type: ignore[method-assign]
         ClaudeSDKClient.disconnect = originals["disconnect"]  # type: ignore[method-assign]
+        ClaudeSDKClient.receive_messages = originals["receive_messages"]  # type: ignore[method-assign]
         cls._originals = {}
         guard, cls._guard = cls._guard, None
         if guard is not None:
@@ -113,12 +122,39 @@ def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: AktoGuardrai
         options = kwargs.get("options")
         if options is None:
             options = ClaudeAgentOptions()
-        async with guard.session(options) as guarded:
-            kwargs["options"] = guarded
-            async for message in original(*args, **kwargs):
-                yield message
+        session = guard.open_session(options)
+        failed = True
+        try:
+            with trace.use_span(session.span, end_on_exit=False, record_exception=True):
+                kwargs["options"] = session.options
+                stream = original(*args, **kwargs)
+                async for message in hold_answers(
+                    stream, session.answers, hold=guard.settings.hold_answers
+                ):
+                    yield message
+            failed = False
+        finally:
+            session.close(error="session_aborted" if failed else None)
 
+    setattr(query, ORIGINAL_ATTR, original)
     return query
+
+
+def _wrap_receive(original: Callable[..., AsyncIterator[Any]], guard: AktoGuardrails) -> Any:
+    @functools.wraps(original)
+    async def receive_messages(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        stream = original(self, *args, **kwargs)
+        session: GuardedSession | None = getattr(self, _SESSION_ATTR, None)
+        if session is None:
+            async for message in stream:
+                yield message
+            return
+        async for message in hold_answers(
+            stream, session.answers, hold=guard.settings.hold_answers
+        ):
+            yield message
+
+    return receive_messages
 
 
 def _wrap_connect(original: Callable[..., Any], guard: AktoGuardrails) -> Any:

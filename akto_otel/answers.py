@@ -1,0 +1,235 @@
+"""Held answers: an assistant text reaches the app only after Stop has judged it.
+
+The CLI emits an assistant message, then runs the Stop hook (in this process),
+and only then emits the next message. So when a stream wrapper receives the
+message that follows a held assistant text, the Stop handler has already told
+the :class:`AnswerLedger` whether it denied that text. :func:`hold_answers`
+wraps a Claude Agent SDK message stream and applies the ledger:
+
+- an assistant message with text (and the partial ``StreamEvent`` s before it)
+  is held until the next message; dropped if Stop or SubagentStop denied it;
+- a ``ResultMessage`` whose ``result`` is a denied answer (the regeneration
+  bound was reached) becomes an error: ``is_error=True``,
+  ``subtype="error_guardrail"``, ``result`` = the block reason;
+- a ``ResultMessage`` after a blocked prompt becomes the same kind of error
+  carrying Akto's reason;
+- a subagent's task notification whose summary is a denied answer gets the
+  reason instead (:func:`withheld_agent_output` does the same for the
+  parent model's view of the Agent tool's result).
+
+The ledger matches by content (the text Stop judged), not by arrival time, so a
+slow consumer that reads messages long after the CLI produced them is handled
+the same way. Usage::
+
+    ledger = AnswerLedger()
+    ledger.record_denial("leaked SECRET", "Secret in response")   # from the Stop handler
+    async for message in hold_answers(query(prompt=..., options=...), ledger):
+        ...
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+__all__ = [
+    "GUARDRAIL_ERROR_SUBTYPE",
+    "AnswerLedger",
+    "Holder",
+    "hold_answers",
+    "withheld_agent_output",
+]
+
+GUARDRAIL_ERROR_SUBTYPE = "error_guardrail"
+PROMPT_BLOCK_PREFIX = "Blocked by Akto Guardrails: "
+ANSWER_BLOCK_PREFIX = "Response blocked by Akto Guardrails: "
+_MAX_DENIALS = 256
+_MAX_PROMPT_BLOCKS = 1024
+#: A held text shorter than this must equal a denied text to match it (no containment).
+_MIN_CONTAINED = 8
+_AGENT_TOOLS = frozenset({"Agent", "Task"})
+
+
+def _matches(candidate: str, denied: str) -> bool:
+    """Whether ``candidate`` (what the app or the parent would see) is the denied text."""
+    candidate, denied = candidate.strip(), denied.strip()
+    if not candidate or not denied:
+        return False
+    if candidate == denied or denied in candidate:
+        return True
+    return len(candidate) >= _MIN_CONTAINED and candidate in denied
+
+
+class AnswerLedger:
+    """What the Stop, SubagentStop and UserPromptSubmit handlers denied, for the wrappers.
+
+    One per hook scope; bounded. Every method is cheap and never raises.
+    """
+
+    def __init__(self) -> None:
+        self._denials: deque[tuple[str, str]] = deque(maxlen=_MAX_DENIALS)
+        self._prompt_blocks: dict[str, str] = {}
+
+    def record_denial(self, text: str, reason: str) -> None:
+        """An answer (main agent or subagent) that Akto denied, with the reason."""
+        if text.strip():
+            self._denials.append((text, reason))
+
+    def record_prompt_block(self, session_id: str, reason: str) -> None:
+        if len(self._prompt_blocks) >= _MAX_PROMPT_BLOCKS:
+            self._prompt_blocks.pop(next(iter(self._prompt_blocks)))
+        self._prompt_blocks[session_id] = reason
+
+    def denial_reason(self, text: str) -> str | None:
+        """The reason ``text`` was denied, or None if no denied answer matches it."""
+        for denied, reason in reversed(self._denials):
+            if _matches(text, denied):
+                return reason
+        return None
+
+    def take_prompt_block(self, session_id: str) -> str | None:
+        """The reason of the blocked prompt of ``session_id`` (once), else None."""
+        reason = self._prompt_blocks.pop(session_id, None)
+        if reason is None and not session_id and len(self._prompt_blocks) == 1:
+            reason = self._prompt_blocks.pop(next(iter(self._prompt_blocks)))
+        return reason
+
+
+def _type_name(message: Any) -> str:
+    return type(message).__name__
+
+
+def _texts(message: Any) -> list[str]:
+    content = getattr(message, "content", None)
+    if not isinstance(content, list):
+        return []
+    return [b.text for b in content if isinstance(getattr(b, "text", None), str)]
+
+
+def _is_held_kind(message: Any) -> bool:
+    return _type_name(message) == "AssistantMessage" and bool(_texts(message))
+
+
+def _prompt_outcome(message: Any) -> bool:
+    """A system message saying the CLI stopped because UserPromptSubmit blocked."""
+    data = getattr(message, "data", None)
+    if _type_name(message) != "SystemMessage" or not isinstance(data, Mapping):
+        return False
+    outcome = data.get("prompt_submit_outcome")
+    return isinstance(outcome, Mapping) and "hook" in str(outcome.get("kind", ""))
+
+
+def _as_error(result: Any, reason: str) -> Any:
+    return dataclasses.replace(
+        result, is_error=True, subtype=GUARDRAIL_ERROR_SUBTYPE, result=reason
+    )
+
+
+class Holder:
+    """The decisions of :func:`hold_answers`, one message at a time, without I/O.
+
+    ``feed`` returns the messages to hand to the app now; ``finish`` those still
+    held when the stream ends.
+    """
+
+    def __init__(self, ledger: AnswerLedger, *, hold: bool = True) -> None:
+        self._ledger = ledger
+        self._hold = hold
+        self._pending: list[Any] = []
+        self._prompt_reason: str | None = None
+        self.dropped = 0
+
+    def feed(self, message: Any) -> list[Any]:
+        kind = _type_name(message)
+        if self._hold and kind == "StreamEvent":
+            self._pending.append(message)
+            return []
+        out = self._resolve()
+        if self._hold and _is_held_kind(message):
+            self._pending.append(message)
+            return out
+        out.append(self._rewrite(message))
+        return out
+
+    def finish(self) -> list[Any]:
+        return self._resolve()
+
+    def _resolve(self) -> list[Any]:
+        """Release what is pending, or drop it when it carries a denied answer."""
+        pending, self._pending = self._pending, []
+        for message in pending:
+            if any(self._ledger.denial_reason(t) is not None for t in _texts(message)):
+                self.dropped += 1
+                return []
+        return pending
+
+    def _rewrite(self, message: Any) -> Any:
+        kind = _type_name(message)
+        if _prompt_outcome(message):
+            session_id = str(getattr(message, "data", {}).get("session_id") or "")
+            self._prompt_reason = self._ledger.take_prompt_block(session_id)
+            return message
+        if kind == "ResultMessage":
+            prompt_reason, self._prompt_reason = self._prompt_reason, None
+            if prompt_reason is not None:
+                return _as_error(message, PROMPT_BLOCK_PREFIX + prompt_reason)
+            result = getattr(message, "result", None)
+            reason = self._ledger.denial_reason(result) if isinstance(result, str) else None
+            if reason is not None:
+                return _as_error(message, ANSWER_BLOCK_PREFIX + reason)
+            return message
+        if kind == "TaskNotificationMessage":
+            summary = getattr(message, "summary", None)
+            reason = self._ledger.denial_reason(summary) if isinstance(summary, str) else None
+            if reason is not None:
+                shown = ANSWER_BLOCK_PREFIX + reason
+                data = dict(getattr(message, "data", {}) or {})
+                data["summary"] = shown
+                return dataclasses.replace(message, summary=shown, data=data)
+        return message
+
+
+async def hold_answers(
+    stream: AsyncIterator[Any], ledger: AnswerLedger, *, hold: bool = True
+) -> AsyncIterator[Any]:
+    """``stream`` with denied answers withheld (see the module docstring).
+
+    ``hold=False`` passes assistant texts through at once (they cannot be
+    recalled then) but still turns a denied final result into an error.
+    """
+    holder = Holder(ledger, hold=hold)
+    async for message in stream:
+        for out in holder.feed(message):
+            yield out
+    for out in holder.finish():
+        yield out
+
+
+def withheld_agent_output(
+    ledger: AnswerLedger, tool_name: str, tool_response: Any
+) -> dict[str, Any] | None:
+    """PostToolUse output that replaces a denied subagent answer in the parent's context.
+
+    The Agent (Task) tool's result carries the subagent's final text; when
+    SubagentStop denied that text and gave up regenerating it, the parent model
+    gets the block reason in the same shape instead (the CLI accepts
+    ``updatedToolOutput`` only in the tool's own output shape). None: nothing to do.
+    """
+    if tool_name not in _AGENT_TOOLS or not isinstance(tool_response, Mapping):
+        return None
+    content = tool_response.get("content")
+    if not isinstance(content, list):
+        return None
+    reason: str | None = None
+    for part in content:
+        text = part.get("text") if isinstance(part, Mapping) else None
+        if isinstance(text, str):
+            reason = reason or ledger.denial_reason(text)
+    if reason is None:
+        return None
+    replaced = copy.deepcopy(dict(tool_response))
+    replaced["content"] = [{"type": "text", "text": ANSWER_BLOCK_PREFIX + reason}]
+    return {"hookSpecificOutput": {"hookEventName": "PostToolUse", "updatedToolOutput": replaced}}
