@@ -65,7 +65,13 @@ from akto_otel.version import __version__
 if TYPE_CHECKING:
     from claude_agent_sdk import ClaudeAgentOptions, HookMatcher
 
-__all__ = ["HOOK_EVENTS", "AktoGuardrails", "GuardedSession", "create_hooks"]
+__all__ = [
+    "HOOK_EVENTS",
+    "AktoGuardrails",
+    "GuardedSession",
+    "create_hooks",
+    "setting_warnings",
+]
 
 _log = logging.getLogger("akto_otel.hooks")
 
@@ -162,6 +168,8 @@ class AktoGuardrails:
         base = settings if settings is not None else Settings.from_env()
         self.settings = base.replace(**overrides) if overrides else base
         setup_logging(self.settings)
+        for warning in setting_warnings(self.settings):
+            _warn_once(warning)
         self.redactor = Redactor(self.settings.redact_patterns)
         self.client = client or GuardrailClient(self.settings, redactor=self.redactor)
         self.processor = processor or AktoSpanProcessor(self.settings)
@@ -838,6 +846,32 @@ def _server_attributes(url: str) -> dict[str, Any]:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     attributes["server.port"] = port
     return attributes
+
+
+def setting_warnings(settings: Settings) -> list[str]:
+    """What is risky in ``settings``: each entry is logged once per process."""
+    warnings: list[str] = []
+    if not settings.ingestion_url:
+        warnings.append(
+            "AKTO_DATA_INGESTION_URL is not set: no guardrail call is made; every judging "
+            f"hook applies AKTO_FAIL_MODE={settings.fail_mode}"
+            + (" (everything passes unjudged)" if settings.fail_mode == "open" else "")
+        )
+    if not settings.sync_mode and settings.fail_mode == "closed":
+        warnings.append(
+            "AKTO_SYNC_MODE=false with AKTO_FAIL_MODE=closed: observe mode never blocks, "
+            "so the closed fail mode has no effect"
+        )
+    return warnings
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        _log.warning("akto_otel: %s", message)
 
 
 def _sdk_query() -> Callable[..., AsyncIterator[Any]]:

@@ -6,6 +6,11 @@ hooks (first, the program's own hooks kept, never twice) and an ``invoke_agent``
 span that is current while the CLI starts (so the CLI's spans join the trace).
 Their message streams hold each assistant text until Stop has judged it
 (:mod:`akto_otel.answers`; ``AKTO_HOLD_ANSWERS=false`` turns that off).
+
+A bad setting never leaves agents silently unguarded: the error is logged and,
+with ``AKTO_FAIL_MODE=closed`` (or an unreadable ``AKTO_FAIL_MODE``), every
+session gets hooks that block each prompt and tool call with a reason naming
+the setting; with the fail mode open, one loud error says agents run unguarded.
 The caller's options object is never modified: each call gets a copy.
 ``uninstrument()`` puts the originals back.
 
@@ -20,8 +25,10 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
@@ -31,9 +38,11 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
-from akto_otel.answers import hold_answers
+from akto_otel.answers import ANSWER_BLOCK_PREFIX, PROMPT_BLOCK_PREFIX, AnswerLedger, hold_answers
 from akto_otel.config import Settings
-from akto_otel.hooks import ORIGINAL_ATTR, AktoGuardrails, GuardedSession
+from akto_otel.errors import AktoConfigError
+from akto_otel.hooks import HOOK_EVENTS, ORIGINAL_ATTR, AktoGuardrails, GuardedSession
+from akto_otel.redaction import agent_env_overrides
 
 __all__ = ["ClaudeAgentSDKInstrumentor"]
 
@@ -56,19 +65,29 @@ class ClaudeAgentSDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return type(self)._guard
 
     def _instrument(self, **kwargs: Any) -> None:
-        import claude_agent_sdk
-        from claude_agent_sdk import ClaudeSDKClient
-
         settings = kwargs.get("settings")
         guard = kwargs.get("guard")
         if guard is None:
-            guard = AktoGuardrails(
-                settings if isinstance(settings, Settings) else None,
-                tracer_provider=kwargs.get("tracer_provider") or _sdk_provider(),
-                meter_provider=kwargs.get("meter_provider"),
-            )
+            try:
+                guard = AktoGuardrails(
+                    settings if isinstance(settings, Settings) else None,
+                    tracer_provider=kwargs.get("tracer_provider") or _sdk_provider(),
+                    meter_provider=kwargs.get("meter_provider"),
+                )
+            except Exception as exc:
+                lockdown = _fallback(exc, os.environ)
+                if lockdown is None:
+                    return
+                self._install(lockdown)
+                return
+        type(self)._guard = guard
+        self._install(guard)
+
+    def _install(self, guard: _Guard) -> None:
+        import claude_agent_sdk
+        from claude_agent_sdk import ClaudeSDKClient
+
         cls = type(self)
-        cls._guard = guard
         query_module = sys.modules["claude_agent_sdk.query"]
         cls._originals = {
             "query": claude_agent_sdk.query,
@@ -106,6 +125,108 @@ class ClaudeAgentSDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             guard.force_flush()
 
 
+def _fallback(exc: Exception, environ: Any) -> Lockdown | None:
+    """What zero-code does when the guard cannot be built: lock down, or say it loudly."""
+    problem = (
+        f"{exc.name}={exc.value!r} is invalid (expected {exc.accepted})"
+        if isinstance(exc, AktoConfigError)
+        else f"the guard could not start ({type(exc).__name__})"
+    )
+    if _fail_mode(environ) == "open":
+        _log.error(
+            "akto_otel: %s; AKTO_FAIL_MODE=open, so Claude agents run WITHOUT Akto "
+            "guardrails until this is fixed",
+            problem,
+        )
+        return None
+    _log.error(
+        "akto_otel: %s; AKTO_FAIL_MODE=closed, so every prompt and tool call is blocked "
+        "until this is fixed",
+        problem,
+    )
+    return Lockdown(f"akto_otel is misconfigured: {problem}")
+
+
+def _fail_mode(environ: Any) -> str:
+    """The fail mode the user asked for; an unreadable one counts as closed."""
+    raw = environ.get("AKTO_FAIL_MODE")
+    if raw is None or not raw.strip():
+        return "open"
+    return "open" if raw.strip().lower() == "open" else "closed"
+
+
+class _LockedSession:
+    """A session whose hooks block everything; the same surface as GuardedSession."""
+
+    def __init__(self, options: Any, reason: str) -> None:
+        self.span = trace.INVALID_SPAN
+        self.answers = AnswerLedger()
+        hooks = lockdown_hooks(reason, self.answers)
+        env = dict(options.env or {})
+        env.update(agent_env_overrides(os.environ, env))
+        self.options = dataclasses.replace(options, hooks=hooks, env=env)
+
+    def close(self, *, error: str | None = None) -> None:
+        return None
+
+
+class Lockdown:
+    """Stands in for the guard when it cannot be built and the fail mode is closed."""
+
+    hold_answers = True
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def open_session(self, options: Any) -> _LockedSession:
+        return _LockedSession(options, self.reason)
+
+    def force_flush(self) -> bool:
+        return True
+
+
+def lockdown_hooks(reason: str, ledger: AnswerLedger) -> dict[str, list[Any]]:
+    """Hooks that deny every judging hook with ``reason``; the app's own hooks are dropped
+    (they cannot be trusted to run under a guard that is not there)."""
+    from claude_agent_sdk import HookMatcher
+
+    async def deny(data: Any, tool_use_id: str | None, context: Any) -> dict[str, Any]:
+        event = data.get("hook_event_name") if isinstance(data, dict) else None
+        return lockdown_output(str(event or ""), reason, ledger, data)
+
+    return {event: [HookMatcher(hooks=[deny])] for event in HOOK_EVENTS}  # type: ignore[list-item]
+
+
+def lockdown_output(
+    event: str, reason: str, ledger: AnswerLedger, data: Any = None
+) -> dict[str, Any]:
+    """The SDK output of one hook under lockdown (pure but for noting a blocked prompt)."""
+    if event == "UserPromptSubmit":
+        session_id = data.get("session_id") if isinstance(data, dict) else None
+        ledger.record_prompt_block(str(session_id or ""), reason)
+        message = PROMPT_BLOCK_PREFIX + reason
+        return {"continue_": False, "stopReason": message, "systemMessage": message}
+    if event == "PreToolUse":
+        return {
+            "hookSpecificOutput": {
+                "hookEventName": "PreToolUse",
+                "permissionDecision": "deny",
+                "permissionDecisionReason": PROMPT_BLOCK_PREFIX + reason,
+            }
+        }
+    if event in ("Stop", "SubagentStop", "PostToolUse"):
+        return {"continue_": False, "stopReason": ANSWER_BLOCK_PREFIX + reason}
+    return {}
+
+
+_Guard = AktoGuardrails | Lockdown
+_Session = GuardedSession | _LockedSession
+
+
+def _hold(guard: _Guard) -> bool:
+    return guard.settings.hold_answers if isinstance(guard, AktoGuardrails) else True
+
+
 def _sdk_provider() -> trace.TracerProvider | None:
     """The global provider when it is an SDK one (set by the distro or the app)."""
     from opentelemetry.sdk.trace import TracerProvider
@@ -114,7 +235,7 @@ def _sdk_provider() -> trace.TracerProvider | None:
     return provider if isinstance(provider, TracerProvider) else None
 
 
-def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: AktoGuardrails) -> Any:
+def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: _Guard) -> Any:
     @functools.wraps(original)
     async def query(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         from claude_agent_sdk import ClaudeAgentOptions
@@ -128,9 +249,7 @@ def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: AktoGuardrai
             with trace.use_span(session.span, end_on_exit=False, record_exception=True):
                 kwargs["options"] = session.options
                 stream = original(*args, **kwargs)
-                async for message in hold_answers(
-                    stream, session.answers, hold=guard.settings.hold_answers
-                ):
+                async for message in hold_answers(stream, session.answers, hold=_hold(guard)):
                     yield message
             failed = False
         finally:
@@ -140,27 +259,25 @@ def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: AktoGuardrai
     return query
 
 
-def _wrap_receive(original: Callable[..., AsyncIterator[Any]], guard: AktoGuardrails) -> Any:
+def _wrap_receive(original: Callable[..., AsyncIterator[Any]], guard: _Guard) -> Any:
     @functools.wraps(original)
     async def receive_messages(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         stream = original(self, *args, **kwargs)
-        session: GuardedSession | None = getattr(self, _SESSION_ATTR, None)
+        session: _Session | None = getattr(self, _SESSION_ATTR, None)
         if session is None:
             async for message in stream:
                 yield message
             return
-        async for message in hold_answers(
-            stream, session.answers, hold=guard.settings.hold_answers
-        ):
+        async for message in hold_answers(stream, session.answers, hold=_hold(guard)):
             yield message
 
     return receive_messages
 
 
-def _wrap_connect(original: Callable[..., Any], guard: AktoGuardrails) -> Any:
+def _wrap_connect(original: Callable[..., Any], guard: _Guard) -> Any:
     @functools.wraps(original)
     async def connect(self: Any, *args: Any, **kwargs: Any) -> Any:
-        session: GuardedSession | None = getattr(self, _SESSION_ATTR, None)
+        session: _Session | None = getattr(self, _SESSION_ATTR, None)
         if session is None:
             session = guard.open_session(self.options)
             setattr(self, _SESSION_ATTR, session)
@@ -183,7 +300,7 @@ def _wrap_disconnect(original: Callable[..., Any]) -> Any:
         try:
             return await original(self, *args, **kwargs)
         finally:
-            session: GuardedSession | None = getattr(self, _SESSION_ATTR, None)
+            session: _Session | None = getattr(self, _SESSION_ATTR, None)
             if session is not None:
                 session.close()
                 setattr(self, _SESSION_ATTR, None)

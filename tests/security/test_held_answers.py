@@ -65,9 +65,7 @@ def _result(messages: list[Any]) -> ResultMessage:
     return results[0]
 
 
-async def test_stop_runs_before_the_cli_emits_the_next_message(
-    home: Path, workdir: Path
-) -> None:
+async def test_stop_runs_before_the_cli_emits_the_next_message(home: Path, workdir: Path) -> None:
     """The ordering the wrappers rely on, on the real CLI with a plain query() loop."""
     stops: list[str] = []
 
