@@ -185,14 +185,22 @@ class AktoGuardrails:
     # ------------------------------------------------------------------ public API
 
     def hooks(self, client_ip: str = "") -> dict[str, list[HookMatcher]]:
-        """A ``hooks`` dict for ``ClaudeAgentOptions``: all ten events."""
+        """A ``hooks`` dict for ``ClaudeAgentOptions``: all ten events.
+
+        Only hooks: the CLI's environment is the caller's to clean (see
+        :func:`akto_otel.redaction.agent_env_overrides`); :meth:`instrument` does it.
+        """
         scope = self._default_scope if not client_ip else _Scope(self, client_ip, None)
         return self._matchers(scope)
 
     def instrument(self, options: ClaudeAgentOptions) -> ClaudeAgentOptions:
         """A copy of ``options`` with our matchers first and the user's kept.
 
-        Applying it to its own result adds nothing.
+        The copy's ``env`` blanks ``AKTO_API_TOKEN`` / ``AKTO_TOKEN`` and strips
+        credentials from ``AKTO_DATA_INGESTION_URL`` for the CLI (unless ``options.env``
+        sets them). Applying it to its own result adds nothing. A plain ``query()``
+        loop over these options receives each answer before Stop judges it: use
+        :meth:`query` to have answers held.
         """
         return self._instrument(options, self._default_scope)
 
@@ -204,7 +212,8 @@ class AktoGuardrails:
 
         The span is current inside the block, so the SDK passes it to the CLI as
         TRACEPARENT and the CLI's own spans (when its telemetry is on) join the
-        trace. On exit every span the session left open is closed.
+        trace. On exit every span the session left open is closed. The options'
+        ``env`` hides Akto's secrets from the CLI as :meth:`instrument` does.
         """
         async with self._guarded_session(options, client_ip=client_ip) as session:
             yield session.options
@@ -255,7 +264,9 @@ class AktoGuardrails:
         """The scope of :meth:`session` as a handle, for lifetimes that are not a block.
 
         The caller makes ``handle.span`` current while the CLI starts and calls
-        ``handle.close()`` when the session ends.
+        ``handle.close()`` when the session ends. To hold answers on a stream of
+        its own, the caller wraps it:
+        ``akto_otel.answers.hold_answers(stream, handle.answers)``.
         """
         span = start_agent_span(
             self.tracer, self.settings.agent_name, agent_id=self.settings.agent_id
