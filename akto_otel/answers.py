@@ -6,8 +6,9 @@ message that follows a held assistant text, the Stop handler has already told
 the :class:`AnswerLedger` whether it denied that text. :func:`hold_answers`
 wraps a Claude Agent SDK message stream and applies the ledger:
 
-- an assistant message with text (and the partial ``StreamEvent`` s before it)
-  is held until the next message; dropped if Stop or SubagentStop denied it;
+- an assistant message with text, and the partial ``StreamEvent`` s around it,
+  are held until the next other message; a text Stop or SubagentStop denied is
+  dropped with every partial event held beside it;
 - a ``ResultMessage`` whose ``result`` is a denied answer (the regeneration
   bound was reached) becomes an error: ``is_error=True``,
   ``subtype="error_guardrail"``, ``result`` = the block reason;
@@ -48,7 +49,7 @@ PROMPT_BLOCK_PREFIX = "Blocked by Akto Guardrails: "
 ANSWER_BLOCK_PREFIX = "Response blocked by Akto Guardrails: "
 _MAX_DENIALS = 256
 _MAX_PROMPT_BLOCKS = 1024
-#: A held text shorter than this must equal a denied text to match it (no containment).
+#: Texts shorter than this match a denied text only when equal (no containment).
 _MIN_CONTAINED = 8
 _AGENT_TOOLS = frozenset({"Agent", "Task"})
 
@@ -58,9 +59,10 @@ def _matches(candidate: str, denied: str) -> bool:
     candidate, denied = candidate.strip(), denied.strip()
     if not candidate or not denied:
         return False
-    if candidate == denied or denied in candidate:
+    if candidate == denied:
         return True
-    return len(candidate) >= _MIN_CONTAINED and candidate in denied
+    shorter, longer = sorted((candidate, denied), key=len)
+    return len(shorter) >= _MIN_CONTAINED and shorter in longer
 
 
 class AnswerLedger:
@@ -143,14 +145,10 @@ class Holder:
         self.dropped = 0
 
     def feed(self, message: Any) -> list[Any]:
-        kind = _type_name(message)
-        if self._hold and kind == "StreamEvent":
+        if self._hold and (_type_name(message) == "StreamEvent" or _is_held_kind(message)):
             self._pending.append(message)
             return []
         out = self._resolve()
-        if self._hold and _is_held_kind(message):
-            self._pending.append(message)
-            return out
         out.append(self._rewrite(message))
         return out
 
@@ -158,13 +156,18 @@ class Holder:
         return self._resolve()
 
     def _resolve(self) -> list[Any]:
-        """Release what is pending, or drop it when it carries a denied answer."""
+        """Release what is pending; a denied answer is dropped, and with it every
+        partial event pending (their deltas may spell it out)."""
         pending, self._pending = self._pending, []
-        for message in pending:
-            if any(self._ledger.denial_reason(t) is not None for t in _texts(message)):
-                self.dropped += 1
-                return []
-        return pending
+        denied = {
+            id(m)
+            for m in pending
+            if any(self._ledger.denial_reason(t) is not None for t in _texts(m))
+        }
+        if not denied:
+            return pending
+        self.dropped += len(denied)
+        return [m for m in pending if id(m) not in denied and _type_name(m) != "StreamEvent"]
 
     def _rewrite(self, message: Any) -> Any:
         kind = _type_name(message)

@@ -20,6 +20,7 @@ from claude_agent_sdk import (
     ClaudeSDKClient,
     HookMatcher,
     ResultMessage,
+    StreamEvent,
     TextBlock,
 )
 
@@ -111,6 +112,20 @@ async def test_guard_query_drops_a_denied_answer_and_delivers_the_regenerated_on
     assert result.is_error is False and result.result == "I cannot share that key."
     decisions = [s.attributes.get("akto.guardrail.decision") for s in capture.named("akto.stop")]
     assert decisions == ["deny", "allow"]
+    guard.shutdown()
+
+
+async def test_partial_stream_events_of_a_denied_answer_are_withheld(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    guard = _guard(emulator, capture)
+    with FakeAnthropic(LEAKS_ONCE) as fake:
+        options = _options(fake, home, workdir, include_partial_messages=True)
+        messages = [m async for m in guard.query("go", options)]
+    deltas = [m for m in messages if isinstance(m, StreamEvent)]
+    assert deltas  # the stream did carry partial events ...
+    assert "I cannot share" in "".join(repr(m) for m in deltas)
+    assert all(LEAK not in repr(m) for m in messages)  # ... but none of the denied answer
     guard.shutdown()
 
 
@@ -262,6 +277,10 @@ def test_a_slow_consumer_still_drops_the_denied_text() -> None:
 def test_a_short_text_inside_a_denied_one_is_not_mistaken_for_it() -> None:
     ledger = AnswerLedger()
     ledger.record_denial("the answer is no, and SECRET", "r")
+    ledger.record_denial("ok", "r")
     holder = Holder(ledger)
     out = holder.feed(_assistant("no")) + holder.finish()
     assert _texts(out) == ["no"]
+    # A short denied text does not turn every longer answer that contains it into an error.
+    assert holder.feed(_result_of("ok, here is the summary"))[0].is_error is False
+    assert holder.feed(_result_of("ok"))[0].is_error is True
