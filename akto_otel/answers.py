@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -43,6 +44,8 @@ __all__ = [
     "hold_answers",
     "withheld_agent_output",
 ]
+
+_log = logging.getLogger("akto_otel.answers")
 
 GUARDRAIL_ERROR_SUBTYPE = "error_guardrail"
 PROMPT_BLOCK_PREFIX = "Blocked by Akto Guardrails: "
@@ -195,6 +198,15 @@ class Holder:
         return message
 
 
+def _fallback(message: Any) -> list[Any]:
+    """What passes when judging a message failed: nothing that carries an answer."""
+    if _is_held_kind(message):
+        return []
+    if _type_name(message) == "ResultMessage":
+        return [_as_error(message, ANSWER_BLOCK_PREFIX + "could not be checked")]
+    return [message]
+
+
 async def hold_answers(
     stream: AsyncIterator[Any], ledger: AnswerLedger, *, hold: bool = True
 ) -> AsyncIterator[Any]:
@@ -205,7 +217,12 @@ async def hold_answers(
     """
     holder = Holder(ledger, hold=hold)
     async for message in stream:
-        for out in holder.feed(message):
+        try:
+            released = holder.feed(message)
+        except Exception as exc:  # a message shape we do not know: never leak a text
+            _log.error("akto_otel could not judge a message for holding: %s", type(exc).__name__)
+            released = _fallback(message)
+        for out in released:
             yield out
     for out in holder.finish():
         yield out

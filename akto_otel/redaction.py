@@ -45,6 +45,13 @@ def _rule(name: str, pattern: str, replacement: str = REDACTED, flags: int = 0) 
     return _Rule(name, re.compile(pattern, flags), replacement)
 
 
+#: A name that ends in a secret word, prefixed or not (DB_PASSWORD, GITHUB_TOKEN,
+#: aws_secret_access_key), opening the group that keeps it. PWD is the working directory.
+_SECRET_NAME = (
+    r"(?i)(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]*(?:password|passwd|secret(?:_key)?|token|"
+    r"api[_-]?key|access[_-]?key|private[_-]?key|credentials?)"
+)
+
 #: Built-in rules, applied in order.
 DEFAULT_RULES: tuple[_Rule, ...] = (
     _rule(
@@ -77,13 +84,15 @@ DEFAULT_RULES: tuple[_Rule, ...] = (
     _rule("stripe_key", r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"),
     _rule("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"),
     _rule("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-    # NAME=value, "name": "value": a name that ends in a secret word, prefixed or not
-    # (DB_PASSWORD, GITHUB_TOKEN, aws_secret_access_key). PWD is the working directory.
+    # NAME=value, "name": "value with spaces", name: value.
+    _rule(
+        "named_secret_quoted",
+        _SECRET_NAME + r"[\"']?\s*[:=]\s*\")(?:[^\"\\]|\\.){4,}(\")",
+        r"\1" + REDACTED + r"\2",
+    ),
     _rule(
         "named_secret",
-        r"(?i)(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]*(?:password|passwd|secret(?:_key)?|token|api[_-]?key|"
-        r"access[_-]?key|private[_-]?key|credentials?)[\"']?\s*[:=]\s*[\"']?)"
-        r"[^\s\"',;]{4,}",
+        _SECRET_NAME + r"[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]{4,}",
         r"\1" + REDACTED,
     ),
     _rule(

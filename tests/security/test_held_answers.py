@@ -25,7 +25,7 @@ from claude_agent_sdk import (
 )
 
 from akto_otel import AktoGuardrails
-from akto_otel.answers import GUARDRAIL_ERROR_SUBTYPE, AnswerLedger, Holder
+from akto_otel.answers import GUARDRAIL_ERROR_SUBTYPE, AnswerLedger, Holder, hold_answers
 from akto_otel.emulator import EmulatorServer
 from akto_otel.instrumentation import ClaudeAgentSDKInstrumentor
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env
@@ -284,3 +284,19 @@ def test_a_short_text_inside_a_denied_one_is_not_mistaken_for_it() -> None:
     # A short denied text does not turn every longer answer that contains it into an error.
     assert holder.feed(_result_of("ok, here is the summary"))[0].is_error is False
     assert holder.feed(_result_of("ok"))[0].is_error is True
+
+
+class _BrokenLedger(AnswerLedger):
+    def denial_reason(self, text: str) -> str | None:
+        raise RuntimeError("ledger bug")
+
+
+async def test_a_failure_while_holding_never_leaks_the_answer() -> None:
+    async def stream() -> Any:
+        yield _assistant("maybe a denied answer")
+        yield _result_of("maybe a denied answer")
+
+    out = [m async for m in hold_answers(stream(), _BrokenLedger())]
+    assert _texts(out) == []
+    result = _result(out)
+    assert result.is_error is True and "maybe a denied" not in (result.result or "")

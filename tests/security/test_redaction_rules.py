@@ -24,6 +24,7 @@ CAUGHT = [
         "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
     ),
     ("json_password", '{"password": "p4ss-w0rd"}', "p4ss-w0rd"),
+    ("json_passphrase_spaces", '{"db_password": "correct horse battery"}', "horse battery"),
     ("basic_auth", "Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
     ("raw_auth", "authorization: 7f3a9c2e1b", "7f3a9c2e1b"),
     ("pgp_private_block", f"key:\n{_PGP}\nafter", "lQOYBGZ"),
@@ -39,6 +40,7 @@ CAUGHT = [
 KEPT = [
     ("token_count", "MAX_TOKENS=4096 and TOKEN_COUNT=12"),
     ("working_directory", "PWD=/home/me/project"),
+    ("json_near_names", '{"password_hint": "first pet", "aws_region": "us-east-1"}'),
     ("password_prose", "the password policy says: rotate often"),
     ("authorization_prose", "authorization is required for this"),
     ("pgp_public_block", "-----BEGIN PGP PUBLIC KEY BLOCK-----\nmQINBGZ\n-----END PGP"),
