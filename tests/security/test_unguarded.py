@@ -10,13 +10,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ResultMessage
 
 import akto_otel.hooks as hooks_module
 from akto_otel import AktoGuardrails
 from akto_otel.answers import AnswerLedger
 from akto_otel.emulator import EmulatorServer
 from akto_otel.hooks import HOOK_EVENTS
-from akto_otel.instrumentation import _fail_mode, lockdown_output
+from akto_otel.instrumentation import ClaudeAgentSDKInstrumentor, _fail_mode, lockdown_output
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env
 from tests.conftest import SpanCapture
 
@@ -166,3 +167,29 @@ def test_a_sound_configuration_warns_nothing(
     caplog.set_level(logging.WARNING, logger="akto_otel")
     AktoGuardrails(tracer_provider=capture.provider, ingestion_url="http://127.0.0.1:1").shutdown()
     assert not [r for r in caplog.records if r.name.startswith("akto_otel")]
+
+
+async def test_a_bad_setting_locks_down_claude_sdk_client_sessions(
+    home: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AKTO_TIMEOUT", "abc")
+    monkeypatch.setenv("AKTO_FAIL_MODE", "closed")
+    instrumentor = ClaudeAgentSDKInstrumentor()
+    instrumentor.instrument()
+    try:
+        assert instrumentor.guard is None  # no guard could be built ...
+        with FakeAnthropic(SCENARIO) as fake:
+            options = ClaudeAgentOptions(
+                env=offline_agent_env(fake, home), cwd=str(workdir), allowed_tools=["Bash"]
+            )
+            async with ClaudeSDKClient(options) as client:
+                await client.query("please touch it")
+                messages = [m async for m in client.receive_response()]
+            model_calls = len(fake.conversation_requests)
+    finally:
+        instrumentor.uninstrument()
+    assert not (workdir / "marker").exists()  # ... and yet nothing ran
+    assert model_calls == 0
+    results = [m for m in messages if isinstance(m, ResultMessage)]
+    assert len(results) == 1 and results[0].is_error is True
+    assert "AKTO_TIMEOUT" in (results[0].result or "")
