@@ -42,7 +42,7 @@ from akto_otel.answers import ANSWER_BLOCK_PREFIX, PROMPT_BLOCK_PREFIX, AnswerLe
 from akto_otel.config import Settings
 from akto_otel.errors import AktoConfigError
 from akto_otel.hooks import HOOK_EVENTS, ORIGINAL_ATTR, AktoGuardrails, GuardedSession
-from akto_otel.redaction import agent_env_overrides
+from akto_otel.redaction import REDACTED, Redactor, agent_env_overrides, url_without_credentials
 
 __all__ = ["ClaudeAgentSDKInstrumentor"]
 
@@ -128,7 +128,7 @@ class ClaudeAgentSDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 def _fallback(exc: Exception, environ: Any) -> Lockdown | None:
     """What zero-code does when the guard cannot be built: lock down, or say it loudly."""
     problem = (
-        f"{exc.name}={exc.value!r} is invalid (expected {exc.accepted})"
+        f"{exc.name}={_shown(exc.value)!r} is invalid (expected {exc.accepted})"
         if isinstance(exc, AktoConfigError)
         else f"the guard could not start ({type(exc).__name__})"
     )
@@ -145,6 +145,12 @@ def _fallback(exc: Exception, environ: Any) -> Lockdown | None:
         problem,
     )
     return Lockdown(f"akto_otel is misconfigured: {problem}")
+
+
+def _shown(value: str) -> str:
+    """A bad value as the log, the app and the model may see it: no secrets, short."""
+    cleaned = Redactor().redact_or_none(url_without_credentials(value)) or REDACTED
+    return cleaned if len(cleaned) <= 80 else cleaned[:77] + "..."
 
 
 def _fail_mode(environ: Any) -> str:

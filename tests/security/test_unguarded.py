@@ -15,9 +15,16 @@ from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ResultMessage
 import akto_otel.hooks as hooks_module
 from akto_otel import AktoGuardrails
 from akto_otel.answers import AnswerLedger
+from akto_otel.config import Settings
 from akto_otel.emulator import EmulatorServer
+from akto_otel.errors import AktoConfigError
 from akto_otel.hooks import HOOK_EVENTS
-from akto_otel.instrumentation import ClaudeAgentSDKInstrumentor, _fail_mode, lockdown_output
+from akto_otel.instrumentation import (
+    ClaudeAgentSDKInstrumentor,
+    _fail_mode,
+    _fallback,
+    lockdown_output,
+)
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env
 from tests.conftest import SpanCapture
 
@@ -193,3 +200,17 @@ async def test_a_bad_setting_locks_down_claude_sdk_client_sessions(
     results = [m for m in messages if isinstance(m, ResultMessage)]
     assert len(results) == 1 and results[0].is_error is True
     assert "AKTO_TIMEOUT" in (results[0].result or "")
+
+
+def test_the_lockdown_reason_shows_no_secret_of_the_bad_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="akto_otel")
+    bad = "ftp://akto:" + "PW9" * 6 + "@akto.example"
+    with pytest.raises(AktoConfigError) as raised:
+        Settings.from_env({"AKTO_DATA_INGESTION_URL": bad})
+    lockdown = _fallback(raised.value, {"AKTO_FAIL_MODE": "closed"})
+    assert lockdown is not None
+    assert "AKTO_DATA_INGESTION_URL" in lockdown.reason and "akto.example" in lockdown.reason
+    assert "PW9" not in lockdown.reason and "PW9" not in caplog.text
+    assert "AKTO_DATA_INGESTION_URL" in caplog.text
