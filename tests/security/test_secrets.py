@@ -22,6 +22,7 @@ from claude_agent_sdk import ClaudeAgentOptions
 from akto_otel import AktoGuardrails
 from akto_otel.config import Settings
 from akto_otel.emulator import EmulatorServer
+from akto_otel.errors import AktoConfigError
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.instrumentation import ClaudeAgentSDKInstrumentor
 from akto_otel.redaction import Redactor, agent_env_overrides, url_without_credentials
@@ -220,3 +221,21 @@ async def test_the_guardrail_failure_log_hides_the_url_password(
     assert "failed" in caplog.text  # the failure was logged ...
     assert URL_PASSWORD not in caplog.text  # ... without the password
     guard.shutdown()
+
+
+def test_a_bad_akto_url_with_a_password_is_reported_without_it() -> None:
+    bad = f"http://akto:{URL_PASSWORD}@127.0.0.1:1/?q=1"
+    with pytest.raises(AktoConfigError) as raised:
+        Settings.from_env({"AKTO_DATA_INGESTION_URL": bad})
+    assert "AKTO_DATA_INGESTION_URL" in str(raised.value)
+    assert URL_PASSWORD not in str(raised.value)
+    doctor = subprocess.run(
+        [sys.executable, "-m", "akto_otel.cli", "doctor"],
+        capture_output=True,
+        text=True,
+        env={"AKTO_DATA_INGESTION_URL": bad, "PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+    assert "configuration error" in doctor.stdout
+    assert URL_PASSWORD not in doctor.stdout + doctor.stderr
