@@ -180,6 +180,11 @@ class Holder:
             return message
         if kind == "ResultMessage":
             prompt_reason, self._prompt_reason = self._prompt_reason, None
+            if prompt_reason is None and getattr(message, "num_turns", None) == 0:
+                # No model call happened: a blocked prompt even if no notice preceded it.
+                prompt_reason = self._ledger.take_prompt_block(
+                    str(getattr(message, "session_id", "") or "")
+                )
             if prompt_reason is not None:
                 return _as_error(message, PROMPT_BLOCK_PREFIX + prompt_reason)
             result = getattr(message, "result", None)

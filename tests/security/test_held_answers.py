@@ -8,6 +8,7 @@ app must never see it, and past the regeneration bound must get an error result.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -323,3 +324,13 @@ async def test_a_failure_while_holding_never_leaks_the_answer() -> None:
     assert _texts(out) == []
     result = _result(out)
     assert result.is_error is True and "maybe a denied" not in (result.result or "")
+
+
+def test_a_blocked_prompt_is_reported_even_without_the_cli_notice() -> None:
+    ledger = AnswerLedger()
+    ledger.record_prompt_block("s", "Prompt injection detected")
+    blocked = _result_of("Operation stopped by hook")
+    blocked = dataclasses.replace(blocked, num_turns=0)
+    out = Holder(ledger).feed(blocked)
+    assert out[0].is_error is True and "Prompt injection detected" in out[0].result
+    assert Holder(ledger).feed(blocked)[0].is_error is False  # reported once
