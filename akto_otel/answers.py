@@ -42,6 +42,7 @@ __all__ = [
     "AnswerLedger",
     "Holder",
     "hold_answers",
+    "note_hook_output",
     "withheld_agent_output",
 ]
 
@@ -101,6 +102,36 @@ class AnswerLedger:
         if reason is None and not session_id and len(self._prompt_blocks) == 1:
             reason = self._prompt_blocks.pop(next(iter(self._prompt_blocks)))
         return reason
+
+
+def _output_reason(output: Mapping[str, Any]) -> str:
+    for key in ("reason", "stopReason", "systemMessage"):
+        value = output.get(key)
+        if isinstance(value, str) and value:
+            for prefix in (ANSWER_BLOCK_PREFIX, PROMPT_BLOCK_PREFIX):
+                value = value.removeprefix(prefix)
+            return value
+    return "blocked"
+
+
+def _denies(output: Mapping[str, Any]) -> bool:
+    return output.get("decision") == "block" or output.get("continue_") is False
+
+
+def note_hook_output(ledger: AnswerLedger, event: str, data: Any, output: Any) -> None:
+    """Tell ``ledger`` what a hook's output denied, whichever path produced it (the
+    verdict, or the fail-closed error path). Never raises."""
+    try:
+        if not isinstance(output, Mapping) or not isinstance(data, Mapping) or not _denies(output):
+            return
+        if event in ("Stop", "SubagentStop"):
+            text = data.get("last_assistant_message")
+            if isinstance(text, str):
+                ledger.record_denial(text, _output_reason(output))
+        elif event == "UserPromptSubmit":
+            ledger.record_prompt_block(str(data.get("session_id") or ""), _output_reason(output))
+    except Exception:
+        _log.debug("could not note a hook output", exc_info=True)
 
 
 def _type_name(message: Any) -> str:

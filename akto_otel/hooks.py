@@ -43,7 +43,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind
 
 from akto_otel import contract
-from akto_otel.answers import AnswerLedger, hold_answers, withheld_agent_output
+from akto_otel.answers import (
+    AnswerLedger,
+    hold_answers,
+    note_hook_output,
+    withheld_agent_output,
+)
 from akto_otel.config import Settings
 from akto_otel.contract import Verdict, WireContext
 from akto_otel.exporter import AktoSpanProcessor
@@ -349,7 +354,10 @@ class AktoGuardrails:
             "Notification": self._observer("Notification"),
             "PermissionRequest": self._observer("PermissionRequest"),
         }
-        return {event: self._safe(event, scope, handler) for event, handler in handlers.items()}
+        return {
+            event: _noting(event, scope, self._safe(event, scope, handler))
+            for event, handler in handlers.items()
+        }
 
     def _safe(
         self,
@@ -508,7 +516,6 @@ class AktoGuardrails:
                     contract.prompt_record(wire, prompt, blocked_reason=verdict.reason),
                     "prompt.blocked",
                 )
-                scope.answers.record_prompt_block(session_id, reason)
                 return {"continue_": False, "systemMessage": _BLOCK_PREFIX + reason}
             return {}
         finally:
@@ -688,7 +695,6 @@ class AktoGuardrails:
             )
             if reason is None:
                 return {}
-            scope.answers.record_denial(response_text, reason)
             span.set_attribute("akto.stop.regenerations", state.regenerations)
             if state.regenerations >= self.settings.max_stop_regenerations:
                 span.set_attribute("akto.stop.gave_up", True)
@@ -883,6 +889,22 @@ def _warn_once(message: str) -> None:
     if message not in _WARNED:
         _WARNED.add(message)
         _log.warning("akto_otel: %s", message)
+
+
+def _noting(event: str, scope: _Scope, callback: HookCallback) -> HookCallback:
+    """``callback`` whose denials (from a verdict or the fail-closed error path) also
+    reach the session's answer ledger, for the wrappers that hold answers."""
+    if event not in ("Stop", "SubagentStop", "UserPromptSubmit"):
+        return callback
+
+    async def noted(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
+        output = await callback(input_data, tool_use_id, context)
+        note_hook_output(scope.answers, event, input_data, output)
+        return output
+
+    setattr(noted, _MARK, True)
+    noted.__name__ = callback.__name__
+    return noted
 
 
 def _sdk_query() -> Callable[..., AsyncIterator[Any]]:

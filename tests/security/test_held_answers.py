@@ -24,9 +24,16 @@ from claude_agent_sdk import (
     StreamEvent,
     TextBlock,
 )
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from akto_otel import AktoGuardrails
-from akto_otel.answers import GUARDRAIL_ERROR_SUBTYPE, AnswerLedger, Holder, hold_answers
+from akto_otel.answers import (
+    GUARDRAIL_ERROR_SUBTYPE,
+    AnswerLedger,
+    Holder,
+    hold_answers,
+    note_hook_output,
+)
 from akto_otel.emulator import EmulatorServer
 from akto_otel.instrumentation import ClaudeAgentSDKInstrumentor
 from akto_otel.testing import FakeAnthropic, Scenario, Step, Text, ToolUse, offline_agent_env
@@ -171,6 +178,29 @@ async def test_holding_off_passes_texts_but_still_marks_the_result(
     assert any(LEAK in t for t in _texts(messages))  # not held: already streamed
     result = _result(messages)
     assert result.is_error is True and LEAK not in (result.result or "")
+    guard.shutdown()
+
+
+class _RaisesOnPromptSpan(SpanProcessor):
+    """An app's span processor with a bug: it raises when a prompt span ends."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.name == "akto.user_prompt":
+            raise RuntimeError("the app's telemetry is broken")
+
+
+async def test_a_denial_from_the_fail_closed_error_path_reaches_the_app(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    capture.provider.add_span_processor(_RaisesOnPromptSpan())
+    guard = _guard(emulator, capture, fail_mode="closed")
+    with FakeAnthropic(Scenario(None, [Text("ok")])) as fake:
+        messages = [m async for m in guard.query("hello", _options(fake, home, workdir))]
+        model_calls = len(fake.conversation_requests)
+    assert model_calls == 0  # the prompt was blocked by the error path ...
+    result = _result(messages)
+    assert result.is_error is True and result.subtype == GUARDRAIL_ERROR_SUBTYPE
+    assert "internal error" in (result.result or "")  # ... and the app is told why
     guard.shutdown()
 
 
@@ -334,3 +364,29 @@ def test_a_blocked_prompt_is_reported_even_without_the_cli_notice() -> None:
     out = Holder(ledger).feed(blocked)
     assert out[0].is_error is True and "Prompt injection detected" in out[0].result
     assert Holder(ledger).feed(blocked)[0].is_error is False  # reported once
+
+
+@pytest.mark.parametrize(
+    ("event", "output", "denied"),
+    [
+        ("Stop", {"decision": "block", "reason": "Response blocked by Akto Guardrails: r"}, True),
+        ("Stop", {"continue_": False, "stopReason": "r"}, True),
+        ("SubagentStop", {"decision": "block", "reason": "r"}, True),
+        ("Stop", {}, False),
+        ("Stop", {"continue_": True}, False),
+    ],
+)
+def test_the_ledger_hears_every_denying_stop_output(
+    event: str, output: dict[str, Any], denied: bool
+) -> None:
+    ledger = AnswerLedger()
+    note_hook_output(ledger, event, {"last_assistant_message": "an answer"}, output)
+    assert (ledger.denial_reason("an answer") == "r") is denied
+
+
+def test_the_ledger_ignores_malformed_hook_data() -> None:
+    ledger = AnswerLedger()
+    note_hook_output(ledger, "Stop", None, {"decision": "block"})
+    note_hook_output(ledger, "Stop", {"last_assistant_message": 3}, {"decision": "block"})
+    note_hook_output(ledger, "UserPromptSubmit", {}, "not a mapping")
+    assert ledger.denial_reason("3") is None and ledger.take_prompt_block("") is None
