@@ -18,7 +18,9 @@ wraps a Claude Agent SDK message stream and applies the ledger:
   reason instead (:func:`withheld_agent_output` does the same for the
   parent model's view of the Agent tool's result).
 
-The ledger matches by content (the text Stop judged), not by arrival time, so a
+The hooks tell the ledger through :func:`note_hook_output` (every denying Stop,
+SubagentStop or UserPromptSubmit output, whichever path produced it). The
+ledger matches by content (the text Stop judged), not by arrival time, so a
 slow consumer that reads messages long after the CLI produced them is handled
 the same way. Usage::
 

@@ -141,14 +141,23 @@ class GuardedSession:
         return self._scope.answers
 
     def close(self, *, error: str | None = None) -> None:
-        """End every span the session left open, then the session span. Idempotent."""
+        """End every span the session left open, then the session span. Idempotent.
+
+        Never raises: an app's span processor that fails on ``end`` is logged.
+        """
         if self._closed:
             return
         self._closed = True
-        self._scope.tracing.end_all(error=error)
-        if error:
-            mark_error(self.span, error)
-        self.span.end()
+        try:
+            self._scope.tracing.end_all(error=error)
+        except Exception as exc:
+            _log.error("akto_otel could not end a session's spans: %s", type(exc).__name__)
+        try:
+            if error:
+                mark_error(self.span, error)
+            self.span.end()
+        except Exception as exc:
+            _log.error("akto_otel could not end the session span: %s", type(exc).__name__)
 
 
 class AktoGuardrails:

@@ -204,6 +204,24 @@ async def test_a_denial_from_the_fail_closed_error_path_reaches_the_app(
     guard.shutdown()
 
 
+class _RaisesOnAgentSpan(SpanProcessor):
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.name.startswith("invoke_agent"):
+            raise RuntimeError("the app's telemetry is broken")
+
+
+async def test_the_apps_broken_telemetry_does_not_break_guard_query(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    capture.provider.add_span_processor(_RaisesOnAgentSpan())
+    guard = _guard(emulator, capture)
+    with FakeAnthropic(LEAKS_ONCE) as fake:
+        messages = [m async for m in guard.query("go", _options(fake, home, workdir))]
+    assert _texts(messages) == ["I cannot share that key."]
+    assert _result(messages).is_error is False
+    guard.shutdown()
+
+
 @pytest.fixture
 def instrumentor(emulator: EmulatorServer, capture: SpanCapture) -> Any:
     instrumentor = ClaudeAgentSDKInstrumentor()
