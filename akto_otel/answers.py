@@ -36,13 +36,16 @@ import copy
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "GUARDRAIL_ERROR_SUBTYPE",
     "AnswerLedger",
     "Holder",
+    "Judge",
+    "Unjudged",
     "hold_answers",
     "note_hook_output",
     "withheld_agent_output",
@@ -79,7 +82,19 @@ class AnswerLedger:
 
     def __init__(self) -> None:
         self._denials: deque[tuple[str, str]] = deque(maxlen=_MAX_DENIALS)
+        self._judged: deque[str] = deque(maxlen=_MAX_DENIALS)
         self._prompt_blocks: dict[str, str] = {}
+
+    def record_allowed(self, text: str) -> None:
+        """An answer Stop or SubagentStop judged and let through."""
+        if text.strip():
+            self._judged.append(text)
+
+    def was_judged(self, text: str) -> bool:
+        """Whether Stop or SubagentStop judged ``text`` (allowed or denied)."""
+        if self.denial_reason(text) is not None:
+            return True
+        return any(_matches(text, judged) for judged in reversed(self._judged))
 
     def record_denial(self, text: str, reason: str) -> None:
         """An answer (main agent or subagent) that Akto denied, with the reason."""
@@ -121,19 +136,35 @@ def _denies(output: Mapping[str, Any]) -> bool:
 
 
 def note_hook_output(ledger: AnswerLedger, event: str, data: Any, output: Any) -> None:
-    """Tell ``ledger`` what a hook's output denied, whichever path produced it (the
-    verdict, or the fail-closed error path). Never raises."""
+    """Tell ``ledger`` what a hook's output allowed or denied, whichever path produced
+    it (the verdict, or the fail-closed error path). Never raises."""
     try:
-        if not isinstance(output, Mapping) or not isinstance(data, Mapping) or not _denies(output):
+        if not isinstance(output, Mapping) or not isinstance(data, Mapping):
             return
         if event in ("Stop", "SubagentStop"):
             text = data.get("last_assistant_message")
-            if isinstance(text, str):
+            if not isinstance(text, str):
+                return
+            if _denies(output):
                 ledger.record_denial(text, _output_reason(output))
-        elif event == "UserPromptSubmit":
+            else:
+                ledger.record_allowed(text)
+        elif event == "UserPromptSubmit" and _denies(output):
             ledger.record_prompt_block(str(data.get("session_id") or ""), _output_reason(output))
     except Exception:
         _log.debug("could not note a hook output", exc_info=True)
+
+
+#: Judges a text nobody judged yet: the reason to withhold it, or None to deliver it.
+Judge = Callable[[str], Awaitable["str | None"]]
+
+
+@dataclass(frozen=True)
+class Unjudged:
+    """Held messages whose text no Stop hook judged (e.g. written before a tool call)."""
+
+    messages: tuple[Any, ...]
+    texts: tuple[str, ...]
 
 
 def _type_name(message: Any) -> str:
@@ -170,12 +201,14 @@ class Holder:
     """The decisions of :func:`hold_answers`, one message at a time, without I/O.
 
     ``feed`` returns the messages to hand to the app now; ``finish`` those still
-    held when the stream ends.
+    held when the stream ends. With ``judging``, held texts that no Stop judged come
+    out as one :class:`Unjudged` batch for the caller to judge.
     """
 
-    def __init__(self, ledger: AnswerLedger, *, hold: bool = True) -> None:
+    def __init__(self, ledger: AnswerLedger, *, hold: bool = True, judging: bool = False) -> None:
         self._ledger = ledger
         self._hold = hold
+        self._judging = judging
         self._pending: list[Any] = []
         self._prompt_reason: str | None = None
         self.dropped = 0
@@ -201,6 +234,12 @@ class Holder:
             if any(self._ledger.denial_reason(t) is not None for t in _texts(m))
         }
         if not denied:
+            if self._judging:
+                unjudged = tuple(
+                    t for m in pending for t in _texts(m) if not self._ledger.was_judged(t)
+                )
+                if unjudged:
+                    return [Unjudged(tuple(pending), unjudged)]
             return pending
         self.dropped += len(denied)
         return [m for m in pending if id(m) not in denied and _type_name(m) != "StreamEvent"]
@@ -245,15 +284,37 @@ def _fallback(message: Any) -> list[Any]:
     return [message]
 
 
+async def _judged(batch: Unjudged, judge: Judge, ledger: AnswerLedger) -> list[Any]:
+    """The batch's messages if ``judge`` lets its texts through; without them if not."""
+    try:
+        reason = await judge("\n\n".join(batch.texts))
+    except Exception as exc:  # the judge must not fail open by accident
+        _log.error("akto_otel could not judge a held text: %s", type(exc).__name__)
+        reason = "could not be checked"
+    if reason is None:
+        for text in batch.texts:
+            ledger.record_allowed(text)
+        return list(batch.messages)
+    for text in batch.texts:
+        ledger.record_denial(text, reason)
+    return [m for m in batch.messages if not _texts(m) and _type_name(m) != "StreamEvent"]
+
+
 async def hold_answers(
-    stream: AsyncIterator[Any], ledger: AnswerLedger, *, hold: bool = True
+    stream: AsyncIterator[Any],
+    ledger: AnswerLedger,
+    *,
+    hold: bool = True,
+    judge: Judge | None = None,
 ) -> AsyncIterator[Any]:
     """``stream`` with denied answers withheld (see the module docstring).
 
     ``hold=False`` passes assistant texts through at once (they cannot be
-    recalled then) but still turns a denied final result into an error.
+    recalled then) but still turns a denied final result into an error. ``judge``
+    judges held texts that no Stop hook saw (a text the model wrote before a tool
+    call: Stop only receives the turn's last one); without it they are delivered.
     """
-    holder = Holder(ledger, hold=hold)
+    holder = Holder(ledger, hold=hold, judging=judge is not None)
     async for message in stream:
         try:
             released = holder.feed(message)
@@ -261,9 +322,17 @@ async def hold_answers(
             _log.error("akto_otel could not judge a message for holding: %s", type(exc).__name__)
             released = _fallback(message)
         for out in released:
-            yield out
+            if isinstance(out, Unjudged) and judge is not None:
+                for judged in await _judged(out, judge, ledger):
+                    yield judged
+            else:
+                yield out
     for out in holder.finish():
-        yield out
+        if isinstance(out, Unjudged) and judge is not None:
+            for judged in await _judged(out, judge, ledger):
+                yield judged
+        else:
+            yield out
 
 
 def withheld_agent_output(

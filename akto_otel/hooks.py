@@ -45,6 +45,7 @@ from opentelemetry.trace import Span, SpanKind
 from akto_otel import contract
 from akto_otel.answers import (
     AnswerLedger,
+    Judge,
     hold_answers,
     note_hook_output,
     withheld_agent_output,
@@ -257,9 +258,46 @@ class AktoGuardrails:
         ) as session:
             stream = sdk_query(prompt=prompt, options=session.options, **kwargs)
             async for message in hold_answers(
-                stream, session.answers, hold=self.settings.hold_answers
+                stream,
+                session.answers,
+                hold=self.settings.hold_answers,
+                judge=self.answer_judge(session),
             ):
                 yield message
+
+    def answer_judge(self, session: GuardedSession) -> Judge | None:
+        """Judges a held text no Stop hook saw (one the model wrote before a tool call;
+        Stop receives only the turn's last text) with the response guardrail, under an
+        ``akto.held_answer`` span. None in observe mode (``AKTO_SYNC_MODE=false``).
+        """
+        if not self.settings.sync_mode:
+            return None
+        scope = session._scope
+
+        async def judge(text: str) -> str | None:
+            span = scope.tracing.start_child(
+                session.span, "akto.held_answer", hook="Stop", attributes={}
+            )
+            try:
+                states = list(scope.tracing)
+                prompt = states[-1].last_prompt if states else ""
+                record = contract.turn_record(scope.wire, prompt, text, hook="Stop")
+                verdict = await self._guard(span, "Stop", record, request=False, response=True)
+                if verdict.allowed and verdict.decision != "modify":
+                    return None
+                return verdict.reason or contract.DEFAULT_BLOCK_REASON
+            except Exception as exc:
+                _log.error("akto_otel could not judge a held answer: %s", type(exc).__name__)
+                if self.settings.fail_mode == "open":
+                    return None
+                return "Akto guardrails could not check this (internal error)"
+            finally:
+                try:
+                    span.end()
+                except Exception:
+                    _log.debug("could not end a held-answer span", exc_info=True)
+
+        return judge
 
     @asynccontextmanager
     async def _guarded_session(

@@ -38,7 +38,13 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
-from akto_otel.answers import ANSWER_BLOCK_PREFIX, PROMPT_BLOCK_PREFIX, AnswerLedger, hold_answers
+from akto_otel.answers import (
+    ANSWER_BLOCK_PREFIX,
+    PROMPT_BLOCK_PREFIX,
+    AnswerLedger,
+    Judge,
+    hold_answers,
+)
 from akto_otel.config import Settings
 from akto_otel.errors import AktoConfigError
 from akto_otel.hooks import HOOK_EVENTS, ORIGINAL_ATTR, AktoGuardrails, GuardedSession
@@ -233,6 +239,12 @@ def _hold(guard: _Guard) -> bool:
     return guard.settings.hold_answers if isinstance(guard, AktoGuardrails) else True
 
 
+def _judge(guard: _Guard, session: _Session) -> Judge | None:
+    if isinstance(guard, AktoGuardrails) and isinstance(session, GuardedSession):
+        return guard.answer_judge(session)
+    return None
+
+
 def _sdk_provider() -> trace.TracerProvider | None:
     """The global provider when it is an SDK one (set by the distro or the app)."""
     from opentelemetry.sdk.trace import TracerProvider
@@ -255,7 +267,9 @@ def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: _Guard) -> A
             with trace.use_span(session.span, end_on_exit=False, record_exception=True):
                 kwargs["options"] = session.options
                 stream = original(*args, **kwargs)
-                async for message in hold_answers(stream, session.answers, hold=_hold(guard)):
+                async for message in hold_answers(
+                    stream, session.answers, hold=_hold(guard), judge=_judge(guard, session)
+                ):
                     yield message
             failed = False
         finally:
@@ -274,7 +288,9 @@ def _wrap_receive(original: Callable[..., AsyncIterator[Any]], guard: _Guard) ->
             async for message in stream:
                 yield message
             return
-        async for message in hold_answers(stream, session.answers, hold=_hold(guard)):
+        async for message in hold_answers(
+            stream, session.answers, hold=_hold(guard), judge=_judge(guard, session)
+        ):
             yield message
 
     return receive_messages

@@ -292,27 +292,52 @@ async def test_a_subagent_answer_denied_at_the_bound_never_reaches_the_parent(
     guard.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: Stop judges only the turn's last text (last_assistant_message); a "
-    "text written before a tool call is never judged, so it is released unjudged",
-)
-async def test_a_text_written_before_a_tool_call_is_judged_too(
-    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
-) -> None:
-    scenario = Scenario(
+def _interim(text: str) -> Scenario:
+    return Scenario(
         None,
         [
-            Step(text=f"interim {LEAK}", tool_uses=(ToolUse("Bash", {"command": "echo hi"}),)),
+            Step(text=text, tool_uses=(ToolUse("Bash", {"command": "echo hi"}),)),
             Text("final words"),
         ],
     )
+
+
+async def test_a_text_written_before_a_tool_call_is_judged_too(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """Stop receives only the turn's last text; the wrapper judges the earlier one."""
     guard = _guard(emulator, capture)
-    with FakeAnthropic(scenario) as fake:
+    with FakeAnthropic(_interim(f"interim {LEAK}")) as fake:
         messages = [m async for m in guard.query("go", _options(fake, home, workdir))]
     guard.shutdown()
-    assert "final words" in _texts(messages)
+    assert _texts(messages) == ["final words"]
     assert all(LEAK not in repr(m) for m in messages)
+    held = capture.named("akto.held_answer")
+    assert [s.attributes.get("akto.guardrail.decision") for s in held] == ["deny"]
+
+
+async def test_an_allowed_text_before_a_tool_call_is_delivered_after_one_check(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    guard = _guard(emulator, capture)
+    with FakeAnthropic(_interim("Let me look.")) as fake:
+        messages = [m async for m in guard.query("go", _options(fake, home, workdir))]
+    guard.shutdown()
+    assert _texts(messages) == ["Let me look.", "final words"]
+    held = capture.named("akto.held_answer")
+    assert [s.attributes.get("akto.guardrail.decision") for s in held] == ["allow"]
+    assert len(capture.named("akto.stop")) == 1  # the final text was judged by Stop alone
+
+
+async def test_observe_mode_judges_no_held_text(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    guard = _guard(emulator, capture, sync_mode=False)
+    with FakeAnthropic(_interim(f"interim {LEAK}")) as fake:
+        messages = [m async for m in guard.query("go", _options(fake, home, workdir))]
+    guard.shutdown()
+    assert _texts(messages) == [f"interim {LEAK}", "final words"]  # observe: never blocks
+    assert capture.named("akto.held_answer") == []
 
 
 # ---------------------------------------------------------------- the holder alone
@@ -408,3 +433,15 @@ def test_the_ledger_ignores_malformed_hook_data() -> None:
     note_hook_output(ledger, "Stop", {"last_assistant_message": 3}, {"decision": "block"})
     note_hook_output(ledger, "UserPromptSubmit", {}, "not a mapping")
     assert ledger.denial_reason("3") is None and ledger.take_prompt_block("") is None
+
+
+async def test_a_judge_that_raises_withholds_the_text() -> None:
+    async def broken_judge(text: str) -> str | None:
+        raise RuntimeError("judge bug")
+
+    async def stream() -> Any:
+        yield _assistant("never judged by Stop")
+        yield _result_of("final")
+
+    out = [m async for m in hold_answers(stream(), AnswerLedger(), judge=broken_judge)]
+    assert _texts(out) == [] and len(out) == 1
