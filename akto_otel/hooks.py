@@ -317,8 +317,8 @@ class AktoGuardrails:
 
         The caller makes ``handle.span`` current while the CLI starts and calls
         ``handle.close()`` when the session ends. To hold answers on a stream of
-        its own, the caller wraps it:
-        ``akto_otel.answers.hold_answers(stream, handle.answers)``.
+        its own, the caller wraps it: ``akto_otel.answers.hold_answers(stream,
+        handle.answers, judge=guard.answer_judge(handle))``.
         """
         span = start_agent_span(
             self.tracer, self.settings.agent_name, agent_id=self.settings.agent_id
