@@ -8,7 +8,9 @@ wraps a Claude Agent SDK message stream and applies the ledger:
 
 - an assistant message with text, and the partial ``StreamEvent`` s around it,
   are held until the next other message; a text Stop or SubagentStop denied is
-  dropped with every partial event held beside it;
+  dropped with every partial event held beside it; a held text no Stop saw (one
+  written before a tool call) goes to ``judge`` (the guard's response guardrail)
+  and is dropped if it denies;
 - a ``ResultMessage`` whose ``result`` is a denied answer (the regeneration
   bound was reached) becomes an error: ``is_error=True``,
   ``subtype="error_guardrail"``, ``result`` = the block reason;
@@ -26,7 +28,7 @@ the same way. Usage::
 
     ledger = AnswerLedger()
     ledger.record_denial("leaked SECRET", "Secret in response")   # from the Stop handler
-    async for message in hold_answers(query(prompt=..., options=...), ledger):
+    async for message in hold_answers(query(prompt=..., options=...), ledger, judge=judge):
         ...
 """
 
