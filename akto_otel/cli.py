@@ -29,10 +29,10 @@ def _doctor() -> int:
     except AktoConfigError as exc:
         print(f"configuration error: {exc}")
         return 2
-    from akto_otel.redaction import url_without_credentials
+    from akto_otel.redaction import redact_url
 
     shown = {k: v for k, v in vars(settings).items() if k != "token"}
-    shown["ingestion_url"] = url_without_credentials(settings.ingestion_url)
+    shown["ingestion_url"] = redact_url(settings.ingestion_url)
     shown["token"] = "(set)" if settings.token else "(not set)"
     for key, value in shown.items():
         print(f"{key:28} {value}")

@@ -275,10 +275,10 @@ class Settings:
 
     def __repr__(self) -> str:
         # The token is never shown, nor credentials in the URL (user:password@).
-        from akto_otel.redaction import url_without_credentials
+        from akto_otel.redaction import redact_url
 
         shown = {
-            f.name: url_without_credentials(self.ingestion_url)
+            f.name: redact_url(self.ingestion_url)
             if f.name == "ingestion_url"
             else getattr(self, f.name)
             for f in dataclasses.fields(self)

@@ -24,9 +24,9 @@ class AktoConfigError(AktoError, ValueError):
         self.name = name
         self.value = value
         self.accepted = accepted
-        from akto_otel.redaction import url_without_credentials
+        from akto_otel.redaction import redact_url
 
         # A bad URL may still carry user:password@; the message never shows it.
-        value_shown = url_without_credentials(value)
+        value_shown = redact_url(value)
         shown = value_shown if len(value_shown) <= 80 else value_shown[:77] + "..."
         super().__init__(f"{name}={shown!r} is not valid: expected {accepted}")

@@ -42,7 +42,7 @@ from akto_otel.contract import (
     http_proxy_url,
     parse_verdict,
 )
-from akto_otel.redaction import Redactor, url_without_credentials
+from akto_otel.redaction import Redactor, redact_url
 
 __all__ = ["ERROR_KINDS", "GuardrailClient", "PostResult", "error_kind", "tls_context"]
 
@@ -199,7 +199,7 @@ class GuardrailClient:
             self._headers["Authorization"] = settings.token
 
     def __repr__(self) -> str:
-        url = url_without_credentials(self._settings.ingestion_url) or "<not configured>"
+        url = redact_url(self._settings.ingestion_url) or "<not configured>"
         return f"GuardrailClient(url={url!r}, timeout={self._settings.timeout})"
 
     @property
@@ -251,7 +251,7 @@ class GuardrailClient:
             return await _within(self._settings.timeout, self._post(url, body, start))
         except Exception as exc:
             kind = error_kind(exc)
-            shown = url_without_credentials(url.split("?", 1)[0])
+            shown = redact_url(url.split("?", 1)[0])
             _log.warning("POST %s failed: %s", shown, kind)
             return PostResult(status=None, error=kind, latency_s=time.perf_counter() - start)
 

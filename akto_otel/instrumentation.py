@@ -48,7 +48,7 @@ from akto_otel.answers import (
 from akto_otel.config import Settings
 from akto_otel.errors import AktoConfigError
 from akto_otel.hooks import HOOK_EVENTS, ORIGINAL_ATTR, AktoGuardrails, GuardedSession
-from akto_otel.redaction import REDACTED, Redactor, agent_env_overrides, url_without_credentials
+from akto_otel.redaction import REDACTED, Redactor, agent_env_overrides, redact_url
 
 __all__ = ["ClaudeAgentSDKInstrumentor"]
 
@@ -155,7 +155,7 @@ def _fallback(exc: Exception, environ: Any) -> Lockdown | None:
 
 def _shown(value: str) -> str:
     """A bad value as the log, the app and the model may see it: no secrets, short."""
-    cleaned = Redactor().redact_or_none(url_without_credentials(value)) or REDACTED
+    cleaned = Redactor().redact_or_none(redact_url(value)) or REDACTED
     return cleaned if len(cleaned) <= 80 else cleaned[:77] + "..."
 
 

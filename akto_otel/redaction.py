@@ -10,6 +10,7 @@ Usage::
     redactor = Redactor(extra_patterns=(r"internal-[0-9]+",))
     redactor.redact("Authorization: Bearer abc.def")   # 'Authorization: Bearer [REDACTED]'
     redactor.redact("DB_PASSWORD=hunter22")            # 'DB_PASSWORD=[REDACTED]'
+    redact_url("https://u:pw@akto.example")            # 'https://u:***@akto.example'
     url_without_credentials("https://u:pw@akto.example")  # 'https://akto.example'
     agent_env_overrides({"AKTO_API_TOKEN": "t"}, {})   # {'AKTO_API_TOKEN': '', 'AKTO_TOKEN': ''}
 """
@@ -27,6 +28,7 @@ __all__ = [
     "SECRET_ENV_VARS",
     "Redactor",
     "agent_env_overrides",
+    "redact_url",
     "url_without_credentials",
 ]
 
@@ -128,6 +130,15 @@ class Redactor:
 #: Variables the agent's environment gets blank unless the app set them in ``options.env``.
 SECRET_ENV_VARS = ("AKTO_API_TOKEN", "AKTO_TOKEN")
 _URL_VARS = ("AKTO_DATA_INGESTION_URL",)
+
+
+_URL_PASSWORD = re.compile(r"^(?P<head>[^:/?#]+://[^/?#@]*?:)(?P<password>[^/?#@]*)@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` as logs, reprs and messages show it: any password becomes ``***``
+    (the user name is kept). Works on text that is not a valid URL too."""
+    return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}***@", url.strip(), count=1)
 
 
 def url_without_credentials(url: str) -> str:

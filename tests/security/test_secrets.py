@@ -25,7 +25,12 @@ from akto_otel.emulator import EmulatorServer
 from akto_otel.errors import AktoConfigError
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.instrumentation import ClaudeAgentSDKInstrumentor
-from akto_otel.redaction import Redactor, agent_env_overrides, url_without_credentials
+from akto_otel.redaction import (
+    Redactor,
+    agent_env_overrides,
+    redact_url,
+    url_without_credentials,
+)
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
 from tests.conftest import SpanCapture
 
@@ -145,6 +150,12 @@ def test_a_token_the_app_passes_on_purpose_is_kept() -> None:
     assert "AKTO_DATA_INGESTION_URL" not in agent_env_overrides(
         {"AKTO_DATA_INGESTION_URL": "https://akto.example"}, {}
     )
+
+
+def test_redact_url_keeps_the_user_and_hides_the_password() -> None:
+    assert redact_url("https://akto:pw@h:1/x") == "https://akto:***@h:1/x"
+    assert redact_url("http://akto:Zq@[::1") == "http://akto:***@[::1"  # not even valid
+    assert redact_url("https://h/x") == "https://h/x"
 
 
 def test_url_without_credentials() -> None:
