@@ -219,6 +219,7 @@ class Settings:
     export_queue_size: int = 8192
     judge_window_overlap: int = 16 * 1024
     judge_max_chars: int = 8 * 1024 * 1024
+    hold_answers: bool = True
 
     def __post_init__(self) -> None:
         # Arguments are checked by the parser of the variable they stand for, so
@@ -301,6 +302,19 @@ class Settings:
         """A copy with ``changes``, each checked like :meth:`from_env`'s keywords."""
         return dataclasses.replace(self, **changes)
 
+    def __repr__(self) -> str:
+        # The token is never shown, nor credentials in the URL (user:password@).
+        from akto_otel.redaction import redact_url
+
+        shown = {
+            f.name: redact_url(self.ingestion_url)
+            if f.name == "ingestion_url"
+            else getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.repr
+        }
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     @staticmethod
     def environment_variables() -> dict[str, tuple[str, ...]]:
         """Setting name -> the environment variables read for it, first wins."""
@@ -373,6 +387,7 @@ _ENV_VARS: dict[str, _Var] = {
         "AKTO_JUDGE_MAX_CHARS",
         parse=lambda n, r: _parse_int(n, r, minimum=1 << 20, maximum=1 << 30),
     ),
+    "hold_answers": _var("AKTO_HOLD_ANSWERS", parse=_parse_bool),
 }
 
 # Settings with no environment variable, checked the same way when given as arguments.

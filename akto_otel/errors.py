@@ -30,7 +30,11 @@ class AktoConfigError(AktoError, ValueError):
         self.value = value
         self.accepted = accepted
         self.problems: tuple[AktoConfigError, ...] = (self,)
-        shown = value if len(value) <= 80 else value[:77] + "..."
+        from akto_otel.redaction import redact_url
+
+        # A bad URL may still carry user:password@; the message never shows it.
+        value_shown = redact_url(value)
+        shown = value_shown if len(value_shown) <= 80 else value_shown[:77] + "..."
         super().__init__(f"{name}={shown!r} is not valid: expected {accepted}")
 
     @classmethod

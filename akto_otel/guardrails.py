@@ -52,7 +52,7 @@ from akto_otel.contract import (
     http_proxy_url,
     parse_verdict,
 )
-from akto_otel.redaction import Redactor
+from akto_otel.redaction import Redactor, redact_url
 
 __all__ = ["ERROR_KINDS", "GuardrailClient", "PostResult", "error_kind", "tls_context"]
 
@@ -299,7 +299,7 @@ class GuardrailClient:
             self._headers["Authorization"] = settings.token
 
     def __repr__(self) -> str:
-        url = self._settings.ingestion_url or "<not configured>"
+        url = redact_url(self._settings.ingestion_url) or "<not configured>"
         return f"GuardrailClient(url={url!r}, timeout={self._settings.timeout})"
 
     @property
@@ -359,7 +359,8 @@ class GuardrailClient:
             return await _within(self._settings.timeout, self._post(url, body, start))
         except Exception as exc:
             kind = error_kind(exc)
-            _log.warning("POST %s failed: %s", str(url).split("?", 1)[0], kind)
+            shown = redact_url(str(url).split("?", 1)[0])
+            _log.warning("POST %s failed: %s", shown, kind)
             return PostResult(status=None, error=kind, latency_s=time.perf_counter() - start)
 
     async def _post(self, url: str | URL, body: bytes, start: float) -> PostResult:

@@ -15,6 +15,10 @@ Usage::
         async for message in query(prompt="...", options=options):
             ...
 
+    # answers held until Stop has judged them; a denied one never reaches the app:
+    async for message in guard.query("...", ClaudeAgentOptions(allowed_tools=["Bash"])):
+        ...
+
     # drop-in for Akto's reference connector:
     from akto_otel import create_hooks
     user_prompt_submit, stop, pre_tool_use, post_tool_use = create_hooks(client_ip)
@@ -28,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -38,14 +43,21 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind
 
 from akto_otel import contract, windows
+from akto_otel.answers import (
+    AnswerLedger,
+    Judge,
+    hold_answers,
+    note_hook_output,
+    withheld_agent_output,
+)
 from akto_otel.config import Settings
 from akto_otel.contract import Verdict, WireContext
-from akto_otel.decision import Case, Outcome, OutputShape, Rules, decide
+from akto_otel.decision import Case, Outcome, OutputShape, Rules, decide, stance
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.logs import setup_logging
 from akto_otel.metrics import metrics_for
 from akto_otel.processor import AktoSpanProcessor, processor_for
-from akto_otel.redaction import Redactor
+from akto_otel.redaction import Redactor, agent_env_overrides
 from akto_otel.spans import (
     SessionState,
     SessionTracing,
@@ -62,7 +74,13 @@ from akto_otel.version import __version__
 if TYPE_CHECKING:
     from claude_agent_sdk import ClaudeAgentOptions, HookMatcher
 
-__all__ = ["HOOK_EVENTS", "AktoGuardrails", "GuardedSession", "create_hooks"]
+__all__ = [
+    "HOOK_EVENTS",
+    "AktoGuardrails",
+    "GuardedSession",
+    "create_hooks",
+    "setting_warnings",
+]
 
 _log = logging.getLogger("akto_otel.hooks")
 
@@ -82,6 +100,8 @@ HOOK_EVENTS = (
     "PermissionRequest",
 )
 _MARK = "_akto_otel_hook"
+#: Set by the instrumentor on its wrapped ``query``: the SDK's original.
+ORIGINAL_ATTR = "_akto_otel_original"
 
 
 def _text(data: Mapping[str, Any], key: str) -> str:
@@ -105,6 +125,7 @@ class _Scope:
         self.client_ip = client_ip
         self.tracing = SessionTracing(guard.tracer, guard.settings, root=root)
         self.wire = WireContext.from_settings(guard.settings, client_ip)
+        self.answers = AnswerLedger()
 
 
 class GuardedSession:
@@ -116,15 +137,29 @@ class GuardedSession:
         self._scope = scope
         self._closed = False
 
+    @property
+    def answers(self) -> AnswerLedger:
+        """What this session's hooks denied; :func:`akto_otel.answers.hold_answers` reads it."""
+        return self._scope.answers
+
     def close(self, *, error: str | None = None) -> None:
-        """End every span the session left open, then the session span. Idempotent."""
+        """End every span the session left open, then the session span. Idempotent.
+
+        Never raises: an app's span processor that fails on ``end`` is logged.
+        """
         if self._closed:
             return
         self._closed = True
-        self._scope.tracing.end_all(error=error)
-        if error:
-            mark_error(self.span, error)
-        end_span(self.span)
+        try:
+            self._scope.tracing.end_all(error=error)
+        except Exception as exc:
+            _log.error("akto_otel could not end a session's spans: %s", type(exc).__name__)
+        try:
+            if error:
+                mark_error(self.span, error)
+            end_span(self.span)
+        except Exception as exc:
+            _log.error("akto_otel could not end the session span: %s", type(exc).__name__)
 
 
 class AktoGuardrails:
@@ -152,6 +187,8 @@ class AktoGuardrails:
         else:
             self.settings = settings.replace(**overrides) if overrides else settings
         setup_logging(self.settings)
+        for warning in setting_warnings(self.settings):
+            _warn_once(warning)
         self.redactor = Redactor(self.settings.redact_patterns)
         self.rules = Rules.from_settings(self.settings)
         self.limits = windows.Limits.from_settings(self.settings)
@@ -170,14 +207,22 @@ class AktoGuardrails:
     # ------------------------------------------------------------------ public API
 
     def hooks(self, client_ip: str = "") -> dict[str, list[HookMatcher]]:
-        """A ``hooks`` dict for ``ClaudeAgentOptions``: all ten events."""
+        """A ``hooks`` dict for ``ClaudeAgentOptions``: all ten events.
+
+        Only hooks: the CLI's environment is the caller's to clean (see
+        :func:`akto_otel.redaction.agent_env_overrides`); :meth:`instrument` does it.
+        """
         scope = self._default_scope if not client_ip else _Scope(self, client_ip, None)
         return self._matchers(scope)
 
     def instrument(self, options: ClaudeAgentOptions) -> ClaudeAgentOptions:
         """A copy of ``options`` with our matchers first and the user's kept.
 
-        Applying it to its own result adds nothing.
+        The copy's ``env`` blanks ``AKTO_API_TOKEN`` / ``AKTO_TOKEN`` and strips
+        credentials from ``AKTO_DATA_INGESTION_URL`` for the CLI (unless ``options.env``
+        sets them). Applying it to its own result adds nothing. A plain ``query()``
+        loop over these options receives each answer before Stop judges it: use
+        :meth:`query` to have answers held.
         """
         return self._instrument(options, self._default_scope)
 
@@ -189,13 +234,88 @@ class AktoGuardrails:
 
         The span is current inside the block, so the SDK passes it to the CLI as
         TRACEPARENT and the CLI's own spans (when its telemetry is on) join the
-        trace. On exit every span the session left open is closed.
+        trace. On exit every span the session left open is closed. The options'
+        ``env`` hides Akto's secrets from the CLI as :meth:`instrument` does.
         """
+        async with self._guarded_session(options, client_ip=client_ip) as session:
+            yield session.options
+
+    async def query(
+        self,
+        prompt: Any,
+        options: ClaudeAgentOptions | None = None,
+        *,
+        client_ip: str = "",
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
+        """``claude_agent_sdk.query`` in a guarded session, its answers held until judged.
+
+        Each assistant text reaches the caller only after Stop allowed it; a denied
+        one is dropped; when the regeneration bound is reached the final
+        ``ResultMessage`` has ``is_error=True``, ``subtype="error_guardrail"`` and the
+        block reason as ``result`` (never the denied text), as after a blocked
+        prompt. ``AKTO_HOLD_ANSWERS=false`` passes texts through unheld.
+        ``kwargs`` go to the SDK's ``query`` (e.g. ``transport``).
+        """
+        from claude_agent_sdk import ClaudeAgentOptions
+
+        sdk_query = _sdk_query()
+        async with self._guarded_session(
+            options or ClaudeAgentOptions(), client_ip=client_ip
+        ) as session:
+            stream = sdk_query(prompt=prompt, options=session.options, **kwargs)
+            async for message in hold_answers(
+                stream,
+                session.answers,
+                hold=self.settings.hold_answers,
+                judge=self.answer_judge(session),
+            ):
+                yield message
+
+    def answer_judge(self, session: GuardedSession) -> Judge | None:
+        """Judges a held text no Stop hook saw (one the model wrote before a tool call;
+        Stop receives only the turn's last text) with the response guardrail, under an
+        ``akto.held_answer`` span. None in observe mode (``AKTO_SYNC_MODE=false``).
+        """
+        if not self.settings.sync_mode:
+            return None
+        scope = session._scope
+
+        async def judge(text: str) -> str | None:
+            span = scope.tracing.start_child(
+                session.span, "akto.held_answer", hook="Stop", attributes={}
+            )
+            try:
+                states = list(scope.tracing)
+                prompt = states[-1].last_prompt if states else ""
+                plan = windows.plan_turn(scope.wire, prompt, text, "Stop", self.limits)
+                verdict = await self._judge(span, "Stop", plan, request=False, response=True)
+                # A masked answer is not delivered either: Stop would regenerate it.
+                if stance("Stop", verdict, self.rules) == "allow":
+                    return None
+                return verdict.reason or contract.DEFAULT_BLOCK_REASON
+            except Exception as exc:
+                _log.error("akto_otel could not judge a held answer: %s", type(exc).__name__)
+                if self.settings.fail_mode == "open":
+                    return None
+                return "Akto guardrails could not check this (internal error)"
+            finally:
+                try:
+                    span.end()
+                except Exception:
+                    _log.debug("could not end a held-answer span", exc_info=True)
+
+        return judge
+
+    @asynccontextmanager
+    async def _guarded_session(
+        self, options: ClaudeAgentOptions, *, client_ip: str = ""
+    ) -> AsyncIterator[GuardedSession]:
         session = self.open_session(options, client_ip=client_ip)
         failed = True
         try:
             with trace.use_span(session.span, end_on_exit=False, record_exception=True):
-                yield session.options
+                yield session
             failed = False
         finally:
             session.close(error="session_aborted" if failed else None)
@@ -204,7 +324,9 @@ class AktoGuardrails:
         """The scope of :meth:`session` as a handle, for lifetimes that are not a block.
 
         The caller makes ``handle.span`` current while the CLI starts and calls
-        ``handle.close()`` when the session ends.
+        ``handle.close()`` when the session ends. To hold answers on a stream of
+        its own, the caller wraps it: ``akto_otel.answers.hold_answers(stream,
+        handle.answers, judge=guard.answer_judge(handle))``.
         """
         span = start_agent_span(
             self.tracer, self.settings.agent_name, agent_id=self.settings.agent_id
@@ -235,7 +357,10 @@ class AktoGuardrails:
         for event in dict.fromkeys([*ours, *existing]):
             theirs = [m for m in existing.get(event, []) if not _is_ours(m)]
             merged[event] = [*ours.get(event, []), *theirs]
-        return dataclasses.replace(options, hooks=merged)  # type: ignore[arg-type]
+        # The CLI inherits os.environ: its tools (Bash `env`) must not see Akto's secrets.
+        env = dict(options.env or {})
+        env.update(agent_env_overrides(os.environ, env))
+        return dataclasses.replace(options, hooks=merged, env=env)  # type: ignore[arg-type]
 
     def _matchers(self, scope: _Scope) -> dict[str, list[HookMatcher]]:
         from claude_agent_sdk import HookMatcher
@@ -261,7 +386,10 @@ class AktoGuardrails:
             "Notification": self._observer("Notification"),
             "PermissionRequest": self._observer("PermissionRequest"),
         }
-        return {event: self._safe(event, scope, handler) for event, handler in handlers.items()}
+        return {
+            event: _noting(event, scope, self._safe(event, scope, handler))
+            for event, handler in handlers.items()
+        }
 
     def _safe(self, event: str, scope: _Scope, handler: _Handler) -> HookCallback:
         async def callback(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
@@ -305,6 +433,7 @@ class AktoGuardrails:
             _quietly(
                 self._settle_answer,
                 call,
+                scope,
                 scope.tracing.get(_text(data, "session_id")),
                 event,
                 _text(data, "agent_id"),
@@ -553,6 +682,11 @@ class AktoGuardrails:
                     decision="deny", allowed=False, reason="Denied subagent answer withheld"
                 )
                 _quietly(record_verdict, span, "PostToolUse", denied, self.settings)
+                # The Agent tool's own output shape takes the block reason, so the parent
+                # goes on without the answer; any other shape ends the turn.
+                replaced = withheld_agent_output(scope.answers, tool_name, tool_response)
+                if replaced is not None:
+                    return call.settle(Outcome("replace_output", replaced, denied.reason))
                 return call.settle(decide(Case("PostToolUse", denied, self.rules, shape=shape)))
             wire = self._wire(scope, data)
             if self.settings.sync_mode and self.settings.tool_response_guardrails:
@@ -678,7 +812,7 @@ class AktoGuardrails:
         plan = windows.plan_turn(wire, prompt, answer, hook, self.limits)
         verdict = await self._judge(span, hook, plan, request=False, response=True)
         outcome = decide(Case(hook, verdict, self.rules, regenerations=regenerations))
-        self._settle_answer(call, state, hook, agent_id, answer, outcome)
+        self._settle_answer(call, scope, state, hook, agent_id, answer, outcome)
         if outcome.blocked:
             _quietly(span.set_attribute, "akto.stop.regenerations", regenerations)
             if outcome.action == "give_up":
@@ -696,6 +830,7 @@ class AktoGuardrails:
     def _settle_answer(
         self,
         call: _Call,
+        scope: _Scope,
         state: SessionState | None,
         hook: str,
         agent_id: str,
@@ -709,6 +844,9 @@ class AktoGuardrails:
         then be None).
         """
         call.settle(outcome)
+        if outcome.blocked:
+            # The held-answer wrappers (answers.py) drop this text if it reaches them.
+            _quietly(scope.answers.record_denial, answer, outcome.reason)
         if state is None:
             return
         if outcome.action == "regenerate":
@@ -934,6 +1072,56 @@ def _server_attributes(url: str) -> dict[str, Any]:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     attributes["server.port"] = port
     return attributes
+
+
+def setting_warnings(settings: Settings) -> list[str]:
+    """What is risky in ``settings``: each entry is logged once per process."""
+    warnings: list[str] = []
+    if not settings.ingestion_url:
+        warnings.append(
+            "AKTO_DATA_INGESTION_URL is not set: no guardrail call is made; every judging "
+            f"hook applies AKTO_FAIL_MODE={settings.fail_mode}"
+            + (" (everything passes unjudged)" if settings.fail_mode == "open" else "")
+        )
+    if not settings.sync_mode and settings.fail_mode == "closed":
+        warnings.append(
+            "AKTO_SYNC_MODE=false with AKTO_FAIL_MODE=closed: observe mode never blocks, "
+            "so the closed fail mode has no effect"
+        )
+    return warnings
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        _log.warning("akto_otel: %s", message)
+
+
+def _noting(event: str, scope: _Scope, callback: HookCallback) -> HookCallback:
+    """``callback`` whose denials (from a verdict or the fail-closed error path) also
+    reach the session's answer ledger, for the wrappers that hold answers."""
+    if event not in ("Stop", "SubagentStop", "UserPromptSubmit"):
+        return callback
+
+    async def noted(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
+        output = await callback(input_data, tool_use_id, context)
+        note_hook_output(scope.answers, event, input_data, output)
+        return output
+
+    setattr(noted, _MARK, True)
+    noted.__name__ = callback.__name__
+    return noted
+
+
+def _sdk_query() -> Callable[..., AsyncIterator[Any]]:
+    """The SDK's own ``query``, also when the zero-code instrumentor has wrapped it."""
+    import claude_agent_sdk
+
+    found: Callable[..., AsyncIterator[Any]] = claude_agent_sdk.query
+    return getattr(found, ORIGINAL_ATTR, found)
 
 
 def _is_ours(matcher: Any) -> bool:

@@ -4,6 +4,13 @@
 ``ClaudeSDKClient`` so every session an unmodified program starts gets the Akto
 hooks (first, the program's own hooks kept, never twice) and an ``invoke_agent``
 span that is current while the CLI starts (so the CLI's spans join the trace).
+Their message streams hold each assistant text until Stop has judged it
+(:mod:`akto_otel.answers`; ``AKTO_HOLD_ANSWERS=false`` turns that off).
+
+A bad setting never leaves agents silently unguarded: the error is logged and,
+with ``AKTO_FAIL_MODE=closed`` (or an unreadable ``AKTO_FAIL_MODE``), every
+session gets hooks that block each prompt and tool call with a reason naming
+the setting; with the fail mode open, one loud error says agents run unguarded.
 The caller's options object is never modified: each call gets a copy.
 ``uninstrument()`` puts the originals back.
 
@@ -18,8 +25,10 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
@@ -29,8 +38,17 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
+from akto_otel.answers import (
+    ANSWER_BLOCK_PREFIX,
+    PROMPT_BLOCK_PREFIX,
+    AnswerLedger,
+    Judge,
+    hold_answers,
+)
 from akto_otel.config import Settings
-from akto_otel.hooks import AktoGuardrails, GuardedSession
+from akto_otel.errors import AktoConfigError
+from akto_otel.hooks import HOOK_EVENTS, ORIGINAL_ATTR, AktoGuardrails, GuardedSession
+from akto_otel.redaction import REDACTED, Redactor, agent_env_overrides, redact_url
 
 __all__ = ["ClaudeAgentSDKInstrumentor"]
 
@@ -53,31 +71,46 @@ class ClaudeAgentSDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return type(self)._guard
 
     def _instrument(self, **kwargs: Any) -> None:
-        import claude_agent_sdk
-        from claude_agent_sdk import ClaudeSDKClient
-
         settings = kwargs.get("settings")
         guard = kwargs.get("guard")
         if guard is None:
-            guard = AktoGuardrails(
-                settings if isinstance(settings, Settings) else None,
-                tracer_provider=kwargs.get("tracer_provider") or _sdk_provider(),
-                meter_provider=kwargs.get("meter_provider"),
-            )
+            try:
+                guard = AktoGuardrails(
+                    settings if isinstance(settings, Settings) else None,
+                    tracer_provider=kwargs.get("tracer_provider") or _sdk_provider(),
+                    meter_provider=kwargs.get("meter_provider"),
+                )
+            except Exception as exc:
+                lockdown = _fallback(exc, os.environ)
+                if lockdown is None:
+                    return
+                self._install(lockdown)
+                return
+        type(self)._guard = guard
+        self._install(guard)
+
+    def _install(self, guard: _Guard) -> None:
+        import claude_agent_sdk
+        from claude_agent_sdk import ClaudeSDKClient
+
         cls = type(self)
-        cls._guard = guard
         query_module = sys.modules["claude_agent_sdk.query"]
         cls._originals = {
             "query": claude_agent_sdk.query,
             "module_query": query_module.query,
             "connect": ClaudeSDKClient.connect,
             "disconnect": ClaudeSDKClient.disconnect,
+            "receive_messages": ClaudeSDKClient.receive_messages,
         }
         wrapped_query = _wrap_query(cls._originals["query"], guard)
         claude_agent_sdk.query = wrapped_query
         query_module.query = wrapped_query  # type: ignore[attr-defined]
         ClaudeSDKClient.connect = _wrap_connect(cls._originals["connect"], guard)  # type: ignore[method-assign]
         ClaudeSDKClient.disconnect = _wrap_disconnect(cls._originals["disconnect"])  # type: ignore[method-assign]
+        # receive_response() reads receive_messages(): one wrapper holds answers for both.
+        ClaudeSDKClient.receive_messages = _wrap_receive(  # type: ignore[method-assign]
+            cls._originals["receive_messages"], guard
+        )
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import claude_agent_sdk
@@ -91,10 +124,125 @@ class ClaudeAgentSDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         sys.modules["claude_agent_sdk.query"].query = originals["module_query"]  # type: ignore[attr-defined]
         ClaudeSDKClient.connect = originals["connect"]  # type: ignore[method-assign]
         ClaudeSDKClient.disconnect = originals["disconnect"]  # type: ignore[method-assign]
+        ClaudeSDKClient.receive_messages = originals["receive_messages"]  # type: ignore[method-assign]
         cls._originals = {}
         guard, cls._guard = cls._guard, None
         if guard is not None:
             guard.force_flush()
+
+
+def _fallback(exc: Exception, environ: Any) -> Lockdown | None:
+    """What zero-code does when the guard cannot be built: lock down, or say it loudly."""
+    problem = (
+        f"{exc.name}={_shown(exc.value)!r} is invalid (expected {exc.accepted})"
+        if isinstance(exc, AktoConfigError)
+        else f"the guard could not start ({type(exc).__name__})"
+    )
+    if _fail_mode(environ) == "open":
+        _log.error(
+            "akto_otel: %s; AKTO_FAIL_MODE=open, so Claude agents run WITHOUT Akto "
+            "guardrails until this is fixed",
+            problem,
+        )
+        return None
+    _log.error(
+        "akto_otel: %s; AKTO_FAIL_MODE=closed, so every prompt and tool call is blocked "
+        "until this is fixed",
+        problem,
+    )
+    return Lockdown(f"akto_otel is misconfigured: {problem}")
+
+
+def _shown(value: str) -> str:
+    """A bad value as the log, the app and the model may see it: no secrets, short."""
+    cleaned = Redactor().redact_or_none(redact_url(value)) or REDACTED
+    return cleaned if len(cleaned) <= 80 else cleaned[:77] + "..."
+
+
+def _fail_mode(environ: Any) -> str:
+    """The fail mode the user asked for; an unreadable one counts as closed."""
+    raw = environ.get("AKTO_FAIL_MODE")
+    if raw is None or not raw.strip():
+        return "open"
+    return "open" if raw.strip().lower() == "open" else "closed"
+
+
+class _LockedSession:
+    """A session whose hooks block everything; the same surface as GuardedSession."""
+
+    def __init__(self, options: Any, reason: str) -> None:
+        self.span = trace.INVALID_SPAN
+        self.answers = AnswerLedger()
+        hooks = lockdown_hooks(reason, self.answers)
+        env = dict(options.env or {})
+        env.update(agent_env_overrides(os.environ, env))
+        self.options = dataclasses.replace(options, hooks=hooks, env=env)
+
+    def close(self, *, error: str | None = None) -> None:
+        return None
+
+
+class Lockdown:
+    """Stands in for the guard when it cannot be built and the fail mode is closed."""
+
+    hold_answers = True
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def open_session(self, options: Any) -> _LockedSession:
+        return _LockedSession(options, self.reason)
+
+    def force_flush(self) -> bool:
+        return True
+
+
+def lockdown_hooks(reason: str, ledger: AnswerLedger) -> dict[str, list[Any]]:
+    """Hooks that deny every judging hook with ``reason``; the app's own hooks are dropped
+    (they cannot be trusted to run under a guard that is not there)."""
+    from claude_agent_sdk import HookMatcher
+
+    async def deny(data: Any, tool_use_id: str | None, context: Any) -> dict[str, Any]:
+        event = data.get("hook_event_name") if isinstance(data, dict) else None
+        return lockdown_output(str(event or ""), reason, ledger, data)
+
+    return {event: [HookMatcher(hooks=[deny])] for event in HOOK_EVENTS}  # type: ignore[list-item]
+
+
+def lockdown_output(
+    event: str, reason: str, ledger: AnswerLedger, data: Any = None
+) -> dict[str, Any]:
+    """The SDK output of one hook under lockdown (pure but for noting a blocked prompt)."""
+    if event == "UserPromptSubmit":
+        session_id = data.get("session_id") if isinstance(data, dict) else None
+        ledger.record_prompt_block(str(session_id or ""), reason)
+        message = PROMPT_BLOCK_PREFIX + reason
+        return {"continue_": False, "stopReason": message, "systemMessage": message}
+    if event == "PreToolUse":
+        return {
+            "hookSpecificOutput": {
+                "hookEventName": "PreToolUse",
+                "permissionDecision": "deny",
+                "permissionDecisionReason": PROMPT_BLOCK_PREFIX + reason,
+            }
+        }
+    if event in ("Stop", "SubagentStop", "PostToolUse"):
+        return {"continue_": False, "stopReason": ANSWER_BLOCK_PREFIX + reason}
+    return {}
+
+
+_Guard = AktoGuardrails | Lockdown
+_Session = GuardedSession | _LockedSession
+
+
+def _hold(guard: _Guard) -> bool:
+    return guard.settings.hold_answers if isinstance(guard, AktoGuardrails) else True
+
+
+def _judge(guard: _Guard, session: _Session) -> Judge | None:
+    if isinstance(guard, AktoGuardrails) and isinstance(session, GuardedSession):
+        return guard.answer_judge(session)
+    return None
 
 
 def _sdk_provider() -> trace.TracerProvider | None:
@@ -105,7 +253,7 @@ def _sdk_provider() -> trace.TracerProvider | None:
     return provider if isinstance(provider, TracerProvider) else None
 
 
-def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: AktoGuardrails) -> Any:
+def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: _Guard) -> Any:
     @functools.wraps(original)
     async def query(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         from claude_agent_sdk import ClaudeAgentOptions
@@ -113,18 +261,45 @@ def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: AktoGuardrai
         options = kwargs.get("options")
         if options is None:
             options = ClaudeAgentOptions()
-        async with guard.session(options) as guarded:
-            kwargs["options"] = guarded
-            async for message in original(*args, **kwargs):
-                yield message
+        session = guard.open_session(options)
+        failed = True
+        try:
+            with trace.use_span(session.span, end_on_exit=False, record_exception=True):
+                kwargs["options"] = session.options
+                stream = original(*args, **kwargs)
+                async for message in hold_answers(
+                    stream, session.answers, hold=_hold(guard), judge=_judge(guard, session)
+                ):
+                    yield message
+            failed = False
+        finally:
+            session.close(error="session_aborted" if failed else None)
 
+    setattr(query, ORIGINAL_ATTR, original)
     return query
 
 
-def _wrap_connect(original: Callable[..., Any], guard: AktoGuardrails) -> Any:
+def _wrap_receive(original: Callable[..., AsyncIterator[Any]], guard: _Guard) -> Any:
+    @functools.wraps(original)
+    async def receive_messages(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        stream = original(self, *args, **kwargs)
+        session: _Session | None = getattr(self, _SESSION_ATTR, None)
+        if session is None:
+            async for message in stream:
+                yield message
+            return
+        async for message in hold_answers(
+            stream, session.answers, hold=_hold(guard), judge=_judge(guard, session)
+        ):
+            yield message
+
+    return receive_messages
+
+
+def _wrap_connect(original: Callable[..., Any], guard: _Guard) -> Any:
     @functools.wraps(original)
     async def connect(self: Any, *args: Any, **kwargs: Any) -> Any:
-        session: GuardedSession | None = getattr(self, _SESSION_ATTR, None)
+        session: _Session | None = getattr(self, _SESSION_ATTR, None)
         if session is None:
             session = guard.open_session(self.options)
             setattr(self, _SESSION_ATTR, session)
@@ -147,7 +322,7 @@ def _wrap_disconnect(original: Callable[..., Any]) -> Any:
         try:
             return await original(self, *args, **kwargs)
         finally:
-            session: GuardedSession | None = getattr(self, _SESSION_ATTR, None)
+            session: _Session | None = getattr(self, _SESSION_ATTR, None)
             if session is not None:
                 session.close()
                 setattr(self, _SESSION_ATTR, None)

@@ -46,11 +46,7 @@ _MARKER = re.compile(r"^<!--\s*(doc-test|needs|text):\s*(.+?)\s*-->\s*$")
 _FENCE = re.compile(r"^(```+|~~~+)\s*([\w.+-]*)")
 #: Blocks in docs owned by other work, still without a marker: (file, the first 40
 #: characters of the block). Each entry must still be unmarked (delete it once marked).
-PENDING: set[tuple[str, str]] = {
-    ("docs/architecture.md", "invoke_agent <agent name>            CLI"),
-    ("docs/benchmarks.md", "python -m benchmarks" + " " * 20),
-    ("docs/benchmarks.md", "akto_otel benchmarks: python -m benchmar"),
-}
+PENDING: set[tuple[str, str]] = set()
 #: Commands a doc block may contain that the tests do not run (the test environment has
 #: what they install); anything else in a run block must run.
 _INSTALLS = (
