@@ -30,6 +30,7 @@ from akto_otel.emulator.otlp_ingest import (
     to_ingest_records,
 )
 from akto_otel.otlp_logs import EVENT_PREFIX, log_events
+from tests.otlp_akto import OtlpAkto
 from tests.otlp_receiver import OtlpReceiver
 
 FIXTURE = Path(__file__).parent / "fixtures" / "otlp_cowork_logs.json"
@@ -305,3 +306,69 @@ def test_every_hook_record_kind_has_an_event() -> None:
     assert [e.name for e in turn] == ["user_prompt", "assistant_response"]
     # A subagent's answer gets its own prompt.id, so Akto does not fold it into the main one.
     assert turn[0].attributes["prompt.id"] == turn[1].attributes["prompt.id"] == "p/t"
+
+
+# ------------------------------------------------------------ the POST /v1/logs answer
+
+
+def _provider(url: str, headers: dict[str, str] | None = None) -> LoggerProvider:
+    (ep,) = entry_points(group="opentelemetry_logs_exporter", name="otlp_proto_http")
+    provider = LoggerProvider(shutdown_on_exit=False)
+    exporter = ep.load()(endpoint=f"{url}/v1/logs", headers=headers or {})
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    return provider
+
+
+def _emit_turn(provider: LoggerProvider) -> None:
+    wire = contract.WireContext().with_session("sess-e2e", "prompt-e2e")
+    logger = provider.get_logger("test")
+    for event in log_events(contract.turn_record(wire, "hi", "hello"), record_id="r"):
+        logger.emit(body=event.event_name, attributes=event.attributes, event_name=event.event_name)
+    provider.shutdown()
+
+
+def test_a_real_exporter_with_the_bearer_token_is_stored_as_akto_maps_it() -> None:
+    with OtlpAkto(token="s3cret") as akto:
+        _emit_turn(_provider(akto.url, {"Authorization": "Bearer s3cret"}))
+    assert akto.statuses and set(akto.statuses) == {200}
+    # One event per request (a simple processor): Akto merges per request, so the prompt
+    # and the answer are two rows; the answer's row still has the prompt with it.
+    assert [r["path"] for r in akto.records] == ["/v1/messages", "/v1/messages"]
+    assert all(r["publishToGuardrails"] is True for r in akto.records)
+    prompt, answer = akto.records
+    assert _json(prompt["requestPayload"]) == {"body": "hi"}
+    assert _json(answer["requestPayload"]) == {"body": "hi"}
+    assert _json(answer["responsePayload"])["content"] == [{"type": "text", "text": "hello"}]
+
+
+def test_a_wrong_or_missing_token_is_refused_and_nothing_is_stored() -> None:
+    for headers in ({"Authorization": "Bearer wrong"}, {}):
+        with OtlpAkto(token="s3cret") as akto:
+            _emit_turn(_provider(akto.url, headers))
+        assert akto.statuses and set(akto.statuses) == {401}
+        assert akto.records == []
+
+
+def test_json_bodies_get_a_json_answer_and_limits_are_akto_s() -> None:
+    from akto_otel.emulator.otlp_ingest import MAX_BODY_BYTES, handle_logs_request
+
+    ok = handle_logs_request(
+        FIXTURE.read_bytes(), content_type="application/json", authorization=None, token=None
+    )
+    assert (ok.status, ok.body, ok.content_type) == (200, b"{}", "application/json")
+    assert [r["path"] for r in ok.records] == ["/tool/read", "/v1/messages"]
+    raw = handle_logs_request(
+        FIXTURE.read_bytes(), content_type="application/json", authorization="t", token="t"
+    )
+    assert raw.status == 200  # Akto also takes the raw token
+    big = handle_logs_request(
+        b"\0" * (MAX_BODY_BYTES + 1),
+        content_type="application/x-protobuf",
+        authorization=None,
+        token=None,
+    )
+    assert big.status == 413 and big.records == []
+    bad = handle_logs_request(
+        b"not json", content_type="application/json", authorization=None, token=None
+    )
+    assert bad.status == 400 and bad.records == []

@@ -31,11 +31,20 @@ Usage::
 
     records = map_logs(body, "application/x-protobuf", account_id=1000000)
     # -> [{"path": "/v1/messages", "requestPayload": "...", "publishToGuardrails": True, ...}]
+
+    # A whole POST /v1/logs (auth, size, decoding, the OTLP response):
+    answer = handle_logs_request(body, content_type=ct, authorization=auth, token="secret")
+    # answer.status, answer.body, answer.content_type; answer.records to store
+
+One divergence, on purpose: Akto answers 200 as soon as a request is queued and drops
+an undecodable body later in its worker; here such a body is answered 400 at once, so
+a test sees it.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import math
 import re
@@ -44,18 +53,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 __all__ = [
+    "MAX_BODY_BYTES",
+    "LogsResponse",
     "OtlpDecodeError",
     "OtlpEvent",
     "decode_logs",
+    "handle_logs_request",
     "map_logs",
     "to_ingest_records",
 ]
 
 DEFAULT_ACCOUNT_ID = 1000000
+#: Akto's default ``OTLP_MAX_BATCH_BYTES``: a larger body is answered 413.
+MAX_BODY_BYTES = 4 * 1024 * 1024
 _CLAUDE_SERVICES = frozenset({"cowork", "claude-code", "claude_code"})
 _CLAUDE_EVENTS = frozenset(
     {
@@ -615,3 +632,54 @@ def map_logs(
     Raises :class:`OtlpDecodeError` (answer 400) for a body that is not one.
     """
     return to_ingest_records(decode_logs(body, content_type, account_id=account_id))
+
+
+@dataclass(frozen=True)
+class LogsResponse:
+    """What to answer a ``POST /v1/logs``, and the records to store (empty unless 200)."""
+
+    status: int
+    body: bytes
+    content_type: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _token_from_header(header: str) -> str:
+    """Akto's ``TokenFromHeader``: ``Bearer <token>`` (any case) or the raw header."""
+    header = header.strip()
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return header
+
+
+def handle_logs_request(
+    body: bytes,
+    *,
+    content_type: str,
+    authorization: str | None,
+    token: str | None,
+    account_id: int = DEFAULT_ACCOUNT_ID,
+) -> LogsResponse:
+    """Answer one ``POST /v1/logs`` the way Akto's OTLP service does (see module notes).
+
+    ``token`` None accepts any caller (Akto with authentication off); else the
+    ``Authorization`` header must carry it (``Bearer <token>`` or raw): 401 otherwise.
+    Over :data:`MAX_BODY_BYTES`: 413. Not an OTLP logs request: 400. Otherwise 200
+    with an empty export response in the request's encoding (``{}`` for JSON, an
+    empty ``ExportLogsServiceResponse`` for protobuf) and the mapped records.
+    """
+    text = "text/plain; charset=utf-8"
+    if token is not None:
+        given = _token_from_header(authorization or "")
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            return LogsResponse(401, b"unauthorized\n", text)
+    if len(body) > MAX_BODY_BYTES:
+        return LogsResponse(413, b"payload too large\n", text)
+    try:
+        records = map_logs(body, content_type, account_id=account_id)
+    except OtlpDecodeError as exc:
+        return LogsResponse(400, f"bad request: {exc}\n".encode(), text)
+    if "json" in content_type.lower():
+        return LogsResponse(200, b"{}", "application/json", records)
+    response = ExportLogsServiceResponse().SerializeToString()
+    return LogsResponse(200, response, "application/x-protobuf", records)
