@@ -203,8 +203,12 @@ def _log_exporter(planned: PlannedExporter) -> LogRecordExporter:
     return exporter
 
 
-def _logger_provider(plan: list[PlannedExporter], resource: Resource) -> None:
-    """Install a LoggerProvider exporting per ``plan`` unless the app set an SDK one."""
+def _logger_provider(plan: list[PlannedExporter], resource: Resource, queue: int) -> None:
+    """Install a LoggerProvider exporting per ``plan`` unless the app set an SDK one.
+
+    Its batch queue holds ``queue`` log records: a full one drops without a trace, so
+    it is sized for every record the Akto processor may hold (two events each).
+    """
     from opentelemetry._logs import get_logger_provider, set_logger_provider
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
@@ -216,7 +220,9 @@ def _logger_provider(plan: list[PlannedExporter], resource: Resource) -> None:
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     for planned in plan:
         if planned.signal == "logs":
-            provider.add_log_record_processor(BatchLogRecordProcessor(_log_exporter(planned)))
+            provider.add_log_record_processor(
+                BatchLogRecordProcessor(_log_exporter(planned), max_queue_size=queue)
+            )
     set_logger_provider(provider)
 
 
@@ -347,7 +353,7 @@ def configure(settings: Settings | None = None, **overrides: Any) -> AktoGuardra
         if existing is None:
             resource = Resource.create({"service.name": resolved.agent_name})
             if resolved.delivery == "otlp":
-                _logger_provider(plan, resource)
+                _logger_provider(plan, resource, 2 * resolved.export_queue_size)
             tracer_provider = _tracer_provider(plan, resource)
             existing = _guards.get(id(tracer_provider))
             if existing is None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -79,6 +80,7 @@ _log = logging.getLogger("akto_otel.otlp_logs")
 EVENT_PREFIX = "claude_code."
 _SCOPE = "akto_otel"
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_TRUNCATED = re.compile(r"\.\.\.\[truncated \d+ chars\]")
 
 
 class UnmappableRecord(ValueError):
@@ -154,6 +156,8 @@ def _tool(record: dict[str, Any], headers: dict[str, Any]) -> tuple[str, Any, An
         result = result_body.get("result") if isinstance(result_body, dict) else result_body
         return str(body.get("toolName", "")), body["toolArgs"], result
     name = request.get("toolName", "") if isinstance(request, dict) else ""
+    if not name:  # cut to a preview for size: the path still names the tool
+        name = str(record.get("path", "")).rsplit("/", 1)[-1]
     return str(name), body, None
 
 
@@ -200,6 +204,9 @@ def log_events(
     if blocked:
         common["akto.guardrail.decision"] = "deny"
         common["akto.guardrail.reason"] = reason
+    payloads = f"{record.get('requestPayload')}{record.get('responsePayload')}"
+    if "x-akto-truncated" in payloads or _TRUNCATED.search(payloads):
+        common["akto.truncated"] = "true"  # cut to the contract's limits, visibly
     severity = SeverityNumber.WARN if blocked else SeverityNumber.INFO
 
     def event(name: str, attributes: dict[str, str | int], key: str) -> LogEvent:

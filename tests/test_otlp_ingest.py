@@ -372,3 +372,20 @@ def test_json_bodies_get_a_json_answer_and_limits_are_akto_s() -> None:
         b"not json", content_type="application/json", authorization=None, token=None
     )
     assert bad.status == 400 and bad.records == []
+
+
+def test_content_cut_to_the_contract_limits_is_marked_and_keeps_the_tool_name() -> None:
+    wire = contract.WireContext().with_session("s", "p")
+    huge = {"command": "x" * (600 * 1024)}
+    (event,) = log_events(contract.tool_result_record(wire, "Bash", huge, "ok"), record_id="r")
+    assert event.attributes["akto.truncated"] == "true"
+    assert event.attributes["tool_name"] == "Bash"
+    assert len(str(event.attributes["tool_input"])) < 300 * 1024
+    many = ["ab"] * 200_000  # too large in its structure: only a preview is kept
+    record = contract.tool_result_record(wire, "Bash", many, "ok")
+    assert "x-akto-truncated" in record["requestPayload"]
+    (cut,) = log_events(record, record_id="r")
+    assert cut.attributes["akto.truncated"] == "true"
+    assert cut.attributes["tool_name"] == "Bash"
+    (plain,) = log_events(contract.tool_result_record(wire, "Bash", {"a": 1}, "ok"), record_id="r")
+    assert "akto.truncated" not in plain.attributes
