@@ -262,6 +262,13 @@ def processor_for(
                 apps[0].settings.ingestion_url,
                 settings.ingestion_url,
             )
+        if apps[0].settings.delivery != settings.delivery:
+            _log.warning(
+                "using the app's AktoSpanProcessor, which delivers with AKTO_DELIVERY=%s, "
+                "not the guard's %s",
+                apps[0].settings.delivery,
+                settings.delivery,
+            )
         return apps[0]
     made = AktoSpanProcessor(settings)
     _GUARD_MADE.add(made)

@@ -381,3 +381,16 @@ akto_logs.shutdown()
     (prompt,) = _named(_events(receiver), "user_prompt")
     assert prompt.attributes["akto.guardrail.decision"] == "deny"
     assert prompt.attributes["prompt.id"] == "p9"
+
+
+def test_a_guard_on_an_app_processor_with_another_delivery_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    provider = TracerProvider()
+    app_processor = AktoSpanProcessor(Settings.from_env({}, delivery="batch"))
+    provider.add_span_processor(app_processor)
+    with caplog.at_level("WARNING", logger="akto_otel.processor"):
+        guard = AktoGuardrails(Settings.from_env({}, delivery="otlp"), tracer_provider=provider)
+    assert guard.processor is app_processor
+    assert any("AKTO_DELIVERY=batch" in r.getMessage() for r in caplog.records)
+    provider.shutdown()
