@@ -32,12 +32,14 @@ __all__ = [
     "DeliveryMode",
     "FailMode",
     "Mode",
+    "ObserveDeliveryMode",
     "Settings",
 ]
 
 Mode = Literal["argus", "atlas"]
 FailMode = Literal["open", "closed"]
-DeliveryMode = Literal["batch", "proxy"]
+DeliveryMode = Literal["batch", "proxy", "otlp"]
+ObserveDeliveryMode = Literal["batch", "proxy"]
 CaptureMode = Literal["NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT"]
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -202,7 +204,7 @@ class Settings:
     fail_mode: FailMode = "open"
     max_stop_regenerations: int = 2
     delivery: DeliveryMode = "batch"
-    observe_delivery: DeliveryMode = "batch"
+    observe_delivery: ObserveDeliveryMode = "batch"
     tool_response_guardrails: bool = False
     approval_decision: Literal["ask", "deny"] = "deny"
     session_headers: bool = True
@@ -343,7 +345,9 @@ _ENV_VARS: dict[str, _Var] = {
     "max_stop_regenerations": _var(
         "AKTO_MAX_STOP_REGENERATIONS", parse=lambda n, r: _parse_int(n, r, minimum=0, maximum=100)
     ),
-    "delivery": _var("AKTO_DELIVERY", parse=lambda n, r: _parse_choice(n, r, ("batch", "proxy"))),
+    "delivery": _var(
+        "AKTO_DELIVERY", parse=lambda n, r: _parse_choice(n, r, ("batch", "proxy", "otlp"))
+    ),
     "observe_delivery": _var(
         "AKTO_OBSERVE_DELIVERY", parse=lambda n, r: _parse_choice(n, r, ("batch", "proxy"))
     ),

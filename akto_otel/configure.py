@@ -6,7 +6,11 @@ ones (it never replaces them), else it installs standard ones exporting per the
 (``otlp``, ``console``, ``none``; default ``otlp`` when an OTLP endpoint is set,
 else ``none``), ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``http/protobuf`` default, or
 ``grpc``; per signal ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``..._METRICS_...``),
-``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``. The Akto span processor is
+``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``. With ``AKTO_DELIVERY=otlp``
+the Akto records travel as logs: the app's global ``LoggerProvider`` is used, else one
+is installed exporting per ``OTEL_LOGS_EXPORTER`` (default ``otlp``, to
+``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`` or the local collector's default port; ``none``
+is refused, since the records would go nowhere). The Akto span processor is
 added once (or the app's own ``AktoSpanProcessor`` is used). Calling it again
 returns the same guard; calling it again with *different* settings raises
 :class:`~akto_otel.errors.AktoConfigError` instead of ignoring them.
@@ -33,12 +37,14 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal
 
 from akto_otel.config import Settings
 from akto_otel.errors import AktoConfigError
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk._logs.export import LogRecordExporter
     from opentelemetry.sdk.metrics.export import MetricExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -73,7 +79,7 @@ class PlannedExporter:
     ``console``; ``module`` is what gets imported for it.
     """
 
-    signal: Literal["traces", "metrics"]
+    signal: Literal["traces", "metrics", "logs"]
     kind: Literal["otlp", "console"]
     protocol: str = ""
     module: str = ""
@@ -84,6 +90,8 @@ def _exporter_names(
 ) -> list[str]:
     name = f"OTEL_{signal.upper()}_EXPORTER"
     raw = env.get(name)
+    if raw is None and signal == "logs":
+        return ["otlp"]  # the spec's default; only planned when the records need it
     if raw is None:
         endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
             f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"
@@ -107,8 +115,13 @@ def _protocol(env: Mapping[str, str], signal: str, problems: list[AktoConfigErro
     return "grpc" if protocol == "grpc" else "http/protobuf"
 
 
-def exporter_plan(env: Mapping[str, str] | None = None) -> list[PlannedExporter]:
+def exporter_plan(
+    env: Mapping[str, str] | None = None, *, logs: bool = False
+) -> list[PlannedExporter]:
     """The exporters :func:`configure` builds from ``env`` (default ``os.environ``).
+
+    ``logs`` plans the logs exporters too (``AKTO_DELIVERY=otlp`` with no app
+    ``LoggerProvider``); then ``OTEL_LOGS_EXPORTER=none`` is a problem.
 
     Raises :class:`AktoConfigError` listing every problem at once: an unknown
     exporter name (``OTEL_TRACES_EXPORTER=jaeger``), an unknown protocol, an OTLP
@@ -122,16 +135,30 @@ def exporter_plan(env: Mapping[str, str] | None = None) -> list[PlannedExporter]
     source = os.environ if env is None else env
     problems: list[AktoConfigError] = []
     plan: list[PlannedExporter] = []
-    signals: tuple[Literal["traces", "metrics"], ...] = ("traces", "metrics")
+    signals: tuple[Literal["traces", "metrics", "logs"], ...] = ("traces", "metrics")
+    if logs:
+        signals += ("logs",)
     for signal in signals:
-        for kind in _exporter_names(source, signal, problems):
+        kinds = _exporter_names(source, signal, problems)
+        if signal == "logs" and not kinds:
+            problems.append(
+                AktoConfigError(
+                    "OTEL_LOGS_EXPORTER",
+                    source.get("OTEL_LOGS_EXPORTER", ""),
+                    "otlp or console: AKTO_DELIVERY=otlp sends the Akto records as logs",
+                )
+            )
+        for kind in kinds:
             if kind == "console":
                 plan.append(PlannedExporter(signal, "console"))
                 continue
             protocol = _protocol(source, signal, problems)
             if not protocol:
                 continue
-            module = _OTLP_MODULES[(signal, protocol == "grpc")]
+            if signal == "logs":
+                module = _log_exporter_entry_point(protocol)
+            else:
+                module = _OTLP_MODULES[(signal, protocol == "grpc")]
             if not _importable(module):
                 package = "grpc" if protocol == "grpc" else "http"
                 problems.append(
@@ -153,9 +180,57 @@ def exporter_plan(env: Mapping[str, str] | None = None) -> list[PlannedExporter]
 
 def _importable(module: str) -> bool:
     try:
-        return importlib.util.find_spec(module) is not None
+        return importlib.util.find_spec(module.split(":", 1)[0]) is not None
     except ImportError:
         return False
+
+
+def _log_exporter_entry_point(protocol: str) -> str:
+    """``module:Class`` of the OTLP log exporter, from the exporters' public entry points."""
+    name = "otlp_proto_grpc" if protocol == "grpc" else "otlp_proto_http"
+    for ep in entry_points(group="opentelemetry_logs_exporter", name=name):
+        return str(ep.value)
+    return f"(entry point {name} of opentelemetry_logs_exporter)"
+
+
+def _log_exporter(planned: PlannedExporter) -> LogRecordExporter:
+    from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+
+    if planned.kind == "console":
+        return ConsoleLogRecordExporter()
+    module, _, attr = planned.module.partition(":")
+    exporter: LogRecordExporter = getattr(importlib.import_module(module), attr)()
+    return exporter
+
+
+def _logger_provider(plan: list[PlannedExporter], resource: Resource, queue: int) -> None:
+    """Install a LoggerProvider exporting per ``plan`` unless the app set an SDK one.
+
+    Its batch queue holds ``queue`` log records: a full one drops without a trace, so
+    it is sized for every record the Akto processor may hold (two events each).
+    """
+    from opentelemetry._logs import get_logger_provider, set_logger_provider
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    if isinstance(get_logger_provider(), LoggerProvider):
+        return
+    # Not shut down at exit by itself: the Akto processor flushes it after its own
+    # last records (an exit hook of its own could run first and lose them).
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    for planned in plan:
+        if planned.signal == "logs":
+            provider.add_log_record_processor(
+                BatchLogRecordProcessor(_log_exporter(planned), max_queue_size=queue)
+            )
+    set_logger_provider(provider)
+
+
+def _has_logger_provider() -> bool:
+    from opentelemetry._logs import get_logger_provider
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    return isinstance(get_logger_provider(), LoggerProvider)
 
 
 def _span_exporter(planned: PlannedExporter) -> SpanExporter:
@@ -267,8 +342,9 @@ def configure(settings: Settings | None = None, **overrides: Any) -> AktoGuardra
         existing = _guards.get(id(current)) if isinstance(current, TracerProvider) else None
         plan: list[PlannedExporter] = []
         if existing is None:
+            logs = resolved is not None and resolved.delivery == "otlp"
             try:
-                plan = exporter_plan(env)
+                plan = exporter_plan(env, logs=logs and not _has_logger_provider())
             except AktoConfigError as exc:
                 problems.extend(exc.problems)
         if problems:
@@ -276,6 +352,8 @@ def configure(settings: Settings | None = None, **overrides: Any) -> AktoGuardra
         assert resolved is not None
         if existing is None:
             resource = Resource.create({"service.name": resolved.agent_name})
+            if resolved.delivery == "otlp":
+                _logger_provider(plan, resource, 2 * resolved.export_queue_size)
             tracer_provider = _tracer_provider(plan, resource)
             existing = _guards.get(id(tracer_provider))
             if existing is None:

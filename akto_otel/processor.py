@@ -38,6 +38,7 @@ import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span as ApiSpan
@@ -51,6 +52,7 @@ from akto_otel.exporter import (
     RecordSpan,
     at_fork_in_child,
 )
+from akto_otel.otlp_logs import AktoLogExporter
 
 __all__ = ["AktoSpanProcessor", "find_processors", "processor_for"]
 
@@ -65,7 +67,9 @@ class AktoSpanProcessor(SpanProcessor):
     ``settings`` default to ``Settings.from_env()``. ``max_queue_size`` (records,
     default ``AKTO_EXPORT_QUEUE_SIZE``) bounds what waits for delivery; past it
     records are dropped and counted in ``stats``. ``exporter`` replaces the
-    :class:`AktoSpanExporter` built from ``settings``.
+    :class:`AktoSpanExporter` built from ``settings``. With ``AKTO_DELIVERY=otlp`` the
+    records leave as Claude Code log events through ``logger_provider`` (default: the
+    global one; see :mod:`akto_otel.otlp_logs`).
     """
 
     def __init__(
@@ -77,13 +81,17 @@ class AktoSpanProcessor(SpanProcessor):
         schedule_delay_millis: float = 200,
         transport: httpx.BaseTransport | None = None,
         exporter: AktoSpanExporter | None = None,
+        logger_provider: LoggerProvider | None = None,
     ) -> None:
         if exporter is not None:
             self.settings = exporter.settings if settings is None else settings
             self._exporter = exporter
         else:
             self.settings = settings if settings is not None else Settings.from_env()
-            self._exporter = AktoSpanExporter(self.settings, transport=transport)
+            if self.settings.delivery == "otlp":
+                self._exporter = AktoLogExporter(self.settings, logger_provider=logger_provider)
+            else:
+                self._exporter = AktoSpanExporter(self.settings, transport=transport)
         self.stats: ExportStats = self._exporter.stats
         self._pending: dict[int, list[PendingRecord]] = {}
         self._capacity = max_queue_size or self.settings.export_queue_size
@@ -182,7 +190,9 @@ class AktoSpanProcessor(SpanProcessor):
         """Deliver every queued record now (on the caller's thread)."""
         if self._shutdown:
             return False
-        return self._batch.force_flush(timeout_millis)
+        flushed = self._batch.force_flush(timeout_millis)
+        # With OTLP delivery the records then sit in the logs pipeline: flush it too.
+        return self._exporter.force_flush(timeout_millis) and flushed
 
     def shutdown(self) -> None:
         """Deliver what is queued, for at most ``export_shutdown_timeout`` seconds.
@@ -256,6 +266,13 @@ def processor_for(
                 "not to the guard's AKTO_DATA_INGESTION_URL %r",
                 apps[0].settings.ingestion_url,
                 settings.ingestion_url,
+            )
+        if apps[0].settings.delivery != settings.delivery:
+            _log.warning(
+                "using the app's AktoSpanProcessor, which delivers with AKTO_DELIVERY=%s, "
+                "not the guard's %s",
+                apps[0].settings.delivery,
+                settings.delivery,
             )
         return apps[0]
     made = AktoSpanProcessor(settings)

@@ -1,4 +1,8 @@
-"""A minimal OTLP/HTTP receiver on 127.0.0.1 that keeps the spans it is sent (JSON or protobuf)."""
+"""A minimal OTLP/HTTP receiver on 127.0.0.1 that keeps the spans it is sent (JSON or protobuf).
+
+It also keeps every ``/v1/logs`` request as sent (content type, body, headers), for the
+OTLP delivery tests to decode with the emulator's mapper.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
+        self.log_requests: list[tuple[str, bytes, dict[str, str]]] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -24,6 +29,11 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 if self.path.startswith("/v1/traces"):
                     receiver._add(body, self.headers.get("content-type", ""))
+                elif self.path.startswith("/v1/logs"):
+                    with receiver._lock:
+                        receiver.log_requests.append(
+                            (self.headers.get("content-type", ""), body, dict(self.headers))
+                        )
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", "2")

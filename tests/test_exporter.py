@@ -478,6 +478,13 @@ def test_the_package_imports_no_private_module_of_another_library() -> None:
     root = Path(__file__).resolve().parent.parent / "akto_otel"
     sources = sorted(root.rglob("*.py"))
     assert sources
+    # OpenTelemetry Python's logs signal exists only under these underscore paths (its
+    # documented API and SDK, still "development" status); AKTO_DELIVERY=otlp needs it.
+    documented = {
+        "opentelemetry._logs",
+        "opentelemetry.sdk._logs",
+        "opentelemetry.sdk._logs.export",
+    }
     private: list[str] = []
     for source in sources:
         for node in ast.walk(ast.parse(source.read_text())):
@@ -487,6 +494,8 @@ def test_the_package_imports_no_private_module_of_another_library() -> None:
             elif isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             for name in names:
+                if name in documented:
+                    continue
                 if not name.startswith("akto_otel") and any(
                     part.startswith("_") and not part.endswith("__") for part in name.split(".")
                 ):

@@ -23,11 +23,16 @@ from tests.test_stack_promql import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 SERVICES = {"otel-collector", "jaeger", "tempo", "prometheus", "grafana", "akto-emulator", "demo"}
+# The scale-out profile (collector/agent.yaml, collector/gateway.yaml; docs/scale-out.md).
+SERVICES |= {"akto-agent-collector", "akto-gateway-1", "akto-gateway-2"}
 # Images with no shell or HTTP client inside: no in-container healthcheck possible.
 NO_HEALTHCHECK = {
     "otel-collector": "distroless; probe its health_check extension on :13133 from outside",
     "jaeger": "distroless",
     "tempo": "distroless (grafana/tempo 2.x has no -health flag)",
+    "akto-agent-collector": "distroless collector image",
+    "akto-gateway-1": "distroless; probe its health_check extension on :13133 from outside",
+    "akto-gateway-2": "distroless; probe its health_check extension on :13133 from outside",
 }
 SCHEMA_CHECK = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec"]
 _VERSION_TAG = re.compile(r"^v?\d+\.\d+(\.\d+)?([.-][A-Za-z0-9.]+)*$")
@@ -74,6 +79,8 @@ def test_services(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == SERVICES
     profiles = {name: s.get("profiles") for name, s in compose["services"].items()}
     assert profiles.pop("tempo") == ["tempo"]
+    for name in ("akto-agent-collector", "akto-gateway-1", "akto-gateway-2"):
+        assert profiles.pop(name) == ["scale-out"]
     assert all(p is None for p in profiles.values()), profiles
 
 
@@ -103,7 +110,10 @@ def test_depends_on_targets_exist_and_are_healthchecked(compose: dict[str, Any])
     for name, service in services.items():
         for target, spec in (service.get("depends_on") or {}).items():
             assert target in services, f"{name} depends on unknown {target}"
-            assert not services[target].get("profiles"), f"{name} depends on optional {target}"
+            # Optional only within its own profile (scale-out's agent waits on its gateways).
+            optional = set(services[target].get("profiles") or ())
+            mine = set(service.get("profiles") or ())
+            assert not optional - mine, f"{name} depends on optional {target}"
             if spec.get("condition") == "service_healthy":
                 assert "healthcheck" in services[target], f"{name} waits on {target}"
 

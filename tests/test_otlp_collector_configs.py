@@ -1,0 +1,215 @@
+"""collector/agent.yaml and collector/gateway.yaml: the scale-out reference deployment, checked.
+
+Structural checks until the collector built from Go modules can run ``otelcol
+validate`` on them (the real-collector fault tests come with it): components are
+defined where they are used and used where they are defined, the 2026 component names
+are used, the gateway batches, queues on disk through file_storage, retries, and sends
+to Akto's ``/v1/logs`` with the bearer token from the environment; compose runs both
+tiers. Each check is also shown to fail on a config broken the way it guards against.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT = ROOT / "collector" / "agent.yaml"
+GATEWAY = ROOT / "collector" / "gateway.yaml"
+COMPOSE = ROOT / "docker-compose.yml"
+# Component types renamed in 2026 (the old names only load with a deprecation warning).
+_OLD_NAMES = {"otlp": "otlp_grpc", "otlphttp": "otlp_http", "loadbalancing": "load_balancing"}
+_ENV = re.compile(r"\$\{env:([A-Z0-9_]+)(:-[^}]*)?\}")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _type(component_id: str) -> str:
+    return component_id.split("/", 1)[0]
+
+
+def wiring_problems(config: dict[str, Any]) -> list[str]:
+    """Components used but not defined, defined but not used, old names for exporters."""
+    problems: list[str] = []
+    service = config.get("service") or {}
+    pipelines = service.get("pipelines") or {}
+    if not pipelines:
+        problems.append("no pipelines")
+    used: dict[str, set[str]] = {"receivers": set(), "processors": set(), "exporters": set()}
+    for name, pipeline in pipelines.items():
+        for kind in used:
+            for component in pipeline.get(kind) or []:
+                used[kind].add(component)
+                if component not in (config.get(kind) or {}):
+                    problems.append(f"{name}: {kind} {component} is not defined")
+        if not pipeline.get("receivers") or not pipeline.get("exporters"):
+            problems.append(f"{name}: needs receivers and exporters")
+    for kind, ids in used.items():
+        for component in config.get(kind) or {}:
+            if component not in ids:
+                problems.append(f"{kind} {component} is defined but unused")
+    for component in service.get("extensions") or []:
+        if component not in (config.get("extensions") or {}):
+            problems.append(f"extension {component} is not defined")
+    for component in config.get("extensions") or {}:
+        if component not in (service.get("extensions") or []):
+            problems.append(f"extension {component} is defined but not enabled")
+    for component in config.get("exporters") or {}:
+        if _type(component) in _OLD_NAMES:
+            problems.append(f"exporter {component}: use {_OLD_NAMES[_type(component)]}")
+    return problems
+
+
+def agent_problems(config: dict[str, Any]) -> list[str]:
+    problems = wiring_problems(config)
+    protocols = ((config.get("receivers") or {}).get("otlp") or {}).get("protocols") or {}
+    if not {"grpc", "http"} <= set(protocols):
+        problems.append("the otlp receiver needs grpc and http (agents send either)")
+    logs = ((config.get("service") or {}).get("pipelines") or {}).get("logs") or {}
+    balancers = [e for e in logs.get("exporters") or [] if _type(e) == "load_balancing"]
+    if not balancers:
+        problems.append("the logs pipeline must export through load_balancing")
+    for balancer in balancers:
+        spec = config["exporters"][balancer]
+        if spec.get("routing_key") not in ("traceID", "service"):
+            problems.append(f"{balancer}: route logs by traceID (a session's trace)")
+        otlp = (spec.get("protocol") or {}).get("otlp")
+        if not isinstance(otlp, dict) or "endpoint" in otlp:
+            problems.append(f"{balancer}: protocol.otlp is the per-gateway template, no endpoint")
+        resolver = spec.get("resolver") or {}
+        hosts = (resolver.get("static") or {}).get("hostnames") or []
+        if len(hosts) < 2 and not (resolver.get("dns") or resolver.get("k8s")):
+            problems.append(f"{balancer}: needs at least two gateways or a dns/k8s resolver")
+    if (logs.get("processors") or [None])[0] != "memory_limiter":
+        problems.append("memory_limiter must come first")
+    return problems
+
+
+def gateway_problems(config: dict[str, Any]) -> list[str]:
+    problems = wiring_problems(config)
+    logs = ((config.get("service") or {}).get("pipelines") or {}).get("logs") or {}
+    processors = logs.get("processors") or []
+    if "batch" not in [_type(p) for p in processors]:
+        problems.append("the logs pipeline must batch")
+    if (processors or [None])[0] != "memory_limiter":
+        problems.append("memory_limiter must come first")
+    senders = [e for e in logs.get("exporters") or [] if _type(e) == "otlp_http"]
+    if not senders:
+        problems.append("the logs pipeline must export with otlp_http")
+    extensions = config.get("extensions") or {}
+    for sender in senders:
+        spec = config["exporters"][sender]
+        if not str(spec.get("logs_endpoint", "")).endswith("/v1/logs"):
+            problems.append(f"{sender}: logs_endpoint must be Akto's /v1/logs")
+        if (spec.get("headers") or {}).get("Authorization") != "Bearer ${env:AKTO_API_TOKEN}":
+            problems.append(f"{sender}: Authorization must be Bearer ${{env:AKTO_API_TOKEN}}")
+        if spec.get("compression") != "none":
+            problems.append(f"{sender}: Akto's receiver does not decompress: compression none")
+        retry = spec.get("retry_on_failure") or {}
+        if not retry.get("enabled"):
+            problems.append(f"{sender}: retry_on_failure must be enabled")
+        queue = spec.get("sending_queue") or {}
+        storage = queue.get("storage")
+        if not queue.get("enabled") or not storage:
+            problems.append(f"{sender}: needs a persistent sending_queue")
+        elif _type(str(storage)) != "file_storage" or storage not in extensions:
+            problems.append(f"{sender}: sending_queue.storage must be a file_storage extension")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def agent() -> dict[str, Any]:
+    return _load(AGENT)
+
+
+@pytest.fixture(scope="module")
+def gateway() -> dict[str, Any]:
+    return _load(GATEWAY)
+
+
+def test_agent_tier_config(agent: dict[str, Any]) -> None:
+    assert agent_problems(agent) == []
+
+
+def test_gateway_tier_config(gateway: dict[str, Any]) -> None:
+    assert gateway_problems(gateway) == []
+
+
+def test_no_secret_is_written_into_the_configs() -> None:
+    for path in (AGENT, GATEWAY):
+        text = path.read_text()
+        assert "Bearer ey" not in text
+        for name, default in _ENV.findall(text):
+            if "TOKEN" in name:
+                assert not default, f"{path.name}: {name} must not have a default"
+
+
+def test_the_checks_catch_broken_configs(agent: dict[str, Any], gateway: dict[str, Any]) -> None:
+    broken = copy.deepcopy(gateway)
+    del broken["exporters"]["otlp_http/akto"]["sending_queue"]["storage"]
+    assert any("persistent sending_queue" in p for p in gateway_problems(broken))
+
+    broken = copy.deepcopy(gateway)
+    broken["service"]["pipelines"]["logs"]["processors"] = ["memory_limiter"]
+    problems = gateway_problems(broken)
+    assert any("must batch" in p for p in problems)
+    assert any("batch is defined but unused" in p for p in problems)
+
+    broken = copy.deepcopy(gateway)
+    broken["exporters"]["otlp_http/akto"]["headers"]["Authorization"] = "Bearer abc"
+    assert any("Authorization" in p for p in gateway_problems(broken))
+
+    broken = copy.deepcopy(gateway)
+    broken["exporters"]["otlphttp/akto"] = broken["exporters"].pop("otlp_http/akto")
+    broken["service"]["pipelines"]["logs"]["exporters"] = ["otlphttp/akto"]
+    assert any("use otlp_http" in p for p in gateway_problems(broken))
+
+    broken = copy.deepcopy(gateway)
+    broken["service"]["extensions"] = ["health_check"]
+    assert any("not enabled" in p for p in gateway_problems(broken))
+
+    broken = copy.deepcopy(agent)
+    broken["exporters"]["load_balancing/akto"]["resolver"]["static"]["hostnames"] = ["a:4317"]
+    assert any("two gateways" in p for p in agent_problems(broken))
+
+    broken = copy.deepcopy(agent)
+    broken["exporters"]["load_balancing/akto"]["protocol"]["otlp"]["endpoint"] = "x:4317"
+    assert any("no endpoint" in p for p in agent_problems(broken))
+
+
+def test_compose_runs_both_tiers_against_the_emulator() -> None:
+    compose = _load(COMPOSE)
+    services = compose["services"]
+    agent = services["akto-agent-collector"]
+    assert "./collector/agent.yaml:/etc/otelcol-contrib/config.yaml:ro" in agent["volumes"]
+    gateways = [n for n, s in services.items() if n.startswith("akto-gateway-")]
+    assert len(gateways) == 2
+    targets = {agent["environment"]["AKTO_GATEWAY_1"], agent["environment"]["AKTO_GATEWAY_2"]}
+    assert targets == {f"{n}:4317" for n in gateways}
+    queues = set()
+    for name in gateways:
+        service = services[name]
+        assert service["profiles"] == ["scale-out"]
+        assert "./collector/gateway.yaml:/etc/otelcol-contrib/config.yaml:ro" in service["volumes"]
+        env = service["environment"]
+        assert env["AKTO_OTLP_URL"] == "http://akto-emulator:9090"
+        assert env["AKTO_API_TOKEN"]
+        queue_dir = env["AKTO_GATEWAY_QUEUE_DIR"]
+        (volume,) = [v for v in service["volumes"] if v.endswith(":" + queue_dir)]
+        queues.add(volume.split(":", 1)[0])
+        assert volume.split(":", 1)[0] in compose["volumes"]
+    assert len(queues) == 2, "each gateway needs its own persistent queue"
+    # Every variable without a default is set by compose.
+    for path, service in ((AGENT, agent), (GATEWAY, services[gateways[0]])):
+        for name, default in _ENV.findall(path.read_text()):
+            if not default:
+                assert name in service["environment"], f"{path.name} needs {name}"
