@@ -22,6 +22,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 
 from akto_otel import contract
+from akto_otel.emulator import EmulatorServer, Policy
 from akto_otel.emulator.otlp_ingest import (
     OtlpDecodeError,
     OtlpEvent,
@@ -30,7 +31,6 @@ from akto_otel.emulator.otlp_ingest import (
     to_ingest_records,
 )
 from akto_otel.otlp_logs import EVENT_PREFIX, log_events
-from tests.otlp_akto import OtlpAkto
 from tests.otlp_receiver import OtlpReceiver
 
 FIXTURE = Path(__file__).parent / "fixtures" / "otlp_cowork_logs.json"
@@ -327,26 +327,41 @@ def _emit_turn(provider: LoggerProvider) -> None:
     provider.shutdown()
 
 
+def _otlp_rows(akto: EmulatorServer) -> list[dict[str, Any]]:
+    return [r.record for r in akto.records if r.endpoint == "otlp-logs"]
+
+
 def test_a_real_exporter_with_the_bearer_token_is_stored_as_akto_maps_it() -> None:
-    with OtlpAkto(token="s3cret") as akto:
+    with EmulatorServer(Policy(()), token="s3cret") as akto:
         _emit_turn(_provider(akto.url, {"Authorization": "Bearer s3cret"}))
-    assert akto.statuses and set(akto.statuses) == {200}
+        rows = _otlp_rows(akto)
     # One event per request (a simple processor): Akto merges per request, so the prompt
     # and the answer are two rows; the answer's row still has the prompt with it.
-    assert [r["path"] for r in akto.records] == ["/v1/messages", "/v1/messages"]
-    assert all(r["publishToGuardrails"] is True for r in akto.records)
-    prompt, answer = akto.records
+    assert [r["path"] for r in rows] == ["/v1/messages", "/v1/messages"]
+    assert all(r["publishToGuardrails"] is True for r in rows)
+    prompt, answer = rows
     assert _json(prompt["requestPayload"]) == {"body": "hi"}
     assert _json(answer["requestPayload"]) == {"body": "hi"}
     assert _json(answer["responsePayload"])["content"] == [{"type": "text", "text": "hello"}]
 
 
 def test_a_wrong_or_missing_token_is_refused_and_nothing_is_stored() -> None:
+    import urllib.error
+    import urllib.request
+
     for headers in ({"Authorization": "Bearer wrong"}, {}):
-        with OtlpAkto(token="s3cret") as akto:
+        with EmulatorServer(Policy(()), token="s3cret") as akto:
             _emit_turn(_provider(akto.url, headers))
-        assert akto.statuses and set(akto.statuses) == {401}
-        assert akto.records == []
+            request = urllib.request.Request(
+                f"{akto.url}/v1/logs",
+                data=FIXTURE.read_bytes(),
+                headers={"Content-Type": "application/json", **headers},
+                method="POST",
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 401
+            assert _otlp_rows(akto) == []
 
 
 def test_json_bodies_get_a_json_answer_and_limits_are_akto_s() -> None:

@@ -36,13 +36,14 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from .otlp_ingest import handle_logs_request
 from .policy import Policy, allowed_result
 
 __all__ = ["DEFAULT_MAX_RECORDS", "EmulatorServer", "ReceivedRecord"]
 
 _log = logging.getLogger("akto_otel.emulator")
 
-Endpoint = Literal["http-proxy", "ingestData"]
+Endpoint = Literal["http-proxy", "ingestData", "otlp-logs"]
 
 _MiB = 1024 * 1024
 _PROXY_MAX_STRING = 256 * 1024
@@ -62,13 +63,17 @@ _PROXY = "/api/http-proxy"
 _INGEST = "/api/ingestData"
 _HEALTH = "/healthCheck"
 _RECORDS = "/_emulator/records"
+_LOGS = "/v1/logs"
 _ROUTES: dict[str, tuple[str, ...]] = {
     _PROXY: ("POST",),
     _INGEST: ("POST",),
+    _LOGS: ("POST",),
     _HEALTH: ("GET",),
     _RECORDS: ("GET", "DELETE"),
 }
 _OPEN_ROUTES = frozenset({_HEALTH})  # liveness, no auth (as Akto)
+#: Routes that check the token themselves (Akto's OTLP service takes ``Bearer <token>``).
+_OWN_AUTH_ROUTES = frozenset({_LOGS})
 _DELAYED_ROUTES = frozenset({_PROXY, _INGEST})
 
 
@@ -91,7 +96,10 @@ class ReceivedRecord:
             headers = json.loads(raw) if isinstance(raw, str) else raw
         except ValueError:
             return ""
-        value = headers.get("x-claude-hook") if isinstance(headers, dict) else None
+        if not isinstance(headers, dict):
+            return ""
+        # OTLP log records carry the Claude Code event's hook under Akto's cowork name.
+        value = headers.get("x-claude-hook") or headers.get("x-claude_cowork-hook")
         return value if isinstance(value, str) else ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -413,7 +421,7 @@ class EmulatorServer:
             response = _answer(405, _error_body(f"method {request.method} not allowed on {path}"))
             response.headers["Allow"] = ", ".join(methods)
             return response
-        if path not in _OPEN_ROUTES and not self._authorized(request):
+        if path not in _OPEN_ROUTES | _OWN_AUTH_ROUTES and not self._authorized(request):
             return _answer(401, b"Unauthorized", _TEXT)
         if path == _HEALTH:
             return _answer(200, b'{"status":"ok"}')
@@ -424,6 +432,8 @@ class EmulatorServer:
             listing.headers["X-Emulator-Dropped"] = str(self.dropped)
             return listing
         body = await request.read()
+        if path == _LOGS:
+            return self._otlp_logs(request, body)
         if path in _DELAYED_ROUTES and self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
         handler = self._http_proxy if path == _PROXY else self._ingest_data
@@ -468,6 +478,24 @@ class EmulatorServer:
             return _answer(200, _ALLOWED_ANSWER)
         answer = {"success": True, "message": _EVALUATED, "data": {"guardrailsResult": verdict}}
         return _answer(200, _json_bytes(answer))
+
+    def _otlp_logs(self, request: web.Request, body: bytes) -> web.Response:
+        """``POST /v1/logs``, mapped the way Akto's OTLP ingestion service maps it."""
+        answer = handle_logs_request(
+            body,
+            content_type=request.headers.get("Content-Type", ""),
+            authorization=request.headers.get("Authorization"),
+            token=self.token,
+        )
+        if answer.records:
+            headers = _headers(request)
+            now = time.time()
+            self._store(
+                [ReceivedRecord("otlp-logs", {}, headers, r, None, now) for r in answer.records]
+            )
+        return web.Response(
+            status=answer.status, body=answer.body, headers={"Content-Type": answer.content_type}
+        )
 
     def _ingest_data(
         self, flags: dict[str, str], headers: dict[str, str], body: bytes
