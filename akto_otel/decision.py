@@ -2,7 +2,7 @@
 
 Pure and total: no I/O, no spans, never raises. Every judging hook's answer to
 the Claude Agent SDK comes from :func:`decide`; the hook handlers only gather
-its inputs and record what it chose. docs/security-decisions.md is this module
+its inputs and record what it chose. docs/security.md ("Decision core") is this module
 as a table.
 
 Usage::
