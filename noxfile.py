@@ -31,10 +31,11 @@ if _PYENV.is_dir():
     _bins = [str(p / "bin") for p in sorted(_PYENV.iterdir()) if (p / "bin").is_dir()]
     os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), *_bins])
 
-#: The quick subset: the SDK protocol canary, the wire contract, settings, and the
-#: hooks through the real bundled CLI.
+#: The quick subset: the SDK protocol canary, the attacker suite, the wire contract,
+#: settings, and the hooks through the real bundled CLI.
 QUICK = (
     "tests/test_sdk_canary.py",
+    "tests/security",
     "tests/test_contract.py",
     "tests/test_config.py",
     "tests/test_exporter.py",
@@ -44,7 +45,7 @@ QUICK = (
 )
 
 #: The ends of the declared ranges. Keep in step with pyproject.toml (a test checks).
-SDK_OLDEST = "0.2.111"
+SDK_OLDEST = "0.2.169"
 OTEL_OLDEST = "1.45.0"
 PYTHON_OLDEST = "3.10"
 PYTHON_NEWEST = "3.13"

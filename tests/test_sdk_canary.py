@@ -173,7 +173,11 @@ async def test_live_protocol(tmp_path: Path) -> None:
         "PreToolUse permissionDecision 'deny' did not stop the tool"
     )
 
-    traceparent = (work / "traceparent.txt").read_text().strip()
+    traceparent_file = work / "traceparent.txt"
+    assert traceparent_file.exists(), _changed(
+        "an allowed Bash call after a denied one did not run"
+    )
+    traceparent = traceparent_file.read_text().strip()
     assert trace_id in traceparent, _changed(
         f"the SDK no longer passes the current span as TRACEPARENT (got {traceparent!r})"
     )
