@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -56,10 +57,19 @@ if TYPE_CHECKING:
 # `import akto_otel` binds configure() from this module at once (so the name can
 # never be shadowed by the submodule) and must stay cheap and free of side effects.
 
-__all__ = ["PlannedExporter", "configure", "exporter_plan"]
+__all__ = [
+    "PlannedExporter",
+    "configure",
+    "exporter_plan",
+    "otlp_endpoint",
+    "tell_where_spans_go",
+    "where_spans_go",
+]
 
+_log = logging.getLogger("akto_otel.configure")
 _lock = threading.Lock()
 _guards: dict[int, AktoGuardrails] = {}
+_told: set[str] = set()
 _EXPORTERS = ("otlp", "console", "none")
 _PROTOCOLS = ("grpc", "http/protobuf", "http/json")
 _OTLP_MODULES = {
@@ -299,6 +309,66 @@ def _differences(first: Settings, asked: Settings) -> list[str]:
     return changed
 
 
+def otlp_endpoint(env: Mapping[str, str], signal: str, grpc: bool) -> tuple[str, bool]:
+    """Where the OTLP exporter of ``signal`` sends, and whether that is its default."""
+    specific = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    if specific:
+        return specific, False
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if base:
+        return (base if grpc else f"{base.rstrip('/')}/v1/{signal}"), False
+    return ("http://localhost:4317" if grpc else f"http://localhost:4318/v1/{signal}"), True
+
+
+def where_spans_go(env: Mapping[str, str] | None = None) -> str:
+    """One sentence saying where the OpenTelemetry SDK sends spans under ``env``.
+
+    For the once-only log line of :func:`configure` and the zero-code instrumentor,
+    so an unset endpoint is said plainly instead of showing up as export retries.
+    Never raises: a bad setting is reported as such.
+
+    Example::
+
+        >>> where_spans_go({"OTEL_TRACES_EXPORTER": "console"})
+        'spans are printed to stdout (OTEL_TRACES_EXPORTER=console)'
+    """
+    from akto_otel.redaction import redact_url
+
+    source = os.environ if env is None else env
+    try:
+        plan = [p for p in exporter_plan(source) if p.signal == "traces"]
+    except AktoConfigError as exc:
+        return f"spans are not exported: {exc}"
+    if not plan:
+        return (
+            "spans are not exported (no OTEL_TRACES_EXPORTER and no "
+            "OTEL_EXPORTER_OTLP_ENDPOINT); Akto still receives its records"
+        )
+    places: list[str] = []
+    for exporter in plan:
+        if exporter.kind == "console":
+            places.append("printed to stdout (OTEL_TRACES_EXPORTER=console)")
+            continue
+        endpoint, default = otlp_endpoint(source, "traces", exporter.protocol == "grpc")
+        place = f"sent over OTLP ({exporter.protocol}) to {redact_url(endpoint)}"
+        if default:
+            place += (
+                ", the default, as OTEL_EXPORTER_OTLP_ENDPOINT is not set: with no collector "
+                "there each batch is retried, then dropped (set the endpoint, or "
+                "OTEL_TRACES_EXPORTER=console or none)"
+            )
+        places.append(place)
+    return "spans are " + "; and ".join(places)
+
+
+def tell_where_spans_go(env: Mapping[str, str] | None = None) -> None:
+    """Log :func:`where_spans_go` once per process per distinct answer."""
+    message = where_spans_go(env)
+    if message not in _told:
+        _told.add(message)
+        _log.warning("akto_otel: %s", message)
+
+
 def configure(settings: Settings | None = None, **overrides: Any) -> AktoGuardrails:
     """Set up (or join) the OTel pipeline and return the process's guard.
 
@@ -355,6 +425,8 @@ def configure(settings: Settings | None = None, **overrides: Any) -> AktoGuardra
             if resolved.delivery == "otlp":
                 _logger_provider(plan, resource, 2 * resolved.export_queue_size)
             tracer_provider = _tracer_provider(plan, resource)
+            if tracer_provider is not current:
+                tell_where_spans_go(env)
             existing = _guards.get(id(tracer_provider))
             if existing is None:
                 meter_provider = _meter_provider(plan, resource)

@@ -180,19 +180,9 @@ def settings_lines(
 # --------------------------------------------------------- OpenTelemetry exporters
 
 
-def _otlp_endpoint(env: Mapping[str, str], signal: str, grpc: bool) -> str:
-    specific = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
-    if specific:
-        return specific
-    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if base:
-        return base if grpc else f"{base.rstrip('/')}/v1/{signal}"
-    return "http://localhost:4317" if grpc else f"http://localhost:4318/v1/{signal}"
-
-
 def otel_findings(env: Mapping[str, str]) -> list[Finding]:
     """Where ``configure()`` would send spans and metrics, or why it would refuse."""
-    from akto_otel.configure import exporter_plan
+    from akto_otel.configure import exporter_plan, otlp_endpoint
 
     try:
         plan = exporter_plan(env)
@@ -213,7 +203,7 @@ def otel_findings(env: Mapping[str, str]) -> list[Finding]:
                 findings.append(Finding(True, f"{signal}: console (printed to stdout)"))
                 continue
             grpc = exporter.protocol == "grpc"
-            endpoint = _otlp_endpoint(env, signal, grpc)
+            endpoint, _default = otlp_endpoint(env, signal, grpc)
             findings.append(_otlp_finding(signal, exporter.protocol, endpoint))
     return findings
 

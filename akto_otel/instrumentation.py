@@ -88,6 +88,9 @@ class ClaudeAgentSDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 return
         type(self)._guard = guard
         self._install(guard)
+        from akto_otel.configure import tell_where_spans_go
+
+        tell_where_spans_go()
 
     def _install(self, guard: _Guard) -> None:
         import claude_agent_sdk

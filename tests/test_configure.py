@@ -5,6 +5,7 @@ Each case runs in a fresh interpreter because the global providers can be set on
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -211,3 +212,44 @@ def test_the_apps_own_processor_is_used_by_configure() -> None:
             {"AKTO_DATA_INGESTION_URL": akto.url},
         )
     assert out.split() == ["True", "1"]
+
+
+@pytest.mark.parametrize(
+    ("env", "says", "never"),
+    [
+        ({}, "not exported", "localhost"),
+        ({"OTEL_TRACES_EXPORTER": "console"}, "printed to stdout", "OTLP"),
+        (  # what opentelemetry-distro sets under opentelemetry-instrument
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            "localhost:4317, the default",
+            "not exported",
+        ),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp"},
+            "localhost:4318/v1/traces, the default",
+            "not exported",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://user:pw-123@collector:4318"},
+            "collector:4318",
+            "pw-123",
+        ),
+        ({"OTEL_TRACES_EXPORTER": "jaeger"}, "not exported: OTEL_TRACES_EXPORTER", "OTLP ("),
+    ],
+)
+def test_where_spans_go_is_said_plainly(env: dict[str, str], says: str, never: str) -> None:
+    from akto_otel.configure import where_spans_go
+
+    message = where_spans_go(env)
+    assert says in message and never not in message, message
+
+
+def test_where_spans_go_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    from akto_otel.configure import tell_where_spans_go
+
+    env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    caplog.set_level(logging.WARNING, logger="akto_otel")
+    for _ in range(3):
+        tell_where_spans_go(env)
+    lines = [r.getMessage() for r in caplog.records if "localhost:4317" in r.getMessage()]
+    assert len(lines) == 1, lines
