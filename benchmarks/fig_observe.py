@@ -5,7 +5,7 @@ server-side guardrails asked for. ``observe_delivery="proxy"`` (before) posts ea
 one to ``/api/http-proxy?guardrails=true&ingest_data=true``; ``"batch"`` (after,
 the default) sends them to ``/api/ingestData`` in batches with
 ``"publishToGuardrails": true`` per record. Timed from the first hook call until
-``force_flush()`` returns; delivered = records the emulator (its own process)
+``force_flush()`` returns; delivered = records the stub Akto (its own process)
 counted.
 
 Run alone: ``python -m benchmarks.fig_observe [--quick]``; in the suite:
@@ -50,7 +50,7 @@ async def _drive(callback: Any, n: int) -> None:
 
 def _one(env: Environment, delivery: str, n: int) -> dict[str, Any]:
     settings = Settings(
-        ingestion_url="" if delivery == HOOKS else env.emulator.url,
+        ingestion_url="" if delivery == HOOKS else env.stub.url,
         sync_mode=False,
         observe_delivery="batch" if delivery == BATCH else "proxy",
         export_queue_size=n + 1024,
@@ -58,7 +58,7 @@ def _one(env: Environment, delivery: str, n: int) -> dict[str, Any]:
     )
     guard = make_guard(settings)
     callback = guard.hooks()["PostToolUse"][0].hooks[0]
-    env.clear_emulator()
+    env.clear_stub()
     cpu0 = time.process_time()
     start = time.perf_counter()
     asyncio.run(_drive(callback, n))
@@ -66,7 +66,7 @@ def _one(env: Environment, delivery: str, n: int) -> dict[str, Any]:
     flushed = guard.force_flush(600_000)
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu0
-    delivered = n if delivery == HOOKS else env.clear_emulator()
+    delivered = n if delivery == HOOKS else env.clear_stub()
     stats = guard.processor.stats.snapshot()
     guard.shutdown()
     return {
@@ -164,7 +164,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     quiet_logs()
-    cfg = Config(quick="--quick" in args, server="emulator")
+    cfg = Config(quick="--quick" in args)
     env = Environment(cfg)
     try:
         result = run(cfg, env)
