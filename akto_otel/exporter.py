@@ -142,6 +142,14 @@ class ExportStats:
             except Exception:  # a metrics callback must not break delivery
                 _log.debug("export stats listener failed", exc_info=True)
 
+    def took(self, seconds: float) -> None:
+        """Tell the duration listeners one export took ``seconds``."""
+        for listener in self.duration_listeners:
+            try:
+                listener(seconds)
+            except Exception:  # a metrics callback must not break delivery
+                _log.debug("export duration listener failed", exc_info=True)
+
     def snapshot(self) -> dict[str, int]:
         """The four counters at one instant."""
         with self._lock:
@@ -234,12 +242,7 @@ class RecordExporter:
                 bulk.append(item)
         for chunk in _chunks(bulk, MAX_BATCH_BYTES):
             delivered += self._deliver_batch(chunk)
-        elapsed = time.perf_counter() - start
-        for listener in self._stats.duration_listeners:
-            try:
-                listener(elapsed)
-            except Exception:
-                _log.debug("export duration listener failed", exc_info=True)
+        self._stats.took(time.perf_counter() - start)
         return delivered == len(batch)
 
     def _deliver_one(self, item: PendingRecord) -> int:

@@ -336,12 +336,7 @@ class AktoLogExporter(AktoSpanExporter):
                     self.stats.add("failed", 1, reason)
                     _log.warning("Akto record not emitted as a log event: %s", exc)
         self.stats.add("exported", count - failed)
-        elapsed = time.perf_counter() - start
-        for listener in self.stats.duration_listeners:
-            try:
-                listener(elapsed)
-            except Exception:
-                _log.debug("export duration listener failed", exc_info=True)
+        self.stats.took(time.perf_counter() - start)
         return SpanExportResult.SUCCESS if not failed else SpanExportResult.FAILURE
 
     def begin_shutdown(self, deadline: float) -> None:

@@ -260,20 +260,21 @@ def processor_for(
         return processor
     apps = [p for p in present if p not in _GUARD_MADE]
     if apps:
-        if apps[0].settings.ingestion_url != settings.ingestion_url:
-            _log.warning(
-                "using the app's AktoSpanProcessor, which ships records to %r, "
-                "not to the guard's AKTO_DATA_INGESTION_URL %r",
-                apps[0].settings.ingestion_url,
-                settings.ingestion_url,
-            )
-        if apps[0].settings.delivery != settings.delivery:
-            _log.warning(
-                "using the app's AktoSpanProcessor, which delivers with AKTO_DELIVERY=%s, "
-                "not the guard's %s",
-                apps[0].settings.delivery,
-                settings.delivery,
-            )
+        from akto_otel.redaction import redact_url
+
+        theirs, ours = apps[0].settings, settings
+        for variable, mine, guards in (
+            ("AKTO_DATA_INGESTION_URL", theirs.ingestion_url, ours.ingestion_url),
+            ("AKTO_DELIVERY", theirs.delivery, ours.delivery),
+        ):
+            if mine != guards:
+                _log.warning(
+                    "using the app's AktoSpanProcessor (%s=%s), not the guard's %s=%s",
+                    variable,
+                    redact_url(mine),
+                    variable,
+                    redact_url(guards),
+                )
         return apps[0]
     made = AktoSpanProcessor(settings)
     _GUARD_MADE.add(made)
