@@ -32,13 +32,12 @@ import random
 import threading
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
-from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span as ApiSpan
@@ -53,6 +52,9 @@ from akto_otel.exporter import (
     at_fork_in_child,
 )
 from akto_otel.otlp_logs import AktoLogExporter
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk._logs import LoggerProvider
 
 __all__ = ["AktoSpanProcessor", "find_processors", "processor_for"]
 
