@@ -361,7 +361,7 @@ def test_streaming_reply_event_sequence() -> None:
         "message_delta",
         "message_stop",
     ]
-    assert all(data["type"] == name for name, data in events)
+    assert events and all(data["type"] == name for name, data in events)
     deltas = [data["delta"] for name, data in events if name == "content_block_delta"]
     assert [d["type"] for d in deltas] == ["input_json_delta", "input_json_delta"]
     assert json.loads(deltas[0]["partial_json"]) == {"command": "ls"}

@@ -268,7 +268,9 @@ def _check_live(prom: Prometheus, demo: Any, demo_log: Path, start: float) -> No
     # prompt (never denied) nor Stop (one deny in two or fewer).
     deny_hooks = {labels["hook"] for labels in firing["AktoGuardrailDenyRateHigh"]}
     assert deny_hooks == {"PreToolUse"}, firing["AktoGuardrailDenyRateHigh"]
-    assert all(a["job"] == "akto-demo" for alerts in firing.values() for a in alerts)
+    assert firing and all(
+        a["job"] == "akto-demo" for alerts in firing.values() for a in alerts
+    )
     assert {a["reason"] for a in firing["AktoExporterDroppingRecords"]} == {"queue_full"}
 
     _check_exported_series(prom)
