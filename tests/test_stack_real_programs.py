@@ -327,7 +327,7 @@ def _used_types(config: Mapping[str, Any]) -> dict[str, set[str]]:
     return {kind: {cid.split("/", 1)[0] for cid in config.get(kind) or {}} for kind in KINDS}
 
 
-def test_otelcol_has_exactly_the_components_the_config_uses() -> None:
+def test_otelcol_has_exactly_the_components_the_configs_use() -> None:
     otelcol = require_program("otelcol")
     result = subprocess.run(
         [str(otelcol), "components"],
@@ -339,7 +339,12 @@ def test_otelcol_has_exactly_the_components_the_config_uses() -> None:
     )
     built = yaml.safe_load(result.stdout)
     have = {kind: {c["name"] for c in built.get(kind) or []} for kind in KINDS}
-    used = _used_types(yaml.safe_load(COLLECTOR_CONFIG.read_text()))
+    used: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    for name in ("otel-collector.yaml", "agent.yaml", "gateway.yaml"):
+        for kind, types in _used_types(
+            yaml.safe_load((ROOT / "collector" / name).read_text())
+        ).items():
+            used[kind] |= types
     assert used["exporters"] and used["receivers"]
     assert have == used
 
@@ -354,3 +359,17 @@ def test_jaeger_validates_its_config(tmp_path: Path) -> None:
     # An unknown field of the memory storage: refused.
     refused = _validate(jaeger, broken, _base_env())
     assert refused.returncode != 0, refused.stdout
+
+
+@pytest.mark.parametrize("name", ["agent.yaml", "gateway.yaml"])
+def test_otelcol_validates_the_scale_out_configs(name: str, tmp_path: Path) -> None:
+    """The agent and gateway tiers of docs/scale-out.md load in the real collector."""
+    otelcol = require_program("otelcol")
+    env = {
+        **_base_env(),
+        "AKTO_API_TOKEN": "t0ken",
+        "AKTO_OTLP_URL": "http://127.0.0.1:9",
+        "AKTO_GATEWAY_QUEUE_DIR": str(tmp_path),
+    }
+    result = _validate(otelcol, ROOT / "collector" / name, env)
+    assert result.returncode == 0, result.stderr
