@@ -1,0 +1,245 @@
+"""AKTO_DELIVERY=otlp through the real collector fleet of docs/scale-out.md.
+
+What runs (127.0.0.1, free ports, all stopped after): guarded sessions through the
+real bundled CLI and the fake model, verdicts from one emulator (direct, as in
+production); their records as OTLP log events from the SDK's batch processor and
+OTLP/HTTP exporter to the real agent collector (collector/agent.yaml), which
+load-balances by trace id to two real gateways (collector/gateway.yaml, a disk
+queue each in tmp_path), which post with the token to a second emulator standing
+in for Akto's OTLP ingestion (``POST /v1/logs``). An in-memory exporter on the same
+LoggerProvider is the ground truth of what the agent emitted.
+
+Akto's mapping keeps no ``akto.record.id``, so the Akto stand-in also decodes each
+accepted request to count records by it (tests/scaleout_stack.py).
+
+1. Happy path: every emitted record arrives, mapped as Akto maps it.
+2. Faults: a gateway crashes (SIGKILL) mid-run and restarts; then Akto is down for
+   15 s (the emulator stopped, its port left free, started again on it; 15 s rather
+   than a minute keeps CI time down, and already spans several gateway retries):
+   every record arrives at least once; what the gateways queued on disk is delivered
+   after.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pytest
+from claude_agent_sdk import ClaudeAgentOptions
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    InMemoryLogRecordExporter,
+    SimpleLogRecordProcessor,
+)
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+
+from akto_otel import AktoGuardrails
+from akto_otel.config import Settings
+from akto_otel.emulator import EmulatorServer
+from akto_otel.processor import AktoSpanProcessor
+from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
+from tests.scaleout_stack import Stack, TappedAkto, scaleout_stack, wait_for
+from tests.test_stack_live import _free_port
+
+pytestmark = pytest.mark.timeout(240)
+TOKEN = "scaleout-t0ken"
+ARRIVAL_S = 60.0
+OUTAGE_S = 15.0
+
+
+class Agent:
+    """Guarded sessions whose records leave as OTLP logs to the agent collector."""
+
+    def __init__(self, verdicts: EmulatorServer, stack: Stack, home: Path, workdir: Path) -> None:
+        self.truth = InMemoryLogRecordExporter()
+        self.logs = LoggerProvider(shutdown_on_exit=False)
+        self.logs.add_log_record_processor(SimpleLogRecordProcessor(self.truth))
+        (ep,) = entry_points(group="opentelemetry_logs_exporter", name="otlp_proto_http")
+        exporter = ep.load()(endpoint=f"{stack.agent.otlp}/v1/logs", timeout=30)
+        self.logs.add_log_record_processor(
+            BatchLogRecordProcessor(exporter, schedule_delay_millis=200)
+        )
+        settings = Settings.from_env(
+            {}, ingestion_url=verdicts.url, timeout=5.0, delivery="otlp"
+        )
+        self.guard = AktoGuardrails(
+            settings,
+            tracer_provider=TracerProvider(),
+            meter_provider=MeterProvider(),
+            processor=AktoSpanProcessor(settings, logger_provider=self.logs),
+        )
+        self.home, self.workdir = home, workdir
+        self.sessions = 0
+
+    async def session(self) -> None:
+        n = self.sessions = self.sessions + 1
+        scenario = Scenario(
+            None,
+            [ToolUse("Bash", {"command": f"echo {n} > s{n}.txt"}), Text(f"Wrote file {n}.")],
+        )
+        with FakeAnthropic(scenario) as fake:
+            options = ClaudeAgentOptions(
+                env=offline_agent_env(fake, self.home),
+                cwd=str(self.workdir),
+                allowed_tools=["Bash"],
+            )
+            async with self.guard.session(options) as guarded:
+                await run_agent(f"write file number {n}", guarded)
+        assert (self.workdir / f"s{n}.txt").read_text().strip() == str(n)
+        assert self.guard.force_flush()
+        assert self.logs.force_flush(30_000)
+
+    def emitted_ids(self) -> list[str]:
+        return [
+            str((item.log_record.attributes or {})["akto.record.id"])
+            for item in self.truth.get_finished_logs()
+        ]
+
+    def close(self) -> None:
+        self.guard.shutdown()
+        self.logs.shutdown()
+
+
+@pytest.fixture
+def akto() -> Iterator[TappedAkto]:
+    server = TappedAkto(token=TOKEN)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _arrived(*servers: TappedAkto) -> Counter[str]:
+    return Counter(i for s in servers for i in s.accepted_ids)
+
+
+def _mapped(*servers: TappedAkto) -> list[dict[str, Any]]:
+    return [r.record for s in servers for r in s.records if r.endpoint == "otlp-logs"]
+
+
+async def test_every_record_crosses_the_collector_fleet_to_akto(
+    emulator: EmulatorServer, akto: TappedAkto, tmp_path: Path, home: Path, workdir: Path
+) -> None:
+    with scaleout_stack(tmp_path, akto.url, TOKEN) as stack:
+        agent = Agent(emulator, stack, home, workdir)
+        try:
+            for _ in range(4):
+                await agent.session()
+        finally:
+            agent.close()
+        emitted = agent.emitted_ids()
+        assert len(emitted) == len(set(emitted)) == 4 * 3  # prompt, tool result, answer
+        wait_for(
+            lambda: set(_arrived(akto)) >= set(emitted),
+            "records missing at Akto",
+            ARRIVAL_S,
+        )
+        gateway_accepted = [
+            g.metric("otelcol_receiver_accepted_log_records") for g in stack.gateways
+        ]
+    arrived = _arrived(akto)
+    assert set(arrived) == set(emitted)  # nothing else arrived
+    duplicates = sum(arrived.values()) - len(arrived)
+    assert duplicates == 0, arrived  # no fault, no retry: each once
+    assert sum(gateway_accepted) == len(emitted), gateway_accepted
+
+    # Akto's mapping: every session's tool row and its merged (or split) turn rows;
+    # the records are judged again by Akto, and they came with the token.
+    mapped = _mapped(akto)
+    assert mapped
+    tool_rows = [r for r in mapped if r["path"] == "/tool/bash"]
+    commands = sorted(json.loads(r["requestPayload"])["body"]["command"] for r in tool_rows)
+    assert commands == [f"echo {n} > s{n}.txt" for n in range(1, 5)]
+    turns = [r for r in mapped if r["path"] == "/v1/messages"]
+    for n in range(1, 5):
+        assert any(f"write file number {n}" in r["requestPayload"] for r in turns), n
+        assert any(f"Wrote file {n}." in r["responsePayload"] for r in turns), n
+    for record in mapped:
+        assert record["publishToGuardrails"] is True
+    assert not [r for r in emulator.records if r.endpoint in ("ingestData", "otlp-logs")]
+
+
+async def test_a_gateway_crash_and_an_akto_outage_lose_nothing(
+    emulator: EmulatorServer, tmp_path: Path, home: Path, workdir: Path
+) -> None:
+    port = _free_port()
+    first = TappedAkto(token=TOKEN, port=port)
+    second = TappedAkto(token=TOKEN, port=port)
+    first.start()
+    try:
+        with scaleout_stack(tmp_path, first.url, TOKEN) as stack:
+            agent = Agent(emulator, stack, home, workdir)
+            try:
+                for _ in range(2):
+                    await agent.session()
+                wait_for(
+                    lambda: set(_arrived(first)) >= set(agent.emitted_ids()),
+                    "records missing before the crash",
+                    ARRIVAL_S,
+                )
+
+                # A gateway crashes; sessions go on; it comes back on the same ports
+                # and queue directory. What the agent collector routed to it waited in
+                # the agent collector's retrying sending queue.
+                crashed = stack.gateways[0]
+                crashed.kill()
+                for _ in range(3):
+                    await agent.session()
+                crashed.program.start()
+                wait_for(
+                    lambda: set(_arrived(first)) >= set(agent.emitted_ids()),
+                    "records missing after the gateway restart",
+                    ARRIVAL_S,
+                )
+
+                # Akto goes down (its port stays free); sessions go on; the gateways
+                # queue on disk and retry.
+                first.stop()
+                down_at = time.monotonic()
+                for _ in range(3):
+                    await agent.session()
+                wait_for(
+                    lambda: sum(g.metric("otelcol_exporter_queue_size") for g in stack.gateways)
+                    > 0,
+                    "nothing queued at the gateways while Akto is down",
+                    ARRIVAL_S,
+                )
+                queued = [g for g in stack.gateways if g.metric("otelcol_exporter_queue_size")]
+                assert queued
+                # The disk queue, not memory: a gateway holding queued records crashes
+                # and restarts during the outage; its queue must survive it.
+                time.sleep(1.5)  # past the gateway's 1 s batch timeout: all in the queue
+                queued[0].kill()
+                queued[0].program.start()
+                assert queued[0].metric("otelcol_exporter_queue_size") > 0
+                left = OUTAGE_S - (time.monotonic() - down_at)
+                if left > 0:
+                    time.sleep(left)
+                assert not _arrived(first).keys() >= set(agent.emitted_ids())
+                second.start()
+                wait_for(
+                    lambda: set(_arrived(first, second)) >= set(agent.emitted_ids()),
+                    "records missing after Akto came back",
+                    ARRIVAL_S,
+                )
+                emitted = agent.emitted_ids()
+            finally:
+                agent.close()
+    finally:
+        first.stop()
+        second.stop()
+    arrived = _arrived(first, second)
+    assert len(emitted) == len(set(emitted)) == 8 * 3
+    assert set(arrived) == set(emitted)
+    assert _arrived(second), "nothing was delivered after the outage"
+    duplicates = sum(arrived.values()) - len(arrived)
+    print(f"records {len(emitted)}, deliveries {sum(arrived.values())}, duplicates {duplicates}")
