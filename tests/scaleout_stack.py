@@ -172,4 +172,3 @@ def wait_for(check: Any, what: str, timeout: float) -> None:
     while not check():
         assert time.monotonic() < deadline, what
         time.sleep(0.5)
-

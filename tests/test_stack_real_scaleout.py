@@ -40,6 +40,7 @@ from opentelemetry.sdk._logs.export import (
 )
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from akto_otel import AktoGuardrails
 from akto_otel.config import Settings
@@ -55,10 +56,27 @@ ARRIVAL_S = 60.0
 OUTAGE_S = 15.0
 
 
+class _OneTrace(RandomIdGenerator):
+    """Every session in one trace: the load balancer routes all of it to one gateway."""
+
+    def __init__(self, trace_id: int) -> None:
+        self.trace_id = trace_id
+
+    def generate_trace_id(self) -> int:
+        return self.trace_id
+
+
 class Agent:
     """Guarded sessions whose records leave as OTLP logs to the agent collector."""
 
-    def __init__(self, verdicts: EmulatorServer, stack: Stack, home: Path, workdir: Path) -> None:
+    def __init__(
+        self,
+        verdicts: EmulatorServer,
+        stack: Stack,
+        home: Path,
+        workdir: Path,
+        trace_id: int | None = None,
+    ) -> None:
         self.truth = InMemoryLogRecordExporter()
         self.logs = LoggerProvider(shutdown_on_exit=False)
         self.logs.add_log_record_processor(SimpleLogRecordProcessor(self.truth))
@@ -67,12 +85,12 @@ class Agent:
         self.logs.add_log_record_processor(
             BatchLogRecordProcessor(exporter, schedule_delay_millis=200)
         )
-        settings = Settings.from_env(
-            {}, ingestion_url=verdicts.url, timeout=5.0, delivery="otlp"
-        )
+        settings = Settings.from_env({}, ingestion_url=verdicts.url, timeout=5.0, delivery="otlp")
         self.guard = AktoGuardrails(
             settings,
-            tracer_provider=TracerProvider(),
+            tracer_provider=TracerProvider(
+                id_generator=_OneTrace(trace_id) if trace_id else RandomIdGenerator()
+            ),
             meter_provider=MeterProvider(),
             processor=AktoSpanProcessor(settings, logger_provider=self.logs),
         )
@@ -177,7 +195,9 @@ async def test_a_gateway_crash_and_an_akto_outage_lose_nothing(
     first.start()
     try:
         with scaleout_stack(tmp_path, first.url, TOKEN) as stack:
-            agent = Agent(emulator, stack, home, workdir)
+            # One trace id for every session, so the test knows which gateway they
+            # reach (the one whose receiver counted the first session's records).
+            agent = Agent(emulator, stack, home, workdir, trace_id=0x5CA1E0 << 64 | 1)
             try:
                 for _ in range(2):
                     await agent.session()
@@ -186,20 +206,27 @@ async def test_a_gateway_crash_and_an_akto_outage_lose_nothing(
                     "records missing before the crash",
                     ARRIVAL_S,
                 )
+                (crashed,) = [
+                    g
+                    for g in stack.gateways
+                    if g.metric("otelcol_receiver_accepted_log_records") == 2 * 3
+                ]
 
-                # A gateway crashes; sessions go on; it comes back on the same ports
-                # and queue directory. What the agent collector routed to it waited in
+                # That gateway crashes; sessions go on, routed to it; it comes back on
+                # the same ports and queue directory. Meanwhile their records wait in
                 # the agent collector's retrying sending queue.
-                crashed = stack.gateways[0]
                 crashed.kill()
                 for _ in range(3):
                     await agent.session()
+                assert not set(_arrived(first)) >= set(agent.emitted_ids())
                 crashed.program.start()
                 wait_for(
                     lambda: set(_arrived(first)) >= set(agent.emitted_ids()),
                     "records missing after the gateway restart",
                     ARRIVAL_S,
                 )
+                # The restarted process (its counters start at zero) took them.
+                assert crashed.metric("otelcol_receiver_accepted_log_records") == 3 * 3
 
                 # Akto goes down (its port stays free); sessions go on; the gateways
                 # queue on disk and retry.
@@ -208,8 +235,9 @@ async def test_a_gateway_crash_and_an_akto_outage_lose_nothing(
                 for _ in range(3):
                     await agent.session()
                 wait_for(
-                    lambda: sum(g.metric("otelcol_exporter_queue_size") for g in stack.gateways)
-                    > 0,
+                    lambda: (
+                        sum(g.metric("otelcol_exporter_queue_size") for g in stack.gateways) > 0
+                    ),
                     "nothing queued at the gateways while Akto is down",
                     ARRIVAL_S,
                 )
@@ -242,4 +270,5 @@ async def test_a_gateway_crash_and_an_akto_outage_lose_nothing(
     assert set(arrived) == set(emitted)
     assert _arrived(second), "nothing was delivered after the outage"
     duplicates = sum(arrived.values()) - len(arrived)
+    # At least once: a retry after a crash may resend; count, do not forbid.
     print(f"records {len(emitted)}, deliveries {sum(arrived.values())}, duplicates {duplicates}")
