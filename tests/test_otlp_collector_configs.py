@@ -3,9 +3,10 @@
 Structural checks until the collector built from Go modules can run ``otelcol
 validate`` on them (the real-collector fault tests come with it): components are
 defined where they are used and used where they are defined, the 2026 component names
-are used, the gateway batches, queues on disk through file_storage, retries, and sends
-to Akto's ``/v1/logs`` with the bearer token from the environment; compose runs both
-tiers. Each check is also shown to fail on a config broken the way it guards against.
+are used, the gateway queues on disk through file_storage (batching there, no batch
+processor), retries, and sends to Akto's ``/v1/logs`` with the bearer token from the
+environment; compose runs both tiers. Each check is also shown to fail on a config
+broken the way it guards against.
 """
 
 from __future__ import annotations
@@ -98,8 +99,10 @@ def gateway_problems(config: dict[str, Any]) -> list[str]:
     problems = wiring_problems(config)
     logs = ((config.get("service") or {}).get("pipelines") or {}).get("logs") or {}
     processors = logs.get("processors") or []
-    if "batch" not in [_type(p) for p in processors]:
-        problems.append("the logs pipeline must batch")
+    if "batch" in [_type(p) for p in processors]:
+        # It holds records in memory after the receiver acknowledged them: a crash
+        # loses them (tests/test_stack_real_scaleout.py). Batch in the disk queue.
+        problems.append("no batch processor: batch in the persistent sending_queue")
     if (processors or [None])[0] != "memory_limiter":
         problems.append("memory_limiter must come first")
     senders = [e for e in logs.get("exporters") or [] if _type(e) == "otlp_http"]
@@ -123,6 +126,11 @@ def gateway_problems(config: dict[str, Any]) -> list[str]:
             problems.append(f"{sender}: needs a persistent sending_queue")
         elif _type(str(storage)) != "file_storage" or storage not in extensions:
             problems.append(f"{sender}: sending_queue.storage must be a file_storage extension")
+        batch = queue.get("batch")
+        if not isinstance(batch, dict) or batch.get("sizer") != "items":
+            problems.append(f"{sender}: the sending_queue must batch by items")
+        elif not 0 < int(batch.get("max_size") or 0) <= 6:
+            problems.append(f"{sender}: at most 6 events per request (Akto's 4 MiB limit)")
     return problems
 
 
@@ -159,10 +167,17 @@ def test_the_checks_catch_broken_configs(agent: dict[str, Any], gateway: dict[st
     assert any("persistent sending_queue" in p for p in gateway_problems(broken))
 
     broken = copy.deepcopy(gateway)
-    broken["service"]["pipelines"]["logs"]["processors"] = ["memory_limiter"]
-    problems = gateway_problems(broken)
-    assert any("must batch" in p for p in problems)
-    assert any("batch is defined but unused" in p for p in problems)
+    broken["processors"]["batch"] = {"timeout": "1s"}
+    broken["service"]["pipelines"]["logs"]["processors"] = ["memory_limiter", "batch"]
+    assert any("no batch processor" in p for p in gateway_problems(broken))
+
+    broken = copy.deepcopy(gateway)
+    del broken["exporters"]["otlp_http/akto"]["sending_queue"]["batch"]
+    assert any("must batch by items" in p for p in gateway_problems(broken))
+
+    broken = copy.deepcopy(gateway)
+    broken["exporters"]["otlp_http/akto"]["sending_queue"]["batch"]["max_size"] = 100
+    assert any("at most 6 events" in p for p in gateway_problems(broken))
 
     broken = copy.deepcopy(gateway)
     broken["exporters"]["otlp_http/akto"]["headers"]["Authorization"] = "Bearer abc"

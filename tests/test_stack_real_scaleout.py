@@ -272,3 +272,45 @@ async def test_a_gateway_crash_and_an_akto_outage_lose_nothing(
     duplicates = sum(arrived.values()) - len(arrived)
     # At least once: a retry after a crash may resend; count, do not forbid.
     print(f"records {len(emitted)}, deliveries {sum(arrived.values())}, duplicates {duplicates}")
+
+
+async def test_a_gateway_crash_right_after_accepting_loses_nothing(
+    emulator: EmulatorServer, tmp_path: Path, home: Path, workdir: Path
+) -> None:
+    # The attack on at-least-once: the gateway answers the agent collector "accepted"
+    # and crashes before its records reach the disk queue (a batch processor holds
+    # them in memory for up to its timeout). The agent collector will not resend.
+    akto = TappedAkto(token=TOKEN)
+    akto.start()
+    try:
+        with scaleout_stack(tmp_path, akto.url, TOKEN) as stack:
+            agent = Agent(emulator, stack, home, workdir, trace_id=0x5CA1E0 << 64 | 2)
+            try:
+                await agent.session()
+                emitted = agent.emitted_ids()
+                wait_for(
+                    lambda: (
+                        sum(
+                            g.metric("otelcol_receiver_accepted_log_records")
+                            for g in stack.gateways
+                        )
+                        == len(emitted)
+                    ),
+                    "the gateways never accepted the records",
+                    ARRIVAL_S,
+                )
+                (crashed,) = [
+                    g for g in stack.gateways if g.metric("otelcol_receiver_accepted_log_records")
+                ]
+                crashed.kill()
+                crashed.program.start()
+                wait_for(
+                    lambda: set(_arrived(akto)) >= set(emitted),
+                    "records accepted by the crashed gateway never reached Akto",
+                    20.0,
+                )
+            finally:
+                agent.close()
+    finally:
+        akto.stop()
+    assert set(_arrived(akto)) == set(emitted)
