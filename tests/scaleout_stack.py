@@ -156,12 +156,14 @@ class TappedAkto(EmulatorServer):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.accepted_ids: list[str] = []
+        self.request_sizes: list[int] = []  # events per accepted request
 
     def _otlp_logs(self, request: web.Request, body: bytes) -> web.Response:
         response = super()._otlp_logs(request, body)
         if response.status == 200:
             content_type = request.headers.get("Content-Type", "")
             events = decode_logs(body, content_type)
+            self.request_sizes.append(len(events))
             self.accepted_ids.extend(e.attributes.get("akto.record.id", "") for e in events)
         return response
 

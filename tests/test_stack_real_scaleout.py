@@ -169,6 +169,9 @@ async def test_every_record_crosses_the_collector_fleet_to_akto(
     duplicates = sum(arrived.values()) - len(arrived)
     assert duplicates == 0, arrived  # no fault, no retry: each once
     assert sum(gateway_accepted) == len(emitted), gateway_accepted
+    # The gateways batch for Akto's 4 MiB request limit: at most 6 events a request.
+    assert akto.request_sizes
+    assert max(akto.request_sizes) <= 6, akto.request_sizes
 
     # Akto's mapping: every session's tool row and its merged (or split) turn rows;
     # the records are judged again by Akto, and they came with the token.
