@@ -194,7 +194,9 @@ class AktoGuardrails:
         self.limits = windows.Limits.from_settings(self.settings)
         self.client = client or GuardrailClient(self.settings, redactor=self.redactor)
         self.tracer_provider, self.processor = _attach(tracer_provider, processor, self.settings)
-        self.tracer = self.tracer_provider.get_tracer("akto_otel", __version__)
+        self.tracer = self.tracer_provider.get_tracer(
+            "akto_otel", __version__, schema_url=semconv.SCHEMA_URL
+        )
         self.metrics = metrics_for(meter_provider)
         self._server_attributes = _server_attributes(self.settings.ingestion_url)
         if self.metrics.record_export not in self.processor.stats.listeners:

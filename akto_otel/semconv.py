@@ -23,7 +23,10 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _g
 from opentelemetry.semconv.attributes import error_attributes, http_attributes, server_attributes
 from opentelemetry.semconv.schemas import Schemas
 
-#: The semconv version the stable/incubating attributes follow (the tracer's schema URL).
+#: The semconv version the stable/incubating attributes follow (the tracer's schema URL):
+#: 1.37.0 brought gen_ai.provider.name and gen_ai.input/output.messages, and is the
+#: schema opentelemetry-util-genai declares too. The draft guardrail names are in no
+#: released schema yet.
 SCHEMA_URL: Final = Schemas.V1_37_0.value
 
 # --- OpenTelemetry semantic conventions (from the package) -------------------
@@ -52,6 +55,10 @@ OPERATION_RUN_GUARDRAIL: Final = "run_guardrail"
 #: Span event carrying content when capture is EVENT_ONLY or SPAN_AND_EVENT.
 EVENT_CONTENT: Final = "gen_ai.client.inference.operation.details"
 
+#: ``gen_ai.guardrail.component.name`` of Akto; the guardrail span is
+#: ``run_guardrail {gen_ai.guardrail.component.name}``.
+GUARDRAIL_COMPONENT: Final = "akto"
+
 # --- Span names --------------------------------------------------------------
 SPAN_USER_PROMPT: Final = "akto.user_prompt"
 SPAN_HELD_ANSWER: Final = "akto.held_answer"
@@ -62,7 +69,7 @@ SPAN_NOTIFICATION: Final = "akto.notification"
 SPAN_PRE_COMPACT: Final = "akto.pre_compact"
 SPAN_HOOK_EVENT: Final = "akto.hook_event"
 #: The guardrail call span, ``run_guardrail {component}`` as the draft names it.
-SPAN_RUN_GUARDRAIL: Final = f"{OPERATION_RUN_GUARDRAIL} akto"
+SPAN_RUN_GUARDRAIL: Final = f"{OPERATION_RUN_GUARDRAIL} {GUARDRAIL_COMPONENT}"
 
 
 def invoke_agent_span_name(agent: str) -> str:
@@ -104,14 +111,17 @@ AKTO_NOTIFICATION_TYPE: Final = "akto.notification.type"
 AKTO_COMPACT_TRIGGER: Final = "akto.compact.trigger"
 AKTO_PROMPT_ID: Final = "akto.prompt.id"
 
-# --- Draft GenAI security attributes (behind AKTO_SEMCONV_SECURITY) ----------
-GEN_AI_GUARDIAN_NAME: Final = "gen_ai.guardian.name"
-GEN_AI_GUARDIAN_PROVIDER_NAME: Final = "gen_ai.guardian.provider.name"
-GEN_AI_SECURITY_TARGET_TYPE: Final = "gen_ai.security.target.type"
-GEN_AI_SECURITY_TARGET_ID: Final = "gen_ai.security.target.id"
-GEN_AI_SECURITY_DECISION_TYPE: Final = "gen_ai.security.decision.type"
-GEN_AI_SECURITY_DECISION_REASON: Final = "gen_ai.security.decision.reason"
-GEN_AI_SECURITY_POLICY_NAME: Final = "gen_ai.security.policy.name"
+# --- Draft GenAI guardrail attributes (behind AKTO_SEMCONV_SECURITY) ---------
+# semantic-conventions-genai docs/gen-ai/gen-ai-security.md (Development). It
+# replaced the earlier gen_ai.security.* / gen_ai.guardian.* draft and keeps none
+# of those names, so neither do we.
+GEN_AI_GUARDRAIL_COMPONENT_NAME: Final = "gen_ai.guardrail.component.name"
+GEN_AI_GUARDRAIL_TARGET_TYPE: Final = "gen_ai.guardrail.target.type"
+GEN_AI_GUARDRAIL_TARGET_SUBTYPE: Final = "gen_ai.guardrail.target.subtype"
+GEN_AI_GUARDRAIL_TARGET_ID: Final = "gen_ai.guardrail.target.id"
+GEN_AI_GUARDRAIL_VERDICT_TYPE: Final = "gen_ai.guardrail.verdict.type"
+GEN_AI_GUARDRAIL_POLICY_ID: Final = "gen_ai.guardrail.security.policy.id"
+GEN_AI_GUARDRAIL_POLICY_RULE_ID: Final = "gen_ai.guardrail.security.policy.rule.id"
 
 # --- Instrumentation scopes and metric names ---------------------------------
 SCOPE_RECORDS: Final = "akto.records"

@@ -307,41 +307,46 @@ EVENT_CONTENT = semconv.EVENT_CONTENT
 _REDACTION_MARGIN = 4096
 
 
-#: The draft GenAI security conventions (semantic-conventions PR #3233, Development).
-_SECURITY_DECISION = {
+#: The draft GenAI guardrail conventions (semantic-conventions-genai,
+#: gen-ai-security.md, Development): Akto's decision -> gen_ai.guardrail.verdict.type.
+_VERDICT_TYPE = {
     "allow": "allow",
     "deny": "deny",
     "warn": "warn",
     "alert": "audit",
-    "ask": "deny",
+    "ask": "escalate",
     "modify": "modify",
 }
-_SECURITY_TARGET = {
-    "UserPromptSubmit": "llm_input",
-    "PreToolUse": "tool_call",
-    "PostToolUse": "tool_call",
-    "Stop": "llm_output",
-    "SubagentStop": "llm_output",
+#: hook -> (gen_ai.guardrail.target.type, gen_ai.guardrail.target.subtype)
+_TARGET = {
+    "UserPromptSubmit": ("input", "llm"),
+    "PreToolUse": ("input", "tool_call"),
+    "PostToolUse": ("output", "tool_call"),
+    "Stop": ("output", "llm"),
+    "SubagentStop": ("output", "llm"),
 }
 
 
 def security_attributes(hook: str, verdict: Verdict, target_id: str = "") -> dict[str, Any]:
-    """``gen_ai.security.*`` / ``gen_ai.guardian.*`` attributes of a guardrail span."""
+    """The draft ``gen_ai.guardrail.*`` attributes of a guardrail span."""
+    target_type, target_subtype = _TARGET.get(hook, ("input", "message"))
     attributes: dict[str, Any] = {
-        semconv.GEN_AI_GUARDIAN_NAME: "Akto",
-        semconv.GEN_AI_GUARDIAN_PROVIDER_NAME: "akto",
-        semconv.GEN_AI_SECURITY_TARGET_TYPE: _SECURITY_TARGET.get(hook, "message"),
+        semconv.GEN_AI_GUARDRAIL_COMPONENT_NAME: semconv.GUARDRAIL_COMPONENT,
+        semconv.GEN_AI_PROVIDER_NAME: semconv.GUARDRAIL_COMPONENT,
+        semconv.GEN_AI_GUARDRAIL_TARGET_TYPE: target_type,
+        semconv.GEN_AI_GUARDRAIL_TARGET_SUBTYPE: target_subtype,
     }
-    decision = _SECURITY_DECISION.get(verdict.decision)
-    if decision is not None:  # an error has no decision, only error.type
-        attributes[semconv.GEN_AI_SECURITY_DECISION_TYPE] = decision
+    verdict_type = _VERDICT_TYPE.get(verdict.decision)
+    if verdict_type is not None:  # an error has no verdict, only error.type
+        attributes[semconv.GEN_AI_GUARDRAIL_VERDICT_TYPE] = verdict_type
     if verdict.policy_name:
-        attributes[semconv.GEN_AI_SECURITY_POLICY_NAME] = verdict.policy_name
+        attributes[semconv.GEN_AI_GUARDRAIL_POLICY_ID] = verdict.policy_name
     if verdict.rule_violated:
-        # Low cardinality: the rule name, never the free-text reason.
-        attributes[semconv.GEN_AI_SECURITY_DECISION_REASON] = verdict.rule_violated
+        # The rule name, never Akto's free-text reason: verdict.reason MUST NOT
+        # carry user content, and Akto's reason may quote it.
+        attributes[semconv.GEN_AI_GUARDRAIL_POLICY_RULE_ID] = verdict.rule_violated
     if target_id:
-        attributes[semconv.GEN_AI_SECURITY_TARGET_ID] = target_id
+        attributes[semconv.GEN_AI_GUARDRAIL_TARGET_ID] = target_id
     return attributes
 
 
