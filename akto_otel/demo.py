@@ -44,6 +44,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from akto_otel import semconv
+
 __all__ = [
     "ANSWERS",
     "DEMO_PROMPT",
@@ -136,8 +138,8 @@ class DemoResult:
         counts: dict[str, int] = {}
         for span in self.spans:
             for event in span.events:
-                if event.name == "akto.guardrail.verdict" and event.attributes:
-                    decision = str(event.attributes.get("akto.guardrail.decision"))
+                if event.name == semconv.EVENT_VERDICT and event.attributes:
+                    decision = str(event.attributes.get(semconv.AKTO_GUARDRAIL_DECISION))
                     counts[decision] = counts.get(decision, 0) + 1
         return counts
 
@@ -148,16 +150,16 @@ def _label(span: ReadableSpan) -> str:
     duration = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
     parts.append(f"{duration:.1f} ms")
     for event in span.events:
-        if event.name == "akto.guardrail.verdict" and event.attributes:
-            decision = event.attributes.get("akto.guardrail.decision")
-            reason = event.attributes.get("akto.guardrail.reason")
+        if event.name == semconv.EVENT_VERDICT and event.attributes:
+            decision = event.attributes.get(semconv.AKTO_GUARDRAIL_DECISION)
+            reason = event.attributes.get(semconv.AKTO_GUARDRAIL_REASON)
             text = f"verdict={decision!s}"
             if reason:
                 text += f' "{reason!s}"'
             parts.append(text)
-    if attrs.get("akto.stop.gave_up"):
+    if attrs.get(semconv.AKTO_STOP_GAVE_UP):
         parts.append("gave up regenerating")
-    if "error.type" in attrs and not any(p.startswith("verdict=") for p in parts):
+    if semconv.ERROR_TYPE in attrs and not any(p.startswith("verdict=") for p in parts):
         parts.append(f"error={attrs['error.type']!s}")
     return "  ".join(parts)
 
@@ -198,7 +200,7 @@ class SpanMetricsProcessor(SpanProcessor):
     series the collector produces, for the local stack mode, which has no collector.
     """
 
-    DIMENSIONS = ("akto.hook", "akto.guardrail.decision", "gen_ai.tool.name")
+    DIMENSIONS = (semconv.AKTO_HOOK, semconv.AKTO_GUARDRAIL_DECISION, semconv.GEN_AI_TOOL_NAME)
 
     def __init__(self, meter_provider: Any) -> None:
         from akto_otel.version import __version__
@@ -356,8 +358,8 @@ def _run_line(index: int, total: int, label: str, spans: Sequence[ReadableSpan],
     counts: dict[str, int] = {}
     for span in spans:
         for event in span.events:
-            if event.name == "akto.guardrail.verdict" and event.attributes:
-                decision = str(event.attributes.get("akto.guardrail.decision"))
+            if event.name == semconv.EVENT_VERDICT and event.attributes:
+                decision = str(event.attributes.get(semconv.AKTO_GUARDRAIL_DECISION))
                 counts[decision] = counts.get(decision, 0) + 1
     verdicts = ", ".join(f"{n} {d}" for d, n in sorted(counts.items())) or "no verdicts"
     return f"run {index}/{total}{label}: {len(spans)} spans, {verdicts}; {t:.1f} s\n"
@@ -483,21 +485,23 @@ def _last_trace(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
 
 def _verdict(span: ReadableSpan) -> tuple[str, str]:
     for event in span.events:
-        if event.name == "akto.guardrail.verdict" and event.attributes:
-            decision = str(event.attributes.get("akto.guardrail.decision", ""))
-            return decision, str(event.attributes.get("akto.guardrail.reason", "") or "")
+        if event.name == semconv.EVENT_VERDICT and event.attributes:
+            decision = str(event.attributes.get(semconv.AKTO_GUARDRAIL_DECISION, ""))
+            return decision, str(event.attributes.get(semconv.AKTO_GUARDRAIL_REASON, "") or "")
     return "", ""
 
 
 def answer_label(trace: Sequence[ReadableSpan]) -> str:
     """How the final answer came about, from the Stop spans of its session's trace."""
-    stops = sorted((s for s in trace if s.name == "akto.stop"), key=lambda s: s.start_time or 0)
+    stops = sorted(
+        (s for s in trace if s.name == semconv.SPAN_STOP), key=lambda s: s.start_time or 0
+    )
     if not stops:
         return "Final answer"
     verdicts = [_verdict(s) for s in stops]
     denied = [reason for decision, reason in verdicts if decision == "deny"]
     last, _ = verdicts[-1]
-    if any((s.attributes or {}).get("akto.stop.gave_up") for s in stops):
+    if any((s.attributes or {}).get(semconv.AKTO_STOP_GAVE_UP) for s in stops):
         return f"Final answer (still denied after {len(denied) - 1} regeneration(s); turn ended)"
     if last == "error":
         return "Final answer (NOT checked: Akto gave no verdict and the guard failed open)"

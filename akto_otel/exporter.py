@@ -47,6 +47,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext
 
+from akto_otel import semconv
 from akto_otel.config import Settings
 from akto_otel.contract import (
     encode_ingest_item,
@@ -107,7 +108,7 @@ class RecordSpan(ReadableSpan):
     """
 
     def __init__(self, context: SpanContext, records: tuple[PendingRecord, ...]) -> None:
-        super().__init__(name="akto.records", context=context, resource=_EMPTY_RESOURCE)
+        super().__init__(name=semconv.SCOPE_RECORDS, context=context, resource=_EMPTY_RESOURCE)
         self.records = records
 
 

@@ -42,7 +42,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind
 
-from akto_otel import contract, windows
+from akto_otel import contract, semconv, windows
 from akto_otel.answers import (
     AnswerLedger,
     Judge,
@@ -194,7 +194,9 @@ class AktoGuardrails:
         self.limits = windows.Limits.from_settings(self.settings)
         self.client = client or GuardrailClient(self.settings, redactor=self.redactor)
         self.tracer_provider, self.processor = _attach(tracer_provider, processor, self.settings)
-        self.tracer = self.tracer_provider.get_tracer("akto_otel", __version__)
+        self.tracer = self.tracer_provider.get_tracer(
+            "akto_otel", __version__, schema_url=semconv.SCHEMA_URL
+        )
         self.metrics = metrics_for(meter_provider)
         self._server_attributes = _server_attributes(self.settings.ingestion_url)
         if self.metrics.record_export not in self.processor.stats.listeners:
@@ -283,7 +285,7 @@ class AktoGuardrails:
 
         async def judge(text: str) -> str | None:
             span = scope.tracing.start_child(
-                session.span, "akto.held_answer", hook="Stop", attributes={}
+                session.span, semconv.SPAN_HELD_ANSWER, hook="Stop", attributes={}
             )
             try:
                 states = list(scope.tracing)
@@ -422,7 +424,8 @@ class AktoGuardrails:
         state = scope.tracing.get(_text(data, "session_id"))
         if state is not None and state.span.is_recording():
             state.span.add_event(
-                "akto.hook.error", {"akto.hook": event, "error.type": type(exc).__name__}
+                semconv.EVENT_HOOK_ERROR,
+                {semconv.AKTO_HOOK: event, semconv.ERROR_TYPE: type(exc).__name__},
             )
 
     def _fail_output(self, event: str, scope: _Scope, input_data: Any, call: _Call) -> HookOutput:
@@ -479,17 +482,17 @@ class AktoGuardrails:
 
     def _start_guardrail_span(self, span: Span, hook: str, plan: windows.Plan) -> Span:
         attributes: dict[str, Any] = {
-            "akto.hook": hook,
-            "gen_ai.operation.name": "run_guardrail",
-            "http.request.method": "POST",
+            semconv.AKTO_HOOK: hook,
+            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_RUN_GUARDRAIL,
+            semconv.HTTP_REQUEST_METHOD: "POST",
             **self._server_attributes,
         }
         if plan.windowed or plan.too_large:
-            attributes["akto.guardrail.windows"] = len(plan.records)
-            attributes["akto.guardrail.content_chars"] = plan.size
+            attributes[semconv.AKTO_GUARDRAIL_WINDOWS] = len(plan.records)
+            attributes[semconv.AKTO_GUARDRAIL_CONTENT_CHARS] = plan.size
         return start_span(
             self.tracer,
-            "run_guardrail akto",
+            semconv.SPAN_RUN_GUARDRAIL,
             context=trace.set_span_in_context(span),
             kind=SpanKind.CLIENT,
             attributes=attributes,
@@ -501,7 +504,7 @@ class AktoGuardrails:
         try:
             if verdict.error and verdict.error != "server_fail_open":
                 mark_error(child, verdict.error)
-            child.set_attribute("akto.guardrail.decision", verdict.decision)
+            child.set_attribute(semconv.AKTO_GUARDRAIL_DECISION, verdict.decision)
             if self.settings.semconv_security:
                 child.set_attributes(security_attributes(hook, verdict, target_id))
         finally:
@@ -525,7 +528,7 @@ class AktoGuardrails:
         """Queue ``record`` for delivery with ``span``; never raises."""
         if truncated:
             # Delivery may cut what judging never does: say so where it shows.
-            _quietly(span.set_attribute, "akto.record.truncated", True)
+            _quietly(span.set_attribute, semconv.AKTO_RECORD_TRUNCATED, True)
             _quietly(self.metrics.record_truncated, kind)
         _quietly(
             self.processor.attach,
@@ -550,7 +553,7 @@ class AktoGuardrails:
             state.last_prompt = prompt.strip()
         span = scope.tracing.start_child(
             state.span,
-            "akto.user_prompt",
+            semconv.SPAN_USER_PROMPT,
             hook="UserPromptSubmit",
             attributes=_conversation(session_id, state.prompt_id),
         )
@@ -558,7 +561,7 @@ class AktoGuardrails:
             if prompt:
                 self._capture(
                     span,
-                    "gen_ai.input.messages",
+                    semconv.GEN_AI_INPUT_MESSAGES,
                     [{"role": "user", "parts": [{"type": "text", "content": prompt}]}],
                 )
             if not prompt.strip() or not self.settings.sync_mode:
@@ -589,7 +592,7 @@ class AktoGuardrails:
         tool_input: Any = {} if raw_input is None else raw_input
         state = scope.tracing.session(session_id)
         key, span = self._tool_span(scope, state, data, tool_name, tool_use_id)
-        self._capture(span, "gen_ai.tool.call.arguments", tool_input)
+        self._capture(span, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, tool_input)
         if not self.settings.sync_mode:
             return {}
         wire = self._wire(scope, data)
@@ -602,7 +605,7 @@ class AktoGuardrails:
         call.settle(outcome)
         if outcome.action == "deny":
             if verdict.decision == "modify":
-                _quietly(span.set_attribute, "akto.guardrail.mask_applied", False)
+                _quietly(span.set_attribute, semconv.AKTO_GUARDRAIL_MASK_APPLIED, False)
             self._attach(
                 span,
                 contract.tool_request_record(
@@ -629,19 +632,19 @@ class AktoGuardrails:
             return key, existing
         is_mcp = contract.parse_claude_tool(tool_name)[0]
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": tool_name,
-            "gen_ai.tool.type": "extension" if is_mcp else "function",
-            "gen_ai.conversation.id": state.session_id,
+            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_EXECUTE_TOOL,
+            semconv.GEN_AI_TOOL_NAME: tool_name,
+            semconv.GEN_AI_TOOL_TYPE: "extension" if is_mcp else "function",
+            semconv.GEN_AI_CONVERSATION_ID: state.session_id,
         }
         if tool_use_id:
-            attributes["gen_ai.tool.call.id"] = tool_use_id
+            attributes[semconv.GEN_AI_TOOL_CALL_ID] = tool_use_id
         agent_id = _text(data, "agent_id")
         if agent_id:
-            attributes["gen_ai.agent.id"] = agent_id
+            attributes[semconv.GEN_AI_AGENT_ID] = agent_id
         span = scope.tracing.start_child(
             scope.tracing.parent_for(state, agent_id),
-            f"execute_tool {tool_name or 'unknown'}",
+            semconv.execute_tool_span_name(tool_name or "unknown"),
             hook="PreToolUse",
             attributes=attributes,
         )
@@ -671,8 +674,8 @@ class AktoGuardrails:
         try:
             duration = data.get("duration_ms")
             if isinstance(duration, (int, float)) and not isinstance(duration, bool):
-                _quietly(span.set_attribute, "akto.tool.duration_ms", duration)
-            self._capture(span, "gen_ai.tool.call.result", tool_response)
+                _quietly(span.set_attribute, semconv.AKTO_TOOL_DURATION_MS, duration)
+            self._capture(span, semconv.GEN_AI_TOOL_CALL_RESULT, tool_response)
             if tool_response is None:
                 return {}
             shape = output_shape(tool_name, tool_response)
@@ -736,10 +739,13 @@ class AktoGuardrails:
         interrupted = data.get("is_interrupt") is True
         if span.is_recording():
             span.add_event(
-                "akto.tool.failure",
-                {"akto.tool.interrupted": interrupted, "akto.hook": "PostToolUseFailure"},
+                semconv.EVENT_TOOL_FAILURE,
+                {
+                    semconv.AKTO_TOOL_INTERRUPTED: interrupted,
+                    semconv.AKTO_HOOK: "PostToolUseFailure",
+                },
             )
-            self._capture(span, "gen_ai.tool.call.result", _text(data, "error"))
+            self._capture(span, semconv.GEN_AI_TOOL_CALL_RESULT, _text(data, "error"))
         self._end_tool(state, key, error="tool_interrupted" if interrupted else "tool_error")
         return {}
 
@@ -748,17 +754,19 @@ class AktoGuardrails:
         state = scope.tracing.session(session_id)
         response_text = _text(data, "last_assistant_message").strip()
         span = scope.tracing.start_child(
-            state.span, "akto.stop", hook="Stop", attributes=_conversation(session_id, "")
+            state.span, semconv.SPAN_STOP, hook="Stop", attributes=_conversation(session_id, "")
         )
         final = True
         try:
             _quietly(
-                span.set_attribute, "akto.stop.hook_active", data.get("stop_hook_active") is True
+                span.set_attribute,
+                semconv.AKTO_STOP_HOOK_ACTIVE,
+                data.get("stop_hook_active") is True,
             )
             if response_text:
                 self._capture(
                     span,
-                    "gen_ai.output.messages",
+                    semconv.GEN_AI_OUTPUT_MESSAGES,
                     [
                         {
                             "role": "assistant",
@@ -814,9 +822,9 @@ class AktoGuardrails:
         outcome = decide(Case(hook, verdict, self.rules, regenerations=regenerations))
         self._settle_answer(call, scope, state, hook, agent_id, answer, outcome)
         if outcome.blocked:
-            _quietly(span.set_attribute, "akto.stop.regenerations", regenerations)
+            _quietly(span.set_attribute, semconv.AKTO_STOP_REGENERATIONS, regenerations)
             if outcome.action == "give_up":
-                _quietly(span.set_attribute, "akto.stop.gave_up", True)
+                _quietly(span.set_attribute, semconv.AKTO_STOP_GAVE_UP, True)
                 _quietly(mark_error, span, "regeneration_limit")
             blocked = contract.turn_record(
                 wire, prompt, answer, hook=hook, blocked_reason=outcome.reason
@@ -876,7 +884,7 @@ class AktoGuardrails:
         response_text = _text(data, "last_assistant_message").strip()
         span = scope.tracing.start_child(
             agent_span,
-            "akto.subagent_stop",
+            semconv.SPAN_SUBAGENT_STOP,
             hook="SubagentStop",
             attributes=_conversation(session_id, ""),
         )
@@ -921,16 +929,16 @@ class AktoGuardrails:
             parent = scope.tracing.parent_for(state, _text(data, "agent_id"))
         attributes: dict[str, Any] = {}
         if event == "PermissionRequest":
-            attributes["gen_ai.tool.name"] = _text(data, "tool_name")
+            attributes[semconv.GEN_AI_TOOL_NAME] = _text(data, "tool_name")
         elif event == "Notification":
-            attributes["akto.notification.type"] = _text(data, "notification_type")
+            attributes[semconv.AKTO_NOTIFICATION_TYPE] = _text(data, "notification_type")
         elif event == "PreCompact":
-            attributes["akto.compact.trigger"] = _text(data, "trigger")
+            attributes[semconv.AKTO_COMPACT_TRIGGER] = _text(data, "trigger")
         name = {
-            "PermissionRequest": "akto.permission_request",
-            "Notification": "akto.notification",
-            "PreCompact": "akto.pre_compact",
-        }.get(event, "akto.hook_event")
+            "PermissionRequest": semconv.SPAN_PERMISSION_REQUEST,
+            "Notification": semconv.SPAN_NOTIFICATION,
+            "PreCompact": semconv.SPAN_PRE_COMPACT,
+        }.get(event, semconv.SPAN_HOOK_EVENT)
         end_span(scope.tracing.start_child(parent, name, hook=event, attributes=attributes))
         return {}
 
@@ -1056,9 +1064,9 @@ def masked_tool_output(
 def _conversation(session_id: str, prompt_id: str) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     if session_id:
-        attributes["gen_ai.conversation.id"] = session_id
+        attributes[semconv.GEN_AI_CONVERSATION_ID] = session_id
     if prompt_id:
-        attributes["akto.prompt.id"] = prompt_id
+        attributes[semconv.AKTO_PROMPT_ID] = prompt_id
     return attributes
 
 
@@ -1068,9 +1076,9 @@ def _server_attributes(url: str) -> dict[str, Any]:
     if not url:
         return {}
     parts = urlsplit(url)
-    attributes: dict[str, Any] = {"server.address": parts.hostname or ""}
+    attributes: dict[str, Any] = {semconv.SERVER_ADDRESS: parts.hostname or ""}
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    attributes["server.port"] = port
+    attributes[semconv.SERVER_PORT] = port
     return attributes
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from akto_otel import semconv
 from akto_otel.contract import Verdict
 from akto_otel.version import __version__
 
@@ -93,37 +94,39 @@ class GuardrailMetrics:
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
         meter = provider.get_meter("akto_otel", __version__)
         self._decisions = meter.create_counter(
-            "akto.guardrail.decisions",
+            semconv.METRIC_GUARDRAIL_DECISIONS,
             unit="1",
             description="Guardrail verdicts by hook, decision and behaviour",
         )
         self._duration = meter.create_histogram(
-            "akto.guardrail.duration",
+            semconv.METRIC_GUARDRAIL_DURATION,
             unit="s",
             description="Time to get a guardrail verdict from Akto",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
         )
         self._hook_duration = meter.create_histogram(
-            "akto.hook.duration",
+            semconv.METRIC_HOOK_DURATION,
             unit="s",
             description="Time spent inside an akto_otel hook callback",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
         )
         self._hook_errors = meter.create_counter(
-            "akto.hook.errors", unit="1", description="Hook callbacks that failed internally"
+            semconv.METRIC_HOOK_ERRORS,
+            unit="1",
+            description="Hook callbacks that failed internally",
         )
         self._records = meter.create_counter(
-            "akto.exporter.records",
+            semconv.METRIC_EXPORTER_RECORDS,
             unit="1",
             description="Akto records by outcome: exported, failed, dropped, retried",
         )
         self._truncated = meter.create_counter(
-            "akto.records.truncated",
+            semconv.METRIC_RECORDS_TRUNCATED,
             unit="1",
             description="Records cut to Akto's limits for delivery (never for judging)",
         )
         self._export_duration = meter.create_histogram(
-            "akto.exporter.duration",
+            semconv.METRIC_EXPORTER_DURATION,
             unit="s",
             description="Time to deliver one batch of records to Akto (retries included)",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
@@ -135,7 +138,7 @@ class GuardrailMetrics:
         ] = {}
         self._by_hook: dict[str, dict[str, str]] = {}
         meter.create_observable_gauge(
-            "akto.exporter.queue.size",
+            semconv.METRIC_EXPORTER_QUEUE_SIZE,
             callbacks=[self._observe_queue],
             # Not "1": a collector's Prometheus exporter would add a _ratio suffix.
             unit="{record}",

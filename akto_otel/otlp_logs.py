@@ -61,6 +61,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
+from akto_otel import semconv
 from akto_otel.config import Settings
 from akto_otel.contract import parse_claude_tool
 from akto_otel.exporter import AktoSpanExporter, RecordSpan
@@ -195,18 +196,18 @@ def log_events(
         timestamp_ns = time.time_ns()
     session_id = str(headers.get("x-akto-installer-akto_session_id") or "")
     prompt_id = str(headers.get("x-akto-installer-akto_message_id") or "")
-    common: dict[str, str | int] = {"akto.hook": str(hook)}
+    common: dict[str, str | int] = {semconv.AKTO_HOOK: str(hook)}
     if session_id:
         common["session.id"] = session_id
     if user_id:
         common["user.id"] = user_id
     reason = _blocked_reason(_json(record.get("responsePayload", "{}"))) if blocked else ""
     if blocked:
-        common["akto.guardrail.decision"] = "deny"
-        common["akto.guardrail.reason"] = reason
+        common[semconv.AKTO_GUARDRAIL_DECISION] = "deny"
+        common[semconv.AKTO_GUARDRAIL_REASON] = reason
     payloads = f"{record.get('requestPayload')}{record.get('responsePayload')}"
     if "x-akto-truncated" in payloads or _TRUNCATED.search(payloads):
-        common["akto.truncated"] = "true"  # cut to the contract's limits, visibly
+        common[semconv.AKTO_TRUNCATED] = "true"  # cut to the contract's limits, visibly
     severity = SeverityNumber.WARN if blocked else SeverityNumber.INFO
 
     def event(name: str, attributes: dict[str, str | int], key: str) -> LogEvent:
@@ -214,7 +215,7 @@ def log_events(
         merged["event.name"] = name
         if key:
             merged["prompt.id"] = key
-        merged["akto.record.id"] = f"{record_id}/{name}"
+        merged[semconv.AKTO_RECORD_ID] = f"{record_id}/{name}"
         return LogEvent(name, merged, timestamp_ns, blocked, severity)
 
     if hook == "UserPromptSubmit":

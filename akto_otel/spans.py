@@ -9,7 +9,7 @@ Usage::
 
     tracing = SessionTracing(tracer, settings)
     state = tracing.session("session-1")          # opens ``invoke_agent claude-agent``
-    span = tracing.start_child(state, "akto.user_prompt", hook="UserPromptSubmit")
+    span = tracing.start_child(state, semconv.SPAN_USER_PROMPT, hook="UserPromptSubmit")
     record_verdict(span, "UserPromptSubmit", verdict, settings)
     span.end()
     tracing.end_session("session-1")
@@ -27,6 +27,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from akto_otel import semconv
 from akto_otel.config import Settings
 from akto_otel.contract import Verdict, dumps
 from akto_otel.redaction import Redactor
@@ -46,14 +47,14 @@ __all__ = [
     "start_span",
 ]
 
-EVENT_VERDICT = "akto.guardrail.verdict"
-ATTR_HOOK = "akto.hook"
-ATTR_DECISION = "akto.guardrail.decision"
-ATTR_BEHAVIOUR = "akto.guardrail.behaviour"
-ATTR_REASON = "akto.guardrail.reason"
-ATTR_FAIL_OPEN = "akto.guardrail.fail_open"
-ATTR_POLICY = "akto.guardrail.policy_name"
-ATTR_SEVERITY = "akto.guardrail.severity"
+EVENT_VERDICT = semconv.EVENT_VERDICT
+ATTR_HOOK = semconv.AKTO_HOOK
+ATTR_DECISION = semconv.AKTO_GUARDRAIL_DECISION
+ATTR_BEHAVIOUR = semconv.AKTO_GUARDRAIL_BEHAVIOUR
+ATTR_REASON = semconv.AKTO_GUARDRAIL_REASON
+ATTR_FAIL_OPEN = semconv.AKTO_GUARDRAIL_FAIL_OPEN
+ATTR_POLICY = semconv.AKTO_GUARDRAIL_POLICY_NAME
+ATTR_SEVERITY = semconv.AKTO_GUARDRAIL_SEVERITY
 PROVIDER = "anthropic"
 _REASON_MAX = 1024
 _log = logging.getLogger("akto_otel.spans")
@@ -119,7 +120,7 @@ class SessionTracing:
         if self._root is not None:
             span, owns = self._root, False
             if session_id and span.is_recording():
-                span.set_attribute("gen_ai.conversation.id", session_id)
+                span.set_attribute(semconv.GEN_AI_CONVERSATION_ID, session_id)
         else:
             span, owns = self._start_agent_span(session_id), True
         state = SessionState(session_id=session_id, span=span, owns_span=owns, last_seen=now)
@@ -231,19 +232,23 @@ def start_agent_span(
 ) -> Span:
     """An ``invoke_agent <name>`` CLIENT span with the GenAI agent attributes."""
     attributes: dict[str, Any] = {
-        "gen_ai.operation.name": "invoke_agent",
-        "gen_ai.provider.name": PROVIDER,
-        "gen_ai.agent.name": name,
+        semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_AGENT,
+        semconv.GEN_AI_PROVIDER_NAME: PROVIDER,
+        semconv.GEN_AI_AGENT_NAME: name,
     }
     if agent_id:
-        attributes["gen_ai.agent.id"] = agent_id
+        attributes[semconv.GEN_AI_AGENT_ID] = agent_id
     if session_id:
-        attributes["gen_ai.conversation.id"] = session_id
+        attributes[semconv.GEN_AI_CONVERSATION_ID] = session_id
     if hook:
         attributes[ATTR_HOOK] = hook
     context = trace.set_span_in_context(parent) if parent is not None else None
     return start_span(
-        tracer, f"invoke_agent {name}", context=context, kind=SpanKind.CLIENT, attributes=attributes
+        tracer,
+        semconv.invoke_agent_span_name(name),
+        context=context,
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
     )
 
 
@@ -268,7 +273,7 @@ def mark_error(span: Span, error_type: str, description: str = "") -> None:
     """Status ERROR plus a low-cardinality ``error.type`` (never status OK)."""
     if not span.is_recording():
         return
-    span.set_attribute("error.type", error_type)
+    span.set_attribute(semconv.ERROR_TYPE, error_type)
     span.set_status(Status(StatusCode.ERROR, description or error_type))
 
 
@@ -288,55 +293,60 @@ def record_verdict(span: Span, hook: str, verdict: Verdict, settings: Settings) 
     if verdict.severity:
         attributes[ATTR_SEVERITY] = verdict.severity
     if verdict.error:
-        attributes["error.type"] = verdict.error
+        attributes[semconv.ERROR_TYPE] = verdict.error
     span.add_event(EVENT_VERDICT, attributes)
     span.set_attribute(ATTR_DECISION, verdict.decision)
     if verdict.error and verdict.error != "server_fail_open":
-        span.set_attribute("error.type", verdict.error)
+        span.set_attribute(semconv.ERROR_TYPE, verdict.error)
 
 
 #: Span event that carries content when capture is EVENT_ONLY or SPAN_AND_EVENT.
-EVENT_CONTENT = "gen_ai.client.inference.operation.details"
+EVENT_CONTENT = semconv.EVENT_CONTENT
 #: Room kept past the length limit before redacting, so a secret cut by the limit
 #: is still whole (and matched) when redaction runs.
 _REDACTION_MARGIN = 4096
 
 
-#: The draft GenAI security conventions (semantic-conventions PR #3233, Development).
-_SECURITY_DECISION = {
+#: The draft GenAI guardrail conventions (semantic-conventions-genai,
+#: gen-ai-security.md, Development): Akto's decision -> gen_ai.guardrail.verdict.type.
+_VERDICT_TYPE = {
     "allow": "allow",
     "deny": "deny",
     "warn": "warn",
     "alert": "audit",
-    "ask": "deny",
+    "ask": "escalate",
     "modify": "modify",
 }
-_SECURITY_TARGET = {
-    "UserPromptSubmit": "llm_input",
-    "PreToolUse": "tool_call",
-    "PostToolUse": "tool_call",
-    "Stop": "llm_output",
-    "SubagentStop": "llm_output",
+#: hook -> (gen_ai.guardrail.target.type, gen_ai.guardrail.target.subtype)
+_TARGET = {
+    "UserPromptSubmit": ("input", "llm"),
+    "PreToolUse": ("input", "tool_call"),
+    "PostToolUse": ("output", "tool_call"),
+    "Stop": ("output", "llm"),
+    "SubagentStop": ("output", "llm"),
 }
 
 
 def security_attributes(hook: str, verdict: Verdict, target_id: str = "") -> dict[str, Any]:
-    """``gen_ai.security.*`` / ``gen_ai.guardian.*`` attributes of a guardrail span."""
+    """The draft ``gen_ai.guardrail.*`` attributes of a guardrail span."""
+    target_type, target_subtype = _TARGET.get(hook, ("input", "message"))
     attributes: dict[str, Any] = {
-        "gen_ai.guardian.name": "Akto",
-        "gen_ai.guardian.provider.name": "akto",
-        "gen_ai.security.target.type": _SECURITY_TARGET.get(hook, "message"),
+        semconv.GEN_AI_GUARDRAIL_COMPONENT_NAME: semconv.GUARDRAIL_COMPONENT,
+        semconv.GEN_AI_PROVIDER_NAME: semconv.GUARDRAIL_COMPONENT,
+        semconv.GEN_AI_GUARDRAIL_TARGET_TYPE: target_type,
+        semconv.GEN_AI_GUARDRAIL_TARGET_SUBTYPE: target_subtype,
     }
-    decision = _SECURITY_DECISION.get(verdict.decision)
-    if decision is not None:  # an error has no decision, only error.type
-        attributes["gen_ai.security.decision.type"] = decision
+    verdict_type = _VERDICT_TYPE.get(verdict.decision)
+    if verdict_type is not None:  # an error has no verdict, only error.type
+        attributes[semconv.GEN_AI_GUARDRAIL_VERDICT_TYPE] = verdict_type
     if verdict.policy_name:
-        attributes["gen_ai.security.policy.name"] = verdict.policy_name
+        attributes[semconv.GEN_AI_GUARDRAIL_POLICY_ID] = verdict.policy_name
     if verdict.rule_violated:
-        # Low cardinality: the rule name, never the free-text reason.
-        attributes["gen_ai.security.decision.reason"] = verdict.rule_violated
+        # The rule name, never Akto's free-text reason: verdict.reason MUST NOT
+        # carry user content, and Akto's reason may quote it.
+        attributes[semconv.GEN_AI_GUARDRAIL_POLICY_RULE_ID] = verdict.rule_violated
     if target_id:
-        attributes["gen_ai.security.target.id"] = target_id
+        attributes[semconv.GEN_AI_GUARDRAIL_TARGET_ID] = target_id
     return attributes
 
 
@@ -366,7 +376,7 @@ def capture_content(
         return
     text = content_text(value, settings, redactor)
     if text is None:
-        span.set_attribute("akto.content.dropped", True)
+        span.set_attribute(semconv.AKTO_CONTENT_DROPPED, True)
         return
     if settings.capture_on_spans:
         span.set_attribute(key, text)

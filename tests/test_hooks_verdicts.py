@@ -194,16 +194,22 @@ async def test_draft_security_semconv_behind_the_switch(
         for s in capture.named("run_guardrail")
         if s.parent is not None and s.parent.span_id == tool.context.span_id
     )
-    assert check.attributes["gen_ai.security.decision.type"] == "deny"
-    assert check.attributes["gen_ai.security.target.type"] == "tool_call"
-    assert check.attributes["gen_ai.security.target.id"] == tool.attributes["gen_ai.tool.call.id"]
-    assert check.attributes["gen_ai.security.policy.name"] == "rm-rf"
-    assert check.attributes["gen_ai.guardian.name"] == "Akto"
+    assert check.attributes["gen_ai.guardrail.verdict.type"] == "deny"
+    assert check.attributes["gen_ai.guardrail.target.type"] == "input"
+    assert check.attributes["gen_ai.guardrail.target.subtype"] == "tool_call"
+    assert check.attributes["gen_ai.guardrail.target.id"] == tool.attributes["gen_ai.tool.call.id"]
+    assert check.attributes["gen_ai.guardrail.security.policy.id"] == "rm-rf"
+    assert check.attributes["gen_ai.guardrail.component.name"] == "akto"
+    assert check.name == "run_guardrail akto"
+    assert check.instrumentation_scope is not None
+    assert check.instrumentation_scope.schema_url == "https://opentelemetry.io/schemas/1.37.0"
+    assert not any(k.startswith(("gen_ai.security.", "gen_ai.guardian.")) for k in check.attributes)
     prompt_check = next(
         s for s in capture.named("run_guardrail") if s.attributes["akto.hook"] == "UserPromptSubmit"
     )
-    assert prompt_check.attributes["gen_ai.security.target.type"] == "llm_input"
-    assert prompt_check.attributes["gen_ai.security.decision.type"] == "allow"
+    assert prompt_check.attributes["gen_ai.guardrail.target.type"] == "input"
+    assert prompt_check.attributes["gen_ai.guardrail.target.subtype"] == "llm"
+    assert prompt_check.attributes["gen_ai.guardrail.verdict.type"] == "allow"
 
 
 async def test_no_security_semconv_by_default(
@@ -214,5 +220,6 @@ async def test_no_security_semconv_by_default(
     with FakeAnthropic(scenario) as fake:
         async with guard.session(_options(fake, home, workdir)) as options:
             await run_agent("hi", options)
+    assert capture.spans
     for span in capture.spans:
-        assert not any(k.startswith("gen_ai.security.") for k in (span.attributes or {}))
+        assert not any(k.startswith("gen_ai.guardrail.") for k in (span.attributes or {}))

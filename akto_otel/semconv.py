@@ -1,0 +1,135 @@
+"""Every span name, event name, attribute and metric name akto_otel emits.
+
+A rename is one edit here. Stable and incubating OpenTelemetry names come from
+the ``opentelemetry-semantic-conventions`` package; the ``akto.*`` names and the
+draft GenAI security names (behind ``AKTO_SEMCONV_SECURITY``) are defined here.
+
+Usage::
+
+    from akto_otel import semconv
+
+    span.set_attribute(semconv.GEN_AI_TOOL_NAME, "Bash")
+    span.add_event(semconv.EVENT_VERDICT, {semconv.AKTO_GUARDRAIL_DECISION: "deny"})
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# The incubating GenAI names live under ``_incubating``: that is the package's
+# documented import path for Development-status names, and the one the official
+# opentelemetry-python-contrib GenAI instrumentations use.
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
+from opentelemetry.semconv.attributes import error_attributes, http_attributes, server_attributes
+from opentelemetry.semconv.schemas import Schemas
+
+#: The semconv version the stable/incubating attributes follow (the tracer's schema URL):
+#: 1.37.0 brought gen_ai.provider.name and gen_ai.input/output.messages, and is the
+#: schema opentelemetry-util-genai declares too. The draft guardrail names are in no
+#: released schema yet.
+SCHEMA_URL: Final = Schemas.V1_37_0.value
+
+# --- OpenTelemetry semantic conventions (from the package) -------------------
+GEN_AI_OPERATION_NAME: Final = _gen_ai.GEN_AI_OPERATION_NAME
+GEN_AI_PROVIDER_NAME: Final = _gen_ai.GEN_AI_PROVIDER_NAME
+GEN_AI_AGENT_NAME: Final = _gen_ai.GEN_AI_AGENT_NAME
+GEN_AI_AGENT_ID: Final = _gen_ai.GEN_AI_AGENT_ID
+GEN_AI_CONVERSATION_ID: Final = _gen_ai.GEN_AI_CONVERSATION_ID
+GEN_AI_TOOL_NAME: Final = _gen_ai.GEN_AI_TOOL_NAME
+GEN_AI_TOOL_TYPE: Final = _gen_ai.GEN_AI_TOOL_TYPE
+GEN_AI_TOOL_CALL_ID: Final = _gen_ai.GEN_AI_TOOL_CALL_ID
+GEN_AI_TOOL_CALL_ARGUMENTS: Final = _gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS
+GEN_AI_TOOL_CALL_RESULT: Final = _gen_ai.GEN_AI_TOOL_CALL_RESULT
+GEN_AI_INPUT_MESSAGES: Final = _gen_ai.GEN_AI_INPUT_MESSAGES
+GEN_AI_OUTPUT_MESSAGES: Final = _gen_ai.GEN_AI_OUTPUT_MESSAGES
+ERROR_TYPE: Final = error_attributes.ERROR_TYPE
+SERVER_ADDRESS: Final = server_attributes.SERVER_ADDRESS
+SERVER_PORT: Final = server_attributes.SERVER_PORT
+HTTP_REQUEST_METHOD: Final = http_attributes.HTTP_REQUEST_METHOD
+
+OPERATION_INVOKE_AGENT: Final = _gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
+OPERATION_EXECUTE_TOOL: Final = _gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
+#: Draft (gen-ai-security.md); not in the package's operation-name enum yet.
+OPERATION_RUN_GUARDRAIL: Final = "run_guardrail"
+
+#: Span event carrying content when capture is EVENT_ONLY or SPAN_AND_EVENT.
+EVENT_CONTENT: Final = "gen_ai.client.inference.operation.details"
+
+#: ``gen_ai.guardrail.component.name`` of Akto; the guardrail span is
+#: ``run_guardrail {gen_ai.guardrail.component.name}``.
+GUARDRAIL_COMPONENT: Final = "akto"
+
+# --- Span names --------------------------------------------------------------
+SPAN_USER_PROMPT: Final = "akto.user_prompt"
+SPAN_HELD_ANSWER: Final = "akto.held_answer"
+SPAN_STOP: Final = "akto.stop"
+SPAN_SUBAGENT_STOP: Final = "akto.subagent_stop"
+SPAN_PERMISSION_REQUEST: Final = "akto.permission_request"
+SPAN_NOTIFICATION: Final = "akto.notification"
+SPAN_PRE_COMPACT: Final = "akto.pre_compact"
+SPAN_HOOK_EVENT: Final = "akto.hook_event"
+#: The guardrail call span, ``run_guardrail {component}`` as the draft names it.
+SPAN_RUN_GUARDRAIL: Final = f"{OPERATION_RUN_GUARDRAIL} {GUARDRAIL_COMPONENT}"
+
+
+def invoke_agent_span_name(agent: str) -> str:
+    """``invoke_agent {gen_ai.agent.name}``."""
+    return f"{OPERATION_INVOKE_AGENT} {agent}"
+
+
+def execute_tool_span_name(tool: str) -> str:
+    """``execute_tool {gen_ai.tool.name}``."""
+    return f"{OPERATION_EXECUTE_TOOL} {tool}"
+
+
+# --- Event names -------------------------------------------------------------
+EVENT_VERDICT: Final = "akto.guardrail.verdict"
+EVENT_HOOK_ERROR: Final = "akto.hook.error"
+EVENT_TOOL_FAILURE: Final = "akto.tool.failure"
+
+# --- akto.* attributes -------------------------------------------------------
+AKTO_HOOK: Final = "akto.hook"
+AKTO_GUARDRAIL_DECISION: Final = "akto.guardrail.decision"
+AKTO_GUARDRAIL_BEHAVIOUR: Final = "akto.guardrail.behaviour"
+AKTO_GUARDRAIL_REASON: Final = "akto.guardrail.reason"
+AKTO_GUARDRAIL_FAIL_OPEN: Final = "akto.guardrail.fail_open"
+AKTO_GUARDRAIL_POLICY_NAME: Final = "akto.guardrail.policy_name"
+AKTO_GUARDRAIL_SEVERITY: Final = "akto.guardrail.severity"
+AKTO_GUARDRAIL_WINDOWS: Final = "akto.guardrail.windows"
+AKTO_GUARDRAIL_CONTENT_CHARS: Final = "akto.guardrail.content_chars"
+AKTO_GUARDRAIL_MASK_APPLIED: Final = "akto.guardrail.mask_applied"
+AKTO_CONTENT_DROPPED: Final = "akto.content.dropped"
+AKTO_RECORD_TRUNCATED: Final = "akto.record.truncated"
+AKTO_RECORD_ID: Final = "akto.record.id"
+AKTO_TRUNCATED: Final = "akto.truncated"
+AKTO_TOOL_DURATION_MS: Final = "akto.tool.duration_ms"
+AKTO_TOOL_INTERRUPTED: Final = "akto.tool.interrupted"
+AKTO_STOP_HOOK_ACTIVE: Final = "akto.stop.hook_active"
+AKTO_STOP_REGENERATIONS: Final = "akto.stop.regenerations"
+AKTO_STOP_GAVE_UP: Final = "akto.stop.gave_up"
+AKTO_NOTIFICATION_TYPE: Final = "akto.notification.type"
+AKTO_COMPACT_TRIGGER: Final = "akto.compact.trigger"
+AKTO_PROMPT_ID: Final = "akto.prompt.id"
+
+# --- Draft GenAI guardrail attributes (behind AKTO_SEMCONV_SECURITY) ---------
+# semantic-conventions-genai docs/gen-ai/gen-ai-security.md (Development). It
+# replaced the earlier gen_ai.security.* / gen_ai.guardian.* draft and keeps none
+# of those names, so neither do we.
+GEN_AI_GUARDRAIL_COMPONENT_NAME: Final = "gen_ai.guardrail.component.name"
+GEN_AI_GUARDRAIL_TARGET_TYPE: Final = "gen_ai.guardrail.target.type"
+GEN_AI_GUARDRAIL_TARGET_SUBTYPE: Final = "gen_ai.guardrail.target.subtype"
+GEN_AI_GUARDRAIL_TARGET_ID: Final = "gen_ai.guardrail.target.id"
+GEN_AI_GUARDRAIL_VERDICT_TYPE: Final = "gen_ai.guardrail.verdict.type"
+GEN_AI_GUARDRAIL_POLICY_ID: Final = "gen_ai.guardrail.security.policy.id"
+GEN_AI_GUARDRAIL_POLICY_RULE_ID: Final = "gen_ai.guardrail.security.policy.rule.id"
+
+# --- Instrumentation scopes and metric names ---------------------------------
+SCOPE_RECORDS: Final = "akto.records"
+METRIC_GUARDRAIL_DECISIONS: Final = "akto.guardrail.decisions"
+METRIC_GUARDRAIL_DURATION: Final = "akto.guardrail.duration"
+METRIC_HOOK_DURATION: Final = "akto.hook.duration"
+METRIC_HOOK_ERRORS: Final = "akto.hook.errors"
+METRIC_EXPORTER_RECORDS: Final = "akto.exporter.records"
+METRIC_RECORDS_TRUNCATED: Final = "akto.records.truncated"
+METRIC_EXPORTER_DURATION: Final = "akto.exporter.duration"
+METRIC_EXPORTER_QUEUE_SIZE: Final = "akto.exporter.queue.size"
