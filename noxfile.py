@@ -127,9 +127,10 @@ def _kill_rate(module: str, patterns: tuple[str, ...], results: str) -> str:
         if any(fnmatch.fnmatch(name, p) for p in patterns)
     ]
     killed = sum(s in ("killed", "caught by type check") for s in statuses)
-    rate = f"{100 * killed / len(statuses):.1f}%" if statuses else "n/a"
+    checked = len(statuses) - statuses.count("not checked")
+    rate = f"{100 * killed / checked:.1f}%" if checked else "n/a"
     others = "".join(f"; {statuses.count(s)} {s}" for s in sorted(set(statuses)) if s != "killed")
-    return f"mutation {module}: {killed}/{len(statuses)} killed ({rate}){others}"
+    return f"mutation {module}: {killed}/{checked} killed ({rate}){others}"
 
 
 @nox.session(python=DEFAULT_PYTHON)

@@ -245,3 +245,18 @@ def test_rules_take_every_setting() -> None:
     assert Rules.from_settings(Settings(fail_mode="open", approval_decision="deny")) == Rules(
         fail_closed=False, sync_mode=True, approval_ask=False, max_regenerations=2
     )
+
+
+def test_a_verdict_without_reason_gets_the_default_reason_on_every_path() -> None:
+    default = "Policy violation"
+    ask = decide(Case("PreToolUse", _v("ask", False), Rules(approval_ask=True)))
+    assert ask == Outcome("ask", _pre("ask", BLOCKED + default), default)
+    message = BLOCKED + default
+    deny = decide(Case("PreToolUse", _v("deny", False), R))
+    assert deny == Outcome("deny", _pre("deny", message), default)
+    output = decide(Case("PostToolUse", _v("deny", False), R, shape="unknown"))
+    assert output == Outcome("stop_turn", _stop(message), default)
+    answer = decide(Case("Stop", _v("deny", False), R))
+    assert answer == Outcome(
+        "regenerate", {"decision": "block", "reason": RESPONSE + default}, default
+    )
