@@ -8,6 +8,12 @@ ends of the declared ranges (pyproject.toml):
     nox -s "compat(sdk_oldest)"
     nox -l                   # list them
 
+``nox -s mutation`` (not run by default) is mutation testing of the guarantee
+modules (docs/reliability.md, "Mutation testing"):
+
+    nox -s mutation                    # every module in MUTATION_TARGETS
+    nox -s mutation -- decision        # only the decision core (the CI subset)
+
 Each session installs the package with its ``dev`` extra into a fresh virtualenv,
 then pins the one dependency it is about, so every other package is the newest
 pip resolves.
@@ -15,6 +21,7 @@ pip resolves.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from pathlib import Path
 
@@ -79,3 +86,64 @@ def compat(session: nox.Session, pins: list[str]) -> None:
         " claude_agent_sdk.__version__, '| opentelemetry-sdk', o.__version__)",
     )
     session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *QUICK)
+
+
+#: mutmut's version range: its config keys and result file layout are 3.x ones.
+MUTMUT = "mutmut>=3.8.1,<4"
+
+#: Per guarantee module, the mutant names (fnmatch patterns) that count for it.
+#: guardrails.py and exporter.py count only their verdict/error-kind mapping and their
+#: retry/split/drop logic; their I/O plumbing is covered by the real-server tests.
+MUTATION_TARGETS: dict[str, tuple[str, ...]] = {
+    "decision": ("akto_otel.decision.*",),
+    "windows": ("akto_otel.windows.*",),
+    "contract": ("akto_otel.contract.*",),
+    "config": ("akto_otel.config.*",),
+    "redaction": ("akto_otel.redaction.*",),
+    "guardrails": (
+        "akto_otel.guardrails.x__os_kind__mutmut_*",
+        "akto_otel.guardrails.x_error_kind__mutmut_*",
+        "akto_otel.guardrails.x__status_kind__mutmut_*",
+        "akto_otel.guardrails.x__retry_after__mutmut_*",
+        "akto_otel.guardrails.GuardrailClient.*_verdict__mutmut_*",
+    ),
+    "exporter": (
+        "akto_otel.exporter.RecordExporter.*export__mutmut_*",
+        "akto_otel.exporter.RecordExporter.*_deliver_one__mutmut_*",
+        "akto_otel.exporter.RecordExporter.*_deliver_batch__mutmut_*",
+        "akto_otel.exporter.RecordExporter.*_post__mutmut_*",
+        "akto_otel.exporter.x__retry_after__mutmut_*",
+        "akto_otel.exporter.x__backoff__mutmut_*",
+        "akto_otel.exporter.x__chunks__mutmut_*",
+    ),
+}
+
+
+def _kill_rate(module: str, patterns: tuple[str, ...], results: str) -> str:
+    """One line per module from ``mutmut results --all true`` ("    name: status")."""
+    statuses = [
+        status.strip()
+        for name, _, status in (line.strip().partition(": ") for line in results.splitlines())
+        if any(fnmatch.fnmatch(name, p) for p in patterns)
+    ]
+    killed = sum(s in ("killed", "caught by type check") for s in statuses)
+    checked = len(statuses) - statuses.count("not checked")
+    rate = f"{100 * killed / checked:.1f}%" if checked else "n/a"
+    others = "".join(f"; {statuses.count(s)} {s}" for s in sorted(set(statuses)) if s != "killed")
+    return f"mutation {module}: {killed}/{checked} killed ({rate}){others}"
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def mutation(session: nox.Session) -> None:
+    """mutmut over the guarantee modules; posargs pick modules (default: all of them)."""
+    modules = session.posargs or list(MUTATION_TARGETS)
+    unknown = sorted(set(modules) - set(MUTATION_TARGETS))
+    if unknown:
+        session.error(f"unknown module(s) {unknown}; choose from {sorted(MUTATION_TARGETS)}")
+    session.install("-e", ".[dev]", MUTMUT)
+    patterns = [p for m in modules for p in MUTATION_TARGETS[m]]
+    # A non-zero exit means survivors, which the lines below report; not a session error.
+    session.run("mutmut", "run", *patterns, success_codes=[0, 1])
+    results = session.run("mutmut", "results", "--all", "true", silent=True)
+    for module in modules:
+        session.log(_kill_rate(module, MUTATION_TARGETS[module], str(results)))
