@@ -436,7 +436,6 @@ class AktoGuardrails:
             _quietly(
                 self._settle_answer,
                 call,
-                scope,
                 scope.tracing.get(_text(data, "session_id")),
                 event,
                 _text(data, "agent_id"),
@@ -778,7 +777,6 @@ class AktoGuardrails:
                 return {}
             outcome = await self._judge_answer(
                 call,
-                scope,
                 span,
                 state,
                 "Stop",
@@ -797,7 +795,6 @@ class AktoGuardrails:
     async def _judge_answer(
         self,
         call: _Call,
-        scope: _Scope,
         span: Span,
         state: SessionState,
         hook: str,
@@ -820,7 +817,7 @@ class AktoGuardrails:
         plan = windows.plan_turn(wire, prompt, answer, hook, self.limits)
         verdict = await self._judge(span, hook, plan, request=False, response=True)
         outcome = decide(Case(hook, verdict, self.rules, regenerations=regenerations))
-        self._settle_answer(call, scope, state, hook, agent_id, answer, outcome)
+        self._settle_answer(call, state, hook, agent_id, answer, outcome)
         if outcome.blocked:
             _quietly(span.set_attribute, semconv.AKTO_STOP_REGENERATIONS, regenerations)
             if outcome.action == "give_up":
@@ -838,7 +835,6 @@ class AktoGuardrails:
     def _settle_answer(
         self,
         call: _Call,
-        scope: _Scope,
         state: SessionState | None,
         hook: str,
         agent_id: str,
@@ -852,9 +848,6 @@ class AktoGuardrails:
         then be None).
         """
         call.settle(outcome)
-        if outcome.blocked:
-            # The held-answer wrappers (answers.py) drop this text if it reaches them.
-            _quietly(scope.answers.record_denial, answer, outcome.reason)
         if state is None:
             return
         if outcome.action == "regenerate":
@@ -894,7 +887,6 @@ class AktoGuardrails:
                 return {}
             outcome = await self._judge_answer(
                 call,
-                scope,
                 span,
                 state,
                 "SubagentStop",
