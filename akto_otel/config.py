@@ -213,6 +213,7 @@ class Settings:
     capture_max_length: int = 4096
     redact_patterns: tuple[str, ...] = ()
     semconv_security: bool = False
+    guardrail_spans: bool = True
     max_sessions: int = 10_000
     session_idle_timeout: float = 3600.0
     max_response_bytes: int = 1 << 20
@@ -365,6 +366,7 @@ _ENV_VARS: dict[str, _Var] = {
     ),
     "redact_patterns": _var("AKTO_REDACT_PATTERNS", parse=_parse_patterns),
     "semconv_security": _var("AKTO_SEMCONV_SECURITY", parse=_parse_bool),
+    "guardrail_spans": _var("AKTO_GUARDRAIL_SPANS", parse=_parse_bool),
     "max_sessions": _var(
         "AKTO_MAX_SESSIONS", parse=lambda n, r: _parse_int(n, r, minimum=1, maximum=10_000_000)
     ),

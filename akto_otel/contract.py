@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -75,6 +76,8 @@ PAYLOAD_LIMIT = _PAYLOAD_LIMIT
 _TRUNCATION_MARKER = "...[truncated {n} chars]"
 _GEN_AI_TAGS = {"gen-ai": "Gen AI", "agent-name": "claude-agent"}
 _INGEST_ONLY_FIELDS = ("contextSource", "metadata")
+#: ``json.dumps(value, allow_nan=False)`` builds an encoder per call; one is enough.
+_STRICT_ENCODER = json.JSONEncoder(allow_nan=False)
 _UNSAFE_PATH_CHARS = re.compile(r"[^a-zA-Z0-9._~-]+")
 _DASHES = re.compile(r"-+")
 _MAX_DEPTH = 64
@@ -94,9 +97,9 @@ def dumps(value: Any) -> str:
     nesting, custom objects) are turned into JSON-safe stand-ins instead of raising.
     """
     try:
-        return json.dumps(value, allow_nan=False)
+        return _STRICT_ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError):
-        return json.dumps(_json_safe(value, 0, set()), allow_nan=False)
+        return _STRICT_ENCODER.encode(_json_safe(value, 0, set()))
 
 
 def _json_safe(value: Any, depth: int, seen: set[int]) -> Any:
@@ -265,6 +268,8 @@ def tool_path(ctx: WireContext, tool_name: str) -> str:
     return f"{prefix}/{name}"
 
 
+# The headers and tags of a session's records are the same on every call: encoded once.
+@functools.lru_cache(maxsize=1024)
 def _request_headers(ctx: WireContext, hook: str, mcp_server: str = "") -> str:
     headers = {"host": ctx.akto_host, "x-claude-hook": hook, "content-type": "application/json"}
     if mcp_server:
@@ -283,6 +288,11 @@ def _blocked_body(reason: str) -> dict[str, str]:
     return {"x-blocked-by": BLOCKED_BY, "reason": reason or DEFAULT_BLOCK_REASON}
 
 
+@functools.lru_cache(maxsize=64)
+def _tags_json(items: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(dict(items))
+
+
 def _record(
     ctx: WireContext,
     *,
@@ -295,7 +305,7 @@ def _record(
     tags: Mapping[str, str],
     time_ms: int | None,
 ) -> Record:
-    tag = json.dumps(dict(tags))
+    tag = _tags_json(tuple(tags.items()))
     return {
         "path": path,
         "requestHeaders": request_headers,

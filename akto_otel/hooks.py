@@ -464,7 +464,9 @@ class AktoGuardrails:
 
         The verdict is recorded after it is known; no recording step can change it.
         """
-        child = _quietly(self._start_guardrail_span, span, hook, plan)
+        child = None
+        if self.settings.guardrail_spans:
+            child = _quietly(self._start_guardrail_span, span, hook, plan)
         ingest = ingest and not plan.windowed
 
         async def check(record: dict[str, Any]) -> Verdict:
@@ -475,6 +477,8 @@ class AktoGuardrails:
         verdict = await windows.judge(check, plan, self.limits)
         if child is not None:
             _quietly(self._record_guardrail_span, child, hook, verdict, target_id)
+        else:
+            _quietly(self._record_guardrail_call, span, hook, plan, verdict, target_id)
         _quietly(record_verdict, span, hook, verdict, self.settings)
         _quietly(self.metrics.record_decision, hook, verdict)
         return verdict
@@ -496,6 +500,25 @@ class AktoGuardrails:
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
+
+    def _record_guardrail_call(
+        self, span: Span, hook: str, plan: windows.Plan, verdict: Verdict, target_id: str
+    ) -> None:
+        """With ``guardrail_spans`` off: what the ``run_guardrail`` span would carry."""
+        if not span.is_recording():
+            return
+        attributes: dict[str, Any] = {
+            semconv.AKTO_GUARDRAIL_DURATION_MS: round(verdict.latency_s * 1000, 3)
+        }
+        if plan.windowed or plan.too_large:
+            attributes[semconv.AKTO_GUARDRAIL_WINDOWS] = len(plan.records)
+            attributes[semconv.AKTO_GUARDRAIL_CONTENT_CHARS] = plan.size
+        if self.settings.semconv_security:
+            # gen_ai.provider.name names Akto only on Akto's own span, not the hook's.
+            drafted = security_attributes(hook, verdict, target_id)
+            drafted.pop(semconv.GEN_AI_PROVIDER_NAME, None)
+            attributes.update(drafted)
+        span.set_attributes(attributes)
 
     def _record_guardrail_span(
         self, child: Span, hook: str, verdict: Verdict, target_id: str

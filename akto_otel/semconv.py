@@ -98,6 +98,9 @@ AKTO_GUARDRAIL_SEVERITY: Final = "akto.guardrail.severity"
 AKTO_GUARDRAIL_WINDOWS: Final = "akto.guardrail.windows"
 AKTO_GUARDRAIL_CONTENT_CHARS: Final = "akto.guardrail.content_chars"
 AKTO_GUARDRAIL_MASK_APPLIED: Final = "akto.guardrail.mask_applied"
+#: The guardrail call's duration, on the hook span when AKTO_GUARDRAIL_SPANS=false
+#: (otherwise the ``run_guardrail`` span's own duration says it).
+AKTO_GUARDRAIL_DURATION_MS: Final = "akto.guardrail.duration_ms"
 AKTO_CONTENT_DROPPED: Final = "akto.content.dropped"
 AKTO_RECORD_TRUNCATED: Final = "akto.record.truncated"
 AKTO_RECORD_ID: Final = "akto.record.id"

@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -81,32 +82,67 @@ class Plan:
         return len(self.records) > 1
 
 
-def _largest_fit(text: str, start: int, budget: int) -> int:
+#: Chunk of the escaped-length index: a slice's length costs at most one chunk's encoding.
+_CHUNK = 4096
+
+
+class _EscapedIndex:
+    """Escaped length of any slice of ``text`` without re-encoding the whole slice.
+
+    JSON escaping is per character, so lengths add up over any cut: prefix sums
+    per chunk, plus at most one partial chunk encoded per query.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.prefix = [0]
+        for at in range(0, len(text), _CHUNK):
+            self.prefix.append(self.prefix[-1] + escaped_len(text[at : at + _CHUNK]))
+
+    def upto(self, end: int) -> int:
+        """``escaped_len(text[:end])``."""
+        whole, rest = divmod(end, _CHUNK)
+        partial = escaped_len(self.text[end - rest : end]) if rest else 0
+        return self.prefix[whole] + partial
+
+    def between(self, start: int, end: int) -> int:
+        """``escaped_len(text[start:end])``."""
+        return self.upto(end) - self.upto(start)
+
+    def last_at_most(self, limit: int, lo: int, hi: int) -> int:
+        """The largest ``x`` in ``[lo, hi]`` with ``upto(x) <= limit``; ``lo`` if none is.
+
+        ``upto`` grows with ``x`` (every character costs at least 1), so the whole
+        chunks are searched in the prefix sums, and only inside one chunk does a
+        slice get encoded.
+        """
+        chunk = bisect.bisect_right(self.prefix, limit) - 1
+        if hi <= chunk * _CHUNK:
+            return hi
+        if self.upto(lo) > limit:
+            return lo
+        lo, hi = max(lo, chunk * _CHUNK), min(hi, (chunk + 1) * _CHUNK)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.upto(mid) <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+
+def _largest_fit(index: _EscapedIndex, start: int, budget: int) -> int:
     """The largest ``end`` with ``escaped_len(text[start:end]) <= budget`` (at least start+1)."""
-    lo, hi = start + 1, min(len(text), start + budget)
-    if escaped_len(text[start:hi]) <= budget:
-        return hi
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if escaped_len(text[start:mid]) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    hi = min(len(index.text), start + budget)
+    return index.last_at_most(index.upto(start) + budget, start + 1, hi)
 
 
-def _overlap_start(text: str, start: int, end: int, overlap: int) -> int:
+def _overlap_start(index: _EscapedIndex, start: int, end: int, overlap: int) -> int:
     """The largest ``s`` in (start, end) with ``escaped_len(text[s:end]) >= overlap``."""
     lo, hi = start + 1, end - 1
-    if hi < lo or escaped_len(text[lo:end]) < overlap:
+    if hi < lo or index.between(lo, end) < overlap:
         return lo
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if escaped_len(text[mid:end]) >= overlap:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    return index.last_at_most(index.upto(end) - overlap, lo, hi)
 
 
 def split(text: str, budget: int, overlap: int) -> list[str]:
@@ -118,16 +154,17 @@ def split(text: str, budget: int, overlap: int) -> list[str]:
     """
     if budget < max(12, 2 * overlap + 1):
         raise ValueError(f"window budget {budget} too small for overlap {overlap}")
-    if escaped_len(text) <= budget:
+    index = _EscapedIndex(text)
+    if index.upto(len(text)) <= budget:
         return [text]
     windows: list[str] = []
     start = 0
     while True:
-        end = _largest_fit(text, start, budget)
+        end = _largest_fit(index, start, budget)
         windows.append(text[start:end])
         if end >= len(text):
             return windows
-        start = _overlap_start(text, start, end, overlap)
+        start = _overlap_start(index, start, end, overlap)
 
 
 def _plan(
@@ -230,6 +267,8 @@ def strictest(verdicts: Sequence[Verdict]) -> Verdict:
     """The verdict that weighs most; a mask among several windows cannot be applied: deny."""
     if not verdicts:
         raise ValueError("no verdicts")
+    if len(verdicts) == 1:
+        return verdicts[0]
     worst = max(verdicts, key=_rank)
     latency = max(v.latency_s for v in verdicts)
     if len(verdicts) > 1 and worst.decision == "modify":
@@ -259,5 +298,8 @@ async def judge(
     """Judge every record of ``plan`` concurrently; the strictest verdict wins."""
     if plan.too_large or not plan.records:
         return too_large(plan.size, limits)
+    if len(plan.records) == 1:
+        # The common case: awaited inline, without the task gather() would wrap it in.
+        return await check(plan.records[0])
     verdicts = await asyncio.gather(*(check(record) for record in plan.records))
     return strictest(verdicts)

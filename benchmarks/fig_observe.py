@@ -31,8 +31,10 @@ HEADER = "Observe mode through the hooks: records/s delivered (proxy per record 
 PROXY = "observe_delivery=proxy (one /api/http-proxy per record)"
 BATCH = "observe_delivery=batch (/api/ingestData, publishToGuardrails)"
 HOOKS = "  hooks alone (no Akto URL: the ceiling delivery can reach)"
-#: Today's figure the issue gives for observe mode (proxy per record): 725-782/s.
-TARGET_RATIO = 10.0
+#: Observe mode before batching (one httpx /api/http-proxy POST per record) made
+#: 725-782 records/s on this machine; the target is 10x that.
+BASELINE_RATE = 782
+TARGET_RATE = 7_500
 
 
 async def _drive(callback: Any, n: int) -> None:
@@ -139,19 +141,17 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     )
     result.tables.append(table)
     ratio = rates[BATCH] / rates[PROXY] if rates[PROXY] else float("nan")
-    result.verdicts.append(
-        Verdict(
-            f"observe mode batched >= {TARGET_RATIO:.0f}x per-record proxy",
-            fmt_ratio(ratio),
-            ratio >= TARGET_RATIO,
-            f"{rates[BATCH]:,.0f}/s vs {rates[PROXY]:,.0f}/s",
-        )
+    table.notes.append(
+        f"batched / proxy in this run: {fmt_ratio(ratio)} (the proxy path is on aiohttp "
+        "now, so it is no longer the 725-782/s baseline the target is set from)."
     )
     result.verdicts.append(
         Verdict(
-            "observe mode through the hooks >= 7,500 records/s",
+            f"observe mode through the hooks >= {TARGET_RATE:,} records/s",
             f"{rates[BATCH]:,.0f}/s",
-            rates[BATCH] >= 7_500,
+            rates[BATCH] >= TARGET_RATE,
+            f"{rates[BATCH] / BASELINE_RATE:.1f}x the {BASELINE_RATE}/s of one http-proxy POST "
+            "per record (httpx) before batching",
         )
     )
     lost = {name: r[0]["n"] - r[0]["delivered"] for name, r in runs.items() if r}

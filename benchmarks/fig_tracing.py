@@ -152,30 +152,6 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     )
     result.tables.append(table)
     result.data = data
-    delivery = Table(
-        "observe mode through the hooks: records delivered to Akto per second",
-        ["variant", "records delivered", "records/s", "failed", "dropped"],
-    )
-    for name, got in m.items():
-        if "stats" in got:
-            st = got["stats"]
-            delivery.add(
-                name, st["exported"], f"{st['records_per_s']:,}", st["failed"], st["dropped"]
-            )
-    delivery.notes.append(
-        "the whole script (hooks and the untimed flushes every 50 turns) by the records "
-        "the processor delivered: the hook path and delivery together."
-    )
-    result.tables.append(delivery)
-    rate = m["akto_otel observe mode"]["stats"]["records_per_s"]
-    result.verdicts.append(
-        Verdict(
-            "observe mode through the hooks >= 7,500 records/s",
-            f"{rate:,}/s",
-            rate >= 7_500,
-            "records delivered per second of the turns script, flushes included",
-        )
-    )
     observe = overall["akto_otel observe mode"]
     result.verdicts.append(
         Verdict(

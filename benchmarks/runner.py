@@ -22,6 +22,7 @@ from . import (
     fig_outage,
     fig_profile,
     fig_tracing,
+    fig_windows,
 )
 from .common import Config, FigureResult, Table, Verdict, load_average
 from .environment import Environment
@@ -38,6 +39,7 @@ FIGURES: dict[str, tuple[str, Runner]] = {
     "tracing": (fig_tracing.HEADER, fig_tracing.run),
     "ingest": (fig_ingest.HEADER, fig_ingest.run),
     "observe": (fig_observe.HEADER, fig_observe.run),
+    "windows": (fig_windows.HEADER, fig_windows.run),
     "outage": (fig_outage.HEADER, fig_outage.run),
     "e2e": (fig_e2e.HEADER, fig_e2e.run),
     "profile": (fig_profile.HEADER, fig_profile.run),

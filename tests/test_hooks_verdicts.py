@@ -223,3 +223,30 @@ async def test_no_security_semconv_by_default(
     assert capture.spans
     for span in capture.spans:
         assert not any(k.startswith("gen_ai.guardrail.") for k in (span.attributes or {}))
+
+
+async def test_guardrail_spans_off_folds_the_call_into_the_hook_span(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    # AKTO_GUARDRAIL_SPANS=false: half the spans per guarded call, the same decisions.
+    victim = workdir / "victim"
+    victim.mkdir()
+    scenario = Scenario(None, [ToolUse("Bash", {"command": f"rm -rf {victim}"}), Text("ok")])
+    guard = _guard(emulator, capture, guardrail_spans=False, semconv_security=True)
+    with FakeAnthropic(scenario) as fake:
+        async with guard.session(_options(fake, home, workdir)) as options:
+            await run_agent("clean", options)
+    assert victim.exists(), "the denied command ran"
+    guard.force_flush()
+    assert capture.spans
+    assert capture.named("run_guardrail") == []
+    tool = capture.one("execute_tool Bash")
+    assert _verdict(tool)["akto.guardrail.decision"] == "deny"
+    attributes = tool.attributes or {}
+    assert attributes["akto.guardrail.decision"] == "deny"
+    assert attributes["akto.guardrail.duration_ms"] > 0
+    assert attributes["gen_ai.guardrail.verdict.type"] == "deny"
+    assert attributes["gen_ai.guardrail.target.id"] == attributes["gen_ai.tool.call.id"]
+    assert "gen_ai.provider.name" not in attributes
+    prompt = capture.one("akto.user_prompt")
+    assert _verdict(prompt)["akto.guardrail.decision"] == "allow"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -16,6 +17,7 @@ from akto_otel.emulator import EmulatorServer, Policy, Rule
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.windows import (
     Limits,
+    _EscapedIndex,
     escaped_len,
     judge,
     plan_prompt,
@@ -57,6 +59,44 @@ def test_windows_fit_overlap_and_cover(text: str, overlap: int) -> None:
                 break
             assert any(piece in w for w in windows), (piece, windows)
     assert windows[0] == text[: len(windows[0])] and text.endswith(windows[-1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(alphabet, min_size=1, max_size=64).map("".join),
+    st.integers(0, 20_000),
+    st.lists(st.tuples(st.integers(0, 20_000), st.integers(0, 20_000)), min_size=1),
+)
+def test_the_escaped_length_index_answers_as_escaped_len(
+    unit: str, size: int, cuts: list[tuple[int, int]]
+) -> None:
+    # Long content is split with an index over 4 KiB chunks; it must agree with
+    # escaped_len on every slice, across chunk borders and inside one chunk.
+    text = (unit * (size // len(unit) + 1))[:size]
+    index = _EscapedIndex(text)
+    assert index.upto(len(text)) == escaped_len(text)
+    for a, b in cuts:
+        start, end = sorted((min(a, len(text)), min(b, len(text))))
+        assert index.between(start, end) == escaped_len(text[start:end])
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(alphabet, min_size=1, max_size=64).map("".join), st.integers(9_000, 40_000))
+def test_long_content_windows_fit_and_overlap(unit: str, size: int) -> None:
+    # Numbered units: no window text repeats, so each window's place is known.
+    text = "".join(f"{unit}{i}" for i in range(size // len(unit) + 1))[:size]
+    budget, overlap = 3_001, 1_000
+    windows = split(text, budget, overlap)
+    assert len(windows) > 1
+    assert all(escaped_len(w) <= budget for w in windows)
+    assert text.startswith(windows[0]) and text.endswith(windows[-1])
+    at = 0
+    for first, second in itertools.pairwise(windows):
+        assert text.startswith(first, at)
+        nxt = text.index(second, at + 1)
+        shared = text[nxt : at + len(first)]
+        assert escaped_len(shared) >= overlap
+        at = nxt
 
 
 def test_split_refuses_a_budget_that_cannot_overlap() -> None:

@@ -1,0 +1,168 @@
+"""Windowed judging: what a 1 MiB tool input costs the PreToolUse hook.
+
+Content over Akto's per-string limit is judged in overlapping windows
+(:mod:`akto_otel.windows`), sent concurrently on the guard's one client session.
+This figure times the whole PreToolUse hook on a 1 KiB and a 1 MiB Bash command,
+and, for the 1 MiB one, the same window records checked one after another (what
+judging would cost without concurrency). The server is the stub Akto in its own
+process; rounds rotate the order.
+
+Run alone: ``python -m benchmarks --only windows``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+import time
+from typing import Any
+
+from akto_otel import windows
+from akto_otel.contract import WireContext
+from akto_otel.guardrails import GuardrailClient
+
+from .common import Config, FigureResult, Summary, Table, Verdict, fmt_ratio, fmt_us, summarize
+from .contenders import settings_for
+from .environment import Environment
+from .workload import hook_callbacks, make_guard, make_provider, post_tool_input, pre_tool_input
+
+__all__ = ["HEADER", "run"]
+
+HEADER = "Windowed judging: the PreToolUse hook on a 1 MiB tool input"
+SMALL = "hook: PreToolUse, 1 KiB command"
+LARGE = "hook: PreToolUse, 1 MiB command"
+CONCURRENT = "  its window records judged concurrently (windows.judge)"
+SERIAL = "  its window records checked one after another"
+_MIB = 1024 * 1024
+
+
+def _command(size: int) -> str:
+    line = "echo 'build step output line with some ordinary text in it' >> build.log\n"
+    return (line * (size // len(line) + 1))[:size]
+
+
+async def _time(call: Any, n: int, cpu: list[float]) -> list[int]:
+    samples: list[int] = []
+    cpu0 = time.process_time()
+    for _ in range(n):
+        start = time.perf_counter_ns()
+        await call()
+        samples.append(time.perf_counter_ns() - start)
+    cpu.append((time.process_time() - cpu0) / n)
+    return samples
+
+
+async def _measure(url: str, cfg: Config) -> dict[str, Any]:
+    settings = settings_for(url)
+    provider = make_provider()
+    guard = make_guard(settings, provider=provider)
+    hooks = hook_callbacks(guard)
+    pre, post = hooks["PreToolUse"], hooks["PostToolUse"]
+    client = GuardrailClient(settings)
+    ids = itertools.count()
+    inputs = {}
+    for name, size in ((SMALL, 1024), (LARGE, _MIB)):
+        data = pre_tool_input()
+        data["tool_input"] = {"command": _command(size), "description": "build"}
+        inputs[name] = data
+    closing = post_tool_input(with_result=False)
+    wire = WireContext().with_session("bench-session-0", "prompt-bench-session-0")
+    limits = windows.Limits.from_settings(settings)
+    plan = windows.plan_tool_call(wire, "Bash", inputs[LARGE]["tool_input"], limits)
+    errors = {SMALL: 0, LARGE: 0, CONCURRENT: 0, SERIAL: 0}
+
+    def hook_call(name: str) -> Any:
+        async def call() -> None:
+            tool_use_id = f"toolu_{next(ids)}"
+            if await pre(inputs[name], tool_use_id, {}):
+                errors[name] += 1
+            await post(closing, tool_use_id, {})
+
+        return call
+
+    async def serial() -> None:
+        for record in plan.records:
+            verdict = await client.check(record)
+            if verdict.decision != "allow" or verdict.error is not None:
+                errors[SERIAL] += 1
+
+    async def concurrent() -> None:
+        verdict = await windows.judge(client.check, plan, limits)
+        if verdict.decision != "allow" or verdict.error is not None:
+            errors[CONCURRENT] += 1
+
+    calls = {
+        SMALL: hook_call(SMALL),
+        LARGE: hook_call(LARGE),
+        CONCURRENT: concurrent,
+        SERIAL: serial,
+    }
+    for call in calls.values():  # warm up, and check every contender is allowed
+        await call()
+    if any(errors.values()):
+        raise RuntimeError(f"windows: a contender got no allow verdict: {errors}")
+    rounds = cfg.pick(cfg.repeats, 1)
+    n = cfg.pick(60, 6)
+    samples: dict[str, list[int]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            samples[name] += await _time(calls[name], n, cpu[name])
+    await client.aclose()
+    await guard.aclose()
+    guard.shutdown()
+    provider.shutdown()
+    return {
+        "summary": {name: summarize(s) for name, s in samples.items()},
+        "cpu_us": {name: statistics.median(v) * 1e6 for name, v in cpu.items()},
+        "windows": len(plan.records),
+        "chars": plan.size,
+        "errors": errors,
+        "rounds": rounds,
+        "n": n,
+    }
+
+
+def run(cfg: Config, env: Environment) -> FigureResult:
+    server = env.guard_server()
+    result = FigureResult("windows", HEADER)
+    m = asyncio.run(_measure(server.url, cfg))
+    env.after_load(server)
+    summary: dict[str, Summary] = m["summary"]
+    cpu: dict[str, float] = m["cpu_us"]
+    table = Table(
+        f"PreToolUse on {server.name} ({m['rounds']} round(s) x {m['n']} calls; the 1 MiB "
+        f"command is {m['chars']:,} escaped characters in {m['windows']} windows)",
+        ["contender", "p50", "p99", "CPU/call", "errors"],
+    )
+    for name, s in summary.items():
+        table.add(name, fmt_us(s.p50), fmt_us(s.p99), fmt_us(cpu[name]), m["errors"][name])
+    table.notes.append(
+        "hook rows: the whole PreToolUse callback (the windows planned, their records "
+        "encoded, spans, the guardrail calls) plus the span-closing PostToolUse. The "
+        "indented rows send the 1 MiB command's window records, built once beforehand, "
+        "with GuardrailClient.check: all at once as the hook does, then one at a time."
+    )
+    result.tables.append(table)
+    large, small = summary[LARGE], summary[SMALL]
+    together, alone = summary[CONCURRENT], summary[SERIAL]
+    speedup = alone.p50 / together.p50 if together.p50 else float("nan")
+    result.verdicts.append(
+        Verdict(
+            "1 MiB tool input: its windows judged concurrently beat one after another",
+            fmt_ratio(speedup),
+            speedup > 1.0,
+            f"{m['windows']} windows: concurrent p50 {fmt_us(together.p50)} vs serial "
+            f"{fmt_us(alone.p50)}; the whole hook {fmt_us(large.p50)} "
+            f"({fmt_us(cpu[LARGE])} CPU), on a 1 KiB input {fmt_us(small.p50)}",
+        )
+    )
+    result.data = {
+        "summary": {k: v.as_dict() for k, v in summary.items()},
+        "cpu_us_per_call": cpu,
+        "windows": m["windows"],
+        "chars": m["chars"],
+    }
+    return result
