@@ -57,7 +57,7 @@ from akto_otel.contract import (
     ingest_record,
     join_ingest_items,
 )
-from akto_otel.guardrails import error_kind, tls_context
+from akto_otel.guardrails import environment_proxy, error_kind, tls_context
 
 if TYPE_CHECKING:
     from akto_otel.processor import AktoSpanProcessor
@@ -211,6 +211,8 @@ class RecordExporter:
                 timeout=httpx.Timeout(t, connect=t, read=t, write=t, pool=t),
                 verify=tls_context(self._settings),
                 transport=self._transport,
+                # The proxy urllib would use (HTTPS_PROXY, NO_PROXY); never ~/.netrc.
+                proxy=None if self._transport else environment_proxy(self._settings.ingestion_url),
                 trust_env=False,
                 follow_redirects=False,
             )

@@ -34,9 +34,11 @@ import socket
 import ssl
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncGenerator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import certifi
@@ -54,7 +56,14 @@ from akto_otel.contract import (
 )
 from akto_otel.redaction import Redactor, redact_url
 
-__all__ = ["ERROR_KINDS", "GuardrailClient", "PostResult", "error_kind", "tls_context"]
+__all__ = [
+    "ERROR_KINDS",
+    "GuardrailClient",
+    "PostResult",
+    "environment_proxy",
+    "error_kind",
+    "tls_context",
+]
 
 _log = logging.getLogger("akto_otel.guardrails")
 
@@ -106,6 +115,22 @@ def tls_context(settings: Settings) -> ssl.SSLContext | bool:
         context = ssl.create_default_context(cafile=key or certifi.where())
         _TLS_CONTEXTS[key] = context
     return context
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url``, as urllib (the reference connector) reads it.
+
+    ``HTTPS_PROXY``/``HTTP_PROXY`` by the URL's scheme (lower-case names win),
+    ``NO_PROXY`` hosts bypass it (and, on macOS and Windows, the system settings
+    urllib reads too); ``None`` for a direct connection. Read once per client.
+    """
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return proxy
 
 
 def _connector_ssl(settings: Settings) -> ssl.SSLContext | bool:
@@ -293,6 +318,7 @@ class GuardrailClient:
             tuple[aiohttp.ClientSession, AsyncGenerator[None, None]],
         ] = {}
         self._urls: dict[tuple[bool, bool, bool], URL] = {}
+        self._proxy = environment_proxy(settings.ingestion_url)
         # Sent with each POST (not on /healthCheck, which takes no token).
         self._headers = {"Content-Type": "application/json"}
         if settings.token:
@@ -367,7 +393,7 @@ class GuardrailClient:
         entry = self._sessions.get(asyncio.get_running_loop())
         session = entry[0] if entry is not None and not entry[0].closed else await self._session()
         async with session.post(
-            url, data=body, headers=self._headers, allow_redirects=False
+            url, data=body, headers=self._headers, allow_redirects=False, proxy=self._proxy
         ) as response:
             status = response.status
             headers: CIMultiDictProxy[str] = response.headers

@@ -1,0 +1,170 @@
+"""Akto behind an egress proxy: HTTP(S)_PROXY and NO_PROXY as the reference's urllib reads them.
+
+The proxy is a real forward proxy (aiohttp's server in its own thread) in front of
+the emulator; every test binds 127.0.0.1 on free ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+
+from akto_otel.config import Settings
+from akto_otel.contract import WireContext, prompt_record, tool_request_record
+from akto_otel.emulator import EmulatorServer, Policy
+from akto_otel.guardrails import GuardrailClient, environment_proxy
+from akto_otel.processor import AktoSpanProcessor
+from tests.conftest import TEST_RULES
+
+pytestmark = pytest.mark.timeout(60)
+POLICY = Policy(TEST_RULES)
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+
+
+class ForwardProxy:
+    """A plain-HTTP forward proxy: absolute-form requests are relayed and remembered."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    async def _relay(self, request: web.Request) -> web.Response:
+        self.seen.append(str(request.url))
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",)}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(request.method, request.url, data=body, headers=headers) as answer,
+        ):
+            return web.Response(
+                status=answer.status,
+                body=await answer.read(),
+                content_type=answer.content_type,
+            )
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._relay)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> ForwardProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture
+def clean_proxy_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    yield monkeypatch
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _settings(url: str, **kw: Any) -> Settings:
+    return Settings.from_env({}, ingestion_url=url, timeout=2.0, **kw)
+
+
+def test_the_environment_names_the_proxy_as_urllib_reads_it(
+    clean_proxy_env: pytest.MonkeyPatch,
+) -> None:
+    assert environment_proxy("https://akto.example") is None
+    clean_proxy_env.setenv("HTTPS_PROXY", "http://user:pw@egress:3128")
+    clean_proxy_env.setenv("HTTP_PROXY", "http://plain:3128")
+    clean_proxy_env.setenv("NO_PROXY", "internal.example,.corp")
+    assert environment_proxy("https://akto.example/api") == "http://user:pw@egress:3128"
+    assert environment_proxy("http://akto.example:9090") == "http://plain:3128"
+    assert environment_proxy("https://internal.example") is None
+    assert environment_proxy("https://akto.corp") is None
+    assert environment_proxy("not a url") is None
+
+
+async def test_verdicts_go_through_the_proxy(clean_proxy_env: pytest.MonkeyPatch) -> None:
+    with EmulatorServer(POLICY) as akto, ForwardProxy() as proxy:
+        clean_proxy_env.setenv("HTTP_PROXY", proxy.url)
+        client = GuardrailClient(_settings(akto.url))
+        denied = await client.check(
+            tool_request_record(WireContext(), "Bash", {"command": "rm -rf /"})
+        )
+        allowed = await client.check(prompt_record(WireContext(), "hello"))
+        await client.aclose()
+    assert (denied.decision, denied.allowed, denied.error) == ("deny", False, None)
+    assert (allowed.decision, allowed.error) == ("allow", None)
+    assert len(proxy.seen) == 2
+    assert all(url.startswith(f"{akto.url}/api/http-proxy") for url in proxy.seen)
+
+
+async def test_no_proxy_connects_directly(clean_proxy_env: pytest.MonkeyPatch) -> None:
+    with EmulatorServer(POLICY) as akto, ForwardProxy() as proxy:
+        clean_proxy_env.setenv("HTTP_PROXY", proxy.url)
+        clean_proxy_env.setenv("NO_PROXY", "127.0.0.1")
+        client = GuardrailClient(_settings(akto.url))
+        verdict = await client.check(prompt_record(WireContext(), "hello"))
+        await client.aclose()
+    assert (verdict.decision, verdict.error) == ("allow", None)
+    assert proxy.seen == []
+    assert akto.records, "the direct call did not reach Akto"
+
+
+@pytest.mark.parametrize("fail_mode", ["open", "closed"])
+async def test_a_dead_proxy_is_a_fault_never_a_bypass(
+    clean_proxy_env: pytest.MonkeyPatch, fail_mode: str
+) -> None:
+    # The proxy the environment names is down: the call fails as Akto being down
+    # does, it does not quietly go direct (nor does a deny become an allow).
+    with EmulatorServer(POLICY) as akto:
+        clean_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+        client = GuardrailClient(_settings(akto.url, fail_mode=fail_mode))
+        verdict = await client.check(
+            tool_request_record(WireContext(), "Bash", {"command": "rm -rf /"})
+        )
+        await client.aclose()
+        assert akto.records == []
+    assert verdict.decision == "error"
+    assert verdict.error == "connection_refused"
+    assert verdict.allowed is (fail_mode == "open")
+
+
+def test_records_are_delivered_through_the_proxy(clean_proxy_env: pytest.MonkeyPatch) -> None:
+    with EmulatorServer() as akto, ForwardProxy() as proxy:
+        clean_proxy_env.setenv("HTTP_PROXY", proxy.url)
+        processor = AktoSpanProcessor(_settings(akto.url))
+        provider = TracerProvider()
+        provider.add_span_processor(processor)
+        span = provider.get_tracer("t").start_span("hook")
+        processor.attach(span, prompt_record(WireContext(), "hello"), kind="prompt")
+        span.end()
+        assert processor.force_flush()
+        received = akto.wait_for_records(1, timeout=10)
+        provider.shutdown()
+    assert len(received) == 1
+    assert proxy.seen and all(url.startswith(f"{akto.url}/api/ingestData") for url in proxy.seen)
