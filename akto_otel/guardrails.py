@@ -243,17 +243,20 @@ async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
 
 
 def _make_session(settings: Settings, limit: int) -> aiohttp.ClientSession:
-    t = settings.timeout
     connector = aiohttp.TCPConnector(
         limit=limit, keepalive_timeout=_KEEPALIVE_S, ssl=_connector_ssl(settings)
     )
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=aiohttp.ClientTimeout(total=t, connect=t, sock_connect=t, sock_read=t),
+        # One deadline per call, from post()'s asyncio.timeout: aiohttp's own timers
+        # (total, connect, per-read) would cost ~20 µs CPU a call for the same bound.
+        timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=None, sock_read=None),
         # Not asking for compression leaves no decompression step for a bomb to use.
         skip_auto_headers=("Accept-Encoding",),
         auto_decompress=False,
         trust_env=False,
+        # Akto sets no cookies worth keeping; none are stored or sent back.
+        cookie_jar=aiohttp.DummyCookieJar(),
         raise_for_status=False,
         read_bufsize=_READ_CHUNK,
     )
@@ -458,7 +461,11 @@ class GuardrailClient:
         try:
             session = await self._session()
             url = health_check_url(self._settings.ingestion_url)
-            async with session.get(url, allow_redirects=False) as response:
+            async with session.get(
+                url,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self._settings.timeout),
+            ) as response:
                 return 200 <= response.status < 300
         except Exception:
             return False

@@ -249,3 +249,27 @@ async def test_the_token_is_sent_raw_and_a_checked_call_gets_a_verdict() -> None
     assert verdict.error is None, verdict
     assert verdict.decision == "deny" and not verdict.allowed
     assert proxied and proxied[0].headers["authorization"] == token
+
+
+async def test_health_answers_within_the_timeout() -> None:
+    from akto_otel.emulator import EmulatorServer
+
+    with EmulatorServer() as akto:
+        client = GuardrailClient(_settings(akto.url))
+        assert await client.health() is True
+        await client.aclose()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    client = GuardrailClient(_settings(closed))
+    assert await client.health() is False
+    await client.aclose()
+    with FaultServer("no_answer") as server:
+        client = GuardrailClient(_settings(server.url))
+        start = time.perf_counter()
+        healthy = await client.health()
+        elapsed = time.perf_counter() - start
+        await client.aclose()
+    assert healthy is False
+    assert elapsed <= TIMEOUT + 0.5
+    assert await GuardrailClient(_settings("")).health() is False
