@@ -14,12 +14,10 @@ import os
 import re
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from akto_otel.doctor import EXIT_AKTO_UNUSABLE, EXIT_BAD_SETTINGS, EXIT_CODES, 
 from akto_otel.emulator import EmulatorServer
 from akto_otel.version import __version__
 from tests.fault_server import FaultServer
-from tests.test_tls import _self_signed
+from tests.tls_server import tls_server
 
 CLI = shutil.which("akto-otel") or str(Path(sys.executable).parent / "akto-otel")
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -180,18 +178,8 @@ class _AktoLikeHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def tls_akto(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    cert, key = _self_signed(tmp_path)
-    server = HTTPServer(("127.0.0.1", 0), _AktoLikeHandler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", cert
-    finally:
-        server.shutdown()
-        server.server_close()
+    with tls_server(tmp_path, _AktoLikeHandler) as served:
+        yield served
 
 
 def test_doctor_names_an_untrusted_certificate_and_trusts_the_bundle(
