@@ -1,4 +1,4 @@
-"""Prometheus config and alert rules: promtool accepts them and the unit tests pass.
+"""Prometheus config, alert and recording rules: promtool accepts them and the unit tests pass.
 
 Runs the real promtool (Debian's prometheus package, 2.42): ``check config``,
 ``check rules`` and ``test rules``. In CI a missing promtool fails the tests.
@@ -24,6 +24,8 @@ from tests.test_stack_promql import ALERTS, ROOT, alert_rules, require_binary
 PROMETHEUS_DIR = ROOT / "prometheus"
 CONFIGS = ("prometheus.yml", "prometheus-local.yml")
 ALERT_TESTS = PROMETHEUS_DIR / "alerts_test.yml"
+RECORDING = PROMETHEUS_DIR / "recording-rules.yml"
+RECORDING_TESTS = PROMETHEUS_DIR / "recording-rules_test.yml"
 DOCS = ROOT / "docs" / "observability.md"
 
 
@@ -46,14 +48,24 @@ def test_promtool_check_config(name: str) -> None:
     assert "SUCCESS" in result.stdout
 
 
-def test_promtool_check_rules() -> None:
-    result = _promtool("check", "rules", ALERTS.name)
+def recording_rules() -> list[dict[str, Any]]:
+    data = yaml.safe_load(RECORDING.read_text())
+    return [rule for group in data["groups"] for rule in group["rules"]]
+
+
+@pytest.mark.parametrize("path", [ALERTS, RECORDING], ids=lambda p: p.name)
+def test_promtool_check_rules(path: Path) -> None:
+    rules = yaml.safe_load(path.read_text())["groups"]
+    count = sum(len(group["rules"]) for group in rules)
+    assert count
+    result = _promtool("check", "rules", path.name)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+    assert f"SUCCESS: {count} rules found" in result.stdout
 
 
-def test_promtool_test_rules() -> None:
-    result = _promtool("test", "rules", ALERT_TESTS.name)
+@pytest.mark.parametrize("path", [ALERT_TESTS, RECORDING_TESTS], ids=lambda p: p.name)
+def test_promtool_test_rules(path: Path) -> None:
+    result = _promtool("test", "rules", path.name)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -70,6 +82,34 @@ def test_promtool_test_rules_catches_a_wrong_expectation(tmp_path: Path) -> None
     result = _promtool("test", "rules", str(broken))
     assert result.returncode != 0
     assert "FAILED" in result.stdout + result.stderr
+
+
+def test_recording_rule_tests_can_fail(tmp_path: Path) -> None:
+    """Drop the zero fill of the deny share and promtool must say FAILED."""
+    zero_fill = "or\n              0 * job_service_name_akto_hook:akto_guardrail_spans:rate5m\n"
+    text = RECORDING.read_text()
+    assert zero_fill in text
+    (tmp_path / RECORDING.name).write_text(text.replace(zero_fill, ""))
+    (tmp_path / RECORDING_TESTS.name).write_text(RECORDING_TESTS.read_text())
+    result = _promtool("test", "rules", str(tmp_path / RECORDING_TESTS.name))
+    assert result.returncode != 0
+    assert "FAILED" in result.stdout + result.stderr
+
+
+def test_every_recording_rule_is_tested_and_named_by_convention() -> None:
+    data = yaml.safe_load(RECORDING_TESTS.read_text())
+    tested = {
+        case["expr"].split("{", 1)[0]
+        for test in data["tests"]
+        for case in test["promql_expr_test"]
+        if case["exp_samples"]
+    }
+    rules = recording_rules()
+    assert rules and tested
+    for rule in rules:
+        level, metric, operations = rule["record"].split(":")  # level:metric:operations
+        assert level and metric and operations, rule["record"]
+        assert rule["record"] in tested, f"{rule['record']}: no promql_expr_test"
 
 
 def test_every_alert_has_a_firing_and_a_silent_case() -> None:
@@ -120,7 +160,8 @@ def test_configs_load_the_alerts_and_scrape_the_collector_and_the_demo(name: str
     config = yaml.safe_load((PROMETHEUS_DIR / name).read_text())
     # The local recipe loads the generated quick copy of alerts.yml (see below).
     assert config["rule_files"] == [
-        "alerts-local.yml" if name == "prometheus-local.yml" else "alerts.yml"
+        "alerts-local.yml" if name == "prometheus-local.yml" else "alerts.yml",
+        RECORDING.name,
     ]
     targets = {
         job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
@@ -193,6 +234,7 @@ def test_local_recipe_fires_deny_rate_high_on_real_prometheus(tmp_path: Path) ->
         config.replace("127.0.0.1:9464", f"127.0.0.1:{demo_port}")
     )
     (config_dir / LOCAL_ALERTS.name).write_text(LOCAL_ALERTS.read_text())
+    (config_dir / RECORDING.name).write_text(RECORDING.read_text())
     lines = commands(
         doc_block("local-recipe"),
         {"9464": demo_port, "9091": prom_port, "/tmp/akto-prom": str(tmp_path / "data")},
