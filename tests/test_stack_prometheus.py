@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,14 @@ import pytest
 import yaml
 
 from tests.test_docs import base_env, commands, doc_block, run_commands
-from tests.test_stack_promql import ALERTS, ROOT, alert_rules, require_binary
+from tests.test_stack_promql import ALERTS, ROOT, alert_rules, check_parses, require_binary
 
 PROMETHEUS_DIR = ROOT / "prometheus"
 CONFIGS = ("prometheus.yml", "prometheus-local.yml")
 ALERT_TESTS = PROMETHEUS_DIR / "alerts_test.yml"
 RECORDING = PROMETHEUS_DIR / "recording-rules.yml"
 RECORDING_TESTS = PROMETHEUS_DIR / "recording-rules_test.yml"
+DENY_SHARE = "job_service_name_akto_hook:akto_guardrail_spans_denied:ratio_rate5m"
 DOCS = ROOT / "docs" / "observability.md"
 
 
@@ -110,6 +112,16 @@ def test_every_recording_rule_is_tested_and_named_by_convention() -> None:
         level, metric, operations = rule["record"].split(":")  # level:metric:operations
         assert level and metric and operations, rule["record"]
         assert rule["record"] in tested, f"{rule['record']}: no promql_expr_test"
+
+
+def test_documented_queries_on_recorded_series_parse(tmp_path: Path) -> None:
+    queries = [line for line in doc_block("recording-rules-queries").code.splitlines() if line]
+    assert queries
+    check_parses([(f"doc query {i}", q) for i, q in enumerate(queries)], tmp_path)
+    recorded = {rule["record"] for rule in recording_rules()}
+    for query in queries:
+        names = set(re.findall(r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+", query))
+        assert names and names <= recorded, query
 
 
 def test_every_alert_has_a_firing_and_a_silent_case() -> None:
@@ -221,6 +233,14 @@ def _alerts(base: str) -> list[dict[str, Any]]:
     return alerts
 
 
+def _query(base: str, expr: str) -> list[dict[str, Any]]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=5) as response:
+        data = json.loads(response.read())
+    result: list[dict[str, Any]] = data["data"]["result"]
+    return result
+
+
 @pytest.mark.timeout(420)
 def test_local_recipe_fires_deny_rate_high_on_real_prometheus(tmp_path: Path) -> None:
     """Runs the documented commands (own ports and data folder) until the alert fires."""
@@ -244,9 +264,11 @@ def test_local_recipe_fires_deny_rate_high_on_real_prometheus(tmp_path: Path) ->
         assert len(background) == 2, lines  # the demo and Prometheus
         deadline = time.monotonic() + 360
         firing: set[str] = set()
-        while "AktoGuardrailDenyRateHigh" not in firing:
+        # The recording rules work in the local mode too (the demo counts its spans).
+        recorded: list[dict[str, Any]] = []
+        while "AktoGuardrailDenyRateHigh" not in firing or not recorded:
             assert all(p.poll() is None for p in background), "a recipe process exited"
-            assert time.monotonic() < deadline, f"not firing in time; firing: {firing}"
+            assert time.monotonic() < deadline, f"not in time; firing: {firing}, {recorded}"
             time.sleep(5)
             try:
                 firing = {
@@ -254,8 +276,10 @@ def test_local_recipe_fires_deny_rate_high_on_real_prometheus(tmp_path: Path) ->
                     for a in _alerts(base)
                     if a["state"] == "firing" and a["labels"].get("hook") == "PreToolUse"
                 }
+                recorded = _query(base, f'{DENY_SHARE}{{akto_hook="PreToolUse"}}')
             except OSError:
                 continue
+        assert [float(r["value"][1]) for r in recorded] == [1.0], recorded
         # The URLs the doc gives for Debian's Prometheus 2.42 work on it.
         for path in ("/classic/alerts", "/classic/graph", "/api/v1/alerts"):
             with urllib.request.urlopen(base + path, timeout=5) as response:
