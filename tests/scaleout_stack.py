@@ -1,9 +1,9 @@
 """The scale-out deployment of docs/scale-out.md, run from the committed configs.
 
-An agent collector (collector/agent.yaml) load-balancing to two gateways
-(collector/gateway.yaml, each with its own disk queue) that post to an emulator
-standing in for Akto's OTLP ingestion; every program is the real collector binary
-on 127.0.0.1 with free ports, and every one is stopped on exit::
+An agent collector (collector/agent.yaml, its disk queue in ``tmp_path/agent-queue``)
+load-balancing to two gateways (collector/gateway.yaml, each with its own disk queue)
+that post to an emulator standing in for Akto's OTLP ingestion; every program is the
+real collector binary on 127.0.0.1 with free ports, and every one is stopped on exit::
 
     with scaleout_stack(tmp_path, akto_url, token) as stack:
         stack.agent.otlp_http      # where the agent's OTLP logs exporter posts
@@ -113,6 +113,7 @@ def _agent(tmp_path: Path, gateways: list[Tier]) -> Tier:
     binary = require_program("otelcol")
     http, grpc, telemetry = _free_port(), _free_port(), _free_port()
     env = _env(
+        AKTO_AGENT_QUEUE_DIR=str(tmp_path / "agent-queue"),
         AKTO_AGENT_OTLP_HTTP=f"127.0.0.1:{http}",
         AKTO_AGENT_OTLP_GRPC=f"127.0.0.1:{grpc}",
         AKTO_GATEWAY_1=gateways[0].otlp,
