@@ -15,10 +15,17 @@ Three processes on 127.0.0.1, free ports, all stopped after:
 Measured over a fixed window after a warm-up: records/s the sink received, records/s
 the gateway's receiver accepted (its own ``otelcol_receiver_accepted_log_records``),
 each process's CPU (``/proc/<pid>/stat``) per second and per 10k delivered records,
-the gateway's peak RSS (``VmHWM``). Then a second gateway whose Akto is down
+the gateway's peak RSS (``VmHWM``). The load then stops and the gateway drains its
+backlog for a while: records/s of the exporter side alone. Then a second gateway
+whose Akto is down
 (connection refused) takes load for a moment: its disk queue's bytes per queued
 record (``st_blocks`` of the queue directory), for outage sizing. All three share
-the machine's cores: the CPU columns show which side bounds the rate.
+the machine's cores: the CPU columns show which side bounds the rate. Without the
+built collector the figure says "skipped: collector not built".
+
+Run alone::
+
+    python -m benchmarks --only gateway
 """
 
 from __future__ import annotations
@@ -163,9 +170,7 @@ class _Gateway:
 
 
 @contextlib.contextmanager
-def _gateway(
-    binary: Path, work: Path, name: str, akto_url: str, overrides: tuple[str, ...] = ()
-) -> Iterator[_Gateway]:
+def _gateway(binary: Path, work: Path, name: str, akto_url: str) -> Iterator[_Gateway]:
     grpc, health, telemetry = free_port(), free_port(), free_port()
     queue = work / f"{name}-queue"
     log = work / f"{name}.log"
@@ -189,7 +194,6 @@ def _gateway(
                 str(binary),
                 f"--config={GATEWAY_CONFIG}",
                 telemetry_arg,
-                *(f"--config=yaml:{o}" for o in overrides),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -271,11 +275,16 @@ def _load_result(proc: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
 
 
 def _throughput(
-    binary: Path, work: Path, name: str, overrides: tuple[str, ...], warmup: float, window: float
+    binary: Path,
+    work: Path,
+    name: str,
+    times: tuple[float, float, float],
 ) -> dict[str, Any]:
+    """Flood one gateway for ``warmup + window`` s, then watch it drain for ``drain`` s."""
+    warmup, window, drain = times
     with (
         _sink() as (sink, sink_url),
-        _gateway(binary, work, name, sink_url, overrides) as gw,
+        _gateway(binary, work, name, sink_url) as gw,
     ):
         load = _load(gw.otlp, warmup + window + 1.0)
         try:
@@ -298,6 +307,12 @@ def _throughput(
             queue = gw.metric("otelcol_exporter_queue_size")
             memory = memory_bytes(gw.proc.pid)
             generator = _load_result(load, warmup + window)
+            # No inflow now: what the exporter delivers from the backlog on its own.
+            d0, g0, t2 = _sink_counts(sink_url), proc_cpu_seconds(gw.proc.pid), time.perf_counter()
+            time.sleep(drain)
+            d1, g1 = _sink_counts(sink_url), proc_cpu_seconds(gw.proc.pid)
+            drained_s = time.perf_counter() - t2
+            left = gw.metric("otelcol_exporter_queue_size")
         finally:
             if load.poll() is None:
                 _stop(load)
@@ -311,6 +326,12 @@ def _throughput(
         "cpu": {k: cpu1[k] - cpu0[k] for k in cpu0},
         "queue_at_end": queue,
         "memory": memory,
+        "drain": {
+            "seconds": drained_s,
+            "delivered": d1["records"] - d0["records"],
+            "cpu": g1 - g0,
+            "queue_left": left,
+        },
         "generator": generator,
         "pids": [gw.proc.pid, sink.pid, load.pid],
     }
@@ -343,13 +364,6 @@ def _mib(value: float) -> str:
     return f"{value / 2**20:,.0f} MiB"
 
 
-#: name -> collector config overrides; the first is the committed gateway.yaml as is.
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "gateway.yaml": (),
-    "num_consumers: 16": ("exporters::otlp_http/akto::sending_queue::num_consumers: 16",),
-}
-
-
 def _per_10k(seconds: float, records: float) -> str:
     return f"{seconds / records * 10_000:.2f}" if records else "n/a"
 
@@ -369,6 +383,13 @@ def _throughput_tables(runs: dict[str, dict[str, Any]], window: float, warmup: f
 
     row("records/s delivered at the sink (Akto's /v1/logs)", lambda r: rate(r, "delivered"))
     row("records/s accepted by the gateway's receiver", lambda r: rate(r, "accepted"))
+    row(
+        "records/s delivered draining the backlog, no inflow",
+        lambda r: (
+            f"{r['drain']['delivered'] / r['drain']['seconds']:,.0f}"
+            + ("" if r["drain"]["queue_left"] > 0 else " (queue emptied)")
+        ),
+    )
     row("requests/s at the sink", lambda r: rate(r, "requests"))
     row(
         "records per request at the sink",
@@ -388,6 +409,13 @@ def _throughput_tables(runs: dict[str, dict[str, Any]], window: float, warmup: f
             f"{label} CPU s per 10k records delivered",
             lambda r, p=process: _per_10k(r["cpu"][p], r["delivered"]),
         )
+    row(
+        "gateway CPU s per s draining", lambda r: f"{r['drain']['cpu'] / r['drain']['seconds']:.2f}"
+    )
+    row(
+        "gateway CPU s per 10k records draining",
+        lambda r: _per_10k(r["drain"]["cpu"], r["drain"]["delivered"]),
+    )
     row("gateway peak RSS (VmHWM)", lambda r: _mib(r["memory"]["peak"]))
     row("gateway RSS at the end: heap (RssAnon)", lambda r: _mib(r["memory"]["anon"]))
     row("gateway RSS at the end: queue file (RssFile)", lambda r: _mib(r["memory"]["file"]))
@@ -408,14 +436,11 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     if binary is None:
         result.notes.append("skipped: collector not built (run collector/build.sh)")
         return result
-    warmup, window = cfg.pickf(3.0, 1.0), cfg.pickf(15.0, 1.5)
+    warmup, window, drain = cfg.pickf(3.0, 1.0), cfg.pickf(15.0, 1.5), cfg.pickf(10.0, 1.0)
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="akto-bench-gateway-") as tmp:
         work = Path(tmp)
-        runs = {
-            name: _throughput(binary, work, f"gateway-{i}", overrides, warmup, window)
-            for i, (name, overrides) in enumerate(VARIANTS.items())
-        }
+        runs = {"gateway.yaml": _throughput(binary, work, "gateway", (warmup, window, drain))}
         disk = _disk_queue(binary, work, cfg.pickf(3.0, 1.0))
     table = _throughput_tables(runs, window, warmup)
     bytes_per_event = runs["gateway.yaml"]["generator"]["bytes_per_record"]
@@ -426,13 +451,14 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     )
     table.notes.append(
         "the receiver accepts into the disk queue faster than the exporter drains it: the "
-        "queue grows during the window, so the delivered rate is what one gateway sustains "
-        "while also taking that inflow"
+        "queue grows during the window, and the delivered rate is what one gateway sustains "
+        "while also taking that inflow; after the load stops, the gateway drains its backlog "
+        f"for {drain:g} s with no inflow: the exporter side alone"
     )
     table.notes.append(
-        "CPU s per s near 1.00 for one process, or near 2.00 for all three together, means "
-        "CPU bound; well below, the exporter's requests in flight (num_consumers x 6 records "
-        "per request / request time) bound it"
+        "CPU s per s near 1.00 for one process, or the three together near the cores the "
+        "machine leaves them (load average), means CPU bound; well below, the exporter's "
+        "requests in flight (num_consumers x 6 records per request / request time) bound it"
     )
     table.notes.append(f"load average before: {load_before}; after: {load_average()}")
     result.tables.append(table)

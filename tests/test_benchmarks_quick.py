@@ -83,6 +83,7 @@ def test_quick_gateway_figure_measures_a_real_gateway_and_stops_it(tmp_path: Pat
         assert run["delivered"] > 0 and run["accepted"] > 0, run
         # gateway.yaml batches for Akto's 4 MiB limit: at most 6 events a request.
         assert run["requests"] > 0 and run["delivered"] <= 6 * run["requests"], run
+        assert run["drain"]["delivered"] > 0, run
         assert run["memory"]["peak"] > 0
     disk = figure["data"]["disk_queue"]
     assert disk["accepted"] > 0 and disk["disk_bytes"] > disk["empty_bytes"], disk
