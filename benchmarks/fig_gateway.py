@@ -1,4 +1,4 @@
-"""Figure 9: one scale-out gateway (collector/gateway.yaml): records/s, CPU, memory, disk.
+"""Figure 7: one scale-out gateway (collector/gateway.yaml): records/s, CPU, memory, disk.
 
 Three processes on 127.0.0.1, free ports, all stopped after:
 
@@ -52,7 +52,7 @@ from .servers import closed_port_url, free_port
 
 __all__ = ["HEADER", "run"]
 
-HEADER = "Figure 9: one gateway (collector/gateway.yaml): records/s, CPU, RSS, disk queue"
+HEADER = "Figure 7: one gateway (collector/gateway.yaml): records/s, CPU, RSS, disk queue"
 ROOT = Path(__file__).resolve().parents[1]
 GATEWAY_CONFIG = ROOT / "collector" / "gateway.yaml"
 BATCH = 64  # log records per request from the load generator

@@ -47,7 +47,7 @@ from akto_otel.config import Settings
 from akto_otel.emulator import EmulatorServer
 from akto_otel.processor import AktoSpanProcessor
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
-from tests.scaleout_stack import Stack, TappedAkto, scaleout_stack, wait_for
+from tests.scaleout_stack import Stack, TappedAkto, post_prompt_event, scaleout_stack, wait_for
 from tests.test_stack_live import _free_port
 
 pytestmark = pytest.mark.timeout(240)
@@ -416,3 +416,38 @@ async def test_what_the_app_sends_while_the_agent_collector_is_down(
     assert arrived == set(short) | set(after)
     assert not arrived & set(lost)
     assert received == len(after)
+
+
+def test_one_gateway_down_holds_back_the_agent_tier_until_it_returns(tmp_path: Path) -> None:
+    # The measured price of the agent collector's disk queue (collector/agent.yaml):
+    # the per-gateway exporters cannot have a persistent queue of their own, so the
+    # load_balancing exporter's 4 consumers retry a batch for a dead gateway in place.
+    # With the static resolver (the dead gateway stays in the ring), once 4 batches
+    # wait for it, the live gateway's batches wait behind them; nothing is lost if it
+    # returns within retry_on_failure.max_elapsed_time. The events are posted straight
+    # to the agent collector, as the app's exporter posts them: 40 one-event requests
+    # of 40 traces need no 40 CLI sessions.
+    akto = TappedAkto(token=TOKEN)
+    akto.start()
+    try:
+        with scaleout_stack(tmp_path, akto.url, TOKEN) as stack:
+            live, dead = stack.gateways
+            dead.program.stop()
+            sent = [post_prompt_event(stack.agent.otlp, trace) for trace in range(1, 41)]
+            time.sleep(3.0)  # the old, per-gateway in-memory queues delivered all in 2 s
+            early = live.metric("otelcol_receiver_accepted_log_records")
+            dead.program.start()
+            wait_for(
+                lambda: set(_arrived(akto)) >= set(sent),
+                "records routed to the returning gateway were lost",
+                ARRIVAL_S,
+            )
+            live_share = live.metric("otelcol_receiver_accepted_log_records")
+            dead_share = dead.metric("otelcol_receiver_accepted_log_records")
+    finally:
+        akto.stop()
+    assert set(_arrived(akto)) == set(sent)
+    assert live_share + dead_share == len(sent)  # one-event requests: no duplicates
+    assert dead_share >= 4
+    print(f"live gateway: {early:.0f} of its {live_share:.0f} delivered while the other was down")
+    assert early < live_share
