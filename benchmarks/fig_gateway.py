@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -226,7 +227,8 @@ def _sink() -> Iterator[tuple[subprocess.Popen[str], str]]:
     )
     try:
         assert proc.stdout is not None
-        match = re.search(r"http://\S+", proc.stdout.readline())
+        ready, _, _ = select.select([proc.stdout], [], [], _READY_S)
+        match = re.search(r"http://\S+", proc.stdout.readline()) if ready else None
         if match is None:
             raise RuntimeError("the OTLP sink did not start")
         yield proc, match.group(0)
