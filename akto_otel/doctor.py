@@ -180,16 +180,22 @@ def settings_lines(
 # --------------------------------------------------------- OpenTelemetry exporters
 
 
-def otel_findings(env: Mapping[str, str]) -> list[Finding]:
-    """Where ``configure()`` would send spans and metrics, or why it would refuse."""
+def otel_findings(env: Mapping[str, str], *, logs: bool = False) -> list[Finding]:
+    """Where ``configure()`` would send spans and metrics, or why it would refuse.
+
+    ``logs`` (``AKTO_DELIVERY=otlp``): the Akto records leave as OTLP logs, so the
+    logs exporter is planned and checked too, as ``configure()`` builds it for an app
+    with no ``LoggerProvider`` of its own; ``OTEL_LOGS_EXPORTER=none`` fails (the
+    records would go nowhere) and ``console`` is a warning (they never reach Akto).
+    """
     from akto_otel.configure import exporter_plan, otlp_endpoint
 
     try:
-        plan = exporter_plan(env)
+        plan = exporter_plan(env, logs=logs)
     except AktoConfigError as exc:
         return [Finding(False, f"{exc} (configure() would raise)", invalid=True)]
     findings: list[Finding] = []
-    for signal in ("traces", "metrics"):
+    for signal in ("traces", "metrics", "logs") if logs else ("traces", "metrics"):
         planned = [p for p in plan if p.signal == signal]
         if not planned:
             unexported = f"{signal}: not exported (no OTEL_{signal.upper()}_EXPORTER and no "
@@ -199,6 +205,9 @@ def otel_findings(env: Mapping[str, str]) -> list[Finding]:
             findings.append(Finding(True, unexported))
             continue
         for exporter in planned:
+            if exporter.kind == "console" and signal == "logs":
+                findings.append(_console_logs_finding())
+                continue
             if exporter.kind == "console":
                 findings.append(Finding(True, f"{signal}: console (printed to stdout)"))
                 continue
@@ -208,12 +217,20 @@ def otel_findings(env: Mapping[str, str]) -> list[Finding]:
     return findings
 
 
+def _console_logs_finding() -> Finding:
+    text = "logs: console (printed to stdout): the Akto records (AKTO_DELIVERY=otlp) never "
+    text += "reach Akto; set OTEL_LOGS_EXPORTER=otlp"
+    return Finding(False, text, warning=True)
+
+
 def _otlp_finding(signal: str, protocol: str, endpoint: str) -> Finding:
     grpc = protocol == "grpc"
     parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
     host = parts.hostname or "localhost"
     port = parts.port or (443 if parts.scheme == "https" else 4317 if grpc else 4318)
     shown = f"{signal}: otlp {protocol} -> {redact_url(endpoint)}"
+    if signal == "logs":
+        shown += " (the Akto records, AKTO_DELIVERY=otlp)"
     try:
         with socket.create_connection((host, port), timeout=2.0):
             pass
@@ -390,7 +407,7 @@ def run_doctor(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
     lines += [f"  {line}" for line in settings_lines(settings, env, frozenset(bad))]
     lines += ["", "Invalid settings:" if problems else "Invalid settings: none"]
     lines += [f"  FAIL  {p}" for p in problems]
-    otel = otel_findings(env)
+    otel = otel_findings(env, logs=settings.delivery == "otlp")
     lines += ["", "OpenTelemetry, as akto_otel.configure() would export:"]
     lines += [f"  {f.mark}  {f.text}" for f in otel]
     lines += ["", "Akto:"]

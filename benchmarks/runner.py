@@ -16,6 +16,7 @@ from typing import Any
 from . import (
     fig_concurrency,
     fig_e2e,
+    fig_gateway,
     fig_ingest,
     fig_latency,
     fig_observe,
@@ -43,6 +44,7 @@ FIGURES: dict[str, tuple[str, Runner]] = {
     "outage": (fig_outage.HEADER, fig_outage.run),
     "e2e": (fig_e2e.HEADER, fig_e2e.run),
     "profile": (fig_profile.HEADER, fig_profile.run),
+    "gateway": (fig_gateway.HEADER, fig_gateway.run),
 }
 
 _PACKAGES = ("aiohttp", "httpx", "opentelemetry-sdk", "claude-agent-sdk")

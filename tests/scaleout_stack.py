@@ -1,9 +1,9 @@
 """The scale-out deployment of docs/scale-out.md, run from the committed configs.
 
-An agent collector (collector/agent.yaml) load-balancing to two gateways
-(collector/gateway.yaml, each with its own disk queue) that post to an emulator
-standing in for Akto's OTLP ingestion; every program is the real collector binary
-on 127.0.0.1 with free ports, and every one is stopped on exit::
+An agent collector (collector/agent.yaml, its disk queue in ``tmp_path/agent-queue``)
+load-balancing to two gateways (collector/gateway.yaml, each with its own disk queue)
+that post to an emulator standing in for Akto's OTLP ingestion; every program is the
+real collector binary on 127.0.0.1 with free ports, and every one is stopped on exit::
 
     with scaleout_stack(tmp_path, akto_url, token) as stack:
         stack.agent.otlp_http      # where the agent's OTLP logs exporter posts
@@ -20,12 +20,16 @@ import contextlib
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from prometheus_client.parser import text_string_to_metric_families
 
 from akto_otel.emulator import EmulatorServer
@@ -113,6 +117,7 @@ def _agent(tmp_path: Path, gateways: list[Tier]) -> Tier:
     binary = require_program("otelcol")
     http, grpc, telemetry = _free_port(), _free_port(), _free_port()
     env = _env(
+        AKTO_AGENT_QUEUE_DIR=str(tmp_path / "agent-queue"),
         AKTO_AGENT_OTLP_HTTP=f"127.0.0.1:{http}",
         AKTO_AGENT_OTLP_GRPC=f"127.0.0.1:{grpc}",
         AKTO_GATEWAY_1=gateways[0].otlp,
@@ -174,3 +179,33 @@ def wait_for(check: Any, what: str, timeout: float) -> None:
     while not check():
         assert time.monotonic() < deadline, what
         time.sleep(0.5)
+
+
+def post_prompt_event(otlp_http: str, trace_id: int) -> str:
+    """POST one ``claude_code.user_prompt`` event of trace ``trace_id`` as OTLP/HTTP
+    protobuf (what the app's exporter sends); returns its ``akto.record.id``."""
+    record_id = f"{trace_id:032x}-prompt"
+    attributes = {
+        "event.name": "user_prompt",
+        "prompt": f"prompt {trace_id}",
+        "prompt.id": f"p-{trace_id}",
+        "session.id": f"s-{trace_id}",
+        "akto.record.id": record_id,
+    }
+    record = LogRecord(
+        time_unix_nano=time.time_ns(),
+        body=AnyValue(string_value="claude_code.user_prompt"),
+        event_name="claude_code.user_prompt",
+        trace_id=trace_id.to_bytes(16, "big"),
+        span_id=(1).to_bytes(8, "big"),
+        attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attributes.items()],
+    )
+    body = ExportLogsServiceRequest(
+        resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=[record])])]
+    ).SerializeToString()
+    request = urllib.request.Request(
+        f"{otlp_http}/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    return record_id

@@ -14,12 +14,10 @@ import os
 import re
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from akto_otel.doctor import EXIT_AKTO_UNUSABLE, EXIT_BAD_SETTINGS, EXIT_CODES, 
 from akto_otel.emulator import EmulatorServer
 from akto_otel.version import __version__
 from tests.fault_server import FaultServer
-from tests.test_tls import _self_signed
+from tests.tls_server import tls_server
 
 CLI = shutil.which("akto-otel") or str(Path(sys.executable).parent / "akto-otel")
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -180,18 +178,8 @@ class _AktoLikeHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def tls_akto(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    cert, key = _self_signed(tmp_path)
-    server = HTTPServer(("127.0.0.1", 0), _AktoLikeHandler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", cert
-    finally:
-        server.shutdown()
-        server.server_close()
+    with tls_server(tmp_path, _AktoLikeHandler) as served:
+        yield served
 
 
 def test_doctor_names_an_untrusted_certificate_and_trusts_the_bundle(
@@ -291,6 +279,83 @@ def test_doctor_says_where_spans_go(akto: EmulatorServer) -> None:
     assert code == EXIT_OK  # a dead collector loses spans but does not unguard the agent
     line = next(x for x in out.splitlines() if "traces: otlp" in x)
     assert line.strip().startswith("WARN") and "connection refused" in line
+
+
+def _otel_lines(report: str, signal: str) -> list[str]:
+    section = report.split("OpenTelemetry, as akto_otel.configure() would export:\n", 1)[1]
+    section = section.split("\n\n", 1)[0]
+    return [line.strip() for line in section.splitlines() if f"{signal}: " in line]
+
+
+def test_doctor_checks_the_logs_exporter_that_carries_the_records(akto: EmulatorServer) -> None:
+    base = {"AKTO_DATA_INGESTION_URL": akto.url, "AKTO_API_TOKEN": TOKEN}
+    # Batch delivery: no logs exporter is built, none is reported.
+    code, out = _doctor(_env(**base))
+    assert code == EXIT_OK
+    assert _otel_lines(out, "logs") == []
+
+    # AKTO_DELIVERY=otlp: the records leave as logs; a listening endpoint (the
+    # emulator's own POST /v1/logs) is ok, a closed port is named.
+    otlp = {**base, "AKTO_DELIVERY": "otlp"}
+    code, out = _doctor(_env(**otlp, OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=f"{akto.url}/v1/logs"))
+    assert code == EXIT_OK, out
+    (line,) = _otel_lines(out, "logs")
+    assert line.startswith("ok") and f"{akto.url}/v1/logs" in line, line
+    port = _free_port()
+    closed = f"http://127.0.0.1:{port}/v1/logs"
+    code, out = _doctor(_env(**otlp, OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=closed))
+    assert code == EXIT_OK  # the verdicts still come from Akto directly
+    (line,) = _otel_lines(out, "logs")
+    assert line.startswith("WARN") and "connection refused" in line and str(port) in line, line
+    # No endpoint at all: the exporter's default, checked like any other.
+    code, out = _doctor(_env(**otlp))
+    (line,) = _otel_lines(out, "logs")
+    assert "localhost:4318/v1/logs" in line, line
+
+    # console prints the records instead of delivering them: a warning.
+    code, out = _doctor(_env(**otlp, OTEL_LOGS_EXPORTER="console"))
+    assert code == EXIT_OK
+    (line,) = _otel_lines(out, "logs")
+    assert line.startswith("WARN"), line
+
+
+@pytest.mark.timeout(90)
+def test_doctor_fails_records_sent_nowhere_as_configure_does(akto: EmulatorServer) -> None:
+    env = _env(
+        AKTO_DATA_INGESTION_URL=akto.url,
+        AKTO_API_TOKEN=TOKEN,
+        AKTO_DELIVERY="otlp",
+        OTEL_LOGS_EXPORTER="none",
+    )
+    code, out = _doctor(env)
+    assert code == EXIT_BAD_SETTINGS, out
+    failing = [
+        line
+        for line in out.split("Akto:", 1)[0].splitlines()
+        if line.strip().startswith("FAIL") and "OTEL_LOGS_EXPORTER" in line
+    ]
+    assert failing, out
+    # The same environment makes configure() itself refuse: doctor predicted it.
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import akto_otel\n"
+            "from akto_otel.errors import AktoConfigError\n"
+            "try:\n    akto_otel.configure()\nexcept AktoConfigError:\n    raise SystemExit(7)\n",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert probe.returncode == 7, probe.stderr[-2000:]
+    # Without AKTO_DELIVERY=otlp the same variable is harmless (no logs are needed).
+    code, out = _doctor(
+        _env(AKTO_DATA_INGESTION_URL=akto.url, AKTO_API_TOKEN=TOKEN, OTEL_LOGS_EXPORTER="none")
+    )
+    assert code == EXIT_OK, out
 
 
 def test_every_exit_code_is_documented() -> None:

@@ -44,9 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 _MARKER = re.compile(r"^<!--\s*(doc-test|needs|text):\s*(.+?)\s*-->\s*$")
 _FENCE = re.compile(r"^(```+|~~~+)\s*([\w.+-]*)")
-#: Blocks in docs owned by other work, still without a marker: (file, the first 40
-#: characters of the block). Each entry must still be unmarked (delete it once marked).
-PENDING: set[tuple[str, str]] = set()
 #: Commands a doc block may contain that the tests do not run (the test environment has
 #: what they install); anything else in a run block must run.
 _INSTALLS = (
@@ -201,19 +198,13 @@ def base_env(**extra: str) -> dict[str, str]:
 # --------------------------------------------------------------------- enforcement
 
 
-def _key(block: DocBlock) -> tuple[str, str]:
-    return block.path, block.code[:40]
-
-
 def test_every_code_block_is_run_or_marked() -> None:
     blocks = all_blocks()
     assert blocks
-    unmarked = [b for b in blocks if not b.kind and _key(b) not in PENDING]
+    unmarked = [b for b in blocks if not b.kind]
     assert not unmarked, "blocks with no <!-- doc-test|needs|text: ... --> marker: " + ", ".join(
         f"{b.path}:{b.line}" for b in unmarked
     )
-    still = {_key(b) for b in blocks if not b.kind}
-    assert still >= PENDING, f"marked now, remove from PENDING: {PENDING - still}"
     for block in blocks:
         if block.kind == "text":
             assert block.lang in ("", "text"), f"{block.path}:{block.line}: text marker on code"

@@ -34,6 +34,7 @@ from akto_otel.testing import (
     ToolUse,
     ToolUses,
     count_assistant_turns,
+    delegation,
     first_user_text,
     is_side_request,
     load_scenarios,
@@ -577,20 +578,11 @@ async def test_subagent_scripted_by_its_own_scenario(tmp_path: Path) -> None:
             [ToolUse("Bash", {"command": "echo sub > sub.txt"}), Text("subagent report")],
             name="sub",
         ),
-        Scenario(
+        delegation(
             "delegate",
-            [
-                ToolUse(
-                    "Agent",
-                    {
-                        "description": "write sub file",
-                        "prompt": "SUBTASK: write sub.txt",
-                        "subagent_type": "general-purpose",
-                        "run_in_background": False,
-                    },
-                ),
-                Text("main done"),
-            ],
+            "SUBTASK: write sub.txt",
+            description="write sub file",
+            answer="main done",
             name="main",
         ),
     ]

@@ -23,6 +23,7 @@ from akto_otel.testing import (
     Step,
     Text,
     ToolUse,
+    delegation,
     offline_agent_env,
     run_agent,
 )
@@ -60,21 +61,7 @@ async def test_subagent_span_nests_its_tools_and_guards_its_answer(
                 Text("Nothing sensitive found."),
             ],
         ),
-        Scenario(
-            "delegate",
-            [
-                ToolUse(
-                    "Agent",
-                    {
-                        "description": "research",
-                        "prompt": "Research the repo",
-                        "subagent_type": "general-purpose",
-                        "run_in_background": False,
-                    },
-                ),
-                Text("The subagent is done."),
-            ],
-        ),
+        delegation("delegate", "Research the repo"),
     ]
     guard = _guard(emulator, capture)
     with FakeAnthropic(scenarios) as fake:

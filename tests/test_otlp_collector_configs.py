@@ -86,6 +86,20 @@ def agent_problems(config: dict[str, Any]) -> list[str]:
         otlp = (spec.get("protocol") or {}).get("otlp")
         if not isinstance(otlp, dict) or "endpoint" in otlp:
             problems.append(f"{balancer}: protocol.otlp is the per-gateway template, no endpoint")
+        # Acknowledged records must be on disk: a crash of this collector loses nothing
+        # it accepted (tests/test_stack_real_scaleout.py). The per-gateway exporters
+        # keep no in-memory queue of their own behind it.
+        queue = spec.get("sending_queue") or {}
+        storage = queue.get("storage")
+        extensions = config.get("extensions") or {}
+        if not queue.get("enabled") or _type(str(storage)) != "file_storage":
+            problems.append(f"{balancer}: needs a sending_queue on a file_storage extension")
+        elif storage not in extensions:
+            problems.append(f"{balancer}: sending_queue.storage {storage} is not defined")
+        if not (spec.get("retry_on_failure") or {}).get("enabled"):
+            problems.append(f"{balancer}: retry_on_failure must be enabled")
+        if isinstance(otlp, dict) and (otlp.get("sending_queue") or {}).get("enabled", True):
+            problems.append(f"{balancer}: protocol.otlp.sending_queue must be disabled")
         resolver = spec.get("resolver") or {}
         hosts = (resolver.get("static") or {}).get("hostnames") or []
         if len(hosts) < 2 and not (resolver.get("dns") or resolver.get("k8s")):
@@ -199,6 +213,16 @@ def test_the_checks_catch_broken_configs(agent: dict[str, Any], gateway: dict[st
     broken = copy.deepcopy(agent)
     broken["exporters"]["load_balancing/akto"]["protocol"]["otlp"]["endpoint"] = "x:4317"
     assert any("no endpoint" in p for p in agent_problems(broken))
+
+    broken = copy.deepcopy(agent)
+    del broken["exporters"]["load_balancing/akto"]["sending_queue"]["storage"]
+    assert any("file_storage" in p for p in agent_problems(broken))
+
+    broken = copy.deepcopy(agent)
+    broken["exporters"]["load_balancing/akto"]["protocol"]["otlp"]["sending_queue"] = {
+        "enabled": True
+    }
+    assert any("must be disabled" in p for p in agent_problems(broken))
 
 
 def test_compose_runs_both_tiers_against_the_emulator() -> None:

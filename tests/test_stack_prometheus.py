@@ -1,4 +1,4 @@
-"""Prometheus config and alert rules: promtool accepts them and the unit tests pass.
+"""Prometheus config, alert and recording rules: promtool accepts them and the unit tests pass.
 
 Runs the real promtool (Debian's prometheus package, 2.42): ``check config``,
 ``check rules`` and ``test rules``. In CI a missing promtool fails the tests.
@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,14 @@ import pytest
 import yaml
 
 from tests.test_docs import base_env, commands, doc_block, run_commands
-from tests.test_stack_promql import ALERTS, ROOT, alert_rules, require_binary
+from tests.test_stack_promql import ALERTS, ROOT, alert_rules, check_parses, require_binary
 
 PROMETHEUS_DIR = ROOT / "prometheus"
 CONFIGS = ("prometheus.yml", "prometheus-local.yml")
 ALERT_TESTS = PROMETHEUS_DIR / "alerts_test.yml"
+RECORDING = PROMETHEUS_DIR / "recording-rules.yml"
+RECORDING_TESTS = PROMETHEUS_DIR / "recording-rules_test.yml"
+DENY_SHARE = "job_service_name_akto_hook:akto_guardrail_spans_denied:ratio_rate5m"
 DOCS = ROOT / "docs" / "observability.md"
 
 
@@ -46,14 +50,24 @@ def test_promtool_check_config(name: str) -> None:
     assert "SUCCESS" in result.stdout
 
 
-def test_promtool_check_rules() -> None:
-    result = _promtool("check", "rules", ALERTS.name)
+def recording_rules() -> list[dict[str, Any]]:
+    data = yaml.safe_load(RECORDING.read_text())
+    return [rule for group in data["groups"] for rule in group["rules"]]
+
+
+@pytest.mark.parametrize("path", [ALERTS, RECORDING], ids=lambda p: p.name)
+def test_promtool_check_rules(path: Path) -> None:
+    rules = yaml.safe_load(path.read_text())["groups"]
+    count = sum(len(group["rules"]) for group in rules)
+    assert count
+    result = _promtool("check", "rules", path.name)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+    assert f"SUCCESS: {count} rules found" in result.stdout
 
 
-def test_promtool_test_rules() -> None:
-    result = _promtool("test", "rules", ALERT_TESTS.name)
+@pytest.mark.parametrize("path", [ALERT_TESTS, RECORDING_TESTS], ids=lambda p: p.name)
+def test_promtool_test_rules(path: Path) -> None:
+    result = _promtool("test", "rules", path.name)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -70,6 +84,44 @@ def test_promtool_test_rules_catches_a_wrong_expectation(tmp_path: Path) -> None
     result = _promtool("test", "rules", str(broken))
     assert result.returncode != 0
     assert "FAILED" in result.stdout + result.stderr
+
+
+def test_recording_rule_tests_can_fail(tmp_path: Path) -> None:
+    """Drop the zero fill of the deny share and promtool must say FAILED."""
+    zero_fill = "or\n              0 * job_service_name_akto_hook:akto_guardrail_spans:rate5m\n"
+    text = RECORDING.read_text()
+    assert zero_fill in text
+    (tmp_path / RECORDING.name).write_text(text.replace(zero_fill, ""))
+    (tmp_path / RECORDING_TESTS.name).write_text(RECORDING_TESTS.read_text())
+    result = _promtool("test", "rules", str(tmp_path / RECORDING_TESTS.name))
+    assert result.returncode != 0
+    assert "FAILED" in result.stdout + result.stderr
+
+
+def test_every_recording_rule_is_tested_and_named_by_convention() -> None:
+    data = yaml.safe_load(RECORDING_TESTS.read_text())
+    tested = {
+        case["expr"].split("{", 1)[0]
+        for test in data["tests"]
+        for case in test["promql_expr_test"]
+        if case["exp_samples"]
+    }
+    rules = recording_rules()
+    assert rules and tested
+    for rule in rules:
+        level, metric, operations = rule["record"].split(":")  # level:metric:operations
+        assert level and metric and operations, rule["record"]
+        assert rule["record"] in tested, f"{rule['record']}: no promql_expr_test"
+
+
+def test_documented_queries_on_recorded_series_parse(tmp_path: Path) -> None:
+    queries = [line for line in doc_block("recording-rules-queries").code.splitlines() if line]
+    assert queries
+    check_parses([(f"doc query {i}", q) for i, q in enumerate(queries)], tmp_path)
+    recorded = {rule["record"] for rule in recording_rules()}
+    for query in queries:
+        names = set(re.findall(r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+", query))
+        assert names and names <= recorded, query
 
 
 def test_every_alert_has_a_firing_and_a_silent_case() -> None:
@@ -120,7 +172,8 @@ def test_configs_load_the_alerts_and_scrape_the_collector_and_the_demo(name: str
     config = yaml.safe_load((PROMETHEUS_DIR / name).read_text())
     # The local recipe loads the generated quick copy of alerts.yml (see below).
     assert config["rule_files"] == [
-        "alerts-local.yml" if name == "prometheus-local.yml" else "alerts.yml"
+        "alerts-local.yml" if name == "prometheus-local.yml" else "alerts.yml",
+        RECORDING.name,
     ]
     targets = {
         job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
@@ -180,6 +233,14 @@ def _alerts(base: str) -> list[dict[str, Any]]:
     return alerts
 
 
+def _query(base: str, expr: str) -> list[dict[str, Any]]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=5) as response:
+        data = json.loads(response.read())
+    result: list[dict[str, Any]] = data["data"]["result"]
+    return result
+
+
 @pytest.mark.timeout(420)
 def test_local_recipe_fires_deny_rate_high_on_real_prometheus(tmp_path: Path) -> None:
     """Runs the documented commands (own ports and data folder) until the alert fires."""
@@ -193,6 +254,7 @@ def test_local_recipe_fires_deny_rate_high_on_real_prometheus(tmp_path: Path) ->
         config.replace("127.0.0.1:9464", f"127.0.0.1:{demo_port}")
     )
     (config_dir / LOCAL_ALERTS.name).write_text(LOCAL_ALERTS.read_text())
+    (config_dir / RECORDING.name).write_text(RECORDING.read_text())
     lines = commands(
         doc_block("local-recipe"),
         {"9464": demo_port, "9091": prom_port, "/tmp/akto-prom": str(tmp_path / "data")},
@@ -202,9 +264,11 @@ def test_local_recipe_fires_deny_rate_high_on_real_prometheus(tmp_path: Path) ->
         assert len(background) == 2, lines  # the demo and Prometheus
         deadline = time.monotonic() + 360
         firing: set[str] = set()
-        while "AktoGuardrailDenyRateHigh" not in firing:
+        # The recording rules work in the local mode too (the demo counts its spans).
+        recorded: list[dict[str, Any]] = []
+        while "AktoGuardrailDenyRateHigh" not in firing or not recorded:
             assert all(p.poll() is None for p in background), "a recipe process exited"
-            assert time.monotonic() < deadline, f"not firing in time; firing: {firing}"
+            assert time.monotonic() < deadline, f"not in time; firing: {firing}, {recorded}"
             time.sleep(5)
             try:
                 firing = {
@@ -212,8 +276,10 @@ def test_local_recipe_fires_deny_rate_high_on_real_prometheus(tmp_path: Path) ->
                     for a in _alerts(base)
                     if a["state"] == "firing" and a["labels"].get("hook") == "PreToolUse"
                 }
+                recorded = _query(base, f'{DENY_SHARE}{{akto_hook="PreToolUse"}}')
             except OSError:
                 continue
+        assert [float(r["value"][1]) for r in recorded] == [1.0], recorded
         # The URLs the doc gives for Debian's Prometheus 2.42 work on it.
         for path in ("/classic/alerts", "/classic/graph", "/api/v1/alerts"):
             with urllib.request.urlopen(base + path, timeout=5) as response:

@@ -18,7 +18,9 @@ the counter the app exports; from spans alone the same count is the span metrics
 ``akto_guardrail_decision``), relabelled to ``hook`` and ``decision``
 (:data:`FROM_SPANS`). ``AktoGuardrailDenyRateHigh`` must reach ``firing`` for
 PreToolUse and the demo's job, and every dashboard or datasource-link query that
-reads collector metrics (``traces_span_metrics_*``) must return data.
+reads collector metrics (``traces_span_metrics_*``) must return data. Prometheus also
+loads prometheus/recording-rules.yml unchanged: its deny share per hook must be
+recorded from the real span metrics (:data:`RECORDED`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ FROM_SPANS = {
 }
 
 
+RECORDING = ROOT / "prometheus" / "recording-rules.yml"
+RECORDED = "job_service_name_akto_hook:akto_guardrail_spans_denied:ratio_rate5m"
+
+
 def span_alerts(text: str) -> dict[str, Any]:
     """alerts.yml with short waits and windows, plus the span-metrics recording rule."""
     text = re.sub(r"(?m)^(\s+for:\s*)\d+[smh]\s*$", rf"\g<1>{FOR}", text)
@@ -94,9 +100,10 @@ def _prometheus_config(tmp_path: Path, collector: Collector) -> Path:
         job["static_configs"] = [{"targets": [url.split("//", 1)[1].split("/", 1)[0]]}]
         scrape.append(job)
     (tmp_path / "alerts-span.yml").write_text(yaml.safe_dump(span_alerts(ALERTS.read_text())))
+    (tmp_path / RECORDING.name).write_text(RECORDING.read_text())
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["alerts-span.yml"],
+        "rule_files": ["alerts-span.yml", RECORDING.name],
         "scrape_configs": scrape,
     }
     path = tmp_path / "prometheus.yml"
@@ -137,6 +144,7 @@ def test_span_metrics_fire_the_deny_rate_alert(tmp_path: Path) -> None:
     prometheus_bin = require_binary("prometheus")
     queries = collector_queries()
     assert len(queries) >= 5, queries  # 3 dashboard panels, 2 links per trace datasource
+    queries["recording rule"] = f'{RECORDED}{{akto_hook="PreToolUse"}}'
     with run_collector(tmp_path, closed_port(), closed_port()) as collector:
         port = _free_port()
         prom = Prometheus(port)
@@ -159,9 +167,15 @@ def test_span_metrics_fire_the_deny_rate_alert(tmp_path: Path) -> None:
             with _process(demo_cmd, demo_log, _demo_env(collector)) as demo:
                 firing = _wait_for_alert_and_data(prom, queries, demo, demo_log)
                 _check_series(prom)
+                recorded = prom.query(RECORDED)
     deny = firing["AktoGuardrailDenyRateHigh"]
     assert {a["hook"] for a in deny} == {"PreToolUse"}, deny
     assert {a["job"] for a in deny} == {SERVICE}
+    # The recording rule's deny share per hook, from the same span metrics: every tool
+    # call was denied, every prompt allowed (recorded as 0, not left out).
+    share = {r["metric"]["akto_hook"]: float(r["value"][1]) for r in recorded}
+    assert {r["metric"]["job"] for r in recorded} == {SERVICE}, recorded
+    assert share.get("PreToolUse") == 1.0 and share.get("UserPromptSubmit") == 0.0, share
 
 
 def _wait_for_alert_and_data(

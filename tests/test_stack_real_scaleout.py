@@ -47,7 +47,7 @@ from akto_otel.config import Settings
 from akto_otel.emulator import EmulatorServer
 from akto_otel.processor import AktoSpanProcessor
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
-from tests.scaleout_stack import Stack, TappedAkto, scaleout_stack, wait_for
+from tests.scaleout_stack import Stack, TappedAkto, post_prompt_event, scaleout_stack, wait_for
 from tests.test_stack_live import _free_port
 
 pytestmark = pytest.mark.timeout(240)
@@ -76,12 +76,13 @@ class Agent:
         home: Path,
         workdir: Path,
         trace_id: int | None = None,
+        export_timeout: float = 30,
     ) -> None:
         self.truth = InMemoryLogRecordExporter()
         self.logs = LoggerProvider(shutdown_on_exit=False)
         self.logs.add_log_record_processor(SimpleLogRecordProcessor(self.truth))
         (ep,) = entry_points(group="opentelemetry_logs_exporter", name="otlp_proto_http")
-        exporter = ep.load()(endpoint=f"{stack.agent.otlp}/v1/logs", timeout=30)
+        exporter = ep.load()(endpoint=f"{stack.agent.otlp}/v1/logs", timeout=export_timeout)
         self.logs.add_log_record_processor(
             BatchLogRecordProcessor(exporter, schedule_delay_millis=200)
         )
@@ -97,7 +98,7 @@ class Agent:
         self.home, self.workdir = home, workdir
         self.sessions = 0
 
-    async def session(self) -> None:
+    async def session(self, flush: bool = True) -> None:
         n = self.sessions = self.sessions + 1
         scenario = Scenario(
             None,
@@ -112,8 +113,9 @@ class Agent:
             async with self.guard.session(options) as guarded:
                 await run_agent(f"write file number {n}", guarded)
         assert (self.workdir / f"s{n}.txt").read_text().strip() == str(n)
-        assert self.guard.force_flush()
-        assert self.logs.force_flush(30_000)
+        if flush:
+            assert self.guard.force_flush()
+            assert self.logs.force_flush(30_000)
 
     def emitted_ids(self) -> list[str]:
         return [
@@ -317,3 +319,135 @@ async def test_a_gateway_crash_right_after_accepting_loses_nothing(
     finally:
         akto.stop()
     assert set(_arrived(akto)) == set(emitted)
+
+
+async def test_an_agent_collector_crash_loses_nothing_it_acknowledged(
+    emulator: EmulatorServer, tmp_path: Path, home: Path, workdir: Path
+) -> None:
+    # The attack on at-least-once one tier up: the agent collector answers the app's
+    # exporter "accepted", holds the records while no gateway takes them, and crashes
+    # (SIGKILL). The app will not resend what was acknowledged.
+    akto = TappedAkto(token=TOKEN)
+    akto.start()
+    try:
+        with scaleout_stack(tmp_path, akto.url, TOKEN) as stack:
+            agent = Agent(emulator, stack, home, workdir)
+            try:
+                for gateway in stack.gateways:
+                    gateway.program.stop()
+                await agent.session()  # flushed: the app's exporter got "accepted"
+                acked = agent.emitted_ids()
+                assert len(acked) == 3
+                accepted = stack.agent.metric("otelcol_receiver_accepted_log_records")
+                assert accepted == len(acked)
+                stack.agent.kill()
+                for gateway in stack.gateways:
+                    gateway.program.start()
+                stack.agent.program.start()  # same ports, same queue directory
+                wait_for(
+                    lambda: set(_arrived(akto)) >= set(acked),
+                    "records the agent collector acknowledged were lost in its crash",
+                    ARRIVAL_S,
+                )
+            finally:
+                agent.close()
+    finally:
+        akto.stop()
+    assert set(_arrived(akto)) == set(acked)
+
+
+async def test_what_the_app_sends_while_the_agent_collector_is_down(
+    emulator: EmulatorServer, tmp_path: Path, home: Path, workdir: Path
+) -> None:
+    # Measured, not wished: the app's OTLP log exporter (SDK, http/protobuf) retries a
+    # refused batch with backoff (about 1, 2, 4 s ...) only until its timeout
+    # (OTEL_EXPORTER_OTLP_LOGS_TIMEOUT; 10 s by default, which gave up after about 6 s
+    # here). A collector back within that window loses nothing; a batch whose retries
+    # end first is dropped by the SDK. Two apps show both: one with a 20 s timeout, one
+    # with 2 s (so the test need not wait out the default).
+    (workdir / "patient").mkdir()
+    (workdir / "hasty").mkdir()
+    akto = TappedAkto(token=TOKEN)
+    akto.start()
+    try:
+        with scaleout_stack(tmp_path, akto.url, TOKEN) as stack:
+            patient = Agent(emulator, stack, home, workdir / "patient", export_timeout=20)
+            hasty = Agent(emulator, stack, home, workdir / "hasty", export_timeout=2)
+            try:
+                # 1. Down briefly: records emitted, their export refused, the collector
+                #    restarted within the exporter's retries, which deliver them.
+                stack.agent.kill()
+                await patient.session(flush=False)
+                wait_for(lambda: len(patient.emitted_ids()) == 3, "records not emitted", 30)
+                short = patient.emitted_ids()
+                time.sleep(1.0)  # past the batch processor's 200 ms: the export was refused
+                stack.agent.program.start()
+                assert patient.guard.force_flush() and patient.logs.force_flush(30_000)
+                wait_for(
+                    lambda: set(_arrived(akto)) >= set(short),
+                    "records sent during a short agent collector outage were lost",
+                    ARRIVAL_S,
+                )
+
+                # 2. Down for longer than the exporter retries: its batch is dropped.
+                stack.agent.kill()
+                await hasty.session(flush=False)
+                hasty.guard.force_flush()
+                hasty.logs.force_flush(30_000)  # returns once the exporter gave up
+                lost = hasty.emitted_ids()
+                assert len(lost) == 3
+                stack.agent.program.start()
+                await patient.session()
+                after = sorted(set(patient.emitted_ids()) - set(short))
+                assert len(after) == 3
+                wait_for(
+                    lambda: set(_arrived(akto)) >= set(after),
+                    "records sent after the agent collector came back are missing",
+                    ARRIVAL_S,
+                )
+                # The restarted collector never received the dropped batch.
+                received = stack.agent.metric("otelcol_receiver_accepted_log_records")
+            finally:
+                patient.close()
+                hasty.close()
+    finally:
+        akto.stop()
+    arrived = set(_arrived(akto))
+    assert arrived == set(short) | set(after)
+    assert not arrived & set(lost)
+    assert received == len(after)
+
+
+def test_one_gateway_down_holds_back_the_agent_tier_until_it_returns(tmp_path: Path) -> None:
+    # The measured price of the agent collector's disk queue (collector/agent.yaml):
+    # the per-gateway exporters cannot have a persistent queue of their own, so the
+    # load_balancing exporter's 4 consumers retry a batch for a dead gateway in place.
+    # With the static resolver (the dead gateway stays in the ring), once 4 batches
+    # wait for it, the live gateway's batches wait behind them; nothing is lost if it
+    # returns within retry_on_failure.max_elapsed_time. The events are posted straight
+    # to the agent collector, as the app's exporter posts them: 40 one-event requests
+    # of 40 traces need no 40 CLI sessions.
+    akto = TappedAkto(token=TOKEN)
+    akto.start()
+    try:
+        with scaleout_stack(tmp_path, akto.url, TOKEN) as stack:
+            live, dead = stack.gateways
+            dead.program.stop()
+            sent = [post_prompt_event(stack.agent.otlp, trace) for trace in range(1, 41)]
+            time.sleep(3.0)  # the old, per-gateway in-memory queues delivered all in 2 s
+            early = live.metric("otelcol_receiver_accepted_log_records")
+            dead.program.start()
+            wait_for(
+                lambda: set(_arrived(akto)) >= set(sent),
+                "records routed to the returning gateway were lost",
+                ARRIVAL_S,
+            )
+            live_share = live.metric("otelcol_receiver_accepted_log_records")
+            dead_share = dead.metric("otelcol_receiver_accepted_log_records")
+    finally:
+        akto.stop()
+    assert set(_arrived(akto)) == set(sent)
+    assert live_share + dead_share == len(sent)  # one-event requests: no duplicates
+    assert dead_share >= 4
+    print(f"live gateway: {early:.0f} of its {live_share:.0f} delivered while the other was down")
+    assert early < live_share

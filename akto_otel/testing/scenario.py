@@ -22,9 +22,10 @@ When the script runs out, the last text-only step is repeated (``"Done."`` when
 the script has none), so the agent always ends its turn.
 
 Tips: a subagent started by ``ToolUse("Agent", {"description": ..., "prompt":
-..., "subagent_type": "general-purpose", "run_in_background": False})`` is a
-conversation of its own whose first user message is that ``prompt``: give it its
-own scenario. With ``ClaudeAgentOptions(output_format=...)`` the final answer is
+..., "subagent_type": "general-purpose", "run_in_background": False})`` (the
+parent's side is :func:`delegation`) is a conversation of its own whose first
+user message is that ``prompt``: give it its own scenario. With
+``ClaudeAgentOptions(output_format=...)`` the final answer is
 ``ToolUse("StructuredOutput", {...})``. Several prompts of one
 ``ClaudeSDKClient`` session are one conversation: the steps continue, also
 across ``/compact``.
@@ -343,6 +344,37 @@ class Scenario:
         out["match"] = self.match.pattern if self.match is not None else None
         out["steps"] = [s.to_dict() for s in self.steps]
         return out
+
+
+def delegation(
+    match: str | re.Pattern[str] | None,
+    prompt: str,
+    *,
+    description: str = "research",
+    subagent_type: str = "general-purpose",
+    answer: str = "The subagent is done.",
+    name: str | None = None,
+) -> Scenario:
+    """The parent's side of a subagent run: one ``Agent`` tool call, then ``answer``.
+
+    The ``Agent`` call hands ``prompt`` to a ``subagent_type`` subagent in the
+    foreground. The subagent's conversation starts with ``prompt``, so script it
+    with a scenario of its own that matches ``prompt`` (and not ``match``)::
+
+        scenarios = [
+            Scenario("Research the repo", [ToolUse("Bash", {"command": "ls"}), Text("ok")]),
+            delegation("delegate", "Research the repo"),
+        ]
+        # run_agent("please delegate", options): SubagentStart, the subagent's
+        # Bash call, SubagentStop, then the parent's answer.
+    """
+    agent_input = {
+        "description": description,
+        "prompt": prompt,
+        "subagent_type": subagent_type,
+        "run_in_background": False,
+    }
+    return Scenario(match, [ToolUse("Agent", agent_input), Text(answer)], name=name)
 
 
 def select_scenario(scenarios: Sequence[Scenario], first_user_text: str) -> Scenario | None:

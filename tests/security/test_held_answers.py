@@ -36,7 +36,15 @@ from akto_otel.answers import (
 )
 from akto_otel.emulator import EmulatorServer
 from akto_otel.instrumentation import ClaudeAgentSDKInstrumentor
-from akto_otel.testing import FakeAnthropic, Scenario, Step, Text, ToolUse, offline_agent_env
+from akto_otel.testing import (
+    FakeAnthropic,
+    Scenario,
+    Step,
+    Text,
+    ToolUse,
+    delegation,
+    offline_agent_env,
+)
 from tests.conftest import SpanCapture
 
 pytestmark = pytest.mark.timeout(120)
@@ -263,21 +271,7 @@ async def test_a_subagent_answer_denied_at_the_bound_never_reaches_the_parent(
 ) -> None:
     scenarios = [
         Scenario("Research the repo", [Text(f"Found {LEAK} in config")] * 4),
-        Scenario(
-            "delegate",
-            [
-                ToolUse(
-                    "Agent",
-                    {
-                        "description": "research",
-                        "prompt": "Research the repo",
-                        "subagent_type": "general-purpose",
-                        "run_in_background": False,
-                    },
-                ),
-                Text("The subagent is done."),
-            ],
-        ),
+        delegation("delegate", "Research the repo"),
     ]
     guard = _guard(emulator, capture, max_stop_regenerations=0)
     with FakeAnthropic(scenarios) as fake:
