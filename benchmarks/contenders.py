@@ -7,6 +7,7 @@ same server, and is checked once before it is timed: a contender that gets no
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,11 +34,13 @@ __all__ = [
     "CHECK_DEFAULT",
     "FLOOR",
     "HOOK_DEFAULT",
+    "HOOK_FOLDED",
     "REFERENCE",
     "STDLIB",
     "Spec",
     "check_contender",
     "errors_of",
+    "folded_hook_spec",
     "guardrail_specs",
     "settings_for",
 ]
@@ -48,6 +51,7 @@ STDLIB = "stdlib: urllib, cached opener, thread"
 AIOHTTP = "bare aiohttp ClientSession.post"
 CHECK_DEFAULT = "check: GuardrailClient.check (package)"
 HOOK_DEFAULT = "hook: PreToolUse (package)"
+HOOK_FOLDED = "hook, AKTO_GUARDRAIL_SPANS=false"
 
 
 @dataclass(frozen=True)
@@ -91,9 +95,12 @@ def check_contender(name: str, client: GuardrailClient, note: str = "") -> Conte
     )
 
 
-def _hook_contender(name: str, url: str, client: GuardrailClient | None) -> Contender:
+def _hook_contender(
+    name: str, url: str, client: GuardrailClient | None, *, guardrail_spans: bool = True
+) -> Contender:
     provider = make_provider()
-    guard = make_guard(settings_for(url), provider=provider, client=client)
+    settings = dataclasses.replace(settings_for(url), guardrail_spans=guardrail_spans)
+    guard = make_guard(settings, provider=provider, client=client)
     hooks = hook_callbacks(guard)
     pre = hooks["PreToolUse"]
     post = hooks["PostToolUse"]
@@ -138,6 +145,15 @@ def _post_contender(name: str, client: FloorClient | StdlibClient | AiohttpClien
             raise RuntimeError(f"{name}: unexpected answer {answer[:200]!r}")
 
     return Contender(name, call, setup=setup, close=client.aclose)
+
+
+def folded_hook_spec(url: str) -> Spec:
+    """The package hook with its guardrail call folded into the tool span."""
+
+    async def build() -> Contender:
+        return _hook_contender(HOOK_FOLDED, url, None, guardrail_spans=False)
+
+    return Spec(HOOK_FOLDED, build)
 
 
 def guardrail_specs(url: str) -> list[Spec]:

@@ -20,6 +20,7 @@ from .contenders import (
     REFERENCE,
     STDLIB,
     errors_of,
+    folded_hook_spec,
     guardrail_specs,
 )
 from .environment import Environment
@@ -31,7 +32,7 @@ HEADER = "Figure 1: per-hook latency, sequential"
 
 
 async def _measure(url: str, cfg: Config) -> dict[str, Any]:
-    specs = guardrail_specs(url)
+    specs = [*guardrail_specs(url), folded_hook_spec(url)]
     built: list[Contender] = []
     for spec in specs:
         contender = await spec.build()
