@@ -39,7 +39,7 @@ import httpx
 from akto_otel.config import Settings
 from akto_otel.contract import health_check_url, ingest_data_url
 from akto_otel.errors import AktoConfigError
-from akto_otel.guardrails import tls_context
+from akto_otel.guardrails import environment_proxy, tls_context
 from akto_otel.version import __version__
 
 __all__ = ["EXIT_AKTO_UNUSABLE", "EXIT_BAD_SETTINGS", "EXIT_CODES", "EXIT_OK", "run_doctor"]
@@ -328,10 +328,18 @@ def judge_auth(status: int, body: bytes, token_variable: str | None) -> Finding:
 
 
 def _request(
-    client: httpx.Client, method: str, url: str, headers: dict[str, str], body: bytes | None
+    client: httpx.Client,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    proxy: str | None = None,
 ) -> tuple[int, str, bytes] | str:
-    """(status, content type, first 64 KiB of the body), or the one-line cause of failure."""
-    parts = urlsplit(url)
+    """(status, content type, first 64 KiB of the body), or the one-line cause of failure.
+
+    With ``proxy``, a connection failure names the proxy, the host actually dialled.
+    """
+    parts = urlsplit(proxy or url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         with client.stream(method, url, headers=headers, content=body) as response:
@@ -344,7 +352,8 @@ def _request(
     except httpx.TimeoutException:
         return f"timeout: no answer within AKTO_TIMEOUT ({client.timeout.read:g} s)"
     except (httpx.HTTPError, OSError) as exc:
-        return _socket_cause(exc, parts.hostname or "", port)
+        cause = _socket_cause(exc, parts.hostname or "", port)
+        return f"{cause} (the proxy)" if proxy else cause
     except UnicodeError:
         return "the token has characters an HTTP header cannot carry (ASCII only)"
     except Exception as exc:  # a diagnostic must report, never crash
@@ -365,18 +374,28 @@ def akto_findings(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
     except (OSError, ssl.SSLError) as exc:
         return [Finding(False, f"SSL_CERT_PATH: cannot load the CA bundle ({exc})")]
     findings: list[Finding] = []
+    # The proxy the guard itself uses (urllib's reading of HTTPS_PROXY/NO_PROXY).
+    proxy = environment_proxy(base)
+    if proxy:
+        findings.append(Finding(True, f"through the proxy {redact_url(proxy)} (NO_PROXY bypasses)"))
     # The URL's user and password must not become HTTP basic auth behind our back.
     plain = urlunsplit(urlsplit(base)._replace(netloc=urlsplit(base).netloc.rpartition("@")[2]))
-    with httpx.Client(verify=verify, timeout=settings.timeout, follow_redirects=False) as client:
-        health = _request(client, "GET", health_check_url(plain), {}, None)
+    with httpx.Client(
+        verify=verify,
+        timeout=settings.timeout,
+        follow_redirects=False,
+        proxy=proxy,
+        trust_env=False,
+    ) as client:
+        health = _request(client, "GET", health_check_url(plain), {}, None, proxy)
         label = f"GET  {redact_url(health_check_url(base))}"
         if isinstance(health, str):
-            return [Finding(False, f"{label}: {health}")]
+            return [*findings, Finding(False, f"{label}: {health}")]
         verdict = judge_health(*health)
         findings.append(Finding(verdict.ok, f"{label}: {verdict.text}"))
         if not verdict.ok:
             return findings
-        probe = _request(client, "POST", ingest_data_url(plain), headers, _PROBE_BODY)
+        probe = _request(client, "POST", ingest_data_url(plain), headers, _PROBE_BODY, proxy)
         label = f"POST {redact_url(ingest_data_url(base))} (empty batch, authenticated)"
         if isinstance(probe, str):
             findings.append(Finding(False, f"{label}: {probe}"))

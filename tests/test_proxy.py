@@ -168,3 +168,38 @@ def test_records_are_delivered_through_the_proxy(clean_proxy_env: pytest.MonkeyP
         provider.shutdown()
     assert len(received) == 1
     assert proxy.seen and all(url.startswith(f"{akto.url}/api/ingestData") for url in proxy.seen)
+
+
+def test_doctor_asks_akto_through_the_same_proxy(clean_proxy_env: pytest.MonkeyPatch) -> None:
+    import io
+
+    from akto_otel.doctor import run_doctor
+
+    with EmulatorServer() as akto, ForwardProxy() as proxy:
+        secret_proxy = proxy.url.replace("http://", "http://egress-user:proxy-pw@")
+        clean_proxy_env.setenv("HTTP_PROXY", secret_proxy)
+        out = io.StringIO()
+        code = run_doctor({"AKTO_DATA_INGESTION_URL": akto.url}, out)
+    report = out.getvalue()
+    assert code == 0, report
+    assert any("/healthCheck" in url for url in proxy.seen)
+    assert any("/api/ingestData" in url for url in proxy.seen)
+    assert "proxy-pw" not in report
+    assert proxy.url.removeprefix("http://") in report
+
+
+def test_doctor_names_the_proxy_when_it_is_down(clean_proxy_env: pytest.MonkeyPatch) -> None:
+    import io
+
+    from akto_otel.doctor import run_doctor
+
+    with EmulatorServer() as akto:
+        dead = f"http://127.0.0.1:{_closed_port()}"
+        clean_proxy_env.setenv("HTTP_PROXY", dead)
+        out = io.StringIO()
+        code = run_doctor({"AKTO_DATA_INGESTION_URL": akto.url}, out)
+    report = out.getvalue()
+    assert code == 1, report
+    failure = next(line for line in report.splitlines() if line.lstrip().startswith("FAIL"))
+    assert dead.removeprefix("http://") in failure
+    assert "proxy" in failure
