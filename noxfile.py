@@ -12,7 +12,11 @@ ends of the declared ranges (pyproject.toml):
 modules (docs/reliability.md, "Mutation testing"):
 
     nox -s mutation                    # every module in MUTATION_TARGETS
-    nox -s mutation -- decision        # only the decision core (the CI subset)
+    nox -s mutation -- decision        # only the decision core
+    nox -s mutation -- --changed       # the decision core and the modules changed since
+                                       # the fork from origin/main (the CI subset)
+
+It fails when a module's kill rate is below THRESHOLD (90%).
 
 Each session installs the package with its ``dev`` extra into a fresh virtualenv,
 then pins the one dependency it is about, so every other package is the newest
@@ -119,24 +123,81 @@ MUTATION_TARGETS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _kill_rate(module: str, patterns: tuple[str, ...], results: str) -> str:
-    """One line per module from ``mutmut results --all true`` ("    name: status")."""
+#: The kill rate every module must reach; below it the session fails.
+THRESHOLD = 90.0
+
+#: Statuses that count as the tests noticing the mutant. A timeout is a mutant that
+#: made the tests hang (an endless loop): noticed, as a CI time limit would.
+_DETECTED = ("killed", "caught by type check", "timeout")
+
+
+def _kill_rate(module: str, patterns: tuple[str, ...], results: str) -> tuple[str, bool]:
+    """The line for one module from ``mutmut results --all true`` ("    name: status"),
+    and whether it reaches :data:`THRESHOLD` (a module with no checked mutant does not)."""
     statuses = [
         status.strip()
         for name, _, status in (line.strip().partition(": ") for line in results.splitlines())
         if any(fnmatch.fnmatch(name, p) for p in patterns)
     ]
-    killed = sum(s in ("killed", "caught by type check") for s in statuses)
+    killed = sum(s in _DETECTED for s in statuses)
     checked = len(statuses) - statuses.count("not checked")
-    rate = f"{100 * killed / checked:.1f}%" if checked else "n/a"
+    rate = 100 * killed / checked if checked else 0.0
+    shown = f"{rate:.1f}%" if checked else "n/a"
     others = "".join(f"; {statuses.count(s)} {s}" for s in sorted(set(statuses)) if s != "killed")
-    return f"mutation {module}: {killed}/{checked} killed ({rate}){others}"
+    passed = checked > 0 and rate >= THRESHOLD
+    verdict = "ok" if passed else f"BELOW {THRESHOLD:.0f}%"
+    return f"mutation {module}: {killed}/{checked} killed ({shown}){others} [{verdict}]", passed
+
+
+#: The source file of each guarantee module, for ``--changed``.
+MODULE_FILES = {module: f"akto_otel/{module}.py" for module in MUTATION_TARGETS}
+
+
+def _changed_modules(paths: list[str]) -> list[str]:
+    """The modules whose file is in ``paths`` (changed files), always with the decision
+    core first: the subset a CI run of ``nox -s mutation -- --changed`` checks."""
+    changed = {module for module, path in MODULE_FILES.items() if path in paths}
+    return ["decision", *sorted(changed - {"decision"})]
+
+
+def _changed_paths(session: nox.Session) -> list[str]:
+    """Files changed between HEAD and where it forked from origin/main (else HEAD's
+    first parent); no git history means every module."""
+    base = "HEAD^1"
+    fork = session.run(
+        "git",
+        "merge-base",
+        "HEAD",
+        "origin/main",
+        external=True,
+        silent=True,
+        success_codes=[0, 1, 128],
+    )
+    if isinstance(fork, str) and len(fork.strip()) == 40:
+        base = fork.strip()
+    diff = session.run(
+        "git",
+        "diff",
+        "--name-only",
+        base,
+        "HEAD",
+        external=True,
+        silent=True,
+        success_codes=[0, 128],
+    )
+    if not isinstance(diff, str) or diff.startswith("fatal"):
+        return list(MODULE_FILES.values())
+    return diff.split()
 
 
 @nox.session(python=DEFAULT_PYTHON)
 def mutation(session: nox.Session) -> None:
-    """mutmut over the guarantee modules; posargs pick modules (default: all of them)."""
+    """mutmut over the guarantee modules; posargs pick modules (default: all of them),
+    ``--changed`` the ones changed since the fork from origin/main, plus the decision core.
+    Fails when a module's kill rate is below THRESHOLD."""
     modules = session.posargs or list(MUTATION_TARGETS)
+    if "--changed" in modules:
+        modules = _changed_modules(_changed_paths(session))
     unknown = sorted(set(modules) - set(MUTATION_TARGETS))
     if unknown:
         session.error(f"unknown module(s) {unknown}; choose from {sorted(MUTATION_TARGETS)}")
@@ -145,5 +206,11 @@ def mutation(session: nox.Session) -> None:
     # A non-zero exit means survivors, which the lines below report; not a session error.
     session.run("mutmut", "run", *patterns, success_codes=[0, 1])
     results = session.run("mutmut", "results", "--all", "true", silent=True)
+    below = []
     for module in modules:
-        session.log(_kill_rate(module, MUTATION_TARGETS[module], str(results)))
+        line, passed = _kill_rate(module, MUTATION_TARGETS[module], str(results))
+        session.log(line)
+        if not passed:
+            below.append(module)
+    if below:
+        session.error(f"mutation kill rate below {THRESHOLD:.0f}% in {below}")
