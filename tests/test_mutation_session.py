@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 import functools
 import importlib.util
 from pathlib import Path
@@ -60,3 +62,25 @@ def test_the_ci_subset_is_the_decision_core_plus_changed_guarantee_modules() -> 
     assert nox._changed_modules(changed) == ["decision", "config", "redaction"]
     assert set(nox.MODULE_FILES) == set(nox.MUTATION_TARGETS)
     assert all((ROOT / path).is_file() for path in nox.MODULE_FILES.values())
+
+
+def _mutant_names(module: str) -> list[str]:
+    """The name mutmut gives the first mutant of each function and method of ``module``."""
+    tree = ast.parse((ROOT / "akto_otel" / f"{module}.py").read_text())
+    prefix = f"akto_otel.{module}."
+    names = [f"{prefix}x_{n.name}" for n in tree.body if isinstance(n, _FUNCTIONS)]
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        names += [f"{prefix}xǁ{cls.name}ǁ{m.name}" for m in cls.body if isinstance(m, _FUNCTIONS)]
+    return [f"{name}__mutmut_1" for name in names]
+
+
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def test_every_mutation_pattern_names_a_function_that_exists() -> None:
+    nox = _noxfile()
+    for module, patterns in nox.MUTATION_TARGETS.items():
+        names = _mutant_names(module)
+        assert names, module
+        for pattern in patterns:
+            assert any(fnmatch.fnmatch(n, pattern) for n in names), (module, pattern)
