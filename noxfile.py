@@ -14,7 +14,8 @@ modules (docs/reliability.md, "Mutation testing"):
     nox -s mutation                    # every module in MUTATION_TARGETS
     nox -s mutation -- decision        # only the decision core
     nox -s mutation -- --changed       # the decision core and the modules changed since
-                                       # the fork from origin/main (the CI subset)
+                                       # the fork from origin/main or main, else since
+                                       # HEAD's first parent (the CI subset)
 
 It fails when a module's kill rate is below THRESHOLD (90%).
 
@@ -162,31 +163,22 @@ def _changed_modules(paths: list[str]) -> list[str]:
 
 
 def _changed_paths(session: nox.Session) -> list[str]:
-    """Files changed between HEAD and where it forked from origin/main (else HEAD's
-    first parent); no git history means every module."""
+    """Files changed since HEAD forked from origin/main (else main); on main itself,
+    or with neither, since HEAD's first parent. No git history means every module."""
+
+    def git(*args: str) -> str:
+        out = session.run("git", *args, external=True, silent=True, success_codes=range(256))
+        return out.strip() if isinstance(out, str) else ""
+
+    head = git("rev-parse", "HEAD")
     base = "HEAD^1"
-    fork = session.run(
-        "git",
-        "merge-base",
-        "HEAD",
-        "origin/main",
-        external=True,
-        silent=True,
-        success_codes=[0, 1, 128],
-    )
-    if isinstance(fork, str) and len(fork.strip()) == 40:
-        base = fork.strip()
-    diff = session.run(
-        "git",
-        "diff",
-        "--name-only",
-        base,
-        "HEAD",
-        external=True,
-        silent=True,
-        success_codes=[0, 128],
-    )
-    if not isinstance(diff, str) or diff.startswith("fatal"):
+    for branch in ("origin/main", "main"):
+        fork = git("merge-base", "HEAD", branch)
+        if len(fork) == 40 and fork != head:
+            base = fork
+            break
+    diff = git("diff", "--name-only", base, "HEAD")
+    if not head or diff.startswith(("fatal", "error")):
         return list(MODULE_FILES.values())
     return diff.split()
 

@@ -6,8 +6,11 @@ import ast
 import fnmatch
 import functools
 import importlib.util
+import subprocess
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,3 +87,43 @@ def test_every_mutation_pattern_names_a_function_that_exists() -> None:
         assert names, module
         for pattern in patterns:
             assert any(fnmatch.fnmatch(n, pattern) for n in names), (module, pattern)
+
+
+class _GitSession:
+    """Stands in for nox.Session, whose run() needs a nox virtualenv; runs the real git."""
+
+    def run(self, *args: str, **_: object) -> str:
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        return done.stdout + done.stderr
+
+
+def _git(*args: str) -> None:
+    subprocess.run(["git", *args], check=True, capture_output=True)
+
+
+def test_changed_paths_are_taken_since_the_fork_from_main_else_since_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nox = _noxfile()
+    monkeypatch.chdir(tmp_path)
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    _git("init", "-q", "-b", "main")
+    _git("config", "user.email", "t@example.com")
+    _git("config", "user.name", "t")
+    (tmp_path / "akto_otel").mkdir()
+    for name in ("config", "redaction"):
+        (tmp_path / "akto_otel" / f"{name}.py").write_text("x = 1\n")
+    _git("add", "-A")
+    _git("commit", "-q", "-m", "one")
+    _git("checkout", "-q", "-b", "topic")
+    (tmp_path / "akto_otel" / "config.py").write_text("x = 2\n")
+    _git("commit", "-q", "-am", "two")
+    (tmp_path / "README").write_text("r\n")
+    _git("add", "-A")
+    _git("commit", "-q", "-m", "three")
+    assert sorted(nox._changed_paths(_GitSession())) == ["README", "akto_otel/config.py"]
+    _git("checkout", "-q", "main")
+    (tmp_path / "akto_otel" / "redaction.py").write_text("x = 3\n")
+    _git("commit", "-q", "-am", "four")
+    assert nox._changed_paths(_GitSession()) == ["akto_otel/redaction.py"]
