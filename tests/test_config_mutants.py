@@ -217,7 +217,8 @@ def test_numbers_and_bools_given_as_arguments_go_through_the_parser() -> None:
         "max_response_bytes",
         "a whole number from 1 to 1073741824",
     )
-    assert _error(akto_host=5).accepted == "a string"
+    wrong = _error(akto_host=5)
+    assert (wrong.value, wrong.accepted) == ("5", "a string")
 
 
 def test_derived_wire_values() -> None:

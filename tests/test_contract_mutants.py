@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 import pytest
 
+from akto_otel.config import Settings
 from akto_otel.contract import (
     PAYLOAD_LIMIT,
     Verdict,
@@ -407,3 +409,104 @@ def test_urls() -> None:
     )
     assert ingest_data_url("https://a") == "https://a/api/ingestData"
     assert health_check_url("https://a") == "https://a/healthCheck"
+
+
+def test_a_context_from_settings_carries_every_wire_value() -> None:
+    settings = Settings(
+        akto_host="h",
+        agent_id="9",
+        connector_value="c",
+        mode="atlas",
+        mcp_ingest_path="/m",
+        non_mcp_tool_path_prefix="/p",
+    )
+    assert WireContext.from_settings(settings, client_ip="1.2.3.4") == WireContext(
+        akto_host="h",
+        client_ip="1.2.3.4",
+        vxlan_id="9",
+        connector_value="c",
+        context_source="ENDPOINT",
+        mcp_ingest_path="/m",
+        non_mcp_tool_path_prefix="/p",
+    )
+    assert WireContext.from_settings(Settings()) == WireContext()
+
+
+def test_a_string_exactly_at_the_cut_length_is_kept_whole() -> None:
+    cap = PAYLOAD_LIMIT // 4  # the second round: three long strings do not fit at half
+    value = {"a": "x" * cap, "b": "y" * 300_000, "c": ["z" * 300_000, 1]}
+    body = json.loads(tool_request_record(WireContext(), "Bash", value)["requestPayload"])["body"]
+    assert body["a"] == "x" * cap
+    assert body["b"] == "y" * cap + f"...[truncated {300_000 - cap} chars]"
+    assert body["c"] == ["z" * cap + f"...[truncated {300_000 - cap} chars]", 1]
+
+
+def test_json_safe_mappings_count_depth_and_forget_what_they_left() -> None:
+    deep: Any = "leaf"
+    for _ in range(70):
+        deep = {"k": deep}
+    node: Any = json.loads(dumps({"d": deep, "s": {1}}))["d"]
+    depth = 0
+    while isinstance(node, dict):
+        node, depth = node["k"], depth + 1
+    assert (node, depth) == ("[max depth]", 63)
+    shared = {"x": 1}
+    assert json.loads(dumps({"a": shared, "b": shared, "s": {1}})) == {
+        "a": {"x": 1},
+        "b": {"x": 1},
+        "s": [1],
+    }
+    assert json.loads(dumps({"s": {1, "a"}})) == {"s": ["a", 1]}  # sorted by repr
+
+
+def test_an_empty_tool_prefix_falls_back_to_tool() -> None:
+    assert tool_path(WireContext(non_mcp_tool_path_prefix=""), "Bash") == "/tool/Bash"
+
+
+def test_a_blocked_prompt_without_a_reason_gets_the_default_one() -> None:
+    record = prompt_record(WireContext(), "p", blocked_reason="")
+    body = json.loads(json.loads(record["responsePayload"])["body"])
+    assert body == {"x-blocked-by": "Akto Proxy", "reason": "Policy violation"}
+
+
+@pytest.mark.parametrize("modified", ["1", "yes", " ON ", "true", True, 1])
+def test_every_spelling_of_modified(modified: Any) -> None:
+    verdict = parse_verdict(_gr(Allowed=True, Modified=modified, ModifiedPayload="m"))
+    assert (verdict.decision, verdict.modified_payload) == ("modify", "m")
+
+
+def test_no_modified_flag_is_no_mask_and_an_alert_keeps_its_reason() -> None:
+    assert parse_verdict(_gr(Allowed=True, ModifiedPayload="m")).decision == "allow"
+    alert = parse_verdict(_gr(Allowed=False, behaviour="alert", Reason="r"))
+    assert (alert.decision, alert.allowed, alert.reason) == ("alert", True, "r")
+
+
+def test_nan_and_infinity_are_never_bare_json() -> None:
+    assert dumps({"n": math.nan, "i": math.inf}) == '{"n": "nan", "i": "inf"}'
+
+
+def test_a_prefix_loses_only_its_trailing_slashes() -> None:
+    assert tool_path(WireContext(non_mcp_tool_path_prefix="/apiX//"), "Bash") == "/apiX/Bash"
+
+
+def test_a_blocked_answer_without_a_reason_gets_the_default_one() -> None:
+    record = turn_record(WireContext(), "q", "a", blocked_reason="")
+    body = json.loads(json.loads(record["responsePayload"])["body"])
+    assert body == {"x-blocked-by": "Akto Proxy", "reason": "Policy violation"}
+
+
+def test_the_default_time_is_now_in_milliseconds() -> None:
+    before = int(time.time() * 1000)
+    stamp = int(prompt_record(WireContext(), "x")["time"])
+    after = int(time.time() * 1000)
+    assert before <= stamp <= after
+
+
+def test_a_cut_payload_exactly_at_the_limit_is_kept_at_that_cut() -> None:
+    def payload(k: int) -> str:
+        value = {"a": "x" * k, "b": "y" * 300_000}
+        return str(tool_request_record(WireContext(), "Bash", value)["requestPayload"])
+
+    k = PAYLOAD_LIMIT - len(payload(0))
+    assert len(payload(k)) == PAYLOAD_LIMIT
+    assert json.loads(payload(k))["body"]["a"] == "x" * k  # the first cut, not a deeper one

@@ -205,8 +205,8 @@ def test_chunks_stay_under_the_byte_limit_and_keep_the_order() -> None:
     size = len(encoded[0])
     assert {len(e) for e in encoded[:5]} == {size}
     # Two items and their separator fit exactly; one byte less and each goes alone.
-    tight = _chunks(items[:3], 2 * size + 2)
-    assert [[item.key for item, _ in chunk] for chunk in tight] == [["k0", "k1"], ["k2"]]
+    tight = _chunks(items[:4], 2 * size + 2)
+    assert [[item.key for item, _ in chunk] for chunk in tight] == [["k0", "k1"], ["k2", "k3"]]
     looser = _chunks(items[:3], 2 * size + 1)
     assert [[item.key for item, _ in chunk] for chunk in looser] == [["k0"], ["k1"], ["k2"]]
     assert [e for chunk in _chunks(items, 10**9) for _, e in chunk] == encoded
@@ -242,3 +242,16 @@ def test_a_server_error_that_outlasts_the_retries_is_not_split() -> None:
         assert exporter.export([_item(1), _item(2)]) is False
     assert [len(r["records"]) for r in akto.requests] == [2]
     assert stats.failures == {"http_500": 2}
+
+
+def test_taken_counts_every_batch_and_each_export_reports_its_duration() -> None:
+    durations: list[float] = []
+    with ScriptedAkto() as akto:
+        exporter, stats = _exporter(akto.url)
+        stats.duration_listeners.append(durations.append)
+        assert exporter.export([_item(1), _item(2)])
+        before = time.perf_counter()
+        assert exporter.export([_item(3)])
+        elapsed = time.perf_counter() - before
+    assert exporter.taken == 3
+    assert len(durations) == 2 and 0 <= durations[1] <= elapsed
