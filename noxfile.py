@@ -12,7 +12,12 @@ ends of the declared ranges (pyproject.toml):
 modules (docs/reliability.md, "Mutation testing"):
 
     nox -s mutation                    # every module in MUTATION_TARGETS
-    nox -s mutation -- decision        # only the decision core (the CI subset)
+    nox -s mutation -- decision        # only the decision core
+    nox -s mutation -- --changed       # the decision core and the modules changed since
+                                       # the fork from origin/main or main, else since
+                                       # HEAD's first parent (the CI subset)
+
+It fails when a module's kill rate is below THRESHOLD (90%).
 
 Each session installs the package with its ``dev`` extra into a fresh virtualenv,
 then pins the one dependency it is about, so every other package is the newest
@@ -91,7 +96,8 @@ def compat(session: nox.Session, pins: list[str]) -> None:
 #: mutmut's version range: its config keys and result file layout are 3.x ones.
 MUTMUT = "mutmut>=3.8.1,<4"
 
-#: Per guarantee module, the mutant names (fnmatch patterns) that count for it.
+#: Per guarantee module, the mutant names (fnmatch patterns) that count for it. mutmut
+#: names a function ``x_<name>`` and a method ``xǁ<Class>ǁ<name>``.
 #: guardrails.py and exporter.py count only their verdict/error-kind mapping and their
 #: retry/split/drop logic; their I/O plumbing is covered by the real-server tests.
 MUTATION_TARGETS: dict[str, tuple[str, ...]] = {
@@ -105,13 +111,13 @@ MUTATION_TARGETS: dict[str, tuple[str, ...]] = {
         "akto_otel.guardrails.x_error_kind__mutmut_*",
         "akto_otel.guardrails.x__status_kind__mutmut_*",
         "akto_otel.guardrails.x__retry_after__mutmut_*",
-        "akto_otel.guardrails.GuardrailClient.*_verdict__mutmut_*",
+        "akto_otel.guardrails.xǁGuardrailClientǁ_verdict__mutmut_*",
     ),
     "exporter": (
-        "akto_otel.exporter.RecordExporter.*export__mutmut_*",
-        "akto_otel.exporter.RecordExporter.*_deliver_one__mutmut_*",
-        "akto_otel.exporter.RecordExporter.*_deliver_batch__mutmut_*",
-        "akto_otel.exporter.RecordExporter.*_post__mutmut_*",
+        "akto_otel.exporter.xǁRecordExporterǁexport__mutmut_*",
+        "akto_otel.exporter.xǁRecordExporterǁ_deliver_one__mutmut_*",
+        "akto_otel.exporter.xǁRecordExporterǁ_deliver_batch__mutmut_*",
+        "akto_otel.exporter.xǁRecordExporterǁ_post__mutmut_*",
         "akto_otel.exporter.x__retry_after__mutmut_*",
         "akto_otel.exporter.x__backoff__mutmut_*",
         "akto_otel.exporter.x__chunks__mutmut_*",
@@ -119,24 +125,72 @@ MUTATION_TARGETS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _kill_rate(module: str, patterns: tuple[str, ...], results: str) -> str:
-    """One line per module from ``mutmut results --all true`` ("    name: status")."""
+#: The kill rate every module must reach; below it the session fails.
+THRESHOLD = 90.0
+
+#: Statuses that count as the tests noticing the mutant. A timeout is a mutant that
+#: made the tests hang (an endless loop): noticed, as a CI time limit would.
+_DETECTED = ("killed", "caught by type check", "timeout")
+
+
+def _kill_rate(module: str, patterns: tuple[str, ...], results: str) -> tuple[str, bool]:
+    """The line for one module from ``mutmut results --all true`` ("    name: status"),
+    and whether it reaches :data:`THRESHOLD` (a module with no checked mutant does not)."""
     statuses = [
         status.strip()
         for name, _, status in (line.strip().partition(": ") for line in results.splitlines())
         if any(fnmatch.fnmatch(name, p) for p in patterns)
     ]
-    killed = sum(s in ("killed", "caught by type check") for s in statuses)
+    killed = sum(s in _DETECTED for s in statuses)
     checked = len(statuses) - statuses.count("not checked")
-    rate = f"{100 * killed / checked:.1f}%" if checked else "n/a"
+    rate = 100 * killed / checked if checked else 0.0
+    shown = f"{rate:.1f}%" if checked else "n/a"
     others = "".join(f"; {statuses.count(s)} {s}" for s in sorted(set(statuses)) if s != "killed")
-    return f"mutation {module}: {killed}/{checked} killed ({rate}){others}"
+    passed = checked > 0 and rate >= THRESHOLD
+    verdict = "ok" if passed else f"BELOW {THRESHOLD:.0f}%"
+    return f"mutation {module}: {killed}/{checked} killed ({shown}){others} [{verdict}]", passed
+
+
+#: The source file of each guarantee module, for ``--changed``.
+MODULE_FILES = {module: f"akto_otel/{module}.py" for module in MUTATION_TARGETS}
+
+
+def _changed_modules(paths: list[str]) -> list[str]:
+    """The modules whose file is in ``paths`` (changed files), always with the decision
+    core first: the subset a CI run of ``nox -s mutation -- --changed`` checks."""
+    changed = {module for module, path in MODULE_FILES.items() if path in paths}
+    return ["decision", *sorted(changed - {"decision"})]
+
+
+def _changed_paths(session: nox.Session) -> list[str]:
+    """Files changed since HEAD forked from origin/main (else main); on main itself,
+    or with neither, since HEAD's first parent. No git history means every module."""
+
+    def git(*args: str) -> str:
+        out = session.run("git", *args, external=True, silent=True, success_codes=range(256))
+        return out.strip() if isinstance(out, str) else ""
+
+    head = git("rev-parse", "HEAD")
+    base = "HEAD^1"
+    for branch in ("origin/main", "main"):
+        fork = git("merge-base", "HEAD", branch)
+        if len(fork) == 40 and fork != head:
+            base = fork
+            break
+    diff = git("diff", "--name-only", base, "HEAD")
+    if not head or diff.startswith(("fatal", "error")):
+        return list(MODULE_FILES.values())
+    return diff.split()
 
 
 @nox.session(python=DEFAULT_PYTHON)
 def mutation(session: nox.Session) -> None:
-    """mutmut over the guarantee modules; posargs pick modules (default: all of them)."""
+    """mutmut over the guarantee modules; posargs pick modules (default: all of them),
+    ``--changed`` the ones changed since the fork from origin/main, plus the decision core.
+    Fails when a module's kill rate is below THRESHOLD."""
     modules = session.posargs or list(MUTATION_TARGETS)
+    if "--changed" in modules:
+        modules = _changed_modules(_changed_paths(session))
     unknown = sorted(set(modules) - set(MUTATION_TARGETS))
     if unknown:
         session.error(f"unknown module(s) {unknown}; choose from {sorted(MUTATION_TARGETS)}")
@@ -145,5 +199,11 @@ def mutation(session: nox.Session) -> None:
     # A non-zero exit means survivors, which the lines below report; not a session error.
     session.run("mutmut", "run", *patterns, success_codes=[0, 1])
     results = session.run("mutmut", "results", "--all", "true", silent=True)
+    below = []
     for module in modules:
-        session.log(_kill_rate(module, MUTATION_TARGETS[module], str(results)))
+        line, passed = _kill_rate(module, MUTATION_TARGETS[module], str(results))
+        session.log(line)
+        if not passed:
+            below.append(module)
+    if below:
+        session.error(f"mutation kill rate below {THRESHOLD:.0f}% in {below}")

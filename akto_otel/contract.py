@@ -54,7 +54,9 @@ __all__ = [
     "prompt_record",
     "tool_path",
     "tool_request_record",
+    "tool_request_value",
     "tool_result_record",
+    "tool_result_values",
     "turn_record",
 ]
 
@@ -377,15 +379,32 @@ def _jsonrpc_arguments(tool_input: Any) -> Any:
     return {"input": tool_input}
 
 
-def _jsonrpc_call(tool: str, tool_input: Any) -> str:
-    return _payload(
-        {
-            "jsonrpc": "2.0",
-            "method": "tools/call",
-            "params": {"name": tool, "arguments": _jsonrpc_arguments(tool_input)},
-            "id": 1,
-        }
-    )
+def _jsonrpc_call(tool: str, tool_input: Any) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": _jsonrpc_arguments(tool_input)},
+        "id": 1,
+    }
+
+
+def tool_request_value(tool_name: str, tool_input: Any) -> Any:
+    """What a PreToolUse record's ``requestPayload`` encodes (before any cut)."""
+    is_mcp, _, tool = parse_claude_tool(tool_name)
+    if is_mcp:
+        return _jsonrpc_call(tool, tool_input)
+    return {"body": tool_input, "toolName": tool_name}
+
+
+def tool_result_values(tool_name: str, tool_input: Any, tool_response: Any) -> tuple[Any, Any]:
+    """What a PostToolUse record's ``requestPayload`` and ``responsePayload`` encode."""
+    is_mcp, _, tool = parse_claude_tool(tool_name)
+    if is_mcp:
+        result = tool_response if isinstance(tool_response, dict) else {"output": tool_response}
+        return _jsonrpc_call(tool, tool_input), {"jsonrpc": "2.0", "id": 1, "result": result}
+    return {"body": {"toolName": tool_name, "toolArgs": tool_input}}, {
+        "body": {"result": tool_response}
+    }
 
 
 def tool_request_record(
@@ -398,11 +417,8 @@ def tool_request_record(
 ) -> Record:
     """A PreToolUse record (built-in or MCP tool); ``blocked_reason`` -> the 403 variant."""
     hook = "PreToolUse"
-    is_mcp, server, tool = parse_claude_tool(tool_name)
-    if is_mcp:
-        request_payload = _jsonrpc_call(tool, tool_input)
-    else:
-        request_payload = _payload({"body": tool_input, "toolName": tool_name})
+    is_mcp, server, _ = parse_claude_tool(tool_name)
+    request_payload = _payload(tool_request_value(tool_name, tool_input))
     blocked = blocked_reason is not None
     return _record(
         ctx,
@@ -431,21 +447,15 @@ def tool_result_record(
 ) -> Record:
     """A PostToolUse record: the call and its result."""
     hook = "PostToolUse"
-    is_mcp, server, tool = parse_claude_tool(tool_name)
-    if is_mcp:
-        request_payload = _jsonrpc_call(tool, tool_input)
-        result = tool_response if isinstance(tool_response, dict) else {"output": tool_response}
-        response_payload = _payload({"jsonrpc": "2.0", "id": 1, "result": result})
-    else:
-        request_payload = _payload({"body": {"toolName": tool_name, "toolArgs": tool_input}})
-        response_payload = _payload({"body": {"result": tool_response}})
+    is_mcp, server, _ = parse_claude_tool(tool_name)
+    request, response = tool_result_values(tool_name, tool_input, tool_response)
     return _record(
         ctx,
         path=tool_path(ctx, tool_name),
         request_headers=_request_headers(ctx, hook, server),
         response_headers=json.dumps({"x-claude-hook": hook, "content-type": "application/json"}),
-        request_payload=request_payload,
-        response_payload=response_payload,
+        request_payload=_payload(request),
+        response_payload=_payload(response),
         status="200",
         tags=_tool_tags(ctx, is_mcp),
         time_ms=time_ms,

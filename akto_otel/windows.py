@@ -195,19 +195,10 @@ def plan_prompt(wire: WireContext, prompt: str, limits: Limits) -> Plan:
     )
 
 
-def _tool_call_value(tool_name: str, tool_input: Any) -> Any:
-    is_mcp, _, tool = contract.parse_claude_tool(tool_name)
-    if not is_mcp:
-        return {"body": tool_input, "toolName": tool_name}
-    arguments = tool_input if isinstance(tool_input, dict) else {"input": tool_input}
-    params = {"name": tool, "arguments": {} if tool_input is None else arguments}
-    return {"jsonrpc": "2.0", "method": "tools/call", "params": params, "id": 1}
-
-
 def plan_tool_call(wire: WireContext, tool_name: str, tool_input: Any, limits: Limits) -> Plan:
     """A PreToolUse judgement; windows cut the input's JSON text, whatever its shape."""
     whole = None
-    if contract.fits_payload(_tool_call_value(tool_name, tool_input)):
+    if contract.fits_payload(contract.tool_request_value(tool_name, tool_input)):
         whole = contract.tool_request_record(wire, tool_name, tool_input)
     return _plan(
         lambda: contract.dumps(tool_input),
@@ -222,15 +213,9 @@ def plan_tool_result(
     wire: WireContext, tool_name: str, tool_input: Any, tool_response: Any, limits: Limits
 ) -> Plan:
     """A PostToolUse judgement (response side); the input rides along when it fits."""
-    request_input = tool_input
-    if not contract.fits_payload(_tool_call_value(tool_name, tool_input)):
-        request_input = _PLACEHOLDER
+    request, response = contract.tool_result_values(tool_name, tool_input, tool_response)
+    request_input = tool_input if contract.fits_payload(request) else _PLACEHOLDER
     whole = None
-    if contract.parse_claude_tool(tool_name)[0]:
-        result = tool_response if isinstance(tool_response, dict) else {"output": tool_response}
-        response: Any = {"jsonrpc": "2.0", "id": 1, "result": result}
-    else:
-        response = {"body": {"result": tool_response}}
     if contract.fits_payload(response):
         whole = contract.tool_result_record(wire, tool_name, request_input, tool_response)
     return _plan(

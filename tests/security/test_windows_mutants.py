@@ -1,0 +1,372 @@
+"""The windowed judge's exact answers, pinned so that no mutant of it passes.
+
+test_decision_windows.py checks the properties (windows fit, overlap, cover; the
+strictest verdict wins); this module pins what mutation testing
+(``nox -s mutation -- windows``, docs/reliability.md) showed those leave loose: the
+exact records a plan sends, the boundary where content stops fitting whole, the
+size a span reports, every pair of the verdict order, and the windows themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from akto_otel import contract
+from akto_otel.config import Settings
+from akto_otel.contract import PAYLOAD_LIMIT, Verdict, WireContext
+from akto_otel.windows import (
+    Limits,
+    Plan,
+    escaped_len,
+    judge,
+    plan_prompt,
+    plan_tool_call,
+    plan_tool_result,
+    plan_turn,
+    split,
+    strictest,
+    too_large,
+)
+
+WIRE = WireContext(client_ip="10.1.2.3", vxlan_id="7")
+LIMITS = Limits()
+EMOJI = "\U0001f600"
+TRUNCATED = "[truncated "
+PLACEHOLDER = {"x-akto-omitted": "too large; judged separately"}
+UNUSABLE_MASK = "Akto masking verdict on part of a long content cannot be applied"
+
+
+def _same(record: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Records equal but for the clock (each builder reads it)."""
+    assert {**record, "time": ""} == {**expected, "time": ""}
+
+
+def _whole(plan: Plan, expected: dict[str, Any], field: str) -> None:
+    assert not plan.windowed and not plan.too_large and len(plan.records) == 1
+    _same(plan.records[0], expected)
+    assert plan.size == len(expected[field])
+
+
+def _padding_for(size_of: Callable[[int], int]) -> int:
+    """The padding that makes an encoded value exactly PAYLOAD_LIMIT characters long."""
+    base = size_of(0)
+    assert size_of(1) == base + 1  # one ASCII character of padding costs one
+    return PAYLOAD_LIMIT - base
+
+
+# --------------------------------------------------------------------------- whole records
+
+
+@pytest.mark.parametrize(
+    ("tool_name", "tool_input"),
+    [
+        ("Bash", {"command": "ls"}),
+        ("mcp__db__run", {"sql": "select 1"}),
+        ("mcp__db__run", "plain text"),
+        ("mcp__db__run", None),
+    ],
+)
+def test_a_small_tool_call_is_the_contract_record(tool_name: str, tool_input: Any) -> None:
+    plan = plan_tool_call(WIRE, tool_name, tool_input, LIMITS)
+    _whole(plan, contract.tool_request_record(WIRE, tool_name, tool_input), "requestPayload")
+
+
+@pytest.mark.parametrize(
+    ("tool_name", "tool_response"),
+    [
+        ("Bash", {"stdout": "a"}),
+        ("mcp__ops__dump", {"content": [{"type": "text", "text": "x"}]}),
+        ("mcp__ops__dump", [{"type": "text", "text": "x"}]),
+    ],
+)
+def test_a_small_tool_result_is_the_contract_record(tool_name: str, tool_response: Any) -> None:
+    plan = plan_tool_result(WIRE, tool_name, {"q": 1}, tool_response, LIMITS)
+    expected = contract.tool_result_record(WIRE, tool_name, {"q": 1}, tool_response)
+    _whole(plan, expected, "responsePayload")
+
+
+def test_a_small_prompt_and_answer_are_the_contract_records() -> None:
+    _whole(
+        plan_prompt(WIRE, "  hello  ", LIMITS),
+        contract.prompt_record(WIRE, "hello"),
+        "requestPayload",
+    )
+    for hook in ("Stop", "SubagentStop"):
+        plan = plan_turn(WIRE, "question", "answer", hook, LIMITS)
+        expected = contract.turn_record(WIRE, "question", "answer", hook=hook)
+        _whole(plan, expected, "responsePayload")
+
+
+# --------------------------------------------------------------------------- the fit boundary
+
+
+def _tool_inputs() -> list[tuple[str, Callable[[int], Any]]]:
+    return [
+        ("Bash", lambda k: {"command": "a" * k}),
+        ("mcp__db__run", lambda k: {"sql": "a" * k}),
+        ("mcp__db__run", lambda k: "a" * k),
+    ]
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_a_tool_call_exactly_at_the_limit_is_whole_and_one_more_is_windowed(case: int) -> None:
+    tool_name, make = _tool_inputs()[case]
+    k = _padding_for(
+        lambda k: len(contract.tool_request_record(WIRE, tool_name, make(k))["requestPayload"])
+    )
+    at = make(k)
+    _whole(
+        plan_tool_call(WIRE, tool_name, at, LIMITS),
+        contract.tool_request_record(WIRE, tool_name, at),
+        "requestPayload",
+    )
+    over = plan_tool_call(WIRE, tool_name, make(k + 1), LIMITS)
+    assert over.windowed and over.records
+    assert not any(TRUNCATED in r["requestPayload"] for r in over.records)
+
+
+def test_an_mcp_call_without_input_is_measured_as_the_record_sends_it() -> None:
+    # No input to pad: the tool name carries the padding.
+    def size(k: int) -> int:
+        name = "mcp__s__" + "t" * (k + 1)
+        return len(contract.tool_request_record(WIRE, name, None)["requestPayload"])
+
+    k = _padding_for(size)
+    name = "mcp__s__" + "t" * (k + 1)
+    _whole(
+        plan_tool_call(WIRE, name, None, LIMITS),
+        contract.tool_request_record(WIRE, name, None),
+        "requestPayload",
+    )
+
+
+@pytest.mark.parametrize("tool_name", ["Bash", "mcp__db__run"])
+def test_a_tool_result_never_carries_a_cut_input(tool_name: str) -> None:
+    """The input rides along whole when the result record can carry it, else a placeholder."""
+    k = _padding_for(
+        lambda k: len(
+            contract.tool_result_record(WIRE, tool_name, {"c": "a" * k}, "ok")["requestPayload"]
+        )
+    )
+    fits = plan_tool_result(WIRE, tool_name, {"c": "a" * k}, "ok", LIMITS)
+    _whole(
+        fits, contract.tool_result_record(WIRE, tool_name, {"c": "a" * k}, "ok"), "responsePayload"
+    )
+    for extra in (1, 20, 100_000):
+        plan = plan_tool_result(WIRE, tool_name, {"c": "a" * (k + extra)}, "ok", LIMITS)
+        expected = contract.tool_result_record(WIRE, tool_name, PLACEHOLDER, "ok")
+        _whole(plan, expected, "responsePayload")
+        assert TRUNCATED not in plan.records[0]["requestPayload"]
+
+
+@pytest.mark.parametrize(
+    ("tool_name", "make"),
+    [
+        ("Bash", lambda k: {"out": "a" * k}),
+        ("mcp__ops__dump", lambda k: {"out": "a" * k}),
+        ("mcp__ops__dump", lambda k: "a" * k),
+    ],
+)
+def test_a_tool_result_exactly_at_the_limit_is_whole(
+    tool_name: str, make: Callable[[int], Any]
+) -> None:
+    k = _padding_for(
+        lambda k: len(
+            contract.tool_result_record(WIRE, tool_name, {"q": 1}, make(k))["responsePayload"]
+        )
+    )
+    at = plan_tool_result(WIRE, tool_name, {"q": 1}, make(k), LIMITS)
+    _whole(at, contract.tool_result_record(WIRE, tool_name, {"q": 1}, make(k)), "responsePayload")
+    over = plan_tool_result(WIRE, tool_name, {"q": 1}, make(k + 1), LIMITS)
+    assert over.windowed and over.records
+    assert not any(TRUNCATED in r["responsePayload"] for r in over.records)
+    for record in over.records:
+        window = json.loads(record["responsePayload"])
+        text = window["result"] if "result" in window else window["body"]["result"]
+        if isinstance(text, dict):  # an MCP window is wrapped as output
+            text = text["output"]
+        _same(record, contract.tool_result_record(WIRE, tool_name, {"q": 1}, text))
+
+
+def test_a_prompt_and_an_answer_exactly_at_the_limit_are_whole() -> None:
+    k = _padding_for(lambda k: len(contract.dumps({"body": "p" * k})))
+    _whole(
+        plan_prompt(WIRE, "p" * k, LIMITS), contract.prompt_record(WIRE, "p" * k), "requestPayload"
+    )
+    assert plan_prompt(WIRE, "p" * (k + 1), LIMITS).windowed
+    turn = plan_turn(WIRE, "q", "a" * k, "SubagentStop", LIMITS)
+    _whole(turn, contract.turn_record(WIRE, "q", "a" * k, hook="SubagentStop"), "responsePayload")
+    assert plan_turn(WIRE, "q", "a" * (k + 1), "Stop", LIMITS).windowed
+
+
+def test_a_long_prompt_rides_along_an_answer_only_when_it_fits() -> None:
+    k = _padding_for(lambda k: len(contract.dumps({"body": "p" * k})))
+    kept = plan_turn(WIRE, "p" * k, "fine", "Stop", LIMITS)
+    _whole(kept, contract.turn_record(WIRE, "p" * k, "fine", hook="Stop"), "responsePayload")
+    dropped = plan_turn(WIRE, "p" * (k + 1), "fine", "Stop", LIMITS)
+    _whole(dropped, contract.turn_record(WIRE, "", "fine", hook="Stop"), "responsePayload")
+
+
+def test_answer_windows_are_turn_records_of_the_same_hook_and_prompt() -> None:
+    answer = EMOJI * 30_000 + " tail"
+    plan = plan_turn(WIRE, "question", answer, "SubagentStop", LIMITS)
+    assert plan.windowed and plan.size == escaped_len(answer)
+    for record in plan.records:
+        window = json.loads(record["responsePayload"])["body"]
+        _same(record, contract.turn_record(WIRE, "question", window, hook="SubagentStop"))
+
+
+def test_result_windows_keep_the_input_that_fits() -> None:
+    output = "é" * 60_000
+    plan = plan_tool_result(WIRE, "Bash", {"command": "cat f"}, output, LIMITS)
+    assert plan.windowed and plan.size == escaped_len(contract.dumps(output))
+    for record in plan.records:
+        window = json.loads(record["responsePayload"])["body"]["result"]
+        _same(record, contract.tool_result_record(WIRE, "Bash", {"command": "cat f"}, window))
+
+
+# --------------------------------------------------------------------------- windows and limits
+
+
+@pytest.mark.parametrize("payload", [100_000, 100_001])
+def test_an_overlap_larger_than_half_a_window_is_capped_not_refused(payload: int) -> None:
+    limits = Limits(payload=payload, overlap=10**6)
+    text = "".join(chr(97 + i % 26) for i in range(300_000))
+    plan = plan_prompt(WIRE, text, limits)
+    budget = payload - len(contract.prompt_record(WIRE, "")["requestPayload"])
+    windows = [json.loads(r["requestPayload"])["body"] for r in plan.records]
+    assert windows == split(text, budget, (budget - 1) // 2)
+    assert plan.size == len(text)
+
+
+def test_content_exactly_at_the_total_is_judged_and_one_more_is_too_large() -> None:
+    small = Limits(max_total=400_000)
+    at = plan_prompt(WIRE, "a" * 400_000, small)
+    assert not at.too_large and at.windowed and at.size == 400_000
+    over = plan_prompt(WIRE, "a" * 400_001, small)
+    assert over == Plan((), 400_001, too_large=True)
+
+
+def test_limits_from_settings_take_both_values() -> None:
+    limits = Limits.from_settings(Settings(judge_window_overlap=4096, judge_max_chars=1 << 21))
+    assert limits == Limits(overlap=4096, max_total=1 << 21)
+
+
+def _reference_split(text: str, budget: int, overlap: int) -> list[str]:
+    """The same windows by linear search: each as long as fits, the next one starting
+    as late as still shares ``overlap`` escaped characters."""
+    if escaped_len(text) <= budget:
+        return [text]
+    windows, start = [], 0
+    while True:
+        end = start + 1
+        while end < len(text) and escaped_len(text[start : end + 1]) <= budget:
+            end += 1
+        windows.append(text[start:end])
+        if end >= len(text):
+            return windows
+        s = end - 1
+        while s > start + 1 and escaped_len(text[s:end]) < overlap:
+            s -= 1
+        start = max(s, start + 1)
+
+
+alphabet = st.sampled_from(["a", "b", " ", '"', "\\", "\n", "é", EMOJI, "\x01"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(alphabet, min_size=1, max_size=300).map("".join),
+    st.integers(0, 12),
+    st.integers(0, 30),
+)
+def test_windows_are_as_long_as_fit_and_overlap_no_more_than_needed(
+    text: str, overlap: int, slack: int
+) -> None:
+    budget = max(12, 2 * overlap + 1) + slack
+    assert split(text, budget, overlap) == _reference_split(text, budget, overlap)
+
+
+@pytest.mark.parametrize(
+    ("budget", "overlap", "refused"),
+    [(12, 5, False), (11, 0, True), (17, 8, False), (16, 8, True), (13, 6, False), (12, 6, True)],
+)
+def test_the_smallest_budget_split_accepts(budget: int, overlap: int, refused: bool) -> None:
+    text = "x" * 100
+    if refused:
+        with pytest.raises(
+            ValueError, match=f"window budget {budget} too small for overlap {overlap}"
+        ):
+            split(text, budget, overlap)
+    else:
+        assert split(text, budget, overlap) == _reference_split(text, budget, overlap)
+
+
+def test_a_window_may_end_on_an_emoji_that_fills_it() -> None:
+    # emoji (12 escaped) + "a" fills a 13 budget; the next window starts right after the emoji.
+    assert split(EMOJI + "a" * 20, 13, 5) == _reference_split(EMOJI + "a" * 20, 13, 5)
+    assert split(EMOJI + "a" * 20, 13, 5)[:2] == [EMOJI + "a", "a" * 13]
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def _v(decision: str, allowed: bool, latency: float = 0.0) -> Verdict:
+    return Verdict(decision=decision, allowed=allowed, reason=decision, latency_s=latency)  # type: ignore[arg-type]
+
+
+#: Weakest to strictest.
+ORDER = [
+    _v("allow", True),
+    Verdict.failure("timeout", fail_closed=False),
+    _v("alert", True),
+    _v("warn", True),
+    _v("modify", True),
+    _v("ask", False),
+    Verdict.failure("timeout", fail_closed=True),
+    _v("deny", False),
+]
+
+
+@pytest.mark.parametrize("low", range(len(ORDER)))
+def test_the_strictest_of_every_pair_wins_in_either_order(low: int) -> None:
+    for high in range(low + 1, len(ORDER)):
+        winner = ORDER[high]
+        if winner.decision == "modify":
+            winner = replace(winner, decision="deny", allowed=False, reason=UNUSABLE_MASK)
+        assert strictest([ORDER[low], ORDER[high]]) == winner, (low, high)
+        assert strictest([ORDER[high], ORDER[low]]) == winner, (high, low)
+
+
+def test_the_verdict_carries_the_slowest_latency() -> None:
+    fast_deny, slow_allow = _v("deny", False, 0.25), _v("allow", True, 0.75)
+    assert strictest([fast_deny, slow_allow]) == replace(fast_deny, latency_s=0.75)
+    assert strictest([_v("warn", True, 0.5)]) == _v("warn", True, 0.5)
+    with pytest.raises(ValueError, match=r"^no verdicts$"):
+        strictest([])
+
+
+async def test_too_large_is_a_deny_that_names_both_sizes() -> None:
+    limits = Limits(max_total=1000)
+    expected = Verdict(
+        decision="deny",
+        allowed=False,
+        reason="content too large to judge (1234 > 1000 characters)",
+        error="too_large",
+        ran=False,
+    )
+    assert too_large(1234, limits) == expected
+
+    async def never(record: dict[str, Any]) -> Verdict:
+        raise AssertionError("nothing is sent")
+
+    assert await judge(never, Plan((), 1234, too_large=True), limits) == expected
+    # A plan with nothing to send is a deny too, never an empty allow.
+    assert await judge(never, Plan((), 1234), limits) == expected
