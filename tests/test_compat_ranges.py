@@ -21,9 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @functools.cache
 def _noxfile() -> ModuleType:
+    # One load per process for every test module: nox refuses a session name
+    # registered twice (a warning today, an error in a later nox).
+    loaded = sys.modules.get("_akto_noxfile")
+    if loaded is not None:
+        return loaded
     spec = importlib.util.spec_from_file_location("_akto_noxfile", ROOT / "noxfile.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["_akto_noxfile"] = module
     spec.loader.exec_module(module)
     return module
 
