@@ -370,3 +370,19 @@ async def test_too_large_is_a_deny_that_names_both_sizes() -> None:
     assert await judge(never, Plan((), 1234, too_large=True), limits) == expected
     # A plan with nothing to send is a deny too, never an empty allow.
     assert await judge(never, Plan((), 1234), limits) == expected
+
+
+async def test_a_single_record_is_judged_as_it_is_and_its_verdict_returned() -> None:
+    # One record (the common case) skips gather(): the check still gets that record,
+    # once, and its verdict comes back unchanged.
+    plan = plan_prompt(WireContext(), "a short prompt", Limits())
+    assert len(plan.records) == 1
+    seen: list[Any] = []
+    answer = Verdict(decision="deny", allowed=False, reason="no", latency_s=0.25)
+
+    async def check(record: Any) -> Verdict:
+        seen.append(record)
+        return answer
+
+    assert await judge(check, plan, Limits()) is answer
+    assert seen == [plan.records[0]]
