@@ -48,6 +48,25 @@ def _doctor(env: dict[str, str]) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+def _assert_configure_refuses(env: dict[str, str]) -> None:
+    """``akto_otel.configure()`` in a fresh process with ``env`` raises AktoConfigError."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import akto_otel\n"
+            "from akto_otel.errors import AktoConfigError\n"
+            "try:\n    akto_otel.configure()\nexcept AktoConfigError:\n    raise SystemExit(7)\n",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert probe.returncode == 7, probe.stderr[-2000:]
+
+
 def _akto_lines(report: str) -> list[str]:
     lines = report.split("\nAkto:\n", 1)[1].split("\n\nResult:", 1)[0].splitlines()
     assert lines, report
@@ -252,21 +271,7 @@ def test_doctor_fails_an_otel_exporter_that_configure_refuses(akto: EmulatorServ
     assert code == EXIT_BAD_SETTINGS
     assert "OTEL_TRACES_EXPORTER='jaeger'" in out
     # The same environment makes configure() itself refuse: doctor predicted it.
-    probe = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import akto_otel\n"
-            "from akto_otel.errors import AktoConfigError\n"
-            "try:\n    akto_otel.configure()\nexcept AktoConfigError:\n    raise SystemExit(7)\n",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert probe.returncode == 7, probe.stderr[-2000:]
+    _assert_configure_refuses(env)
 
 
 def test_doctor_says_where_spans_go(akto: EmulatorServer) -> None:
@@ -336,21 +341,7 @@ def test_doctor_fails_records_sent_nowhere_as_configure_does(akto: EmulatorServe
     ]
     assert failing, out
     # The same environment makes configure() itself refuse: doctor predicted it.
-    probe = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import akto_otel\n"
-            "from akto_otel.errors import AktoConfigError\n"
-            "try:\n    akto_otel.configure()\nexcept AktoConfigError:\n    raise SystemExit(7)\n",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert probe.returncode == 7, probe.stderr[-2000:]
+    _assert_configure_refuses(env)
     # Without AKTO_DELIVERY=otlp the same variable is harmless (no logs are needed).
     code, out = _doctor(
         _env(AKTO_DATA_INGESTION_URL=akto.url, AKTO_API_TOKEN=TOKEN, OTEL_LOGS_EXPORTER="none")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -16,22 +13,9 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
+from tests.noxfile_module import load_noxfile
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@functools.cache
-def _noxfile() -> ModuleType:
-    # One load per process for every test module: nox refuses a session name
-    # registered twice (a warning today, an error in a later nox).
-    loaded = sys.modules.get("_akto_noxfile")
-    if loaded is not None:
-        return loaded
-    spec = importlib.util.spec_from_file_location("_akto_noxfile", ROOT / "noxfile.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["_akto_noxfile"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _project() -> dict[str, object]:
@@ -53,14 +37,14 @@ def _floor(name: str) -> Version:
 
 
 def test_sessions_start_at_the_declared_floors() -> None:
-    nox = _noxfile()
+    nox = load_noxfile()
     assert Version(nox.SDK_OLDEST) == _floor("claude-agent-sdk")
     assert Version(nox.OTEL_OLDEST) == _floor("opentelemetry-sdk")
     assert Version(nox.OTEL_OLDEST) == _floor("opentelemetry-api")
 
 
 def test_sessions_cover_the_declared_pythons() -> None:
-    nox = _noxfile()
+    nox = load_noxfile()
     project = _project()
     requires = str(project["requires-python"])
     assert requires == f">={nox.PYTHON_OLDEST}"

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import ast
 import fnmatch
-import functools
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.noxfile_module import load_noxfile
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@functools.cache
-def _noxfile() -> ModuleType:
-    # One load per process for every test module: nox refuses a session name
-    # registered twice (a warning today, an error in a later nox).
-    loaded = sys.modules.get("_akto_noxfile")
-    if loaded is not None:
-        return loaded
-    spec = importlib.util.spec_from_file_location("_akto_noxfile", ROOT / "noxfile.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["_akto_noxfile"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _results(**counts: int) -> str:
@@ -43,7 +26,7 @@ def _results(**counts: int) -> str:
 
 
 def test_ninety_percent_passes_and_less_fails() -> None:
-    nox = _noxfile()
+    nox = load_noxfile()
     patterns = ("akto_otel.windows.*",)
     line, passed = nox._kill_rate("windows", patterns, _results(killed=9, survived=1))
     assert passed and line.startswith("mutation windows: 9/10 killed (90.0%)")
@@ -52,20 +35,20 @@ def test_ninety_percent_passes_and_less_fails() -> None:
 
 
 def test_timeouts_count_as_noticed_and_unchecked_mutants_do_not_count() -> None:
-    nox = _noxfile()
+    nox = load_noxfile()
     results = _results(killed=8, timeout=1, survived=1, not_checked=50)
     line, passed = nox._kill_rate("windows", ("akto_otel.windows.*",), results)
     assert passed and "9/10 killed (90.0%)" in line and "1 timeout" in line
 
 
 def test_a_module_with_nothing_checked_fails_the_gate() -> None:
-    nox = _noxfile()
+    nox = load_noxfile()
     line, passed = nox._kill_rate("windows", ("akto_otel.windows.*",), _results(not_checked=3))
     assert not passed and "(n/a)" in line
 
 
 def test_the_ci_subset_is_the_decision_core_plus_changed_guarantee_modules() -> None:
-    nox = _noxfile()
+    nox = load_noxfile()
     assert nox.THRESHOLD == 90.0
     assert nox._changed_modules(["README.md", "akto_otel/hooks.py"]) == ["decision"]
     changed = ["akto_otel/redaction.py", "akto_otel/decision.py", "akto_otel/config.py"]
@@ -88,7 +71,7 @@ _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 def test_every_mutation_pattern_names_a_function_that_exists() -> None:
-    nox = _noxfile()
+    nox = load_noxfile()
     for module, patterns in nox.MUTATION_TARGETS.items():
         names = _mutant_names(module)
         assert names, module
@@ -111,7 +94,7 @@ def _git(*args: str) -> None:
 def test_changed_paths_are_taken_since_the_fork_from_main_else_since_the_parent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    nox = _noxfile()
+    nox = load_noxfile()
     monkeypatch.chdir(tmp_path)
     for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
         monkeypatch.delenv(var, raising=False)
