@@ -490,9 +490,7 @@ class AktoGuardrails:
             semconv.HTTP_REQUEST_METHOD: "POST",
             **self._server_attributes,
         }
-        if plan.windowed or plan.too_large:
-            attributes[semconv.AKTO_GUARDRAIL_WINDOWS] = len(plan.records)
-            attributes[semconv.AKTO_GUARDRAIL_CONTENT_CHARS] = plan.size
+        attributes.update(_plan_attributes(plan))
         return start_span(
             self.tracer,
             semconv.SPAN_RUN_GUARDRAIL,
@@ -508,11 +506,9 @@ class AktoGuardrails:
         if not span.is_recording():
             return
         attributes: dict[str, Any] = {
-            semconv.AKTO_GUARDRAIL_DURATION_MS: round(verdict.latency_s * 1000, 3)
+            semconv.AKTO_GUARDRAIL_DURATION_MS: round(verdict.latency_s * 1000, 3),
+            **_plan_attributes(plan),
         }
-        if plan.windowed or plan.too_large:
-            attributes[semconv.AKTO_GUARDRAIL_WINDOWS] = len(plan.records)
-            attributes[semconv.AKTO_GUARDRAIL_CONTENT_CHARS] = plan.size
         if self.settings.semconv_security:
             # gen_ai.provider.name names Akto only on Akto's own span, not the hook's.
             drafted = security_attributes(hook, verdict, target_id)
@@ -984,6 +980,16 @@ def _quietly(fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R | None:
             "akto_otel could not record (%s): %s", getattr(fn, "__name__", fn), type(exc).__name__
         )
         return None
+
+
+def _plan_attributes(plan: windows.Plan) -> dict[str, Any]:
+    """How a judgement was cut: window count and size, for content judged in windows."""
+    if not (plan.windowed or plan.too_large):
+        return {}
+    return {
+        semconv.AKTO_GUARDRAIL_WINDOWS: len(plan.records),
+        semconv.AKTO_GUARDRAIL_CONTENT_CHARS: plan.size,
+    }
 
 
 def _carries_denied_answer(state: SessionState, tool_response: Any) -> bool:
