@@ -26,13 +26,13 @@ OTELCOL_VERSION=0.161.0
 # Jaeger v2 release tags (v2.x.y) are not importable: the module path has no /v2
 # suffix, and the Go module proxy answers 403 for @v2.19.0 and for @main (tried
 # 2026-12-01). Each Jaeger release commit until v1 ended also carries a v1 tag, and
-# that one is a valid module version: v1.76.0 is the commit of the
-# "Release v1.76.0 / v2.13.0" (2025-12-03), i.e. Jaeger 2.13.0. Resolved with
-#   go list -m github.com/jaegertracing/jaeger@v1.76.0  ->  v1.76.0
+# that one is a valid module version: v1.75.0 is the commit of the
+# "Release v1.75.0 / v2.12.0", i.e. Jaeger 2.12.0. The proxy also serves v1.76.0, but
+# that is not an approved release here; v1.75.0 is the newest approved one.
 # Keep docker-compose.yml's jaegertracing/jaeger tag equal to JAEGER_RELEASE.
 JAEGER_MODULE=github.com/jaegertracing/jaeger
-JAEGER_MODULE_VERSION=v1.76.0
-JAEGER_RELEASE=2.13.0
+JAEGER_MODULE_VERSION=v1.75.0
+JAEGER_RELEASE=2.12.0
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MANIFEST="$HERE/builder-manifest.yaml"
@@ -101,7 +101,18 @@ timed() {
     return
   fi
   start=$(date +%s)
-  "$builder"
+  echo "$name: building (several minutes on a first run; progress every 30 s)"
+  # A heartbeat, so a long first build is never silent; ended with the build.
+  (while sleep 30; do echo "$name: still building, $(($(date +%s) - start)) s"; done) &
+  local heartbeat=$!
+  local status=0
+  "$builder" || status=$?
+  kill "$heartbeat" 2>/dev/null || true
+  wait "$heartbeat" 2>/dev/null || true
+  if [[ $status -ne 0 ]]; then
+    echo "$name: build failed after $(($(date +%s) - start)) s" >&2
+    return "$status"
+  fi
   echo "$name: built in $(($(date +%s) - start)) s ($path)"
 }
 
