@@ -64,7 +64,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_s
 from akto_otel import semconv
 from akto_otel.config import Settings
 from akto_otel.contract import parse_claude_tool
-from akto_otel.exporter import AktoSpanExporter, RecordSpan
+from akto_otel.exporter import AktoSpanExporter, RecordSpan, claimed
 from akto_otel.version import __version__
 
 __all__ = [
@@ -299,13 +299,27 @@ class AktoLogExporter(AktoSpanExporter):
         """Records handed to :meth:`export` so far."""
         return self._taken
 
+    @property
+    def settled(self) -> int:
+        """Records handed to :meth:`export`: each is emitted or failed at once."""
+        return self._taken
+
+    @property
+    def held(self) -> int:
+        """Nothing is held here: the logs pipeline holds what was emitted."""
+        return 0
+
+    def evict_oldest(self, count: int) -> int:
+        """Nothing held, nothing to evict."""
+        return 0
+
     def _logger_provider(self) -> LoggerProvider | None:
         provider = self._provider if self._provider is not None else get_logger_provider()
         return provider if isinstance(provider, LoggerProvider) else None
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Emit the events of the records in the carriers among ``spans``."""
-        carriers = [span for span in spans if isinstance(span, RecordSpan)]
+        carriers = claimed(spans)
         count = sum(len(span.records) for span in carriers)
         with self._taken_lock:
             self._taken += count

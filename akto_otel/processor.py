@@ -27,6 +27,7 @@ Usage::
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import threading
@@ -61,6 +62,7 @@ __all__ = ["AktoSpanProcessor", "find_processors", "processor_for"]
 _log = logging.getLogger("akto_otel.processor")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _PROBE_KEY = otel_context.create_key("akto_otel.processor_probe")
+_WAKE_UP = SpanContext(0, 1, is_remote=False, trace_flags=_SAMPLED)
 
 
 class AktoSpanProcessor(SpanProcessor):
@@ -99,28 +101,41 @@ class AktoSpanProcessor(SpanProcessor):
         self._capacity = max_queue_size or self.settings.export_queue_size
         self._admitted = 0
         self._admit_lock = threading.Lock()
-        # Admission below keeps the SDK's queue from ever overflowing (it would drop
-        # silently), so the drop count is ours and exact; the slack covers the batch
-        # the worker may hold.
+        # Admission below keeps the SDK's queue from ever overflowing with live
+        # records (it would drop them silently), so the drop count is ours and exact.
+        # Evicted carriers (emptied, counted) stay in it until the worker skips them:
+        # room for a queue's worth of those, and for the wake-up call.
         self._batch = BatchSpanProcessor(
             self._exporter,
-            max_queue_size=self._capacity + max_export_batch_size,
+            max_queue_size=2 * self._capacity + max_export_batch_size,
             schedule_delay_millis=schedule_delay_millis,
             max_export_batch_size=max_export_batch_size,
             export_timeout_millis=self.settings.timeout * 1000,
         )
+        # Carriers handed to the SDK's queue, oldest first, until taken or evicted.
+        self._queued: collections.deque[RecordSpan] = collections.deque()
+        self._evicted_queued = 0
         self._closing = False
         self._shutdown = False
+        self._exporter.when_held(self._wake_worker)
         at_fork_in_child(self._after_fork)
 
     def _after_fork(self) -> None:
         # The SDK's batch processor drops the parent's queue in the child: so do we.
-        self._admitted = self._exporter.taken
+        self._admitted = self._exporter.settled
+        self._queued = collections.deque()
+        self._evicted_queued = 0
+
+    def _wake_worker(self) -> None:
+        # The exporter handed back with records still held: an empty carrier makes
+        # the SDK's worker call it again even when nothing new is queued.
+        if not self._shutdown:
+            self._batch.on_end(RecordSpan(_WAKE_UP, ()))
 
     @property
     def queue_size(self) -> int:
-        """Records queued for delivery (or taken by the worker and not yet counted)."""
-        return max(0, self._admitted - self._exporter.taken)
+        """Records waiting for delivery: queued, or taken by the worker and still retried."""
+        return max(0, self._admitted - self._exporter.settled - self._evicted_queued)
 
     @property
     def exporter(self) -> AktoSpanExporter:
@@ -158,19 +173,40 @@ class AktoSpanProcessor(SpanProcessor):
             self.stats.add("dropped", len(items), "already_shutdown")
             return
         count = len(items)
+        carrier = RecordSpan(
+            SpanContext(context.trace_id, context.span_id, is_remote=False, trace_flags=_SAMPLED),
+            tuple(items),
+        )
         with self._admit_lock:
-            # Records admitted minus records the exporter took: what is queued now (or
-            # popped and about to be exported, which errs on the side of dropping).
-            full = self._admitted - self._exporter.taken + count > self._capacity
+            while self._queued and self._queued[0].decided:
+                self._queued.popleft()
+            # Records admitted minus records settled: what waits in the SDK's queue or
+            # is held by the retrying exporter. When full, the oldest give way.
+            over = self.queue_size + count - self._capacity
+            if over > 0:
+                over -= self._evict_oldest(over)
+            full = over > 0
             if not full:
                 self._admitted += count
+                self._queued.append(carrier)
         if full:
             self.stats.add("dropped", count, "queue_full")
             return
-        carrier_context = SpanContext(
-            context.trace_id, context.span_id, is_remote=False, trace_flags=_SAMPLED
-        )
-        self._batch.on_end(RecordSpan(carrier_context, tuple(items)))
+        self._batch.on_end(carrier)
+
+    def _evict_oldest(self, count: int) -> int:
+        """Make room for ``count`` records, oldest first: those the exporter retries, then
+        the queue's; how many records were given up on (called under the admission lock)."""
+        evicted = self._exporter.evict_oldest(count)
+        queued = 0
+        while evicted + queued < count and self._queued:
+            carrier = self._queued.popleft()
+            if carrier.claim("evicted"):
+                queued += len(carrier.records)
+                carrier.records = ()  # the SDK's queue keeps the carrier, not the content
+        self._evicted_queued += queued
+        self.stats.add("dropped", queued, "queue_full")
+        return evicted + queued
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Answer :func:`find_processors`' probe; nothing else happens at span start."""
@@ -192,9 +228,13 @@ class AktoSpanProcessor(SpanProcessor):
         """Deliver every queued record now (on the caller's thread)."""
         if self._shutdown:
             return False
-        flushed = self._batch.force_flush(timeout_millis)
+        self._exporter.begin_flush(time.monotonic() + timeout_millis / 1000)
+        try:
+            flushed = self._batch.force_flush(timeout_millis)
+        finally:
+            self._exporter.end_flush()
         # With OTLP delivery the records then sit in the logs pipeline: flush it too.
-        return self._exporter.force_flush(timeout_millis) and flushed
+        return self._exporter.force_flush(timeout_millis) and flushed and not self._exporter.held
 
     def shutdown(self) -> None:
         """Deliver what is queued, for at most ``export_shutdown_timeout`` seconds.

@@ -3,7 +3,8 @@
 ``ScriptedAkto(script=[500, 500, (429, {"Retry-After": "1"})])`` answers the first
 requests from the script, then 200. A batch holding a record whose requestPayload
 contains ``OVERSIZED`` gets 413. Every request (path, headers, decoded body) and
-every accepted record is kept.
+every accepted record is kept. While ``unavailable`` is true every request gets 503
+(an Akto behind a load balancer with no healthy backend).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class ScriptedAkto:
         self.script = list(script or [])
         self.requests: list[dict[str, Any]] = []
         self.accepted: list[dict[str, Any]] = []
+        self.unavailable = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         owner = self
@@ -60,6 +62,8 @@ class ScriptedAkto:
             self.requests.append(
                 {"path": path, "headers": headers, "records": records, "at": time.monotonic()}
             )
+            if self.unavailable:
+                return 503, {}
             if self.script:
                 step = self.script.pop(0)
                 if step == "hang":

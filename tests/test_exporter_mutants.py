@@ -142,24 +142,31 @@ def test_a_server_error_is_not_split_and_retries_keep_the_key() -> None:
     assert _counts(stats) == ({"exported": 2, "failed": 0, "dropped": 0, "retried": 4}, {})
 
 
-def test_retries_stop_at_the_retry_timeout_with_the_last_kind() -> None:
+def test_the_retry_timeout_hands_back_with_the_record_held_never_failed() -> None:
     with ScriptedAkto(script=[503] * 50) as akto:
         exporter, stats = _exporter(akto.url, export_retry_timeout=0.0)
         assert exporter.export([_item(1)]) is False
-    assert len(akto.requests) == 1
+        assert len(akto.requests) == 1 and exporter.held == 1
+        assert _counts(stats) == ({"exported": 0, "failed": 0, "dropped": 0, "retried": 1}, {})
+        exporter.shutdown()  # only shutdown gives up, with the last error's kind
+    assert exporter.held == 0 and exporter.settled == 1
     assert _counts(stats) == (
-        {"exported": 0, "failed": 1, "dropped": 0, "retried": 0},
+        {"exported": 0, "failed": 1, "dropped": 0, "retried": 1},
         {"http_503": 1},
     )
 
 
-def test_retry_after_is_waited_for_and_a_long_one_ends_the_retries() -> None:
+def test_retry_after_is_waited_for_and_a_long_one_is_not_cut_short() -> None:
     with ScriptedAkto(script=[(429, {"Retry-After": "0"}), (429, {"Retry-After": "30"})]) as akto:
         exporter, stats = _exporter(akto.url, export_retry_timeout=5.0)
+        started = time.monotonic()
         assert exporter.export([_item(1)]) is False
-    assert len(akto.requests) == 2
+        assert time.monotonic() - started < 4.0, "a wait past the window hands back at once"
+        assert exporter.export([]) is False  # the next turn still waits for Retry-After
+        assert len(akto.requests) == 2 and exporter.held == 1
+        exporter.shutdown()
     assert _counts(stats) == (
-        {"exported": 0, "failed": 1, "dropped": 0, "retried": 1},
+        {"exported": 0, "failed": 1, "dropped": 0, "retried": 2},
         {"http_429": 1},
     )
 
@@ -173,11 +180,13 @@ def test_after_the_shutdown_deadline_nothing_more_is_sent() -> None:
     assert stats.failures == {"shutdown_timeout": 1}
 
 
-def test_a_connection_failure_is_retried_then_counted_with_its_kind() -> None:
+def test_a_connection_failure_is_retried_then_counted_with_its_kind_at_shutdown() -> None:
     with ScriptedAkto() as akto:
         url = akto.url
     exporter, stats = _exporter(url, export_retry_timeout=0.3)
     assert exporter.export([_item(1)]) is False
+    assert stats.snapshot()["retried"] >= 2 and exporter.held == 1
+    exporter.shutdown()
     snap, failures = _counts(stats)
     assert failures == {"connection_refused": 1} and snap["failed"] == 1
 
@@ -240,6 +249,7 @@ def test_a_server_error_that_outlasts_the_retries_is_not_split() -> None:
     with ScriptedAkto(script=[500] * 50) as akto:
         exporter, stats = _exporter(akto.url, export_retry_timeout=0.0)
         assert exporter.export([_item(1), _item(2)]) is False
+        exporter.shutdown()
     assert [len(r["records"]) for r in akto.requests] == [2]
     assert stats.failures == {"http_500": 2}
 

@@ -1,0 +1,178 @@
+"""Delivery holds through outages: a record leaves the queue only when it is delivered,
+refused, pushed out by newer ones (oldest first) or past the shutdown deadline.
+
+An outage far longer than ``AKTO_EXPORT_RETRY_TIMEOUT`` (small settings keep the
+test short: a 0.5 s window, a 3 s outage) loses nothing and duplicates nothing,
+whether Akto's port refuses connections or its load balancer answers 503. Every
+test counts duplicates as well as losses.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from akto_otel.config import Settings
+from akto_otel.contract import WireContext, turn_record
+from akto_otel.processor import AktoSpanProcessor
+from tests.scripted_akto import ScriptedAkto
+
+pytestmark = pytest.mark.timeout(120)
+CTX = WireContext(client_ip="10.0.0.1")
+#: The retry window each export call gets; the outage lasts six of them.
+WINDOW_S = 0.5
+OUTAGE_S = 3.0
+RATE_PER_S = 100
+
+
+def _processor(url: str, **kw: Any) -> tuple[AktoSpanProcessor, TracerProvider]:
+    options = {k: kw.pop(k) for k in ("max_queue_size", "max_export_batch_size") if k in kw}
+    settings = Settings.from_env(
+        {},
+        ingestion_url=url,
+        timeout=1.0,
+        export_retry_timeout=WINDOW_S,
+        export_shutdown_timeout=10.0,
+        **kw,
+    )
+    processor = AktoSpanProcessor(settings, schedule_delay_millis=50, **options)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    return processor, provider
+
+
+def _emit(processor: AktoSpanProcessor, provider: TracerProvider, i: int) -> None:
+    span = provider.get_tracer("t").start_span("hook")
+    processor.attach(span, turn_record(CTX, f"q{i}", "a", time_ms=i), kind="turn")
+    span.end()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _losses_and_duplicates(accepted: list[dict[str, Any]], produced: int) -> tuple[int, int]:
+    """(records never delivered, deliveries beyond the first) among ``produced`` records."""
+    seen = collections.Counter(int(r["time"]) for r in accepted)
+    lost = sum(1 for i in range(produced) if seen[i] == 0)
+    return lost, sum(n - 1 for n in seen.values() if n > 1)
+
+
+def _steady(emit: Callable[[int], None], seconds: float, start: int = 0) -> int:
+    """Emit ``RATE_PER_S`` records a second for ``seconds``; the next index."""
+    count = int(seconds * RATE_PER_S)
+    began = time.monotonic()
+    for n in range(count):
+        emit(start + n)
+        time.sleep(max(0.0, began + (n + 1) / RATE_PER_S - time.monotonic()))
+    return start + count
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.parametrize("outage", ["refused", "503"])
+def test_an_outage_six_retry_windows_long_loses_and_duplicates_nothing(outage: str) -> None:
+    port = _free_port()
+    processor, provider = _processor(f"http://127.0.0.1:{port}")
+
+    def emit(i: int) -> None:
+        _emit(processor, provider, i)
+
+    if outage == "refused":
+        produced = _steady(emit, OUTAGE_S)  # nothing listens on the port
+        akto = ScriptedAkto(port=port).__enter__()
+    else:
+        akto = ScriptedAkto(port=port).__enter__()
+        akto.unavailable = True
+        produced = _steady(emit, OUTAGE_S)
+        akto.unavailable = False
+    try:
+        assert processor.stats.snapshot()["retried"] > 0, "the outage was not seen"
+        produced = _steady(emit, 0.5, produced)  # traffic goes on as Akto comes back
+        # Recovery is prompt: the backoff is capped at 5 s.
+        assert _wait_for(lambda: len(akto.accepted) >= produced, timeout=8.0)
+        provider.shutdown()
+    finally:
+        akto.__exit__(None, None, None)
+    assert _losses_and_duplicates(akto.accepted, produced) == (0, 0)
+    snap = processor.stats.snapshot()
+    assert (snap["exported"], snap["failed"], snap["dropped"]) == (produced, 0, 0)
+
+
+def test_when_the_queue_needs_room_the_oldest_records_give_way() -> None:
+    port = _free_port()
+    processor, provider = _processor(
+        f"http://127.0.0.1:{port}", max_queue_size=50, max_export_batch_size=10
+    )
+    for i in range(200):
+        _emit(processor, provider, i)
+        if i == 20:
+            # The worker has taken the oldest batch and retries it against a dead port.
+            assert _wait_for(lambda: processor.stats.snapshot()["retried"] > 0, timeout=5.0)
+    with ScriptedAkto(port=port) as akto:
+        assert processor.force_flush(10_000)
+        provider.shutdown()
+    delivered = sorted(int(r["time"]) for r in akto.accepted)
+    snap = processor.stats.snapshot()
+    assert snap["dropped"] + snap["exported"] == 200 and snap["failed"] == 0
+    assert processor.stats.failures == {"queue_full": snap["dropped"]}
+    assert len(delivered) == len(set(delivered)) == snap["exported"]
+    # The queue holds 50: what survives is the newest, never the oldest.
+    assert 40 <= len(delivered) <= 50
+    assert delivered[-1] == 199 and delivered[0] >= 140
+
+
+def test_a_flush_during_an_outage_returns_and_keeps_the_records_queued() -> None:
+    port = _free_port()
+    processor, provider = _processor(f"http://127.0.0.1:{port}")
+    for i in range(30):
+        _emit(processor, provider, i)
+    started = time.monotonic()
+    assert processor.force_flush(1_000) is False, "nothing was delivered"
+    assert time.monotonic() - started < 1.0 + WINDOW_S + 1.0
+    assert processor.queue_size == 30
+    with ScriptedAkto(port=port) as akto:
+        # The worker comes back for the held records by itself, no new record needed.
+        assert _wait_for(lambda: len(akto.accepted) == 30, timeout=8.0)
+        provider.shutdown()
+    assert _losses_and_duplicates(akto.accepted, 30) == (0, 0)
+    assert processor.queue_size == 0
+
+
+def test_only_the_shutdown_deadline_gives_up_and_says_how_many() -> None:
+    port = _free_port()
+    settings = Settings.from_env(
+        {},
+        ingestion_url=f"http://127.0.0.1:{port}",
+        timeout=1.0,
+        export_retry_timeout=WINDOW_S,
+        export_shutdown_timeout=1.0,
+    )
+    processor = AktoSpanProcessor(settings, schedule_delay_millis=50)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    for i in range(25):
+        _emit(processor, provider, i)
+    time.sleep(4 * WINDOW_S)  # well past the retry window: still held, nothing failed
+    assert processor.stats.snapshot()["failed"] == 0 and processor.queue_size == 25
+    started = time.monotonic()
+    provider.shutdown()
+    assert time.monotonic() - started < 1.0 + 1.0 + 1.0
+    assert processor.stats.snapshot()["failed"] == 25
+    assert processor.stats.failures == {"connection_refused": 25}
+    assert processor.queue_size == 0
