@@ -223,6 +223,8 @@ def _logger_provider(plan: list[PlannedExporter], resource: Resource, queue: int
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
+    from akto_otel.otlp_logs import log_batch_size
+
     if isinstance(get_logger_provider(), LoggerProvider):
         return
     # Not shut down at exit by itself: the Akto processor flushes it after its own
@@ -231,7 +233,11 @@ def _logger_provider(plan: list[PlannedExporter], resource: Resource, queue: int
     for planned in plan:
         if planned.signal == "logs":
             provider.add_log_record_processor(
-                BatchLogRecordProcessor(_log_exporter(planned), max_queue_size=queue)
+                BatchLogRecordProcessor(
+                    _log_exporter(planned),
+                    max_queue_size=queue,
+                    max_export_batch_size=log_batch_size(queue),
+                )
             )
     set_logger_provider(provider)
 

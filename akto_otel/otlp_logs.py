@@ -63,15 +63,18 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_s
 
 from akto_otel import semconv
 from akto_otel.config import Settings
-from akto_otel.contract import parse_claude_tool
+from akto_otel.contract import MAX_PROXY_STRING_CHARS, parse_claude_tool
 from akto_otel.exporter import AktoSpanExporter, RecordSpan, claimed
 from akto_otel.version import __version__
 
 __all__ = [
     "EVENT_PREFIX",
+    "MAX_EVENT_BYTES",
+    "MAX_REQUEST_BYTES",
     "AktoLogExporter",
     "LogEvent",
     "UnmappableRecord",
+    "log_batch_size",
     "log_events",
 ]
 
@@ -82,6 +85,14 @@ EVENT_PREFIX = "claude_code."
 _SCOPE = "akto_otel"
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _TRUNCATED = re.compile(r"\.\.\.\[truncated \d+ chars\]")
+#: The largest event a record makes: two strings at the contract's cap (tool input and
+#: output, or prompt and answer; UTF-8 never longer than the escaped text the cap
+#: counts) and room for the attributes.
+MAX_EVENT_BYTES = 2 * MAX_PROXY_STRING_CHARS + 16 * 1024
+#: The largest OTLP logs request the app's batching may make. collector/agent.yaml's
+#: receivers take 32 MiB and the gateways 48 MiB, so every request the agent
+#: collector acknowledged also fits into a gateway.
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 class UnmappableRecord(ValueError):
@@ -248,6 +259,11 @@ def log_events(
         attributes["success"] = "true"
         return [event("tool_result", attributes, prompt_id)]
     raise UnmappableRecord(f"no Claude Code event for hook {hook!r}")
+
+
+def log_batch_size(queue: int) -> int:
+    """Events per OTLP logs request: a batch of events at the cap stays under the request limit."""
+    return max(1, min(512, queue, MAX_REQUEST_BYTES // MAX_EVENT_BYTES))
 
 
 def _record_ids(span: RecordSpan) -> list[str]:

@@ -1,7 +1,8 @@
 """A minimal OTLP/HTTP receiver on 127.0.0.1 that keeps the spans it is sent (JSON or protobuf).
 
 It also keeps every ``/v1/logs`` request as sent (content type, body, headers), for the
-OTLP delivery tests to decode with the emulator's mapper.
+OTLP delivery tests to decode with the emulator's mapper. ``hold_logs`` (an
+event) makes ``/v1/logs`` requests wait until it is set: an endpoint that stalls.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
         self.log_requests: list[tuple[str, bytes, dict[str, str]]] = []
+        self.hold_logs: threading.Event | None = None
         self._lock = threading.Lock()
         receiver = self
 
@@ -30,6 +32,8 @@ class OtlpReceiver:
                 if self.path.startswith("/v1/traces"):
                     receiver._add(body, self.headers.get("content-type", ""))
                 elif self.path.startswith("/v1/logs"):
+                    if receiver.hold_logs is not None:
+                        receiver.hold_logs.wait(30)
                     with receiver._lock:
                         receiver.log_requests.append(
                             (self.headers.get("content-type", ""), body, dict(self.headers))

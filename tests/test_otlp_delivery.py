@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -33,7 +34,8 @@ from akto_otel import AktoGuardrails
 from akto_otel.config import Settings
 from akto_otel.emulator import EmulatorServer, default_policy
 from akto_otel.emulator.otlp_ingest import OtlpEvent, decode_logs, map_logs
-from akto_otel.otlp_logs import log_events
+from akto_otel.exporter import PendingRecord, RecordSpan
+from akto_otel.otlp_logs import AktoLogExporter, log_events
 from akto_otel.processor import AktoSpanProcessor
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
 from tests.conftest import SpanCapture
@@ -262,12 +264,104 @@ def test_the_same_record_keeps_its_id_when_a_retry_resends_it() -> None:
     span.end()
     (first,) = _record_ids_of(processor, exporter)
     context = span.get_span_context()
-    assert first.startswith(f"{context.trace_id:032x}-{context.span_id:016x}-tool.result")
+    assert first == f"{context.trace_id:032x}-{context.span_id:016x}-tool.result/tool_result"
     # A retry re-sends the encoded export; the mapping itself is deterministic too.
     record = _tool_result("Bash", {"command": "ls"}, "a.txt")
     again = log_events(record, record_id="k")
     assert again == log_events(record, record_id="k")
     processor.shutdown()
+
+
+def test_a_record_id_is_the_same_from_every_exporter_and_every_export() -> None:
+    # The id is the only handle a downstream de-duplication has: an id with anything
+    # random in it (a suffix per export) makes every retry look like a new record.
+    from akto_otel.otlp_logs import _record_ids
+
+    context = trace.SpanContext(0xABC, 0xDEF, is_remote=False)
+    records = tuple(
+        PendingRecord(_tool_result("Bash", {"command": c}, ""), key=key)
+        for c, key in [("ls", "k-1-tool.result"), ("pwd", "k-1-tool.result"), ("id", "k-1-p")]
+    )
+    ids = []
+    for _ in range(2):  # two exporters, two providers, two carriers: the same ids
+        exporter = InMemoryLogRecordExporter()
+        provider = LoggerProvider(shutdown_on_exit=False)
+        provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+        AktoLogExporter(Settings.from_env({}, delivery="otlp"), logger_provider=provider).export(
+            [RecordSpan(context, records)]
+        )
+        ids.append(
+            [
+                str((item.log_record.attributes or {})["akto.record.id"])
+                for item in exporter.get_finished_logs()
+            ]
+        )
+    keys = ["k-1-tool.result", "k-1-tool.result#1", "k-1-p"]
+    assert _record_ids(RecordSpan(context, records)) == keys
+    assert ids[0] == ids[1] == [f"{key}/tool_result" for key in keys]
+
+
+def test_the_logs_pipeline_queue_is_bounded_by_the_export_queue_size(
+    receiver: OtlpReceiver,
+) -> None:
+    # The SDK's default queue (2048 log records) would hold all 200 while the logs
+    # endpoint stalls; configure() sizes it from AKTO_EXPORT_QUEUE_SIZE (two events a
+    # record), so memory stays bounded while the endpoint is slow or down.
+    receiver.hold_logs = threading.Event()
+    code = """
+        import sys, time
+        import akto_otel
+        from opentelemetry._logs import LogRecord, get_logger_provider
+
+        guard = akto_otel.configure()
+        logger = get_logger_provider().get_logger("t")
+        logger.emit(LogRecord(body="first", attributes={"i": -1}))
+        time.sleep(1.0)  # the first export now stalls at the endpoint
+        for i in range(200):
+            logger.emit(LogRecord(body=f"r{i}", attributes={"i": i}))
+        print("emitted", flush=True)
+        get_logger_provider().force_flush()
+        guard.shutdown()
+        """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AKTO_"))}
+    env.update(
+        {
+            "AKTO_DATA_INGESTION_URL": "http://127.0.0.1:9",
+            "AKTO_DELIVERY": "otlp",
+            "AKTO_EXPORT_QUEUE_SIZE": "8",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        }
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as child:
+        assert child.stdout is not None and child.stdout.readline().strip() == "emitted"
+        receiver.hold_logs.set()
+        _, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    bodies = _log_bodies(receiver)
+    assert bodies[0] == "first"
+    assert "r199" in bodies  # the newest stay; the full queue gave up the oldest
+    assert len(bodies) <= 1 + 16
+
+
+def _log_bodies(receiver: OtlpReceiver) -> list[str]:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    bodies: list[str] = []
+    for _, body, _ in receiver.log_requests:
+        request = ExportLogsServiceRequest()
+        request.ParseFromString(body)
+        for resource in request.resource_logs:
+            for scope in resource.scope_logs:
+                bodies.extend(r.body.string_value for r in scope.log_records)
+    return bodies
 
 
 def test_without_a_logger_provider_records_are_counted_failed_not_dropped_silently() -> None:
