@@ -23,6 +23,7 @@ accepted request to count records by it (tests/scaleout_stack.py).
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -44,7 +45,9 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from akto_otel import AktoGuardrails
 from akto_otel.config import Settings
+from akto_otel.contract import PAYLOAD_LIMIT, WireContext, tool_result_record
 from akto_otel.emulator import EmulatorServer
+from akto_otel.otlp_logs import log_batch_size
 from akto_otel.processor import AktoSpanProcessor
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
 from tests.scaleout_stack import Stack, TappedAkto, post_prompt_event, scaleout_stack, wait_for
@@ -451,3 +454,45 @@ def test_one_gateway_down_holds_back_the_agent_tier_until_it_returns(tmp_path: P
     assert dead_share >= 4
     print(f"live gateway: {early:.0f} of its {live_share:.0f} delivered while the other was down")
     assert early < live_share
+
+
+def test_sixty_tool_outputs_at_the_cap_all_cross_the_fleet(
+    akto: TappedAkto, tmp_path: Path
+) -> None:
+    # The attack on "acknowledged means delivered": requests the agent collector takes
+    # but a gateway refuses as too big (gRPC's default 4 MiB) are a permanent error
+    # there, dropped after the app heard "accepted". Incompressible tool outputs at the
+    # contract's cap, all in one trace so they go to one gateway, batched the way
+    # configure() batches (log_batch_size): every one must arrive.
+    wire = WireContext().with_session("big-session", "big-prompt")
+    with scaleout_stack(tmp_path, akto.url, TOKEN) as stack:
+        logs = LoggerProvider(shutdown_on_exit=False)
+        (ep,) = entry_points(group="opentelemetry_logs_exporter", name="otlp_proto_http")
+        exporter = ep.load()(endpoint=f"{stack.agent.otlp}/v1/logs", timeout=60)
+        logs.add_log_record_processor(
+            BatchLogRecordProcessor(
+                exporter,
+                schedule_delay_millis=200,
+                max_export_batch_size=log_batch_size(4096),
+            )
+        )
+        settings = Settings.from_env({}, delivery="otlp")
+        processor = AktoSpanProcessor(settings, logger_provider=logs)
+        provider = TracerProvider(id_generator=_OneTrace(0xB16))
+        provider.add_span_processor(processor)
+        for n in range(60):
+            span = provider.get_tracer("t").start_span("execute_tool Bash")
+            output = secrets.token_hex(PAYLOAD_LIMIT // 2 - 1024)  # incompressible
+            record = tool_result_record(wire, "Bash", {"command": f"cat big{n}"}, output)
+            processor.attach(span, record, kind="tool.result")
+            span.end()
+        assert processor.force_flush(60_000)
+        assert logs.force_flush(120_000)
+        wait_for(lambda: len(set(_arrived(akto))) >= 60, "tool outputs lost", ARRIVAL_S)
+        refused = stack.agent.metric("otelcol_exporter_send_failed_log_records")
+        processor.shutdown()
+        logs.shutdown()
+    arrived = _arrived(akto)
+    assert len(arrived) == 60 and refused == 0
+    print(f"60 of 60 at {PAYLOAD_LIMIT // 1024} KiB; {sum(arrived.values()) - 60} duplicates")
+    assert sum(arrived.values()) == 60  # no fault, no retry: each once
