@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from akto_otel.otlp_logs import MAX_EVENT_BYTES, MAX_REQUEST_BYTES, log_batch_size
+
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "collector" / "agent.yaml"
 GATEWAY = ROOT / "collector" / "gateway.yaml"
@@ -36,6 +38,19 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _type(component_id: str) -> str:
     return component_id.split("/", 1)[0]
+
+
+def _default(value: Any) -> str:
+    """What a ``${env:NAME:-default}`` setting is when NAME is unset ("" without a default)."""
+    text = str(value)
+    found = _ENV.fullmatch(text)
+    if found is None:
+        return text
+    return (found.group(2) or ":-")[2:]
+
+
+def _mib(value: Any) -> int:
+    return int(value or 4) * 1024 * 1024  # gRPC's default receive limit is 4 MiB
 
 
 def wiring_problems(config: dict[str, Any]) -> list[str]:
@@ -106,7 +121,27 @@ def agent_problems(config: dict[str, Any]) -> list[str]:
             problems.append(f"{balancer}: needs at least two gateways or a dns/k8s resolver")
     if (logs.get("processors") or [None])[0] != "memory_limiter":
         problems.append("memory_limiter must come first")
+    for name, protocol in protocols.items():
+        # Agents on the same host only, unless an operator opens it on purpose.
+        host = _default((protocol or {}).get("endpoint", "")).rsplit(":", 1)[0]
+        if host not in ("127.0.0.1", "localhost", "[::1]"):
+            problems.append(f"the otlp {name} receiver must bind loopback by default")
+    for balancer in balancers:
+        otlp = ((config["exporters"][balancer].get("protocol") or {}).get("otlp")) or {}
+        if _default((otlp.get("tls") or {}).get("insecure", "false")) != "false":
+            problems.append(f"{balancer}: TLS to the gateways must be on by default")
+    limit = agent_receive_limit(config)
+    if limit <= MAX_REQUEST_BYTES:
+        problems.append(f"the receivers must take the app's largest request ({MAX_REQUEST_BYTES})")
     return problems
+
+
+def agent_receive_limit(config: dict[str, Any]) -> int:
+    """The largest request the agent collector acknowledges (grpc or http)."""
+    protocols = ((config.get("receivers") or {}).get("otlp") or {}).get("protocols") or {}
+    grpc = _mib((protocols.get("grpc") or {}).get("max_recv_msg_size_mib"))
+    http = int((protocols.get("http") or {}).get("max_request_body_size") or 20 * 1024 * 1024)
+    return max(grpc, http)
 
 
 def gateway_problems(config: dict[str, Any]) -> list[str]:
@@ -134,6 +169,9 @@ def gateway_problems(config: dict[str, Any]) -> list[str]:
         retry = spec.get("retry_on_failure") or {}
         if not retry.get("enabled"):
             problems.append(f"{sender}: retry_on_failure must be enabled")
+        elif str(retry.get("max_elapsed_time")) not in ("0", "0s"):
+            # Never give up while the disk queue holds the data.
+            problems.append(f"{sender}: retry_on_failure.max_elapsed_time must be 0")
         queue = spec.get("sending_queue") or {}
         storage = queue.get("storage")
         if not queue.get("enabled") or not storage:
@@ -146,6 +184,12 @@ def gateway_problems(config: dict[str, Any]) -> list[str]:
         elif not 0 < int(batch.get("max_size") or 0) <= 6:
             problems.append(f"{sender}: at most 6 events per request (Akto's 4 MiB limit)")
     return problems
+
+
+def gateway_receive_limit(config: dict[str, Any]) -> int:
+    """The largest request a gateway takes from an agent collector (gRPC)."""
+    protocols = ((config.get("receivers") or {}).get("otlp") or {}).get("protocols") or {}
+    return _mib((protocols.get("grpc") or {}).get("max_recv_msg_size_mib"))
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +208,46 @@ def test_agent_tier_config(agent: dict[str, Any]) -> None:
 
 def test_gateway_tier_config(gateway: dict[str, Any]) -> None:
     assert gateway_problems(gateway) == []
+
+
+def test_a_gateway_takes_every_request_an_agent_collector_acknowledges(
+    agent: dict[str, Any], gateway: dict[str, Any]
+) -> None:
+    # A request the agent collector acknowledged but a gateway refuses as too big is
+    # a permanent error there: dropped. The gateway's limit is above the agent's,
+    # which is above the largest request akto_otel's batching makes.
+    assert log_batch_size(1 << 20) * MAX_EVENT_BYTES <= MAX_REQUEST_BYTES
+    assert MAX_REQUEST_BYTES < agent_receive_limit(agent) < gateway_receive_limit(gateway)
+
+
+def test_the_agent_collector_is_closed_by_default(agent: dict[str, Any]) -> None:
+    for loosened in ("0.0.0.0:4317", "${env:AKTO_AGENT_OTLP_GRPC:-0.0.0.0:4317}"):
+        broken = copy.deepcopy(agent)
+        broken["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] = loosened
+        assert "the otlp grpc receiver must bind loopback by default" in agent_problems(broken)
+    broken = copy.deepcopy(agent)
+    otlp = broken["exporters"]["load_balancing/akto"]["protocol"]["otlp"]
+    otlp["tls"]["insecure"] = "${env:AKTO_GATEWAY_TLS_INSECURE:-true}"
+    assert "load_balancing/akto: TLS to the gateways must be on by default" in agent_problems(
+        broken
+    )
+    del otlp["tls"]
+    assert not any("TLS" in p for p in agent_problems(broken))  # the collector's default: TLS
+
+
+def test_the_size_and_retry_checks_catch_broken_configs(
+    agent: dict[str, Any], gateway: dict[str, Any]
+) -> None:
+    broken = copy.deepcopy(gateway)
+    broken["exporters"]["otlp_http/akto"]["retry_on_failure"]["max_elapsed_time"] = "300s"
+    assert "otlp_http/akto: retry_on_failure.max_elapsed_time must be 0" in gateway_problems(broken)
+    broken = copy.deepcopy(gateway)
+    del broken["receivers"]["otlp"]["protocols"]["grpc"]["max_recv_msg_size_mib"]
+    assert gateway_receive_limit(broken) < agent_receive_limit(agent)
+    broken = copy.deepcopy(agent)
+    broken["receivers"]["otlp"]["protocols"]["http"]["max_request_body_size"] = 8 << 20
+    del broken["receivers"]["otlp"]["protocols"]["grpc"]["max_recv_msg_size_mib"]
+    assert any("largest request" in p for p in agent_problems(broken))
 
 
 def test_no_secret_is_written_into_the_configs() -> None:
