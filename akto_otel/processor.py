@@ -52,6 +52,7 @@ from akto_otel.exporter import (
     RecordSpan,
     at_fork_in_child,
 )
+from akto_otel.logs import RateLimitedLog
 from akto_otel.otlp_logs import AktoLogExporter
 
 if TYPE_CHECKING:
@@ -63,6 +64,13 @@ _log = logging.getLogger("akto_otel.processor")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _PROBE_KEY = otel_context.create_key("akto_otel.processor_probe")
 _WAKE_UP = SpanContext(0, 1, is_remote=False, trace_flags=_SAMPLED)
+_DROP_REASONS = {
+    "queue_full": (
+        "the delivery queue is full (AKTO_EXPORT_QUEUE_SIZE={capacity} records; Akto is "
+        "unreachable or slower than the agent), the oldest records gave way"
+    ),
+    "already_shutdown": "attached after the processor was shut down",
+}
 
 
 class AktoSpanProcessor(SpanProcessor):
@@ -97,6 +105,8 @@ class AktoSpanProcessor(SpanProcessor):
             else:
                 self._exporter = AktoSpanExporter(self.settings, transport=transport)
         self.stats: ExportStats = self._exporter.stats
+        self._drops = RateLimitedLog(_log)
+        self.stats.listeners.append(self._tell_drops)
         self._pending: dict[int, list[PendingRecord]] = {}
         self._capacity = max_queue_size or self.settings.export_queue_size
         self._admitted = 0
@@ -119,6 +129,18 @@ class AktoSpanProcessor(SpanProcessor):
         self._shutdown = False
         self._exporter.when_held(self._wake_worker)
         at_fork_in_child(self._after_fork)
+
+    def _tell_drops(self, outcome: str, count: int, reason: str) -> None:
+        # Dropped records are counted in metrics; the log says so too, a line a minute.
+        if outcome == "dropped":
+            why = _DROP_REASONS.get(reason, reason)
+            self._drops.log(
+                logging.WARNING,
+                reason,
+                "dropped %(count)d Akto record(s) since %(since)s: %(why)s",
+                count,
+                why=why.format(capacity=self._capacity),
+            )
 
     def _after_fork(self) -> None:
         # The SDK's batch processor drops the parent's queue in the child: so do we.
@@ -252,6 +274,7 @@ class AktoSpanProcessor(SpanProcessor):
         timeout = self.settings.export_shutdown_timeout
         self._exporter.begin_shutdown(time.monotonic() + timeout)
         self._batch.shutdown()  # type: ignore[no-untyped-call]
+        self._drops.flush()
 
 
 def find_processors(provider: TracerProvider) -> list[AktoSpanProcessor]:
