@@ -15,7 +15,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Step = int | tuple[int, dict[str, str]] | str  # status, status+headers, or "hang"
+#: status, status+headers, "hang" (never answer) or "slow" (take the records, answer
+#: 200 after SLOW_S: a client with a shorter timeout retries what was stored)
+Step = int | tuple[int, dict[str, str]] | str
+SLOW_S = 1.5
 
 
 class ScriptedAkto:
@@ -41,6 +44,9 @@ class ScriptedAkto:
                 if status == -1:
                     owner._stop.wait(60)
                     return
+                if status == -2:
+                    owner._stop.wait(SLOW_S)
+                    status = 200
                 payload = b'{"success": false, "message": "ok"}'
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -68,6 +74,9 @@ class ScriptedAkto:
                 step = self.script.pop(0)
                 if step == "hang":
                     return -1, {}
+                if step == "slow":
+                    self.accepted.extend(records)
+                    return -2, {}
                 if isinstance(step, tuple):
                     return step
                 assert isinstance(step, int)

@@ -15,11 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from akto_otel.config import Settings
-from akto_otel.contract import WireContext, turn_record
+from akto_otel.contract import WireContext, ingest_record, turn_record
+from akto_otel.emulator import EmulatorServer
 from akto_otel.processor import AktoSpanProcessor
 from tests.scripted_akto import ScriptedAkto
 
@@ -176,3 +178,40 @@ def test_only_the_shutdown_deadline_gives_up_and_says_how_many() -> None:
     assert processor.stats.snapshot()["failed"] == 25
     assert processor.stats.failures == {"connection_refused": 25}
     assert processor.queue_size == 0
+
+
+def test_a_slow_answer_is_delivered_twice_and_the_twin_is_recognisable() -> None:
+    # At-least-once: Akto stored the batch but answered after AKTO_TIMEOUT, so the
+    # retry stores it again. Akto reads no Idempotency-Key (docs/delivery.md); the
+    # twin carries the same key and the same bytes, and the bound is one copy per
+    # answer lost this way.
+    with ScriptedAkto(script=["slow"]) as akto:
+        settings = Settings.from_env(
+            {}, ingestion_url=akto.url, timeout=0.5, export_shutdown_timeout=5.0
+        )
+        processor = AktoSpanProcessor(settings, schedule_delay_millis=50)
+        provider = TracerProvider()
+        provider.add_span_processor(processor)
+        for i in range(3):
+            _emit(processor, provider, i)
+        assert processor.force_flush(10_000)
+        provider.shutdown()
+    assert _losses_and_duplicates(akto.accepted, 3) == (0, 3)
+    first, retry = akto.requests
+    assert first["headers"]["Idempotency-Key"] == retry["headers"]["Idempotency-Key"]
+    assert first["records"] == retry["records"]
+    snap = processor.stats.snapshot()
+    assert (snap["exported"], snap["retried"], snap["failed"]) == (3, 3, 0)
+
+
+def test_the_emulator_stores_a_resent_record_again_and_counts_it() -> None:
+    # As Akto: both copies are kept (it does not de-duplicate); the emulator counts.
+    body = {
+        "batchData": [ingest_record(turn_record(CTX, f"q{i}", "a", time_ms=i)) for i in range(4)]
+    }
+    with EmulatorServer() as akto:
+        for _ in range(2):
+            assert httpx.post(f"{akto.url}/api/ingestData", json=body).status_code == 200
+        assert (len(akto.records), akto.duplicates) == (8, 4)
+        akto.clear()
+        assert akto.duplicates == 0

@@ -136,6 +136,7 @@ def test_akto_down_then_up_delivers_everything_exactly_once() -> None:
         assert processor.force_flush()
         provider.shutdown()
         got = [r.record["time"] for r in akto.records]
+        assert akto.duplicates == 0
     assert sorted(got, key=int) == [str(i) for i in range(300)]  # all, once each
     snap = processor.stats.snapshot()
     assert snap["exported"] == 300 and snap["dropped"] == 0 and snap["failed"] == 0

@@ -26,6 +26,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import threading
@@ -217,6 +218,11 @@ class EmulatorServer:
         self.max_records = max_records
         #: Records dropped from the bounded buffer since the last :meth:`clear`.
         self.dropped = 0
+        #: ingestData records received again, byte for byte (a retry after a lost
+        #: answer). Akto keeps them all (it reads no Idempotency-Key; docs/delivery.md):
+        #: so does the emulator, and counts them here.
+        self.duplicates = 0
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._requested_port = port
         self._port: int | None = None
         self._records: collections.deque[ReceivedRecord] = collections.deque(maxlen=max_records)
@@ -261,6 +267,8 @@ class EmulatorServer:
             count = len(self._records)
             self._records.clear()
             self.dropped = 0
+            self.duplicates = 0
+            self._seen.clear()
             return count
 
     def wait_for_records(self, n: int, timeout: float = 5.0) -> list[ReceivedRecord]:
@@ -281,6 +289,19 @@ class EmulatorServer:
                     )
                 self._cond.wait(remaining)
             return list(self._records)
+
+    def _count_duplicates(self, batch: list[dict[str, Any]]) -> None:
+        # Remembers as many records as it keeps: a duplicate of a forgotten one is missed.
+        with self._cond:
+            for item in batch:
+                fingerprint = hashlib.sha256(_json_bytes(item)).hexdigest()
+                if fingerprint in self._seen:
+                    self.duplicates += 1
+                    self._seen.move_to_end(fingerprint)
+                    continue
+                self._seen[fingerprint] = None
+                if len(self._seen) > self.max_records:
+                    self._seen.popitem(last=False)
 
     def _store(self, items: list[ReceivedRecord]) -> None:
         with self._cond:
@@ -512,6 +533,7 @@ class EmulatorServer:
             if not isinstance(item, dict):
                 raise _HttpError(422, f"batchData[{index}] must be an object")
         now = time.time()
+        self._count_duplicates(batch)
         self._store(
             [
                 ReceivedRecord("ingestData", dict(flags), dict(headers), item, None, now)
