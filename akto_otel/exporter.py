@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_BATCH_BYTES",
+    "MAX_BATCH_RECORDS",
     "AktoSpanExporter",
     "AktoSpanProcessor",
     "ExportStats",
@@ -76,6 +77,10 @@ _log = logging.getLogger("akto_otel.exporter")
 
 #: Stay under the server's 10 Mi body limit on /api/ingestData.
 MAX_BATCH_BYTES = 9 * 1024 * 1024
+#: Records per request: after an outage the held records go out in requests of this
+#: size, each answered well within AKTO_TIMEOUT (one giant request could outlive it
+#: and come back as a duplicate).
+MAX_BATCH_RECORDS = 512
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _EMPTY_RESOURCE = Resource.get_empty()
 _CLAIM_LOCK = threading.Lock()
@@ -362,6 +367,7 @@ class RecordExporter:
             if proxied:
                 chunk = proxied[:1]
             else:
+                ready = ready[:MAX_BATCH_RECORDS]
                 chunk = ready[: _leading_fit([len(h.encoded) for h in ready], MAX_BATCH_BYTES)]
             for h in chunk:
                 h.sending = True

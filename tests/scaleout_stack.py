@@ -21,7 +21,7 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,28 +184,43 @@ def wait_for(check: Any, what: str, timeout: float) -> None:
 def post_prompt_event(otlp_http: str, trace_id: int) -> str:
     """POST one ``claude_code.user_prompt`` event of trace ``trace_id`` as OTLP/HTTP
     protobuf (what the app's exporter sends); returns its ``akto.record.id``."""
-    record_id = f"{trace_id:032x}-prompt"
-    attributes = {
-        "event.name": "user_prompt",
-        "prompt": f"prompt {trace_id}",
-        "prompt.id": f"p-{trace_id}",
-        "session.id": f"s-{trace_id}",
-        "akto.record.id": record_id,
-    }
-    record = LogRecord(
-        time_unix_nano=time.time_ns(),
-        body=AnyValue(string_value="claude_code.user_prompt"),
-        event_name="claude_code.user_prompt",
-        trace_id=trace_id.to_bytes(16, "big"),
-        span_id=(1).to_bytes(8, "big"),
-        attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attributes.items()],
-    )
+    (record_id,) = post_prompt_events(otlp_http, [trace_id])
+    return record_id
+
+
+def post_prompt_events(otlp_http: str, trace_ids: Iterable[int]) -> list[str]:
+    """POST one request holding a ``claude_code.user_prompt`` event per trace id (the
+    load balancer splits it by trace); returns their ``akto.record.id``s."""
+    records: list[LogRecord] = []
+    ids: list[str] = []
+    for trace_id in trace_ids:
+        record_id = f"{trace_id:032x}-prompt"
+        attributes = {
+            "event.name": "user_prompt",
+            "prompt": f"prompt {trace_id}",
+            "prompt.id": f"p-{trace_id}",
+            "session.id": f"s-{trace_id}",
+            "akto.record.id": record_id,
+        }
+        records.append(
+            LogRecord(
+                time_unix_nano=time.time_ns(),
+                body=AnyValue(string_value="claude_code.user_prompt"),
+                event_name="claude_code.user_prompt",
+                trace_id=trace_id.to_bytes(16, "big"),
+                span_id=(1).to_bytes(8, "big"),
+                attributes=[
+                    KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attributes.items()
+                ],
+            )
+        )
+        ids.append(record_id)
     body = ExportLogsServiceRequest(
-        resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=[record])])]
+        resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=records)])]
     ).SerializeToString()
     request = urllib.request.Request(
         f"{otlp_http}/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
-    return record_id
+    return ids

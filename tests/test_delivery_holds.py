@@ -215,3 +215,47 @@ def test_the_emulator_stores_a_resent_record_again_and_counts_it() -> None:
         assert (len(akto.records), akto.duplicates) == (8, 4)
         akto.clear()
         assert akto.duplicates == 0
+
+
+def measure_outage(outage: str, seconds: float, rate: int) -> str:
+    """One outage with the default settings (30 s window, 8192 queue); the counts."""
+    port = _free_port()
+    processor = AktoSpanProcessor(Settings.from_env({}, ingestion_url=f"http://127.0.0.1:{port}"))
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    count = 0
+
+    def steady(duration: float) -> None:
+        nonlocal count
+        began = time.monotonic()
+        for n in range(int(duration * rate)):
+            _emit(processor, provider, count)
+            count += 1
+            time.sleep(max(0.0, began + (n + 1) / rate - time.monotonic()))
+
+    akto = ScriptedAkto(port=port)
+    if outage == "503":
+        akto.__enter__()
+        akto.unavailable = True
+    steady(seconds)
+    if outage == "503":
+        akto.unavailable = False
+    else:
+        akto.__enter__()
+    back = time.monotonic()
+    steady(2.0)
+    _wait_for(lambda: len(akto.accepted) >= count, timeout=60.0)
+    caught_up = time.monotonic() - back
+    provider.shutdown()
+    akto.__exit__(None, None, None)
+    lost, duplicated = _losses_and_duplicates(akto.accepted, count)
+    return (
+        f"{outage}, {seconds:.0f} s at {rate} records/s: {count} records, {lost} lost, "
+        f"{duplicated} duplicated, all delivered {caught_up:.1f} s after Akto returned"
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(measure_outage(sys.argv[1], float(sys.argv[2]), int(sys.argv[3])))
