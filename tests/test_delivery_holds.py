@@ -233,15 +233,14 @@ def measure_outage(outage: str, seconds: float, rate: int) -> str:
             count += 1
             time.sleep(max(0.0, began + (n + 1) / rate - time.monotonic()))
 
-    akto = ScriptedAkto(port=port)
     if outage == "503":
-        akto.__enter__()
+        akto = ScriptedAkto(port=port).__enter__()
         akto.unavailable = True
-    steady(seconds)
-    if outage == "503":
+        steady(seconds)
         akto.unavailable = False
     else:
-        akto.__enter__()
+        steady(seconds)  # nothing is bound to the port: connections are refused
+        akto = ScriptedAkto(port=port).__enter__()
     back = time.monotonic()
     steady(2.0)
     _wait_for(lambda: len(akto.accepted) >= count, timeout=60.0)
