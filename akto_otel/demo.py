@@ -436,6 +436,8 @@ async def _sessions(plan: _Plan, out: TextIO) -> DemoResult:
                         fail_mode="open",
                         export_queue_size=1,
                         export_retry_timeout=1.0,
+                        # Akto stays down: give up on its record at close, not 10 s later.
+                        export_shutdown_timeout=1.0,
                     )
                     try:
                         # Failing open, both commands run: the answer says so.
