@@ -113,7 +113,7 @@ def _gateway(tmp_path: Path, index: int, akto_url: str, token: str) -> Tier:
     return Tier(program, f"127.0.0.1:{grpc}", f"http://127.0.0.1:{telemetry}/metrics")
 
 
-def _agent(tmp_path: Path, gateways: list[Tier]) -> Tier:
+def _agent(tmp_path: Path, gateways: list[Tier], *, plain_text: bool = True) -> Tier:
     binary = require_program("otelcol")
     http, grpc, telemetry = _free_port(), _free_port(), _free_port()
     env = _env(
@@ -122,8 +122,9 @@ def _agent(tmp_path: Path, gateways: list[Tier]) -> Tier:
         AKTO_AGENT_OTLP_GRPC=f"127.0.0.1:{grpc}",
         AKTO_GATEWAY_1=gateways[0].otlp,
         AKTO_GATEWAY_2=gateways[1].otlp,
-        AKTO_GATEWAY_TLS_INSECURE="true",
     )
+    if plain_text:  # the gateways here speak plain text; the config's default is TLS
+        env["AKTO_GATEWAY_TLS_INSECURE"] = "true"
     # agent.yaml has no health_check extension: ready once its own metrics answer.
     telemetry_url = f"http://127.0.0.1:{telemetry}/metrics"
     program = Program(
@@ -136,10 +137,15 @@ def _agent(tmp_path: Path, gateways: list[Tier]) -> Tier:
 
 
 @contextlib.contextmanager
-def scaleout_stack(tmp_path: Path, akto_url: str, token: str) -> Iterator[Stack]:
-    """Two gateways and the agent collector, started in that order, all stopped after."""
+def scaleout_stack(
+    tmp_path: Path, akto_url: str, token: str, *, plain_text: bool = True
+) -> Iterator[Stack]:
+    """Two gateways and the agent collector, started in that order, all stopped after.
+
+    ``plain_text=False`` leaves the agent collector at its default, TLS to the gateways.
+    """
     gateways = [_gateway(tmp_path, i, akto_url, token) for i in (1, 2)]
-    agent = _agent(tmp_path, gateways)
+    agent = _agent(tmp_path, gateways, plain_text=plain_text)
     started: list[Program] = []
     try:
         for tier in (*gateways, agent):

@@ -529,3 +529,21 @@ def test_a_gateway_down_30_s_bounds_the_copies_of_a_split_request(tmp_path: Path
     print(f"copies per event after a 30 s gateway outage: {sorted(arrived.values())}")
     assert max(arrived.values()) <= 2 * 30, arrived  # the documented bound
     assert min(arrived.values()) == 1  # the dead gateway's share: once
+
+
+def test_the_agent_collector_speaks_tls_to_the_gateways_by_default(tmp_path: Path) -> None:
+    # Records carry prompts and tool output in full: with the config's defaults the
+    # agent collector must refuse to send them to a gateway in plain text.
+    akto = TappedAkto(token=TOKEN)
+    akto.start()
+    try:
+        with scaleout_stack(tmp_path, akto.url, TOKEN, plain_text=False) as stack:
+            post_prompt_events(stack.agent.otlp, range(1, 5))
+            time.sleep(10.0)  # in plain text the gateways take them within a second
+            accepted = [g.metric("otelcol_receiver_accepted_log_records") for g in stack.gateways]
+            waiting = stack.agent.metric("otelcol_exporter_queue_size")
+    finally:
+        akto.stop()
+    assert accepted == [0, 0]
+    assert waiting > 0  # kept (on disk) and retried, not sent
+    assert not akto.accepted_ids
