@@ -377,6 +377,8 @@ class RecordExporter:
         """Take ``chunk`` out of the held records as ``outcome`` (exported or failed)."""
         gone = set(map(id, chunk))
         with self._lock:
+            for h in chunk:
+                h.sending = False
             self._held = [h for h in self._held if id(h) not in gone]
             lost = [h for h in chunk if h.evicted]
             self.settled += len(chunk) - len(lost)
@@ -419,7 +421,14 @@ class RecordExporter:
             chunk = self._take_chunk()
             if not chunk:
                 return
-            delay = self._attempt(chunk)
+            try:
+                delay = self._attempt(chunk)
+            except Exception as exc:  # a bug must not hold records (or the queue) forever
+                with self._lock:
+                    stuck = [h for h in chunk if h.sending]
+                self._settle(stuck, "failed", "export_error")
+                _log.error("dropping %d Akto record(s): %s", len(stuck), type(exc).__name__)
+                delay = None
             if delay is None:
                 self._failures = 0
                 self._next_attempt_at = 0.0

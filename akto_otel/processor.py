@@ -199,6 +199,7 @@ class AktoSpanProcessor(SpanProcessor):
             SpanContext(context.trace_id, context.span_id, is_remote=False, trace_flags=_SAMPLED),
             tuple(items),
         )
+        evicted_queued = 0
         with self._admit_lock:
             while self._queued and self._queued[0].decided:
                 self._queued.popleft()
@@ -206,29 +207,31 @@ class AktoSpanProcessor(SpanProcessor):
             # is held by the retrying exporter. When full, the oldest give way.
             over = self.queue_size + count - self._capacity
             if over > 0:
-                over -= self._evict_oldest(over)
+                evicted_held = self._exporter.evict_oldest(over)
+                evicted_queued = self._evict_queued(over - evicted_held)
+                over -= evicted_held + evicted_queued
             full = over > 0
             if not full:
                 self._admitted += count
                 self._queued.append(carrier)
+        # Counted (and maybe logged) outside the lock every hook's attach takes.
+        self.stats.add("dropped", evicted_queued, "queue_full")
         if full:
             self.stats.add("dropped", count, "queue_full")
             return
         self._batch.on_end(carrier)
 
-    def _evict_oldest(self, count: int) -> int:
-        """Make room for ``count`` records, oldest first: those the exporter retries, then
-        the queue's; how many records were given up on (called under the admission lock)."""
-        evicted = self._exporter.evict_oldest(count)
+    def _evict_queued(self, count: int) -> int:
+        """Give up on at least ``count`` records of the oldest queued carriers (under the
+        admission lock, after the exporter gave up its held ones); how many."""
         queued = 0
-        while evicted + queued < count and self._queued:
+        while queued < count and self._queued:
             carrier = self._queued.popleft()
             if carrier.claim("evicted"):
                 queued += len(carrier.records)
                 carrier.records = ()  # the SDK's queue keeps the carrier, not the content
         self._evicted_queued += queued
-        self.stats.add("dropped", queued, "queue_full")
-        return evicted + queued
+        return queued
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Answer :func:`find_processors`' probe; nothing else happens at span start."""

@@ -217,6 +217,29 @@ def test_the_emulator_stores_a_resent_record_again_and_counts_it() -> None:
         assert akto.duplicates == 0
 
 
+def test_a_record_that_breaks_the_exporter_is_counted_and_frees_its_place() -> None:
+    # A bug (here: a value JSON cannot encode, met only when the proxy request is
+    # built) must not keep a record "being sent" forever: it would hold its place in
+    # the queue and never be counted.
+    with ScriptedAkto() as akto:
+        settings = Settings.from_env({}, ingestion_url=akto.url, delivery="proxy", timeout=1.0)
+        processor = AktoSpanProcessor(settings, schedule_delay_millis=50)
+        provider = TracerProvider()
+        provider.add_span_processor(processor)
+        _emit(processor, provider, 0)
+        span = provider.get_tracer("t").start_span("hook")
+        bad = turn_record(CTX, "q", "a", time_ms=1)
+        bad["requestPayload"] = {"not json": {1, 2}}
+        processor.attach(span, bad, kind="turn")
+        span.end()
+        _emit(processor, provider, 2)
+        processor.force_flush(5_000)
+        assert processor.queue_size == 0
+        provider.shutdown()
+    assert sorted(int(r["time"]) for r in akto.accepted) == [0, 2]
+    assert processor.stats.failures == {"export_error": 1}
+
+
 def measure_outage(outage: str, seconds: float, rate: int) -> str:
     """One outage with the default settings (30 s window, 8192 queue); the counts."""
     port = _free_port()
