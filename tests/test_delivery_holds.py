@@ -68,13 +68,15 @@ def _losses_and_duplicates(accepted: list[dict[str, Any]], produced: int) -> tup
     return lost, sum(n - 1 for n in seen.values() if n > 1)
 
 
-def _steady(emit: Callable[[int], None], seconds: float, start: int = 0) -> int:
-    """Emit ``RATE_PER_S`` records a second for ``seconds``; the next index."""
-    count = int(seconds * RATE_PER_S)
+def _steady(
+    emit: Callable[[int], None], seconds: float, start: int = 0, *, rate: int = RATE_PER_S
+) -> int:
+    """Emit ``rate`` records a second for ``seconds``; the next index."""
+    count = int(seconds * rate)
     began = time.monotonic()
     for n in range(count):
         emit(start + n)
-        time.sleep(max(0.0, began + (n + 1) / RATE_PER_S - time.monotonic()))
+        time.sleep(max(0.0, began + (n + 1) / rate - time.monotonic()))
     return start + count
 
 
@@ -246,26 +248,20 @@ def measure_outage(outage: str, seconds: float, rate: int) -> str:
     processor = AktoSpanProcessor(Settings.from_env({}, ingestion_url=f"http://127.0.0.1:{port}"))
     provider = TracerProvider()
     provider.add_span_processor(processor)
-    count = 0
 
-    def steady(duration: float) -> None:
-        nonlocal count
-        began = time.monotonic()
-        for n in range(int(duration * rate)):
-            _emit(processor, provider, count)
-            count += 1
-            time.sleep(max(0.0, began + (n + 1) / rate - time.monotonic()))
+    def emit(i: int) -> None:
+        _emit(processor, provider, i)
 
     if outage == "503":
         akto = ScriptedAkto(port=port).__enter__()
         akto.unavailable = True
-        steady(seconds)
+        count = _steady(emit, seconds, rate=rate)
         akto.unavailable = False
     else:
-        steady(seconds)  # nothing is bound to the port: connections are refused
+        count = _steady(emit, seconds, rate=rate)  # nothing is bound: connections refused
         akto = ScriptedAkto(port=port).__enter__()
     back = time.monotonic()
-    steady(2.0)
+    count = _steady(emit, 2.0, count, rate=rate)
     _wait_for(lambda: len(akto.accepted) >= count, timeout=60.0)
     caught_up = time.monotonic() - back
     provider.shutdown()
