@@ -6,6 +6,7 @@ Real emulators on free ports, httpx and raw sockets, the real guardrail client; 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -189,9 +190,10 @@ def test_an_adversarial_tool_input_does_not_stall_the_emulator(server: EmulatorS
     minutes; the next call (``rm -rf``) then timed out and fail-open let it run."""
     stall = _record("PreToolUse", "a" * 200_000)
     answers: list[httpx.Response] = []
-    with httpx.Client(base_url=server.url, timeout=30) as first, httpx.Client(
-        base_url=server.url, timeout=2.0
-    ) as second:
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as first,
+        httpx.Client(base_url=server.url, timeout=2.0) as second,
+    ):
         assert second.get("/healthCheck").status_code == 200  # connected before the attack
         sender = threading.Thread(target=lambda: answers.append(first.post(PROXY, json=stall)))
         sender.start()
@@ -206,38 +208,45 @@ def test_an_adversarial_tool_input_does_not_stall_the_emulator(server: EmulatorS
 
 
 def _slow_policy() -> Policy:
-    """A user's policy with a quadratic pattern: seconds on an 8,000-letter input."""
+    """A user's policy with a quadratic pattern: about a second of CPU on 5,000 letters."""
     return Policy((Rule("slow", ("PreToolUse",), "request", QUADRATIC_EMAIL, mask="#"),))
 
 
-@pytest.mark.timeout(60)
+async def _guard_verdict(url: str, record: dict[str, Any], fail_mode: str) -> Any:
+    client = GuardrailClient(
+        Settings.from_env({}, ingestion_url=url, timeout=30.0, fail_mode=fail_mode)
+    )
+    try:
+        return await client.check(record, request=True)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.timeout(90)
 def test_a_judgement_over_budget_is_a_fault_answer_and_the_guard_denies() -> None:
-    with EmulatorServer(_slow_policy(), judge_budget_s=0.2) as srv:
-        record = _record("PreToolUse", "a" * 8_000)
-        start = time.perf_counter()
-        answer = httpx.post(srv.url + PROXY, json=record, timeout=10)
-        elapsed = time.perf_counter() - start
+    """Over budget: 503 with ``success: false`` (nothing judged), counted; a fail-closed
+    guard denies. (A pattern that backtracks holds the GIL, so the 503 comes when the
+    match ends: the budget decides what the answer is, not when it comes.)"""
+    with EmulatorServer(_slow_policy(), judge_budget_s=0.05) as srv:
+        record = _record("PreToolUse", "a" * 5_000)
+        answer = httpx.post(srv.url + PROXY, json=record, timeout=60)
         assert answer.status_code == 503
         assert answer.json()["success"] is False
-        assert elapsed < 2.0
         assert srv.judge_timeouts == 1
-        assert httpx.get(srv.url + "/healthCheck", timeout=2).status_code == 200
-
-        async def judged(fail_mode: str) -> Any:
-            settings = Settings.from_env(
-                {}, ingestion_url=srv.url, timeout=5.0, fail_mode=fail_mode
-            )
-            client = GuardrailClient(settings)
-            try:
-                return await client.check(record, request=True)
-            finally:
-                await client.aclose()
-
-        import asyncio
-
-        closed = asyncio.run(judged("closed"))
+        assert srv.records == []
+        closed = asyncio.run(_guard_verdict(srv.url, record, "closed"))
         assert closed.allowed is False
         assert closed.decision == "error"
+        assert srv.judge_timeouts == 2
+        srv.policy = default_policy()
+        fine = httpx.post(srv.url + PROXY, json=_record("PreToolUse", "ls"), timeout=10)
+        assert fine.json()["data"]["guardrailsResult"]["Allowed"] is True
+
+
+def test_budget_and_timeouts_must_be_positive() -> None:
+    for name in ("judge_budget_s", "head_timeout_s", "body_timeout_s"):
+        with pytest.raises(ValueError, match=name):
+            EmulatorServer(**{name: 0.0})
 
 
 # --------------------------------------------------------------------------- request heads
@@ -258,7 +267,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
             if sock.recv(4096) == b"":
                 return True
         return False
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False
     except OSError:
         return True
@@ -279,7 +288,9 @@ def test_300_half_open_request_heads_are_closed_and_the_emulator_still_answers()
         deadline = opened + head_timeout + 5.0
         with ThreadPoolExecutor(max_workers=32) as pool:
             closed = list(
-                pool.map(lambda s: _closed_within(s, max(0.1, deadline - time.monotonic())), sockets)
+                pool.map(
+                    lambda s: _closed_within(s, max(0.1, deadline - time.monotonic())), sockets
+                )
             )
         assert all(closed), f"{closed.count(False)} of 300 half-open connections still open"
         assert httpx.get(srv.url + "/healthCheck", timeout=2).status_code == 200
