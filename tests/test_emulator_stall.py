@@ -294,3 +294,21 @@ def test_300_half_open_request_heads_are_closed_and_the_emulator_still_answers()
             )
         assert all(closed), f"{closed.count(False)} of 300 half-open connections still open"
         assert httpx.get(srv.url + "/healthCheck", timeout=2).status_code == 200
+
+
+@pytest.mark.timeout(60)
+def test_a_body_that_never_arrives_is_a_408_and_the_connection_closes() -> None:
+    """408 once ``body_timeout_s`` is over; aiohttp then drains the rest for its lingering
+    time (10 s) before it closes, so the connection is gone within both."""
+    with EmulatorServer(default_policy(), body_timeout_s=0.5) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /api/http-proxy?guardrails=true HTTP/1.1\r\nHost: x\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"path"'
+            )
+            sock.settimeout(5)
+            status_line = sock.recv(4096).split(b"\r\n", 1)[0]
+            assert status_line.split(b" ")[1] == b"408"
+            assert _closed_within(sock, 15.0)
+        assert srv.records == []
+        assert httpx.get(srv.url + "/healthCheck", timeout=2).status_code == 200
