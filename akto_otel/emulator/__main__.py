@@ -15,7 +15,9 @@ def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m akto_otel.emulator", description="Run a local Akto emulator."
     )
-    parser.add_argument("--port", type=port_argument, default=8080, help="port (0: pick a free one)")
+    parser.add_argument(
+        "--port", type=port_argument, default=8080, help="port (0: pick a free one)"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--policy", default=None, help="JSON or YAML policy file")
     parser.add_argument("--token", default=None, help="require this Authorization header")
