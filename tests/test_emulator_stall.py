@@ -7,7 +7,6 @@ Real emulators on free ports, httpx and raw sockets, the real guardrail client; 
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import threading
 import time
@@ -21,6 +20,7 @@ import pytest
 from akto_otel.config import Settings
 from akto_otel.emulator import EmulatorServer, Policy, Rule, default_policy
 from akto_otel.guardrails import GuardrailClient
+from tests.test_emulator import make_record
 
 PROXY = "/api/http-proxy?guardrails=true&response_guardrails=true"
 MIB = 1 << 20
@@ -30,17 +30,11 @@ QUADRATIC_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 
 def _record(hook: str, text: str) -> dict[str, Any]:
     """A record whose tool input (or, for Stop, answer) is ``text``."""
-    tool = json.dumps({"tool_name": "Bash", "tool_input": {"command": text}})
-    answer = json.dumps({"last_assistant_message": text}) if hook == "Stop" else "{}"
-    return {
-        "path": "/tool/Bash" if hook == "PreToolUse" else "/v1/messages",
-        "requestHeaders": json.dumps({"x-claude-hook": hook}),
-        "responseHeaders": "{}",
-        "method": "POST",
-        "requestPayload": tool if hook != "Stop" else json.dumps({"body": "q"}),
-        "responsePayload": answer,
-        "statusCode": "200",
-    }
+    if hook == "Stop":
+        return make_record("Stop", "q", response_body=text)
+    if hook == "PreToolUse":
+        return make_record(hook, {"command": text}, tool="Bash")
+    return make_record(hook, text)
 
 
 def _repeat(unit: str) -> Callable[[int], str]:
