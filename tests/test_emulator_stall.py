@@ -7,6 +7,7 @@ Real emulators on free ports, httpx and raw sockets, the real guardrail client; 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -16,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from akto_otel.config import Settings
 from akto_otel.emulator import EmulatorServer, Policy, Rule, default_policy
@@ -26,6 +29,8 @@ PROXY = "/api/http-proxy?guardrails=true&response_guardrails=true"
 MIB = 1 << 20
 #: The default email pattern before it was made linear: quadratic in a run of letters.
 QUADRATIC_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+#: The default ``rm -rf`` pattern before it was made linear: quadratic in a run of flags.
+QUADRATIC_RM = r"\brm\s+-(?:[a-z]*r[a-z]*f|[a-z]*f[a-z]*r)[a-z]*\b"
 
 
 def _record(hook: str, text: str) -> dict[str, Any]:
@@ -148,8 +153,6 @@ def test_a_1mib_adversarial_input_is_judged_within_a_second(rule_name: str, fami
 
 def test_the_linear_email_rule_masks_what_the_old_one_masked() -> None:
     """Same characters masked as the quadratic pattern, glued addresses included."""
-    import re
-
     old = re.compile(QUADRATIC_EMAIL, re.IGNORECASE)
     rule = next(r for r in default_policy().rules if r.name == "mask-email")
     texts = [
@@ -167,6 +170,39 @@ def test_the_linear_email_rule_masks_what_the_old_one_masked() -> None:
         old_kept = old.sub(lambda m: "\0" * len(m.group()), text)
         new_kept = rule.regex.sub(lambda m: "\0" * len(m.group()), text)
         assert new_kept == old_kept, text
+
+
+def _default_rule(name: str) -> Rule:
+    return next(r for r in default_policy().rules if r.name == name)
+
+
+def _masked_positions(pattern: re.Pattern[str], text: str) -> list[bool]:
+    return [ch == "\0" for ch in pattern.sub(lambda m: "\0" * len(m.group()), text)]
+
+
+#: Whole addresses among the pieces, so glued and chained addresses come up often.
+_EMAIL_PIECES = st.sampled_from(
+    ["a@b.com", "x.y@z.org", "a", "Z", "1", ".", "-", "+", "%", "@", " ", ",", "cc", "\u017f"]
+)
+_RM_PIECES = st.sampled_from(
+    ["rm -", "rm ", "rf", "fr", "r", "f", "R", "F", "-", " ", "\t", "_", "1", "x", "\u212a"]
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_EMAIL_PIECES, max_size=24).map("".join))
+def test_the_linear_email_rule_masks_exactly_what_the_quadratic_one_did(text: str) -> None:
+    old = re.compile(QUADRATIC_EMAIL, re.IGNORECASE)
+    new = _default_rule("mask-email").regex
+    assert _masked_positions(new, text) == _masked_positions(old, text)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_RM_PIECES, max_size=16).map("".join))
+def test_the_linear_rm_rule_matches_exactly_where_the_quadratic_one_did(text: str) -> None:
+    old = re.compile(QUADRATIC_RM, re.IGNORECASE)
+    new = _default_rule("destructive-shell-command").regex
+    assert [m.span() for m in new.finditer(text)] == [m.span() for m in old.finditer(text)]
 
 
 # --------------------------------------------------------------------------- over HTTP
