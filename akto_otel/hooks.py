@@ -79,6 +79,8 @@ __all__ = [
     "AktoGuardrails",
     "GuardedSession",
     "create_hooks",
+    "instrumented_by",
+    "live_session_of",
     "setting_warnings",
 ]
 
@@ -100,6 +102,10 @@ HOOK_EVENTS = (
     "PermissionRequest",
 )
 _MARK = "_akto_otel_hook"
+#: Set on the options copies we hand out: the guard that instrumented them, and the
+#: session they belong to, so the zero-code wrappers keep the app's guard and scope.
+_OPTIONS_GUARD = "_akto_otel_guard"
+_OPTIONS_SESSION = "_akto_otel_guarded_session"
 #: Set by the instrumentor on its wrapped ``query``: the SDK's original.
 ORIGINAL_ATTR = "_akto_otel_original"
 
@@ -134,8 +140,14 @@ class GuardedSession:
     def __init__(self, span: Span, scope: _Scope, options: ClaudeAgentOptions) -> None:
         self.span = span
         self.options = options
+        self.guard = scope.guard
         self._scope = scope
         self._closed = False
+        setattr(options, _OPTIONS_SESSION, self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def answers(self) -> AnswerLedger:
@@ -362,7 +374,9 @@ class AktoGuardrails:
         # The CLI inherits os.environ: its tools (Bash `env`) must not see Akto's secrets.
         env = dict(options.env or {})
         env.update(agent_env_overrides(os.environ, env))
-        return dataclasses.replace(options, hooks=merged, env=env)  # type: ignore[arg-type]
+        instrumented = dataclasses.replace(options, hooks=merged, env=env)  # type: ignore[arg-type]
+        setattr(instrumented, _OPTIONS_GUARD, self)
+        return instrumented
 
     def _matchers(self, scope: _Scope) -> dict[str, list[HookMatcher]]:
         from claude_agent_sdk import HookMatcher
@@ -1143,6 +1157,20 @@ def _noting(event: str, scope: _Scope, callback: HookCallback) -> HookCallback:
     setattr(noted, _MARK, True)
     noted.__name__ = callback.__name__
     return noted
+
+
+def instrumented_by(options: Any) -> AktoGuardrails | None:
+    """The guard whose :meth:`~AktoGuardrails.instrument` or session made ``options``."""
+    guard = getattr(options, _OPTIONS_GUARD, None)
+    return guard if isinstance(guard, AktoGuardrails) else None
+
+
+def live_session_of(options: Any) -> GuardedSession | None:
+    """The open :class:`GuardedSession` whose options ``options`` are, else None."""
+    session = getattr(options, _OPTIONS_SESSION, None)
+    if isinstance(session, GuardedSession) and not session.closed:
+        return session
+    return None
 
 
 def _sdk_query() -> Callable[..., AsyncIterator[Any]]:
