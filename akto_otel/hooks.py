@@ -51,8 +51,10 @@ from akto_otel.answers import (
     withheld_agent_output,
 )
 from akto_otel.config import Settings
+from akto_otel.configure import spans_not_exported
 from akto_otel.contract import Verdict, WireContext
 from akto_otel.decision import Case, Outcome, OutputShape, Rules, decide, stance
+from akto_otel.errors import check_keywords
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.logs import setup_logging
 from akto_otel.metrics import metrics_for
@@ -102,6 +104,8 @@ HOOK_EVENTS = (
     "PermissionRequest",
 )
 _MARK = "_akto_otel_hook"
+_SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings) if f.init)
+_GUARD_KEYWORDS = ("settings", "tracer_provider", "meter_provider", "client", "processor")
 #: Set on the options copies we hand out: the guard that instrumented them, and the
 #: session they belong to, so the zero-code wrappers keep the app's guard and scope.
 _OPTIONS_GUARD = "_akto_otel_guard"
@@ -194,6 +198,7 @@ class AktoGuardrails:
         processor: AktoSpanProcessor | None = None,
         **overrides: Any,
     ) -> None:
+        check_keywords("AktoGuardrails()", overrides, _SETTING_NAMES + _GUARD_KEYWORDS)
         if settings is None:
             self.settings = Settings.from_env(**overrides)  # env and arguments checked together
         else:
@@ -205,6 +210,10 @@ class AktoGuardrails:
         self.rules = Rules.from_settings(self.settings)
         self.limits = windows.Limits.from_settings(self.settings)
         self.client = client or GuardrailClient(self.settings, redactor=self.redactor)
+        if tracer_provider is None and not isinstance(trace.get_tracer_provider(), TracerProvider):
+            unexported = spans_not_exported(os.environ)
+            if unexported:
+                _warn_once(unexported)
         self.tracer_provider, self.processor = _attach(tracer_provider, processor, self.settings)
         self.tracer = self.tracer_provider.get_tracer(
             "akto_otel", __version__, schema_url=semconv.SCHEMA_URL
@@ -365,6 +374,14 @@ class AktoGuardrails:
     # ------------------------------------------------------------------ wiring
 
     def _instrument(self, options: ClaudeAgentOptions, scope: _Scope) -> ClaudeAgentOptions:
+        from claude_agent_sdk import ClaudeAgentOptions
+
+        if not isinstance(options, ClaudeAgentOptions):
+            hint = " (ClaudeAgentOptions(**d) builds one)" if isinstance(options, dict) else ""
+            raise TypeError(
+                "expected claude_agent_sdk.ClaudeAgentOptions, got "
+                f"{type(options).__name__}: pass ClaudeAgentOptions(...){hint}"
+            )
         existing: dict[str, list[Any]] = {str(k): list(v) for k, v in (options.hooks or {}).items()}
         merged: dict[str, list[Any]] = {}
         ours = self._matchers(scope)
