@@ -47,7 +47,7 @@ _FENCE = re.compile(r"^(```+|~~~+)\s*([\w.+-]*)")
 #: Commands a doc block may contain that the tests do not run (the test environment has
 #: what they install); anything else in a run block must run.
 _INSTALLS = (
-    "sudo apt-get install -y prometheus",
+    "apt-get install -y prometheus",
     "pip install -e .",
     "pip install -e '.[yaml]'",
     "pip install -e '.[prometheus]'",
