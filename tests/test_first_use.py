@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ from claude_agent_sdk import ClaudeAgentOptions
 
 import akto_otel
 from akto_otel import AktoGuardrails
-from tests.conftest import SpanCapture
+from tests.conftest import SpanCapture, real_stack_summary
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -118,3 +121,60 @@ async def test_options_given_as_a_dict_are_a_clear_type_error(capture: SpanCaptu
             pass
     # The real thing still works.
     assert guard.instrument(ClaudeAgentOptions(allowed_tools=["Bash"])).hooks
+
+
+def test_pytest_ends_with_one_line_on_the_real_stack_tests_it_skipped(tmp_path: Path) -> None:
+    """A run where the real programs are missing says so once, with the commands."""
+    (tmp_path / "test_stack.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+
+            def test_collector():
+                pytest.skip("otelcol is not built (/x missing): run collector/build.sh")
+
+            def test_jaeger():
+                pytest.skip("jaeger is not built (/y missing): run collector/build.sh")
+
+            def test_prometheus():
+                pytest.skip("prometheus not found (Debian: apt-get install prometheus)")
+
+            def test_other():
+                pytest.skip("needs os.fork")
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.conftest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-o",
+            "addopts=",
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if "real-stack" in line]
+    assert len(lines) == 1, result.stdout
+    assert lines[0].startswith("3 real-stack tests were skipped")
+    assert "bash collector/build.sh" in lines[0] and "apt-get install -y prometheus" in lines[0]
+
+
+def test_a_run_with_nothing_missing_says_nothing_about_the_real_stack() -> None:
+    assert real_stack_summary(["needs os.fork", "bundled Claude CLI missing"]) == ""
