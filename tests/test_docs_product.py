@@ -37,3 +37,10 @@ def test_benchmarks_show_current_figures_and_history_is_in_the_changelog() -> No
     assert "## Reproducing these figures" in benchmarks
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert "Performance round" in changelog
+
+
+def test_docs_name_no_build_hash_or_binary_size_that_goes_stale() -> None:
+    text = "\n".join(path.read_text() for path in doc_files())
+    assert text
+    assert not re.findall(r"otelcol-akto-[\d.]+-[0-9a-f]{12}", text)
+    assert not re.findall(r"binar(?:y|ies) (?:is|are) \d+ ?MB", text)
