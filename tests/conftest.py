@@ -137,6 +137,7 @@ def workdir(tmp_path: Path) -> Path:
 REAL_STACK_NEEDS = {
     "collector/build.sh": "bash collector/build.sh",
     "apt-get install prometheus": "apt-get install -y prometheus (as root)",
+    "apt-get install chromium": "apt-get install -y chromium (as root)",
 }
 
 
@@ -161,8 +162,8 @@ def real_stack_summary(reasons: Iterable[str]) -> str:
         return ""
     tests = "test was" if skipped == 1 else "tests were"
     return (
-        f"{skipped} real-stack {tests} skipped (a real collector, Jaeger or Prometheus is "
-        f"missing): run {' and '.join(needs)}, then python -m pytest again"
+        f"{skipped} real-stack {tests} skipped (a real collector, Jaeger, Prometheus or "
+        f"Chromium is missing): run {' and '.join(needs)}, then python -m pytest again"
     )
 
 

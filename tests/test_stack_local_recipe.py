@@ -18,11 +18,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.screenshot import capture, chromium
 from tests.test_docs import ROOT, base_env, commands, doc_block
 from tests.test_stack_live import Prometheus
 from tests.test_stack_promql import require_binary
@@ -30,6 +32,7 @@ from tests.test_stack_real_programs import require_program
 
 pytestmark = pytest.mark.timeout(600)
 SERVICE = "akto-otel-demo"
+PICTURE = "prometheus-deny-rate-alert.png"
 DEADLINE_S = 420.0
 #: Every port the recipe listens on.
 PORTS = (14317, 14318, 16686, 16685, 14133, 18888, 4317, 4318, 13133, 8889, 8888, 9091)
@@ -77,7 +80,16 @@ def _firing(prom: Prometheus) -> list[dict[str, Any]]:
     ]
 
 
-def test_local_stack_recipe_fires_the_deny_rate_alert(tmp_path: Path) -> None:
+@dataclass
+class _Running:
+    prometheus: Prometheus
+    firing: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Running]:
+    """The recipe running until the deny-rate alert fires; stopped after the module."""
+    tmp_path = tmp_path_factory.mktemp("local-stack")
     binaries = {name: str(require_program(name)) for name in ("jaeger", "otelcol")}
     require_binary("prometheus")
     busy = [port for port in PORTS if _in_use(port)]
@@ -110,5 +122,18 @@ def test_local_stack_recipe_fires_the_deny_rate_alert(tmp_path: Path) -> None:
                 logs = {p.name: p.read_text()[-1500:] for p in tmp_path.glob("*.log")}
                 pytest.fail(f"no firing deny-rate alert after {elapsed:.0f} s: {logs}")
             time.sleep(2.0)
-    assert {a["hook"] for a in firing} == {"PreToolUse"}, firing
-    assert {a["job"] for a in firing} == {SERVICE}, firing
+        yield _Running(prom, firing)
+
+
+def test_local_stack_recipe_fires_the_deny_rate_alert(recipe: _Running) -> None:
+    assert {a["hook"] for a in recipe.firing} == {"PreToolUse"}, recipe.firing
+    assert {a["job"] for a in recipe.firing} == {SERVICE}, recipe.firing
+
+
+def test_the_firing_alert_as_prometheus_shows_it(recipe: _Running, tmp_path: Path) -> None:
+    """docs/images/prometheus-deny-rate-alert.png: Prometheus's own alerts page, taken by
+    headless Chromium while the alert fires (``AKTO_OTEL_WRITE_PICTURES=1`` stores it)."""
+    chromium()
+    page = f"{recipe.prometheus.base}/classic/alerts"  # Debian's 2.42; Prometheus 3: /alerts
+    picture = capture(page, PICTURE, tmp_path)
+    assert picture.stat().st_size > 10_000  # a rendered page, not a blank one
