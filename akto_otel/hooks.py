@@ -147,7 +147,7 @@ class GuardedSession:
         self.guard = scope.guard
         self._scope = scope
         self._closed = False
-        setattr(options, _OPTIONS_SESSION, self)
+        _tag(options, _OPTIONS_SESSION, self)
 
     @property
     def closed(self) -> bool:
@@ -392,7 +392,7 @@ class AktoGuardrails:
         env = dict(options.env or {})
         env.update(agent_env_overrides(os.environ, env))
         instrumented = dataclasses.replace(options, hooks=merged, env=env)  # type: ignore[arg-type]
-        setattr(instrumented, _OPTIONS_GUARD, self)
+        _tag(instrumented, _OPTIONS_GUARD, self)
         return instrumented
 
     def _matchers(self, scope: _Scope) -> dict[str, list[HookMatcher]]:
@@ -1176,15 +1176,39 @@ def _noting(event: str, scope: _Scope, callback: HookCallback) -> HookCallback:
     return noted
 
 
+def _tag(options: Any, name: str, value: Any) -> None:
+    """Mark ``options`` and our matchers in it; a copy the app makes with
+    ``dataclasses.replace`` keeps the matchers, and so the mark."""
+    setattr(options, name, value)
+    for matchers in (getattr(options, "hooks", None) or {}).values():
+        for matcher in matchers:
+            if _is_ours(matcher):
+                setattr(matcher, name, value)
+
+
+def _tagged(options: Any, name: str) -> Any:
+    found = getattr(options, name, None)
+    if found is not None:
+        return found
+    for matchers in (getattr(options, "hooks", None) or {}).values():
+        for matcher in matchers:
+            found = getattr(matcher, name, None)
+            if found is not None:
+                return found
+    return None
+
+
 def instrumented_by(options: Any) -> AktoGuardrails | None:
-    """The guard whose :meth:`~AktoGuardrails.instrument` or session made ``options``."""
-    guard = getattr(options, _OPTIONS_GUARD, None)
+    """The guard whose :meth:`~AktoGuardrails.instrument` or session made ``options``
+    (or the options they were copied from)."""
+    guard = _tagged(options, _OPTIONS_GUARD)
     return guard if isinstance(guard, AktoGuardrails) else None
 
 
 def live_session_of(options: Any) -> GuardedSession | None:
-    """The open :class:`GuardedSession` whose options ``options`` are, else None."""
-    session = getattr(options, _OPTIONS_SESSION, None)
+    """The open :class:`GuardedSession` whose options ``options`` are (or were copied
+    from), else None."""
+    session = _tagged(options, _OPTIONS_SESSION)
     if isinstance(session, GuardedSession) and not session.closed:
         return session
     return None

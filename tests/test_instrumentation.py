@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -249,12 +250,18 @@ def test_zero_code_with_configure_gives_one_agent_span_per_session_and_holds_ans
     assert sum(1 for r in emulator.records if r.hook == "PreToolUse") == 2
 
 
+@pytest.mark.parametrize("copied", [False, True], ids=["as-given", "copied-by-the-app"])
 async def test_zero_code_keeps_the_apps_guard_for_options_it_instrumented(
-    instrumentor: ClaudeAgentSDKInstrumentor, capture: SpanCapture, home: Path, workdir: Path
+    instrumentor: ClaudeAgentSDKInstrumentor,
+    capture: SpanCapture,
+    home: Path,
+    workdir: Path,
+    copied: bool,
 ) -> None:
     """The attack: the app asked for fail-closed (its Akto is down, so every tool call must
     be denied); the zero-code wrapper must not swap its hooks for the instrumentor's
-    environment guard (fail open, Akto up, which allows the command)."""
+    environment guard (fail open, Akto up, which allows the command), also when the app
+    tweaks a copy of the options (``dataclasses.replace``)."""
     marker = workdir / "ran"
     strict = AktoGuardrails(
         tracer_provider=capture.provider,
@@ -269,6 +276,8 @@ async def test_zero_code_keeps_the_apps_guard_for_options_it_instrumented(
                 env=offline_agent_env(fake, home), cwd=str(workdir), allowed_tools=["Bash"]
             )
         )
+        if copied:
+            options = dataclasses.replace(options, max_turns=5)
         await _run_query(options)
     assert not marker.exists()
     agents = capture.named("invoke_agent")
