@@ -44,3 +44,14 @@ def test_docs_name_no_build_hash_or_binary_size_that_goes_stale() -> None:
     assert text
     assert not re.findall(r"otelcol-akto-[\d.]+-[0-9a-f]{12}", text)
     assert not re.findall(r"binar(?:y|ies) (?:is|are) \d+ ?MB", text)
+
+
+def test_pictures_the_docs_show_exist() -> None:
+    pictures = [
+        (path, target)
+        for path in doc_files()
+        for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", path.read_text())
+    ]
+    assert pictures
+    for path, target in pictures:
+        assert (path.parent / target).is_file(), f"{path.name} -> {target}"
