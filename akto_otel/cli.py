@@ -52,6 +52,17 @@ class _CommandError(Exception):
         self.code = code
 
 
+def port_argument(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0 picks a free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535; 0 picks a free one)")
+    return port
+
+
 def _importable(module: str) -> bool:
     try:
         importlib.import_module(module)
@@ -229,7 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     emulator.add_argument(
         "--port",
-        type=int,
+        type=port_argument,
         default=DEFAULT_EMULATOR_PORT,
         metavar="PORT",
         help=f"port to listen on (default {DEFAULT_EMULATOR_PORT}; 0 picks a free port "

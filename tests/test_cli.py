@@ -408,6 +408,30 @@ def test_emulator_port_zero_serves_on_the_printed_free_port() -> None:
         process.wait(timeout=10)
 
 
+@pytest.mark.parametrize("port", ["99999", "-1", "65536", "http", ""])
+def test_emulator_bad_port_is_a_usage_error_without_a_traceback(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused while parsing the arguments (exit 2, one line naming --port), for both the
+    ``akto-otel emulator`` command and ``python -m akto_otel.emulator``."""
+    from akto_otel.emulator.__main__ import _main as emulator_main
+
+    for run in (
+        lambda: cli.main(["emulator", "--port", port]),
+        lambda: emulator_main(["--port", port]),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            run()
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert "--port" in err.strip().splitlines()[-1]
+
+
+def test_port_argument_takes_the_whole_range() -> None:
+    assert [cli.port_argument(p) for p in ("0", "1", "18090", "65535")] == [0, 1, 18090, 65535]
+
+
 @pytest.mark.timeout(60)
 def test_emulator_port_in_use_is_one_line() -> None:
     with socket.socket() as busy:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from akto_otel.cli import port_argument
+
 from . import DEFAULT_MAX_RECORDS, PolicyError, run_emulator
 
 
@@ -13,7 +15,9 @@ def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m akto_otel.emulator", description="Run a local Akto emulator."
     )
-    parser.add_argument("--port", type=int, default=8080, help="port (0: pick a free one)")
+    parser.add_argument(
+        "--port", type=port_argument, default=8080, help="port (0: pick a free one)"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--policy", default=None, help="JSON or YAML policy file")
     parser.add_argument("--token", default=None, help="require this Authorization header")

@@ -132,6 +132,15 @@ def _hook_of(record: Mapping[str, Any]) -> str:
     return ""
 
 
+def _matches(rule: Rule, text: str) -> bool:
+    """Whether ``rule``'s pattern occurs in ``text``: every policy match goes through here.
+
+    The packaged rules match in time linear in ``text`` (tests/test_emulator_stall.py);
+    the server runs this off its event loop within a per-record time budget.
+    """
+    return rule.regex.search(text) is not None
+
+
 def _field_text(record: Mapping[str, Any], key: str) -> str:
     value = record.get(key)
     if value is None:
@@ -183,24 +192,32 @@ class _Texts:
 
     def search(self, rule: Rule) -> bool:
         text = self.raw(rule.target)
-        if rule.regex.search(text) is not None:
+        if _matches(rule, text):
             return True
         if "\\" not in text or rule.target == "tool":
             return False
         if rule.target not in self._decoded:
             self._decoded[rule.target] = _decoded_strings(text)
         decoded = self._decoded[rule.target]
-        return decoded is not None and rule.regex.search(decoded) is not None
+        return decoded is not None and _matches(rule, decoded)
+
+
+def _mask_text(text: str, rules: list[Rule]) -> tuple[str, int]:
+    """``text`` with every match of each masking rule replaced, and how many were.
+
+    The one place masks are applied (as :func:`_matches` is for matching).
+    """
+    total = 0
+    for rule in rules:
+        assert rule.mask is not None
+        text, count = rule.regex.subn(rule.mask.replace("\\", "\\\\"), text)
+        total += count
+    return text, total
 
 
 def _mask_value(value: Any, rules: list[Rule]) -> tuple[Any, int]:
     if isinstance(value, str):
-        total = 0
-        for rule in rules:
-            assert rule.mask is not None
-            value, count = rule.regex.subn(rule.mask.replace("\\", "\\\\"), value)
-            total += count
-        return value, total
+        return _mask_text(value, rules)
     if isinstance(value, dict):
         changed = 0
         out: dict[str, Any] = {}
@@ -228,12 +245,7 @@ def _apply_masks(text: str, rules: list[Rule]) -> tuple[str, int]:
     if count:
         return json.dumps(masked), count
     # Not JSON, or no string value matched: mask the raw text.
-    out, total = text, 0
-    for rule in rules:
-        assert rule.mask is not None
-        out, count = rule.regex.subn(rule.mask.replace("\\", "\\\\"), out)
-        total += count
-    return out, total
+    return _mask_text(text, rules)
 
 
 @dataclass(frozen=True)

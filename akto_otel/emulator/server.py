@@ -10,6 +10,13 @@ limits, the token check (every route but ``/healthCheck``, which Akto leaves
 open for liveness probes) and the records, kept in a bounded buffer whose
 overflow is counted in :attr:`EmulatorServer.dropped`.
 
+Nobody can stall it: policies are judged on worker threads, never on the event
+loop, and a record whose judgement outlives ``judge_budget_s`` gets a 503 fault
+answer (nothing was judged; the guard's fail mode decides), counted in
+:attr:`EmulatorServer.judge_timeouts`. A connection that has not sent a whole
+request head within ``head_timeout_s`` of connecting is closed, and so is one
+whose body does not arrive within ``body_timeout_s``.
+
 Example::
 
     from akto_otel.emulator import EmulatorServer, default_policy
@@ -30,6 +37,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -39,7 +48,14 @@ from aiohttp import web
 from .otlp_ingest import handle_logs_request
 from .policy import Policy, allowed_result
 
-__all__ = ["DEFAULT_MAX_RECORDS", "EmulatorServer", "ReceivedRecord"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT_S",
+    "DEFAULT_HEAD_TIMEOUT_S",
+    "DEFAULT_JUDGE_BUDGET_S",
+    "DEFAULT_MAX_RECORDS",
+    "EmulatorServer",
+    "ReceivedRecord",
+]
 
 _log = logging.getLogger("akto_otel.emulator")
 
@@ -56,6 +72,17 @@ DEFAULT_MAX_RECORDS = 10_000
 _KEEPALIVE_S = 75.0
 #: Requests still running at stop get this long before they are cancelled.
 _SHUTDOWN_S = 0.5
+#: A connection must have sent a whole request head this long after connecting.
+DEFAULT_HEAD_TIMEOUT_S = 10.0
+#: A request's body must have arrived this long after its head.
+DEFAULT_BODY_TIMEOUT_S = 30.0
+#: One record's judgement may take this long; past it the answer is a 503 fault
+#: (below the guard's default 5 s timeout, so the guard hears why).
+DEFAULT_JUDGE_BUDGET_S = 2.0
+#: Records judged at once; more wait for a worker (their budget runs meanwhile).
+_JUDGE_WORKERS = 4
+#: aiohttp's bounds on a request line and on one header line, stated as the emulator's.
+_MAX_HEAD_LINE = 8190
 
 _JSON = "application/json"
 _TEXT = "text/plain"
@@ -108,10 +135,11 @@ class ReceivedRecord:
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.close = close
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
@@ -174,6 +202,22 @@ def _fail_open_result() -> dict[str, Any]:
     return result
 
 
+def _combined(req: dict[str, Any] | None, resp: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One side's result, or both nested as Akto nests them (top level: the request's)."""
+    if req is not None and resp is not None:
+        return {**req, "requestResult": req, "responseResult": resp}
+    return req if req is not None else resp
+
+
+def _judge_record(
+    policy: Policy, record: Mapping[str, Any], want_request: bool, want_response: bool
+) -> dict[str, Any] | None:
+    """The verdict for the sides asked for; runs on a judge worker thread."""
+    req = policy.evaluate(record, "request") if want_request else None
+    resp = policy.evaluate(record, "response") if want_response else None
+    return _combined(req, resp)
+
+
 _EVALUATED = "guardrails evaluated"
 _ALLOWED_VERDICT = allowed_result()
 _ALLOWED_ANSWER = _json_bytes(
@@ -204,9 +248,19 @@ class EmulatorServer:
         ingest_success_false: bool = False,
         max_body_bytes: int = 12 * _MiB,
         max_records: int = DEFAULT_MAX_RECORDS,
+        judge_budget_s: float = DEFAULT_JUDGE_BUDGET_S,
+        head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     ) -> None:
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
+        for name, value in (
+            ("judge_budget_s", judge_budget_s),
+            ("head_timeout_s", head_timeout_s),
+            ("body_timeout_s", body_timeout_s),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         self.policy: Policy = policy if policy is not None else Policy(())
         self.host = host
         self.token = token
@@ -215,13 +269,22 @@ class EmulatorServer:
         self.ingest_success_false = ingest_success_false
         self.max_body_bytes = max_body_bytes
         self.max_records = max_records
+        self.judge_budget_s = judge_budget_s
+        self.head_timeout_s = head_timeout_s
+        self.body_timeout_s = body_timeout_s
         #: Records dropped from the bounded buffer since the last :meth:`clear`.
         self.dropped = 0
+        #: Records answered 503 because their judgement outlived ``judge_budget_s``.
+        self.judge_timeouts = 0
         self._requested_port = port
         self._port: int | None = None
         self._records: collections.deque[ReceivedRecord] = collections.deque(maxlen=max_records)
         self._cond = threading.Condition()
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.AbstractServer | None = None
+        self._judges: ThreadPoolExecutor | None = None
+        #: Connections that have not yet sent a whole first request head.
+        self._headless: set[web.RequestHandler] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -297,23 +360,47 @@ class EmulatorServer:
             raise RuntimeError("EmulatorServer is already started")
         app = web.Application(
             client_max_size=self.max_body_bytes,
-            handler_args={"keepalive_timeout": _KEEPALIVE_S},
+            handler_args={
+                "keepalive_timeout": _KEEPALIVE_S,
+                "max_line_size": _MAX_HEAD_LINE,
+                "max_field_size": _MAX_HEAD_LINE,
+            },
         )
         app.router.add_route("*", "/{path:.*}", self._handle)
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=_SHUTDOWN_S
         )
         await runner.setup()
+        loop = asyncio.get_running_loop()
+        server = runner.server
+        assert server is not None
+
+        def accept() -> web.RequestHandler:
+            # aiohttp closes a connection stuck in its first head only from 3.14.4 on,
+            # and then only at the keep-alive timeout: this deadline holds on any version.
+            handler = server()
+            self._headless.add(handler)
+            loop.call_later(self.head_timeout_s, self._close_if_headless, handler)
+            return handler
+
         try:
-            site = web.TCPSite(runner, self.host, self._requested_port)
-            await site.start()
+            listener = await loop.create_server(
+                accept, self.host, self._requested_port, backlog=128
+            )
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
-        self._loop = asyncio.get_running_loop()
+        self._listener = listener
+        self._judges = ThreadPoolExecutor(_JUDGE_WORKERS, thread_name_prefix="akto-emulator-judge")
+        self._loop = loop
         self._stop_event = asyncio.Event()
-        self._port = int(runner.addresses[0][1])
+        self._port = int(listener.sockets[0].getsockname()[1])
+
+    def _close_if_headless(self, handler: web.RequestHandler) -> None:
+        if handler in self._headless:
+            self._headless.discard(handler)
+            handler.force_close()
 
     async def serve_forever(self) -> None:
         """Serve in the current loop until cancelled or ``stop()`` is called."""
@@ -327,9 +414,19 @@ class EmulatorServer:
 
     async def aclose(self) -> None:
         """Stop listening and close every connection (call in the server's loop)."""
+        listener, self._listener = self._listener, None
         runner, self._runner = self._runner, None
+        judges, self._judges = self._judges, None
+        if listener is not None:
+            listener.close()
         if runner is not None:
             await runner.cleanup()
+        if listener is not None:
+            await listener.wait_closed()
+        if judges is not None:
+            # A judgement over budget cannot be interrupted: its thread ends on its own.
+            judges.shutdown(wait=False, cancel_futures=True)
+        self._headless.clear()
 
     def start(self) -> EmulatorServer:
         """Start on a daemon thread with its own loop; blocks until listening."""
@@ -400,6 +497,8 @@ class EmulatorServer:
             response = await self._respond(request)
         except _HttpError as err:
             response = _answer(err.status, _error_body(err.message))
+            if err.close:
+                response.force_close()
         except web.HTTPRequestEntityTooLarge:
             response = _answer(413, _error_body(f"body exceeds {self.max_body_bytes} bytes"))
             response.force_close()  # the rest of the body is drained, then the connection closed
@@ -413,6 +512,7 @@ class EmulatorServer:
         return response
 
     async def _respond(self, request: web.Request) -> web.Response:
+        self._headless.discard(request.protocol)
         path = request.rel_url.raw_path
         methods = _ROUTES.get(path)
         if methods is None:
@@ -431,19 +531,28 @@ class EmulatorServer:
             listing = _answer(200, _json_bytes([r.to_dict() for r in self.records]))
             listing.headers["X-Emulator-Dropped"] = str(self.dropped)
             return listing
-        body = await request.read()
+        body = await self._read_body(request)
         if path == _LOGS:
             return self._otlp_logs(request, body)
         if path in _DELAYED_ROUTES and self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
-        handler = self._http_proxy if path == _PROXY else self._ingest_data
-        return handler(dict(request.query), _headers(request), body)
+        if path == _PROXY:
+            return await self._http_proxy(dict(request.query), _headers(request), body)
+        return self._ingest_data(dict(request.query), _headers(request), body)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        try:
+            return await asyncio.wait_for(request.read(), self.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise _HttpError(
+                408, f"request body not received within {self.body_timeout_s:g} s", close=True
+            ) from None
 
     def _authorized(self, request: web.Request) -> bool:
         token = self.token
         return token is None or request.headers.get("Authorization") == token
 
-    def _http_proxy(
+    async def _http_proxy(
         self, flags: dict[str, str], headers: dict[str, str], body: bytes
     ) -> web.Response:
         if len(body) > _PROXY_MAX_BODY:
@@ -459,18 +568,13 @@ class EmulatorServer:
         want_request = _flag(flags, "guardrails")
         want_response = _flag(flags, "response_guardrails")
         verdict: dict[str, Any] | None = None
-        if want_request or want_response:
-            policy = self.policy
-            fail_open = self.fail_open
-            req = resp = None
-            if want_request:
-                req = _fail_open_result() if fail_open else policy.evaluate(data, "request")
-            if want_response:
-                resp = _fail_open_result() if fail_open else policy.evaluate(data, "response")
-            if req is not None and resp is not None:
-                verdict = {**req, "requestResult": req, "responseResult": resp}
-            else:
-                verdict = req if req is not None else resp
+        if self.fail_open:
+            verdict = _combined(
+                _fail_open_result() if want_request else None,
+                _fail_open_result() if want_response else None,
+            )
+        elif want_request or want_response:
+            verdict = await self._judge(data, want_request, want_response)
         self._store([ReceivedRecord("http-proxy", flags, headers, data, verdict)])
         if verdict is None:
             return _answer(200, _INGESTED_ANSWER)
@@ -478,6 +582,29 @@ class EmulatorServer:
             return _answer(200, _ALLOWED_ANSWER)
         answer = {"success": True, "message": _EVALUATED, "data": {"guardrailsResult": verdict}}
         return _answer(200, _json_bytes(answer))
+
+    async def _judge(
+        self, record: dict[str, Any], want_request: bool, want_response: bool
+    ) -> dict[str, Any] | None:
+        """Judge on a worker thread within the budget; over it, a 503 (nothing judged)."""
+        judges = self._judges
+        assert judges is not None
+        budget = self.judge_budget_s
+        work = asyncio.get_running_loop().run_in_executor(
+            judges, _judge_record, self.policy, record, want_request, want_response
+        )
+        try:
+            return await asyncio.wait_for(work, budget)
+        except asyncio.TimeoutError:
+            self.judge_timeouts += 1
+            _log.warning(
+                "akto emulator: judging a record took longer than %g s; answered 503, "
+                "nothing was judged",
+                budget,
+            )
+            raise _HttpError(
+                503, f"guardrail evaluation exceeded its {budget:g} s budget: nothing was judged"
+            ) from None
 
     def _otlp_logs(self, request: web.Request, body: bytes) -> web.Response:
         """``POST /v1/logs``, mapped the way Akto's OTLP ingestion service maps it."""
