@@ -7,9 +7,10 @@ that maps every failure to a low-cardinality error kind.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 
-__all__ = ["AktoConfigError", "AktoError"]
+__all__ = ["AktoConfigError", "AktoError", "check_keywords"]
 
 
 class AktoError(Exception):
@@ -50,3 +51,21 @@ class AktoConfigError(AktoError, ValueError):
         lines = [str(p) for p in combined.problems]
         combined.args = (f"{len(lines)} settings are not valid:\n  " + "\n  ".join(lines),)
         return combined
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``known`` to ``name``, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keywords(where: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """Raise TypeError naming each keyword of ``given`` that ``where`` does not take,
+    with the closest known one, so a misspelled setting is never silently dropped."""
+    accepted = sorted(set(known))
+    unknown = [name for name in given if name not in accepted]
+    if not unknown:
+        return
+    parts = [f"{name!r}{_did_you_mean(name, accepted)}" for name in unknown]
+    noun = "argument" if len(parts) == 1 else "arguments"
+    raise TypeError(f"{where} got an unexpected keyword {noun}: " + ", ".join(parts))

@@ -51,8 +51,10 @@ from akto_otel.answers import (
     withheld_agent_output,
 )
 from akto_otel.config import Settings
+from akto_otel.configure import spans_not_exported
 from akto_otel.contract import Verdict, WireContext
 from akto_otel.decision import Case, Outcome, OutputShape, Rules, decide, stance
+from akto_otel.errors import check_keywords
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.logs import setup_logging
 from akto_otel.metrics import metrics_for
@@ -79,6 +81,8 @@ __all__ = [
     "AktoGuardrails",
     "GuardedSession",
     "create_hooks",
+    "instrumented_by",
+    "live_session_of",
     "setting_warnings",
 ]
 
@@ -100,6 +104,12 @@ HOOK_EVENTS = (
     "PermissionRequest",
 )
 _MARK = "_akto_otel_hook"
+_SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings) if f.init)
+_GUARD_KEYWORDS = ("settings", "tracer_provider", "meter_provider", "client", "processor")
+#: Set on the options copies we hand out: the guard that instrumented them, and the
+#: session they belong to, so the zero-code wrappers keep the app's guard and scope.
+_OPTIONS_GUARD = "_akto_otel_guard"
+_OPTIONS_SESSION = "_akto_otel_guarded_session"
 #: Set by the instrumentor on its wrapped ``query``: the SDK's original.
 ORIGINAL_ATTR = "_akto_otel_original"
 
@@ -134,8 +144,14 @@ class GuardedSession:
     def __init__(self, span: Span, scope: _Scope, options: ClaudeAgentOptions) -> None:
         self.span = span
         self.options = options
+        self.guard = scope.guard
         self._scope = scope
         self._closed = False
+        _tag(options, _OPTIONS_SESSION, self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def answers(self) -> AnswerLedger:
@@ -182,6 +198,7 @@ class AktoGuardrails:
         processor: AktoSpanProcessor | None = None,
         **overrides: Any,
     ) -> None:
+        check_keywords("AktoGuardrails()", overrides, _SETTING_NAMES + _GUARD_KEYWORDS)
         if settings is None:
             self.settings = Settings.from_env(**overrides)  # env and arguments checked together
         else:
@@ -193,6 +210,10 @@ class AktoGuardrails:
         self.rules = Rules.from_settings(self.settings)
         self.limits = windows.Limits.from_settings(self.settings)
         self.client = client or GuardrailClient(self.settings, redactor=self.redactor)
+        if tracer_provider is None and not isinstance(trace.get_tracer_provider(), TracerProvider):
+            unexported = spans_not_exported(os.environ)
+            if unexported:
+                _warn_once(unexported)
         self.tracer_provider, self.processor = _attach(tracer_provider, processor, self.settings)
         self.tracer = self.tracer_provider.get_tracer(
             "akto_otel", __version__, schema_url=semconv.SCHEMA_URL
@@ -353,6 +374,14 @@ class AktoGuardrails:
     # ------------------------------------------------------------------ wiring
 
     def _instrument(self, options: ClaudeAgentOptions, scope: _Scope) -> ClaudeAgentOptions:
+        from claude_agent_sdk import ClaudeAgentOptions
+
+        if not isinstance(options, ClaudeAgentOptions):
+            hint = " (ClaudeAgentOptions(**d) builds one)" if isinstance(options, dict) else ""
+            raise TypeError(
+                "expected claude_agent_sdk.ClaudeAgentOptions, got "
+                f"{type(options).__name__}: pass ClaudeAgentOptions(...){hint}"
+            )
         existing: dict[str, list[Any]] = {str(k): list(v) for k, v in (options.hooks or {}).items()}
         merged: dict[str, list[Any]] = {}
         ours = self._matchers(scope)
@@ -362,7 +391,9 @@ class AktoGuardrails:
         # The CLI inherits os.environ: its tools (Bash `env`) must not see Akto's secrets.
         env = dict(options.env or {})
         env.update(agent_env_overrides(os.environ, env))
-        return dataclasses.replace(options, hooks=merged, env=env)  # type: ignore[arg-type]
+        instrumented = dataclasses.replace(options, hooks=merged, env=env)  # type: ignore[arg-type]
+        _tag(instrumented, _OPTIONS_GUARD, self)
+        return instrumented
 
     def _matchers(self, scope: _Scope) -> dict[str, list[HookMatcher]]:
         from claude_agent_sdk import HookMatcher
@@ -1143,6 +1174,44 @@ def _noting(event: str, scope: _Scope, callback: HookCallback) -> HookCallback:
     setattr(noted, _MARK, True)
     noted.__name__ = callback.__name__
     return noted
+
+
+def _tag(options: Any, name: str, value: Any) -> None:
+    """Mark ``options`` and our matchers in it; a copy the app makes with
+    ``dataclasses.replace`` keeps the matchers, and so the mark."""
+    setattr(options, name, value)
+    for matchers in (getattr(options, "hooks", None) or {}).values():
+        for matcher in matchers:
+            if _is_ours(matcher):
+                setattr(matcher, name, value)
+
+
+def _tagged(options: Any, name: str) -> Any:
+    found = getattr(options, name, None)
+    if found is not None:
+        return found
+    for matchers in (getattr(options, "hooks", None) or {}).values():
+        for matcher in matchers:
+            found = getattr(matcher, name, None)
+            if found is not None:
+                return found
+    return None
+
+
+def instrumented_by(options: Any) -> AktoGuardrails | None:
+    """The guard whose :meth:`~AktoGuardrails.instrument` or session made ``options``
+    (or the options they were copied from)."""
+    guard = _tagged(options, _OPTIONS_GUARD)
+    return guard if isinstance(guard, AktoGuardrails) else None
+
+
+def live_session_of(options: Any) -> GuardedSession | None:
+    """The open :class:`GuardedSession` whose options ``options`` are (or were copied
+    from), else None."""
+    session = _tagged(options, _OPTIONS_SESSION)
+    if isinstance(session, GuardedSession) and not session.closed:
+        return session
+    return None
 
 
 def _sdk_query() -> Callable[..., AsyncIterator[Any]]:

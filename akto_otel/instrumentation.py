@@ -47,7 +47,14 @@ from akto_otel.answers import (
 )
 from akto_otel.config import Settings
 from akto_otel.errors import AktoConfigError
-from akto_otel.hooks import HOOK_EVENTS, ORIGINAL_ATTR, AktoGuardrails, GuardedSession
+from akto_otel.hooks import (
+    HOOK_EVENTS,
+    ORIGINAL_ATTR,
+    AktoGuardrails,
+    GuardedSession,
+    instrumented_by,
+    live_session_of,
+)
 from akto_otel.redaction import REDACTED, Redactor, agent_env_overrides, redact_url
 
 __all__ = ["ClaudeAgentSDKInstrumentor"]
@@ -55,6 +62,7 @@ __all__ = ["ClaudeAgentSDKInstrumentor"]
 _log = logging.getLogger("akto_otel.instrumentation")
 _INSTRUMENTS = ("claude-agent-sdk >= 0.1.40, < 0.3",)
 _SESSION_ATTR = "_akto_otel_session"
+_BORROWED_ATTR = "_akto_otel_borrowed_session"
 
 
 class ClaudeAgentSDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -238,14 +246,28 @@ _Guard = AktoGuardrails | Lockdown
 _Session = GuardedSession | _LockedSession
 
 
-def _hold(guard: _Guard) -> bool:
-    return guard.settings.hold_answers if isinstance(guard, AktoGuardrails) else True
+def _hold(session: _Session) -> bool:
+    return session.guard.settings.hold_answers if isinstance(session, GuardedSession) else True
 
 
-def _judge(guard: _Guard, session: _Session) -> Judge | None:
-    if isinstance(guard, AktoGuardrails) and isinstance(session, GuardedSession):
-        return guard.answer_judge(session)
+def _judge(session: _Session) -> Judge | None:
+    if isinstance(session, GuardedSession):
+        return session.guard.answer_judge(session)
     return None
+
+
+def _session_for(guard: _Guard, options: Any) -> tuple[_Session, bool]:
+    """The session a wrapped call runs in, and whether the wrapper owns (closes) it.
+
+    Options from an open ``guard.session()`` keep that session (one ``invoke_agent``
+    span, not a second one nested in it); options from an app's ``guard.instrument()``
+    get a session of that guard, so the app's settings (a closed fail mode, say) are
+    never swapped for the environment's; anything else gets the instrumentor's guard.
+    """
+    session = live_session_of(options)
+    if session is not None:
+        return session, False
+    return (instrumented_by(options) or guard).open_session(options), True
 
 
 def _sdk_provider() -> trace.TracerProvider | None:
@@ -264,19 +286,20 @@ def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: _Guard) -> A
         options = kwargs.get("options")
         if options is None:
             options = ClaudeAgentOptions()
-        session = guard.open_session(options)
+        session, owned = _session_for(guard, options)
         failed = True
         try:
             with trace.use_span(session.span, end_on_exit=False, record_exception=True):
                 kwargs["options"] = session.options
                 stream = original(*args, **kwargs)
                 async for message in hold_answers(
-                    stream, session.answers, hold=_hold(guard), judge=_judge(guard, session)
+                    stream, session.answers, hold=_hold(session), judge=_judge(session)
                 ):
                     yield message
             failed = False
         finally:
-            session.close(error="session_aborted" if failed else None)
+            if owned:
+                session.close(error="session_aborted" if failed else None)
 
     setattr(query, ORIGINAL_ATTR, original)
     return query
@@ -292,7 +315,7 @@ def _wrap_receive(original: Callable[..., AsyncIterator[Any]], guard: _Guard) ->
                 yield message
             return
         async for message in hold_answers(
-            stream, session.answers, hold=_hold(guard), judge=_judge(guard, session)
+            stream, session.answers, hold=_hold(session), judge=_judge(session)
         ):
             yield message
 
@@ -304,16 +327,16 @@ def _wrap_connect(original: Callable[..., Any], guard: _Guard) -> Any:
     async def connect(self: Any, *args: Any, **kwargs: Any) -> Any:
         session: _Session | None = getattr(self, _SESSION_ATTR, None)
         if session is None:
-            session = guard.open_session(self.options)
+            session, owned = _session_for(guard, self.options)
             setattr(self, _SESSION_ATTR, session)
+            setattr(self, _BORROWED_ATTR, not owned)
             # The client keeps using this copy; the caller's options stay untouched.
             self.options = session.options
         with trace.use_span(session.span, end_on_exit=False):
             try:
                 return await original(self, *args, **kwargs)
             except BaseException:
-                session.close(error="connect_failed")
-                setattr(self, _SESSION_ATTR, None)
+                _release(self, error="connect_failed")
                 raise
 
     return connect
@@ -325,9 +348,15 @@ def _wrap_disconnect(original: Callable[..., Any]) -> Any:
         try:
             return await original(self, *args, **kwargs)
         finally:
-            session: _Session | None = getattr(self, _SESSION_ATTR, None)
-            if session is not None:
-                session.close()
-                setattr(self, _SESSION_ATTR, None)
+            _release(self, error=None)
 
     return disconnect
+
+
+def _release(client: Any, *, error: str | None) -> None:
+    """Forget the client's session; close it unless it is an app's ``guard.session()``."""
+    session: _Session | None = getattr(client, _SESSION_ATTR, None)
+    if session is not None and not getattr(client, _BORROWED_ATTR, False):
+        session.close(error=error)
+    setattr(client, _SESSION_ATTR, None)
+    setattr(client, _BORROWED_ATTR, False)

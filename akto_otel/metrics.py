@@ -24,7 +24,7 @@ from akto_otel import semconv
 from akto_otel.contract import Verdict
 from akto_otel.version import __version__
 
-__all__ = ["DURATION_BUCKETS_S", "GuardrailMetrics", "metrics_for"]
+__all__ = ["DURATION_BUCKETS_S", "JUDGING_HOOKS", "GuardrailMetrics", "metrics_for"]
 
 #: Bucket boundaries (seconds) for 1 ms .. 10 s; the SDK defaults are for milliseconds.
 DURATION_BUCKETS_S = (
@@ -46,6 +46,12 @@ DURATION_BUCKETS_S = (
 
 
 _MAX_CACHED = 512
+#: The hooks that ask Akto for a verdict, and the (decision, behaviour) of the verdicts
+#: every guard sees: their decision series start at 0 when the instruments are made, so
+#: a process's first deny is an increase Prometheus can see (a series whose first
+#: sample is already 1 gives no rate).
+JUDGING_HOOKS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop", "SubagentStop")
+_STARTING_DECISIONS = (("allow", ""), ("deny", "block"))
 
 
 def _decision_attributes(
@@ -98,6 +104,9 @@ class GuardrailMetrics:
             unit="1",
             description="Guardrail verdicts by hook, decision and behaviour",
         )
+        for hook in JUDGING_HOOKS:
+            for decision, behaviour in _STARTING_DECISIONS:
+                self._decisions.add(0, _decision_attributes(hook, decision, behaviour, False, None))
         self._duration = meter.create_histogram(
             semconv.METRIC_GUARDRAIL_DURATION,
             unit="s",

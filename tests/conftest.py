@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +128,47 @@ def workdir(tmp_path: Path) -> Path:
     path = tmp_path / "work"
     path.mkdir()
     return path
+
+
+# ------------------------------------------------------------ real-stack skips, said once
+
+#: What a skip reason names -> what enables those tests (tests/test_stack_*.py skip with
+#: these words when a real program is missing; CI has them and fails instead).
+REAL_STACK_NEEDS = {
+    "collector/build.sh": "bash collector/build.sh",
+    "apt-get install prometheus": "apt-get install -y prometheus (as root)",
+    "apt-get install chromium": "apt-get install -y chromium (as root)",
+}
+
+
+def _skip_reason(report: Any) -> str:
+    longrepr = getattr(report, "longrepr", None)
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr or "")
+
+
+def real_stack_summary(reasons: Iterable[str]) -> str:
+    """One line: how many real-stack tests were skipped and the commands that enable
+    them; "" when none was."""
+    needs: dict[str, None] = {}
+    skipped = 0
+    for reason in reasons:
+        found = [command for words, command in REAL_STACK_NEEDS.items() if words in reason]
+        if found:
+            skipped += 1
+            needs.update(dict.fromkeys(found))
+    if not skipped:
+        return ""
+    tests = "test was" if skipped == 1 else "tests were"
+    return (
+        f"{skipped} real-stack {tests} skipped (a real collector, Jaeger, Prometheus or "
+        f"Chromium is missing): run {' and '.join(needs)}, then python -m pytest again"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    reports = terminalreporter.stats.get("skipped", [])
+    line = real_stack_summary(_skip_reason(report) for report in reports)
+    if line:
+        terminalreporter.write_line(line, yellow=True, bold=True)

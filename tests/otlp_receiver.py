@@ -58,6 +58,7 @@ class OtlpReceiver:
                             {
                                 "name": span.get("name"),
                                 "trace_id": str(span.get("traceId", "")).lower(),
+                                "span_id": str(span.get("spanId", "")).lower(),
                                 "parent_id": str(span.get("parentSpanId", "")).lower(),
                             }
                         )
@@ -71,6 +72,7 @@ class OtlpReceiver:
                             {
                                 "name": span.name,
                                 "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
                                 "parent_id": span.parent_span_id.hex(),
                             }
                         )

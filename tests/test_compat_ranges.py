@@ -62,3 +62,42 @@ def test_sessions_cover_the_declared_pythons() -> None:
     assert declared[0] == nox.PYTHON_OLDEST
     assert declared[-1] == nox.PYTHON_NEWEST
     assert f"{sys.version_info.major}.{sys.version_info.minor}" in declared
+
+
+def _readme_versions() -> dict[str, tuple[str, str]]:
+    """component -> (supported, tested at) from README's "Supported versions" table."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("<!-- supported-versions:"))
+    rows: dict[str, tuple[str, str]] = {}
+    for line in lines[start + 3 :]:
+        if not line.startswith("|"):
+            break
+        component, supported, tested = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[component] = (supported, tested)
+    return rows
+
+
+def _declared(name: str) -> str:
+    dependencies = _project()["dependencies"]
+    assert isinstance(dependencies, list)
+    for line in dependencies:
+        requirement = Requirement(line)
+        if requirement.name == name:
+            floor_first = sorted(requirement.specifier, key=lambda s: s.operator != ">=")
+            return ", ".join(str(s) for s in floor_first)
+    raise AssertionError(f"{name} is not a dependency")
+
+
+def test_readme_supported_versions_are_the_nox_sessions_and_the_declared_ranges() -> None:
+    nox = load_noxfile()
+    rows = _readme_versions()
+    pythons = sorted({nox.PYTHON_OLDEST, nox.DEFAULT_PYTHON, nox.PYTHON_NEWEST}, key=Version)
+    assert rows == {
+        "Python": (f"{nox.PYTHON_OLDEST} to {nox.PYTHON_NEWEST}", ", ".join(pythons)),
+        "claude-agent-sdk": (_declared("claude-agent-sdk"), f"{nox.SDK_OLDEST} and the newest"),
+        "opentelemetry-api, opentelemetry-sdk": (
+            _declared("opentelemetry-sdk"),
+            f"{nox.OTEL_OLDEST} and the newest",
+        ),
+    }
+    assert _declared("opentelemetry-api") == _declared("opentelemetry-sdk")

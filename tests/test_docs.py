@@ -47,7 +47,7 @@ _FENCE = re.compile(r"^(```+|~~~+)\s*([\w.+-]*)")
 #: Commands a doc block may contain that the tests do not run (the test environment has
 #: what they install); anything else in a run block must run.
 _INSTALLS = (
-    "sudo apt-get install -y prometheus",
+    "apt-get install -y prometheus",
     "pip install -e .",
     "pip install -e '.[yaml]'",
     "pip install -e '.[prometheus]'",
@@ -331,13 +331,45 @@ def _run_program(code: str, env: dict[str, str], cwd: Path) -> subprocess.Comple
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("name", ["readme-use", "quickstart-agent"])
-def test_agent_program_runs_offline_and_is_guarded(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "printed"), [("readme-use", "agent: Done."), ("quickstart-agent", "ResultMessage")]
+)
+def test_agent_program_runs_offline_and_is_guarded(tmp_path: Path, name: str, printed: str) -> None:
     with _offline(tmp_path) as (akto, env):
         result = _run_program(doc_block(name).code, env, tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert "ResultMessage" in result.stdout
+        assert printed in result.stdout
         _assert_guarded(akto, tmp_path)
+
+
+@pytest.mark.timeout(180)
+def test_readme_program_holds_a_denied_answer_and_exports_the_trace(tmp_path: Path) -> None:
+    """The README's first example, copied as is, with only the standard OTEL_* variables:
+    the answer Akto denies never reaches the program's output, and one trace reaches the
+    collector."""
+    leaky = Scenario(
+        steps=[
+            ToolUse("Bash", {"command": "rm -rf build"}),
+            Text("Done. The deploy key is SECRET-TOKEN-4242."),
+            Text("Done."),
+        ]
+    )
+    (tmp_path / "build").mkdir()
+    receiver = OtlpReceiver()
+    with receiver, EmulatorServer(default_policy()) as akto, FakeAnthropic(leaky) as fake:
+        env = base_env(**offline_agent_env(fake, tmp_path / "home"))
+        env["AKTO_DATA_INGESTION_URL"] = akto.url
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.url
+        env["OTEL_METRICS_EXPORTER"] = "none"
+        result = _run_program(doc_block("readme-use").code, env, tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        _assert_guarded(akto, tmp_path)
+    assert "SECRET-TOKEN" not in result.stdout
+    assert "agent: Done." in result.stdout
+    names = [span["name"] for span in receiver.spans]
+    assert names.count("invoke_agent claude-agent") == 1, names
+    assert "execute_tool Bash" in names and "akto.stop" in names, names
+    assert len({span["trace_id"] for span in receiver.spans}) == 1
 
 
 @pytest.mark.timeout(60)

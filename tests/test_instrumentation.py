@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import claude_agent_sdk
 import pytest
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, HookMatcher
 
+from akto_otel import AktoGuardrails
 from akto_otel.config import Settings
 from akto_otel.emulator import EmulatorServer
 from akto_otel.instrumentation import ClaudeAgentSDKInstrumentor
@@ -171,3 +173,112 @@ def test_opentelemetry_instrument_guards_an_unmodified_program(
     assert {"UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop"} <= hooks
     trace_ids = {s["trace_id"] for s in receiver.spans if s["name"] != "claude_code.interaction"}
     assert len(trace_ids) == 1
+
+
+CONFIGURED_PROGRAM = """
+import asyncio, os
+import akto_otel
+from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, query
+
+async def main():
+    guard = akto_otel.configure()
+    base = ClaudeAgentOptions(cwd=os.environ["WORKDIR"], allowed_tools=["Bash"])
+    async with guard.session(base) as options:
+        async for message in query(prompt="please run it", options=options):
+            print(repr(message))
+    async with guard.session(base) as options:
+        async with ClaudeSDKClient(options) as client:
+            await client.query("please run it again")
+            async for message in client.receive_response():
+                print(repr(message))
+    print("agent finished")
+
+asyncio.run(main())
+"""
+LEAKY = Scenario(
+    None,
+    [
+        ToolUse("Bash", {"command": "echo instrumented"}),
+        Text("the key is SECRET-TOKEN"),
+        Text("I cannot share that key."),
+    ],
+)
+
+
+def test_zero_code_with_configure_gives_one_agent_span_per_session_and_holds_answers(
+    emulator: EmulatorServer, home: Path, workdir: Path, tmp_path: Path
+) -> None:
+    """A program that calls configure() and guard.session() run under opentelemetry-instrument:
+    each session is one invoke_agent span (not the instrumentor's nested in the guard's), its
+    tools nest under it, and a denied answer still never reaches the program."""
+    program = tmp_path / "agent.py"
+    program.write_text(textwrap.dedent(CONFIGURED_PROGRAM))
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    with OtlpReceiver() as receiver, FakeAnthropic(LEAKY) as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AKTO_"))}
+        env.update(offline_agent_env(fake, home))
+        env.update(
+            {
+                "WORKDIR": str(workdir),
+                "AKTO_DATA_INGESTION_URL": emulator.url,
+                "OTEL_SERVICE_NAME": "configured-agent",
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_METRICS_EXPORTER": "none",
+                "OTEL_LOGS_EXPORTER": "none",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            }
+        )
+        result = subprocess.run(
+            [str(instrument), sys.executable, str(program)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=110,
+            check=False,
+        )
+        spans = list(receiver.spans)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "agent finished" in result.stdout
+    assert "SECRET-TOKEN" not in result.stdout  # held, then dropped, on both paths
+    agents = [s for s in spans if s["name"].startswith("invoke_agent")]
+    assert len(agents) == 2, [(s["name"], s["parent_id"]) for s in agents]
+    agent_ids = {s["span_id"] for s in agents}
+    assert not any(s["parent_id"] in agent_ids for s in agents)  # none nested in another
+    tools = [s for s in spans if s["name"] == "execute_tool Bash"]
+    assert len(tools) == 2 and all(s["parent_id"] in agent_ids for s in tools)
+    assert sum(1 for r in emulator.records if r.hook == "PreToolUse") == 2
+
+
+@pytest.mark.parametrize("copied", [False, True], ids=["as-given", "copied-by-the-app"])
+async def test_zero_code_keeps_the_apps_guard_for_options_it_instrumented(
+    instrumentor: ClaudeAgentSDKInstrumentor,
+    capture: SpanCapture,
+    home: Path,
+    workdir: Path,
+    copied: bool,
+) -> None:
+    """The attack: the app asked for fail-closed (its Akto is down, so every tool call must
+    be denied); the zero-code wrapper must not swap its hooks for the instrumentor's
+    environment guard (fail open, Akto up, which allows the command), also when the app
+    tweaks a copy of the options (``dataclasses.replace``)."""
+    marker = workdir / "ran"
+    strict = AktoGuardrails(
+        tracer_provider=capture.provider,
+        ingestion_url="http://127.0.0.1:9",
+        fail_mode="closed",
+        timeout=1.0,
+    )
+    scenario = Scenario(None, [ToolUse("Bash", {"command": f"touch {marker}"}), Text("done")])
+    with FakeAnthropic(scenario) as fake:
+        options = strict.instrument(
+            ClaudeAgentOptions(
+                env=offline_agent_env(fake, home), cwd=str(workdir), allowed_tools=["Bash"]
+            )
+        )
+        if copied:
+            options = dataclasses.replace(options, max_turns=5)
+        await _run_query(options)
+    assert not marker.exists()
+    agents = capture.named("invoke_agent")
+    assert len(agents) == 1 and agents[0].parent is None

@@ -98,6 +98,11 @@ def test_recording_rule_tests_can_fail(tmp_path: Path) -> None:
     assert "FAILED" in result.stdout + result.stderr
 
 
+#: Recording rules that rebuild a counter the library exports, for services whose own
+#: counter does not reach Prometheus (only traces to the collector).
+REBUILT_COUNTERS = frozenset({"akto_guardrail_decisions_total"})
+
+
 def test_every_recording_rule_is_tested_and_named_by_convention() -> None:
     data = yaml.safe_load(RECORDING_TESTS.read_text())
     tested = {
@@ -109,9 +114,11 @@ def test_every_recording_rule_is_tested_and_named_by_convention() -> None:
     rules = recording_rules()
     assert rules and tested
     for rule in rules:
+        assert rule["record"] in tested, f"{rule['record']}: no promql_expr_test"
+        if rule["record"] in REBUILT_COUNTERS:
+            continue  # keeps the app's own name: the alerts read either
         level, metric, operations = rule["record"].split(":")  # level:metric:operations
         assert level and metric and operations, rule["record"]
-        assert rule["record"] in tested, f"{rule['record']}: no promql_expr_test"
 
 
 def test_documented_queries_on_recorded_series_parse(tmp_path: Path) -> None:

@@ -11,16 +11,15 @@ only OTLP traces to the collector, as the compose demo does. Prometheus scrapes
 nothing else: every series it has went through the collector.
 
 The rules are prometheus/alerts.yml's, with every ``for:`` shortened to 5s and
-every range window to 60s (the real deny-rate rule waits 5m), plus one test-only
-recording rule: the rules read ``akto_guardrail_decisions_total{hook, decision}``,
-the counter the app exports; from spans alone the same count is the span metrics'
-``run_guardrail`` calls (one span per verdict, labelled ``akto_hook`` and
-``akto_guardrail_decision``), relabelled to ``hook`` and ``decision``
-(:data:`FROM_SPANS`). ``AktoGuardrailDenyRateHigh`` must reach ``firing`` for
-PreToolUse and the demo's job, and every dashboard or datasource-link query that
-reads collector metrics (``traces_span_metrics_*``) must return data. Prometheus also
-loads prometheus/recording-rules.yml unchanged: its deny share per hook must be
-recorded from the real span metrics (:data:`RECORDED`).
+every range window to 60s (the real deny-rate rule waits 5m). They read
+``akto_guardrail_decisions_total{hook, decision}``, the counter the app exports; the
+demo sends only traces, so the counter Prometheus has is the one
+prometheus/recording-rules.yml (loaded unchanged, as both shipped Prometheus configs
+load it) rebuilds from the span metrics' ``run_guardrail`` calls.
+``AktoGuardrailDenyRateHigh`` must reach ``firing`` for PreToolUse and the demo's
+job, and every dashboard or datasource-link query that reads collector metrics
+(``traces_span_metrics_*``) must return data. The deny share per hook must be
+recorded from the real span metrics too (:data:`RECORDED`).
 """
 
 from __future__ import annotations
@@ -52,27 +51,15 @@ FOR = "5s"
 WINDOW = "60s"
 DEADLINE_S = 180.0
 DEMO_ARGS = ["--runs", "12", "--deny-heavy", "--pause", "1.5"]
-# akto_guardrail_decisions_total{hook, decision} from the span metrics alone.
-FROM_SPANS = {
-    "record": "akto_guardrail_decisions_total",
-    "expr": (
-        'label_replace(label_replace(traces_span_metrics_calls_total{span_name=~"run_guardrail.*"},'
-        ' "hook", "$1", "akto_hook", "(.+)"),'
-        ' "decision", "$1", "akto_guardrail_decision", "(.+)")'
-    ),
-}
-
-
 RECORDING = ROOT / "prometheus" / "recording-rules.yml"
 RECORDED = "job_service_name_akto_hook:akto_guardrail_spans_denied:ratio_rate5m"
 
 
 def span_alerts(text: str) -> dict[str, Any]:
-    """alerts.yml with short waits and windows, plus the span-metrics recording rule."""
+    """alerts.yml with short waits and windows."""
     text = re.sub(r"(?m)^(\s+for:\s*)\d+[smh]\s*$", rf"\g<1>{FOR}", text)
     text = re.sub(r"\[\d+[smh]\]", f"[{WINDOW}]", text)
     rules: dict[str, Any] = yaml.safe_load(text)
-    rules["groups"].insert(0, {"name": "akto-from-span-metrics", "rules": [FROM_SPANS]})
     return rules
 
 
@@ -128,9 +115,8 @@ def _demo_env(collector: Collector) -> dict[str, str]:
 def test_span_alerts_keep_the_real_rules() -> None:
     original = yaml.safe_load(ALERTS.read_text())
     derived = span_alerts(ALERTS.read_text())
-    assert derived["groups"][0]["rules"] == [FROM_SPANS]
     real = [r for g in original["groups"] for r in g["rules"]]
-    short = [r for g in derived["groups"][1:] for r in g["rules"]]
+    short = [r for g in derived["groups"] for r in g["rules"]]
     assert real and [r["alert"] for r in real] == [r["alert"] for r in short]
     for rule, test_rule in zip(real, short, strict=True):
         assert test_rule["for"] == FOR
