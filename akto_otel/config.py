@@ -18,6 +18,7 @@ Reading settings never touches the disk or the network.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -26,6 +27,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from akto_otel.errors import AktoConfigError
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "CaptureMode",
@@ -112,12 +115,27 @@ def _parse_path(name: str, raw: str) -> str:
     return value
 
 
+#: The OpenTelemetry GenAI content switch; the package's own is AKTO_CAPTURE_CONTENT.
+_OTEL_CAPTURE_VAR = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+
 def _parse_capture(name: str, raw: str) -> CaptureMode:
+    """A content-capture mode. ``AKTO_CAPTURE_CONTENT`` (and the ``capture_content``
+    argument) take a boolean, true meaning ``SPAN_ONLY``; the OpenTelemetry variable
+    takes the enum only and reads a boolean as ``NO_CONTENT`` with a warning, as
+    opentelemetry-util-genai does: content never leaves the process on a guess."""
     value = raw.strip()
     lowered = value.lower()
-    if lowered in _TRUE:
-        return "SPAN_ONLY"
-    if lowered in _FALSE:
+    if lowered in _TRUE or lowered in _FALSE:
+        if name != _OTEL_CAPTURE_VAR:
+            return "SPAN_ONLY" if lowered in _TRUE else "NO_CONTENT"
+        if lowered in _TRUE:
+            _log.warning(
+                "%s=%s is read as NO_CONTENT: it takes NO_CONTENT, SPAN_ONLY, EVENT_ONLY or "
+                "SPAN_AND_EVENT (or set AKTO_CAPTURE_CONTENT=true)",
+                name,
+                value,
+            )
         return "NO_CONTENT"
     upper = value.upper()
     for mode in _CAPTURE_MODES:
@@ -358,9 +376,7 @@ _ENV_VARS: dict[str, _Var] = {
     ),
     "session_headers": _var("AKTO_SESSION_HEADERS", parse=_parse_bool),
     "agent_name": _var("AKTO_AGENT_NAME", "OTEL_SERVICE_NAME", parse=_stripped),
-    "capture_content": _var(
-        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", parse=_parse_capture
-    ),
+    "capture_content": _var("AKTO_CAPTURE_CONTENT", _OTEL_CAPTURE_VAR, parse=_parse_capture),
     "capture_max_length": _var(
         "AKTO_CAPTURE_MAX_LENGTH", parse=lambda n, r: _parse_int(n, r, minimum=16, maximum=1 << 20)
     ),

@@ -118,7 +118,6 @@ def test_bad_values_name_the_variable_and_what_is_accepted(
 @pytest.mark.parametrize(
     ("value", "mode"),
     [
-        ("true", "SPAN_ONLY"),
         ("False", "NO_CONTENT"),
         ("span_and_event", "SPAN_AND_EVENT"),
         ("EVENT_ONLY", "EVENT_ONLY"),
@@ -127,6 +126,29 @@ def test_bad_values_name_the_variable_and_what_is_accepted(
 def test_capture_content_boolean_and_enum_forms(value: str, mode: str) -> None:
     s = Settings.from_env({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": value})
     assert s.capture_content == mode
+    assert Settings.from_env({"AKTO_CAPTURE_CONTENT": value}).capture_content == mode
+
+
+@pytest.mark.parametrize("value", ["true", "1", "YES", "on"])
+def test_the_otel_capture_variable_never_turns_content_on_for_a_boolean(
+    value: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """util-genai reads a boolean as NO_CONTENT: the same variable must not send user
+    content out of the process in one instrumentation and not in the next."""
+    with caplog.at_level("WARNING", logger="akto_otel.config"):
+        s = Settings.from_env({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": value})
+    assert s.capture_content == "NO_CONTENT"
+    assert not s.capture_on_spans and not s.capture_in_events
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT" in (
+        warned[0].getMessage()
+    )
+    # The package's own switch (and the keyword argument) keep the boolean meaning,
+    # and it wins over the OpenTelemetry variable.
+    otel = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+    own = Settings.from_env({"AKTO_CAPTURE_CONTENT": value, otel: "NO_CONTENT"})
+    assert own.capture_content == "SPAN_ONLY"
+    assert Settings.from_env({}, capture_content="true").capture_content == "SPAN_ONLY"
 
 
 def test_ssl_cert_path_accepts_an_existing_file(tmp_path: Path) -> None:

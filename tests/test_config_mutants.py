@@ -143,7 +143,7 @@ def test_a_path_is_stripped() -> None:
 @pytest.mark.parametrize(
     ("raw", "mode"),
     [
-        ("yes", "SPAN_ONLY"),
+        ("yes", "NO_CONTENT"),
         ("off", "NO_CONTENT"),
         (" no_content ", "NO_CONTENT"),
         ("Span_Only", "SPAN_ONLY"),
@@ -154,6 +154,8 @@ def test_a_path_is_stripped() -> None:
 def test_every_capture_spelling(raw: str, mode: str) -> None:
     settings = Settings.from_env({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": raw})
     assert settings.capture_content == mode
+    own = Settings.from_env({"AKTO_CAPTURE_CONTENT": raw}).capture_content
+    assert own == ("SPAN_ONLY" if raw == "yes" else mode)
     assert settings.capture_on_spans is (mode in ("SPAN_ONLY", "SPAN_AND_EVENT"))
     assert settings.capture_in_events is (mode in ("EVENT_ONLY", "SPAN_AND_EVENT"))
 
