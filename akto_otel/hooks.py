@@ -688,6 +688,8 @@ class AktoGuardrails:
         }
         if tool_use_id:
             attributes[semconv.GEN_AI_TOOL_CALL_ID] = tool_use_id
+        if is_mcp:
+            attributes[semconv.MCP_METHOD_NAME] = semconv.MCP_METHOD_TOOLS_CALL
         agent_id = _text(data, "agent_id")
         if agent_id:
             attributes[semconv.GEN_AI_AGENT_ID] = agent_id

@@ -47,6 +47,12 @@ SERVER_ADDRESS: Final = server_attributes.SERVER_ADDRESS
 SERVER_PORT: Final = server_attributes.SERVER_PORT
 HTTP_REQUEST_METHOD: Final = http_attributes.HTTP_REQUEST_METHOD
 
+#: MCP (semantic-conventions-genai docs/gen-ai/mcp.md; ``mcp_attributes`` only in
+#: opentelemetry-semantic-conventions >= 0.58b0, so spelled here): an MCP tool call's
+#: ``execute_tool`` span carries the method, with no extra span.
+MCP_METHOD_NAME: Final = "mcp.method.name"
+MCP_METHOD_TOOLS_CALL: Final = "tools/call"
+
 OPERATION_INVOKE_AGENT: Final = _gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
 OPERATION_EXECUTE_TOOL: Final = _gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
 #: Draft (gen-ai-security.md); not in the package's operation-name enum yet.

@@ -55,7 +55,6 @@ ATTR_REASON = semconv.AKTO_GUARDRAIL_REASON
 ATTR_FAIL_OPEN = semconv.AKTO_GUARDRAIL_FAIL_OPEN
 ATTR_POLICY = semconv.AKTO_GUARDRAIL_POLICY_NAME
 ATTR_SEVERITY = semconv.AKTO_GUARDRAIL_SEVERITY
-PROVIDER = "anthropic"
 _REASON_MAX = 1024
 _log = logging.getLogger("akto_otel.spans")
 
@@ -230,10 +229,13 @@ def start_agent_span(
     parent: Span | None = None,
     hook: str = "",
 ) -> Span:
-    """An ``invoke_agent <name>`` CLIENT span with the GenAI agent attributes."""
+    """An ``invoke_agent <name>`` INTERNAL span with the GenAI agent attributes.
+
+    The agent (the CLI the SDK runs) is local, not a remote agent service: the GenAI
+    conventions make that span INTERNAL, without ``gen_ai.provider.name``.
+    """
     attributes: dict[str, Any] = {
         semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_AGENT,
-        semconv.GEN_AI_PROVIDER_NAME: PROVIDER,
         semconv.GEN_AI_AGENT_NAME: name,
     }
     if agent_id:
@@ -247,7 +249,7 @@ def start_agent_span(
         tracer,
         semconv.invoke_agent_span_name(name),
         context=context,
-        kind=SpanKind.CLIENT,
+        kind=SpanKind.INTERNAL,
         attributes=attributes,
     )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.trace import SpanKind
 from claude_agent_sdk import (
     ClaudeAgentOptions,
     HookMatcher,
@@ -152,6 +153,15 @@ async def test_mcp_tool_records_and_spans(
     guard.force_flush()
     span = capture.one("execute_tool mcp__calc__add")
     assert span.attributes["gen_ai.tool.type"] == "extension"
+    # The GenAI MCP conventions: the method on the execute_tool span, no extra span;
+    # execute_tool and the in-process invoke_agent are INTERNAL, the latter without a
+    # provider name.
+    assert span.attributes["mcp.method.name"] == "tools/call"
+    assert span.kind is SpanKind.INTERNAL
+    agent = capture.one("invoke_agent claude-agent")
+    assert agent.kind is SpanKind.INTERNAL
+    assert "gen_ai.provider.name" not in (agent.attributes or {})
+    assert [s.name for s in capture.spans if s.name.startswith("tools/call")] == []
     checked = next(r for r in emulator.records if r.hook == "PreToolUse")
     assert checked.record["path"] == "/mcp"
     assert json.loads(checked.record["requestPayload"])["params"] == {

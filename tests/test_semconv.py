@@ -8,7 +8,7 @@ from pathlib import Path
 from akto_otel import semconv
 
 PACKAGE = Path(__file__).resolve().parent.parent / "akto_otel"
-_PREFIXES = ("gen_ai.", "akto.")
+_PREFIXES = ("gen_ai.", "akto.", "mcp.")
 
 
 def _name_literals(path: Path) -> list[str]:
