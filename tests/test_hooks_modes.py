@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.trace import SpanKind
 from claude_agent_sdk import (
     ClaudeAgentOptions,
     HookMatcher,
     create_sdk_mcp_server,
     tool,
 )
+from opentelemetry.trace import SpanKind
 
 import akto_otel.hooks as hooks_module
 from akto_otel import AktoGuardrails, create_hooks
