@@ -1,4 +1,4 @@
-"""Figure 11: soak, guarded real-CLI sessions for minutes while Akto goes down, slow and 5xx.
+"""Soak: guarded real-CLI sessions for minutes while Akto goes down, slow and 5xx.
 
 Eight workers (``--quick``: two; ``AKTO_BENCH_SOAK_SESSIONS``) each run real Claude Agent
 SDK sessions of ten tool calls (``--quick``: one), one after the other, through the
@@ -52,7 +52,7 @@ from .workload import make_guard, make_provider, quiet_logs
 
 __all__ = ["HEADER", "SoakPlan", "accounting", "phase_schedule", "run"]
 
-HEADER = "Figure 11: soak, guarded real-CLI sessions with Akto down, slow and failing"
+HEADER = "Soak: guarded real-CLI sessions with Akto down, slow and failing"
 #: The fault cycle, each phase ``phase_seconds`` long, repeated until the end.
 CYCLE = ("up", "down", "up", "slow", "up", "5xx")
 PHASES = ("up", "down", "slow", "5xx")
@@ -73,8 +73,6 @@ class SoakPlan:
     seconds: float
     phase_seconds: float
     tools: int
-    #: How long a probe waits for AnyIO's idle worker threads to retire.
-    settle_s: float = 0.0
 
 
 def plan_for(cfg: Config) -> SoakPlan:
@@ -87,7 +85,6 @@ def plan_for(cfg: Config) -> SoakPlan:
         seconds=seconds,
         phase_seconds=cfg.pickf(30.0, 5.0),
         tools=cfg.pick(10, 1),
-        settle_s=cfg.pickf(15.0, 0.0),
     )
 
 
@@ -166,22 +163,19 @@ def _fd_kind(fd: str) -> str:
     return "file"
 
 
-#: The SDK runs blocking work on AnyIO's worker threads, which retire after 10 s idle.
+#: The SDK runs blocking work on AnyIO's worker threads: as many as were busy at once,
+#: an idle one retired (after 10 s idle) only when the pool is next used.
 _ANYIO_WORKER = "AnyIO worker thread"
 
 
-async def _probe(control: str, settle_s: float) -> dict[str, Any]:
+async def _probe(control: str) -> dict[str, Any]:
     """The agent process at rest: RSS, open fds (by kind), asyncio tasks, threads.
 
     Akto's side closes its connections first: the pools' idle keep-alive sockets
-    (as many as sessions last ran at once) then close, a leaked socket stays. Up to
-    ``settle_s`` is given to AnyIO's idle workers to retire.
+    (as many as sessions last ran at once) then close, a leaked socket stays.
     """
     _control(control, "/drop", "POST")
     await asyncio.sleep(1.0)
-    until = time.monotonic() + settle_s
-    while _anyio_workers() and time.monotonic() < until:
-        await asyncio.sleep(0.5)
     gc.collect()
     # The listing's own descriptor is gone by the time it is read: not counted.
     kinds = Counter(_fd_kind(fd) for fd in os.listdir("/proc/self/fd"))
@@ -196,10 +190,6 @@ async def _probe(control: str, settle_s: float) -> dict[str, Any]:
         "own_threads": sum(1 for n in names if n != _ANYIO_WORKER),
         "thread_names": names,
     }
-
-
-def _anyio_workers() -> int:
-    return sum(1 for t in threading.enumerate() if t.name == _ANYIO_WORKER)
 
 
 def _control(url: str, path: str, method: str = "GET") -> dict[str, Any]:
@@ -277,7 +267,7 @@ async def _soak(plan: SoakPlan, akto: str, model: str, control: str) -> dict[str
         await asyncio.gather(*(session(w, 0) for w in range(plan.sessions)))
         warm_s = time.perf_counter() - warm0
         guard.force_flush(30_000)
-        start = await _probe(control, plan.settle_s)
+        start = await _probe(control)
         sessions.clear()
         t0 = time.monotonic()
         deadline = t0 + plan.seconds
@@ -306,7 +296,7 @@ async def _soak(plan: SoakPlan, akto: str, model: str, control: str) -> dict[str
             guard.force_flush(5_000)
             await asyncio.sleep(0.2)
         drain_s = time.monotonic() - drain0
-        end = await _probe(control, plan.settle_s)
+        end = await _probe(control)
         queued = processor.queue_size
         await guard.aclose()
         guard.shutdown()
@@ -340,12 +330,9 @@ def child_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--phase-seconds", type=float, required=True)
     parser.add_argument("--tools", type=int, required=True)
-    parser.add_argument("--settle-seconds", type=float, default=0.0)
     args = parser.parse_args(argv)
     quiet_logs()
-    plan = SoakPlan(
-        args.sessions, args.seconds, args.phase_seconds, args.tools, args.settle_seconds
-    )
+    plan = SoakPlan(args.sessions, args.seconds, args.phase_seconds, args.tools)
     result = asyncio.run(_soak(plan, args.akto, args.model, args.control))
     print(json.dumps(result), flush=True)
 
@@ -411,12 +398,10 @@ def _agent(plan: SoakPlan, urls: dict[str, str]) -> dict[str, Any]:
         str(plan.phase_seconds),
         "--tools",
         str(plan.tools),
-        "--settle-seconds",
-        str(plan.settle_s),
     ]
     # The warm-up round, sessions still running at the deadline, the drain (bounded),
     # two probes and the shutdown come on top of the soak's own time.
-    limit = plan.seconds + _DRAIN_S + 2 * plan.settle_s + 600
+    limit = plan.seconds + _DRAIN_S + 600
     proc = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=False)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -462,9 +447,9 @@ def run(cfg: Config, env: Environment) -> FigureResult:
         )
     )
     resources.notes.append(
-        "threads: the SDK runs blocking calls on AnyIO's worker pool, whose idle workers "
-        f"retire after 10 s (each probe waits up to {plan.settle_s:g} s for them); the "
-        f"rest at the end: {', '.join(n for n in end['thread_names'] if n != _ANYIO_WORKER)}"
+        "threads: the SDK runs blocking calls on AnyIO's worker pool, as many as were busy "
+        "at once, an idle one retired only when the pool is next used; the rest at the end:"
+        f" {', '.join(n for n in end['thread_names'] if n != _ANYIO_WORKER)}"
     )
     resources.notes.append(
         "before each probe Akto's side closes every connection, so the pools' idle "
