@@ -306,9 +306,7 @@ def _delivery_stall(url: str, cfg: Config) -> dict[str, tuple[float, float, floa
     from .workload import tool_result
 
     items = [PendingRecord(record=tool_result(i), key=f"stall-{i}") for i in range(512)]
-    records = akto_exporter.RecordExporter(
-        Settings(ingestion_url=url), akto_exporter.ExportStats()
-    )
+    records = akto_exporter.RecordExporter(Settings(ingestion_url=url), akto_exporter.ExportStats())
     seconds = cfg.pickf(3.0, 0.3)
     out: dict[str, tuple[float, float, float]] = {}
     default = akto_exporter._YIELD_EVERY

@@ -22,6 +22,7 @@ from . import (
     fig_observe,
     fig_outage,
     fig_profile,
+    fig_soak,
     fig_tracing,
     fig_windows,
 )
@@ -45,6 +46,7 @@ FIGURES: dict[str, tuple[str, Runner]] = {
     "e2e": (fig_e2e.HEADER, fig_e2e.run),
     "profile": (fig_profile.HEADER, fig_profile.run),
     "gateway": (fig_gateway.HEADER, fig_gateway.run),
+    "soak": (fig_soak.HEADER, fig_soak.run),
 }
 
 _PACKAGES = ("aiohttp", "httpx", "opentelemetry-sdk", "claude-agent-sdk")

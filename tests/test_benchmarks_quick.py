@@ -101,3 +101,74 @@ def _not_ours(pid: int) -> bool:
     except OSError:
         return True
     return not any(p in cmdline for p in (b"otelcol", b"otlp_sink", b"otlp_load"))
+
+
+def test_quick_soak_accounts_for_every_record_exactly_once(tmp_path: Path) -> None:
+    # Real CLIs, the emulator behind the fault proxy and the agent in processes of
+    # their own; 30 s of phases up, down, up, slow, up, 5xx.
+    results = tmp_path / "soak.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "soak", "--json", str(results)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    document = json.loads(results.read_text())
+    assert document["failed"] == []
+    data = document["figures"]["soak"]["data"]
+    assert {phase for _, phase in data["timeline"]} == {"up", "down", "slow", "5xx"}
+    assert data["sessions"].get("completed", 0) > 0, data["sessions"]
+    assert not data["sessions"].get("failed"), data["errors"]
+    acc = data["accounting"]
+    assert acc["sent"] > 0, acc
+    assert acc["sent"] == acc["acknowledged"] + acc["dropped"] + acc["failed"], acc
+    assert acc["exported"] == acc["acknowledged"], acc
+    assert acc["received"] == acc["acknowledged"] + acc["duplicated"], acc
+    assert acc["queued_at_end"] == 0 and acc["unaccounted"] == 0, acc
+    assert acc["exact"] is True, acc
+    for probe in (data["start"], data["end"]):
+        assert probe["rss"] > 0 and probe["fds"] > 0 and probe["tasks"] >= 1, probe
+        assert probe["threads"] >= probe["own_threads"] >= 1, probe
+
+
+def test_soak_accounting_is_exact_only_when_every_record_is_acknowledged_or_lost() -> None:
+    from benchmarks.fig_soak import accounting
+
+    def counts(unique: int, duplicates: int = 0) -> dict[str, int]:
+        return {
+            "ingest_unique": unique,
+            "ingest_records": unique + duplicates,
+            "duplicates": duplicates,
+            "emulator_dropped": 0,
+        }
+
+    def stats(exported: int, dropped: int = 0, failed: int = 0) -> dict[str, int]:
+        return {"exported": exported, "dropped": dropped, "failed": failed, "retried": 0}
+
+    assert accounting(10, stats(8, 1, 1), 0, counts(8))["exact"] is True
+    twice = accounting(10, stats(10), 0, counts(10, duplicates=3))
+    assert twice["exact"] is True and twice["duplicated"] == 3
+    # One record the exporter counts as delivered never arrived.
+    lost = accounting(10, stats(10), 0, counts(9))
+    assert lost["exact"] is False and lost["unaccounted"] == 1
+    # One record counted dropped arrived anyway: counted twice.
+    both = accounting(10, stats(9, dropped=1), 0, counts(10))
+    assert both["exact"] is False and both["unaccounted"] == -1
+    # Still queued at the end: not yet accounted for.
+    assert accounting(10, stats(9), 1, counts(9))["exact"] is False
+    # The emulator forgot records: its count cannot vouch for them.
+    forgot = {**counts(10), "emulator_dropped": 1}
+    assert accounting(10, stats(10), 0, forgot)["exact"] is False
+
+
+def test_soak_phases_cycle_through_every_fault_in_the_quick_and_the_full_run() -> None:
+    from benchmarks.fig_soak import PHASES, phase_schedule
+
+    quick = phase_schedule(30.0, 5.0)
+    assert [name for _, name in quick] == ["up", "down", "up", "slow", "up", "5xx"]
+    full = phase_schedule(600.0, 30.0)
+    assert len(full) == 20 and full[-1] == (570.0, "down")
+    assert {name for _, name in full} == set(PHASES)
