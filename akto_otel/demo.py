@@ -443,8 +443,11 @@ async def _sessions(plan: _Plan, out: TextIO) -> DemoResult:
                         # Failing open, both commands run: the answer says so.
                         final = await _one_session(down, plan.live, "none-denied")
                     finally:
-                        down.force_flush()
                         await down.aclose()
+                        # Its records are held for as long as there is room (delivery
+                        # gives up only at shutdown): shut this guard down now, so
+                        # they fail here, in this run's metrics, not at the demo's end.
+                        down.shutdown()
             else:  # pragma: no cover - run_demo validates the names
                 raise SystemExit(f"unknown fault {fault!r}: use one of {', '.join(FAULTS)}")
             done += 1
