@@ -1,0 +1,225 @@
+"""An armed guard: in fail-closed mode a judging hook that fails or times out blocks.
+
+What the CLI does (claude-agent-sdk 0.2.190, its bundled CLI 2.1.337; tried with a
+PreToolUse / UserPromptSubmit callback on a matcher with a 2 s timeout, each way):
+
+- a callback that raises, returns None or returns an output the CLI rejects counts
+  as "no decision" (the tool runs, the prompt goes on) unless its matcher says
+  ``on_failure="block"``; with "block" the action is blocked;
+- a callback that outlives its matcher timeout blocks the tool call and the prompt
+  whatever ``on_failure`` says (the CLI's own rule for SDK callbacks today).
+
+So the guard's fail-closed judging matchers carry "block" (the first row is shown
+by an attack that succeeds without it), and the timeout row is kept as a check of
+the whole path with a slow Akto, armed against a CLI that changes its mind.
+The initialize reply decides whether a session may start at all: tried with
+``ScriptedCLI`` (a transport stand-in; the real CLI always applies the hooks of a
+session it starts, and it honours on_failure), since only a stand-in can answer
+like an old CLI or a joined session.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from claude_agent_sdk import ClaudeAgentOptions
+
+from akto_otel import AktoGuardrails
+from akto_otel.armed import (
+    ARMING_FAULTS,
+    FAULT_HOOKS_NOT_APPLIED,
+    FAULT_ON_FAILURE_UNSUPPORTED,
+    arming_fault,
+    on_failure_for,
+)
+from akto_otel.decision import JUDGING_HOOKS, Rules
+from akto_otel.emulator import EmulatorServer
+from akto_otel.errors import AktoError, AktoNotArmedError
+from akto_otel.hooks import HOOK_EVENTS
+from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse
+from tests.conftest import SpanCapture
+from tests.fault_server import FaultServer
+from tests.security.attack_kit import guard as make_guard
+from tests.security.attack_kit import options as agent_options
+from tests.security.cli_standin import ARMED_REPLY, ScriptedCLI
+
+pytestmark = pytest.mark.timeout(180)
+
+TOUCH = Scenario(None, [ToolUse("Bash", {"command": "touch marker"}), Text("done")])
+
+
+# ------------------------------------------------------------------ the matchers
+
+
+def test_fail_closed_judging_matchers_block_and_the_others_continue() -> None:
+    closed = Rules(fail_closed=True)
+    for event in HOOK_EVENTS:
+        expected = "block" if event in JUDGING_HOOKS else "continue"
+        assert on_failure_for(event, closed) == expected, event
+    for rules in (Rules(fail_closed=False), Rules(fail_closed=True, sync_mode=False)):
+        assert {on_failure_for(event, rules) for event in HOOK_EVENTS} == {"continue"}
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_the_guard_builds_its_matchers_armed(mode: str, capture: SpanCapture) -> None:
+    guard = AktoGuardrails(
+        tracer_provider=capture.provider,
+        meter_provider=capture.meter_provider,
+        ingestion_url="http://127.0.0.1:9",
+        fail_mode=mode,
+    )
+    options = guard.instrument(ClaudeAgentOptions())
+    assert options.hooks is not None
+    for event in HOOK_EVENTS:
+        [matcher] = options.hooks[event]  # type: ignore[index]
+        expected = "block" if mode == "closed" and event in JUDGING_HOOKS else "continue"
+        assert matcher.on_failure == expected, (mode, event)
+
+
+# ------------------------------------------------------------------ the real CLI
+
+
+def _raising(*_: Any) -> Any:
+    async def fails(data: Any, tool_use_id: str | None, context: Any) -> dict[str, Any]:
+        raise RuntimeError("a failure the guard's own callback never lets out")
+
+    return fails
+
+
+async def test_a_failing_judging_callback_blocks_the_tool_in_fail_closed_mode(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """Our callbacks catch their own errors; what fails around them (the SDK turning
+    the output into the wire form, a BaseException) reaches the CLI as a failed hook.
+    The attack: the guard's PreToolUse matcher, as the guard built it, with a callback
+    that fails. Unarmed (no on_failure), the CLI counts it as no decision and `touch`
+    runs even in fail-closed mode."""
+    guard = make_guard(emulator, capture, fail_mode="closed")
+    with FakeAnthropic(TOUCH) as fake:
+        options = guard.instrument(agent_options(fake, home, workdir))
+        assert options.hooks is not None
+        for matcher in options.hooks["PreToolUse"]:  # type: ignore[index]
+            matcher.hooks = [_raising()]
+        async for _ in guard.query("touch it", options):
+            pass
+    assert not (workdir / "marker").exists()
+
+
+async def test_fail_open_lets_a_failing_judging_callback_through_as_configured(
+    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    guard = make_guard(emulator, capture, fail_mode="open")
+    with FakeAnthropic(TOUCH) as fake:
+        options = guard.instrument(agent_options(fake, home, workdir))
+        assert options.hooks is not None
+        for matcher in options.hooks["PreToolUse"]:  # type: ignore[index]
+            matcher.hooks = [_raising()]
+        async for _ in guard.query("touch it", options):
+            pass
+    assert (workdir / "marker").exists()
+
+
+async def test_a_judging_callback_past_its_matcher_timeout_blocks_the_tool_in_fail_closed_mode(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """A slow Akto (it accepts and never answers) and AKTO_TIMEOUT well past the
+    matcher timeout: the CLI gives up on the PreToolUse callback after 2 s, and the
+    tool must not run. The CLI blocks a timed-out callback today whatever
+    on_failure says (see the module docstring): this passes unarmed too, and keeps
+    the guarantee if the CLI starts honouring on_failure for timeouts."""
+    with FaultServer("no_answer", hold_s=30) as slow_akto, FakeAnthropic(TOUCH) as fake:
+        guard = AktoGuardrails(
+            tracer_provider=capture.provider,
+            meter_provider=capture.meter_provider,
+            ingestion_url=slow_akto.url,
+            fail_mode="closed",
+            timeout=20.0,
+            export_retry_timeout=1.0,
+            export_shutdown_timeout=1.0,
+        )
+        options = guard.instrument(agent_options(fake, home, workdir))
+        assert options.hooks is not None
+        [matcher] = options.hooks["PreToolUse"]  # type: ignore[index]
+        assert matcher.on_failure == "block"
+        matcher.timeout = 2
+        async for _ in guard.query("touch it", options):
+            pass
+        assert slow_akto.requests >= 1  # the guard was asking when the CLI gave up
+    assert not (workdir / "marker").exists()
+
+
+# ------------------------------------------------------------------ the initialize reply
+
+
+def test_the_initialize_reply_decides_whether_the_guard_is_armed() -> None:
+    assert arming_fault(ARMED_REPLY) is None
+    assert arming_fault({"hook_on_failure_supported": True}) is None
+    assert arming_fault({"commands": []}) == FAULT_ON_FAILURE_UNSUPPORTED  # an old CLI
+    assert arming_fault({"hook_on_failure_supported": "yes"}) == FAULT_ON_FAILURE_UNSUPPORTED
+    assert arming_fault(None) == FAULT_ON_FAILURE_UNSUPPORTED
+    joined = {"hook_on_failure_supported": True, "hooks_applied": False}
+    assert arming_fault(joined) == FAULT_HOOKS_NOT_APPLIED
+
+
+_UNARMED = {
+    FAULT_ON_FAILURE_UNSUPPORTED: {"commands": []},
+    FAULT_HOOKS_NOT_APPLIED: {**ARMED_REPLY, "hooks_applied": False},
+}
+_SCRIPT = [("PreToolUse", {"session_id": "s", "tool_name": "Bash", "tool_use_id": "t1"})]
+
+
+def _unarmed(capture: SpanCapture) -> dict[str, float]:
+    return {
+        str(p.attributes["fault"]): p.value for p in capture.metric_points("akto.guardrail.unarmed")
+    }
+
+
+@pytest.mark.parametrize("fault", ARMING_FAULTS)
+async def test_an_unarmed_cli_refuses_a_fail_closed_session(
+    emulator: EmulatorServer, capture: SpanCapture, fault: str
+) -> None:
+    guard = make_guard(emulator, capture, fail_mode="closed")
+    cli = ScriptedCLI(_SCRIPT, initialize_reply=_UNARMED[fault])
+    with pytest.raises(AktoNotArmedError) as raised:
+        async for _ in guard.query("go", ClaudeAgentOptions(), transport=cli):
+            pass
+    assert isinstance(raised.value, AktoError)
+    assert raised.value.fault == fault
+    assert cli.prompts == [] and cli.answers == []  # nothing was sent to the agent
+    assert _unarmed(capture)[fault] == 1
+
+
+@pytest.mark.parametrize("fault", ARMING_FAULTS)
+async def test_an_unarmed_cli_in_fail_open_mode_warns_and_counts(
+    emulator: EmulatorServer,
+    capture: SpanCapture,
+    caplog: pytest.LogCaptureFixture,
+    fault: str,
+) -> None:
+    guard = make_guard(emulator, capture, fail_mode="open")
+    assert _unarmed(capture) == dict.fromkeys(ARMING_FAULTS, 0)  # started at 0
+    cli = ScriptedCLI(_SCRIPT, initialize_reply=_UNARMED[fault])
+    with caplog.at_level(logging.WARNING, logger="akto_otel"):
+        async for _ in guard.query("go", ClaudeAgentOptions(), transport=cli):
+            pass
+    assert len(cli.prompts) == 1  # the session ran, as fail-open says
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("AKTO_FAIL_MODE" in r.message for r in warned)
+    assert _unarmed(capture)[fault] == 1
+
+
+async def test_an_armed_cli_starts_a_fail_closed_session_quietly(
+    emulator: EmulatorServer, capture: SpanCapture
+) -> None:
+    guard = make_guard(emulator, capture, fail_mode="closed")
+    cli = ScriptedCLI(_SCRIPT)
+    async for _ in guard.query("go", ClaudeAgentOptions(), transport=cli):
+        pass
+    assert len(cli.prompts) == 1
+    assert _unarmed(capture) == dict.fromkeys(ARMING_FAULTS, 0)
+    assert cli.initialize_request is not None
+    sent = cli.initialize_request["hooks"]["PreToolUse"][0]
+    assert sent["onFailure"] == "block"
