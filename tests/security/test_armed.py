@@ -223,3 +223,21 @@ async def test_an_armed_cli_starts_a_fail_closed_session_quietly(
     assert cli.initialize_request is not None
     sent = cli.initialize_request["hooks"]["PreToolUse"][0]
     assert sent["onFailure"] == "block"
+
+
+@pytest.mark.parametrize("fault", ARMING_FAULTS)
+async def test_instrumented_options_on_an_unarmed_cli_are_refused_by_the_sdk_when_fail_closed(
+    emulator: EmulatorServer, capture: SpanCapture, fault: str
+) -> None:
+    """Without guard.query() (instrument() or session() and the app's own query), the
+    guard cannot read the initialize reply; its "block" matchers make the SDK itself
+    refuse to connect, before any prompt is sent."""
+    from claude_agent_sdk import CLIConnectionError, query
+
+    guard = make_guard(emulator, capture, fail_mode="closed")
+    cli = ScriptedCLI(_SCRIPT, initialize_reply=_UNARMED[fault])
+    options = guard.instrument(ClaudeAgentOptions())
+    with pytest.raises(CLIConnectionError):
+        async for _ in query(prompt="go", options=options, transport=cli):
+            pass
+    assert cli.prompts == [] and cli.answers == []
