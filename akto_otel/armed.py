@@ -245,5 +245,8 @@ class ArmingWatch:
         await self._inner.end_input()
 
     def __getattr__(self, name: str) -> Any:
-        # Whatever else a newer SDK asks of its transport.
+        # Whatever else a newer SDK asks of its transport (never our own fields, which
+        # a half-built or copied instance may lack).
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self._inner, name)

@@ -171,7 +171,7 @@ def test_variable_substitution() -> None:
 def _prometheus_series(name: str, attributes: dict[str, Any]) -> str:
     """How the OpenTelemetry Prometheus exporter names a counter point (unit ``1``)."""
     labels = ",".join(f'{k.replace(".", "_")}="{v}"' for k, v in sorted(attributes.items()))
-    return f"{name.replace('.', '_')}_total{{job=\"agent\",{labels}}}"
+    return f'{name.replace(".", "_")}_total{{job="agent",{labels}}}'
 
 
 @pytest.mark.parametrize(
@@ -208,8 +208,7 @@ def test_the_guard_alerts_fire_on_the_series_the_guard_exports(
         {
             "series": _prometheus_series(metric, dict(attributes)),
             # Scraped at 0 for two minutes, then the count.
-            "values": f"{started[attributes]:g} {started[attributes]:g} "
-            f"{counted[attributes]:g}x5",
+            "values": f"{started[attributes]:g} {started[attributes]:g} {counted[attributes]:g}x5",
         }
         for attributes in counted
     ]
