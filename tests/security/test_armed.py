@@ -11,7 +11,10 @@ PreToolUse / UserPromptSubmit callback on a matcher with a 2 s timeout, each way
 
 So the guard's fail-closed judging matchers carry "block" (the first row is shown
 by an attack that succeeds without it), and the timeout row is kept as a check of
-the whole path with a slow Akto, armed against a CLI that changes its mind.
+the whole path with a slow Akto, armed against a CLI that changes its mind. These
+real-CLI tests run ``guard.instrument(options)`` with the SDK's ``query`` so that the
+matcher the test changes is the one the CLI gets (``guard.query()`` instruments
+again, with fresh matchers).
 The initialize reply decides whether a session may start at all: tried with
 ``ScriptedCLI`` (a transport stand-in; the real CLI always applies the hooks of a
 session it starts, and it honours on_failure), since only a stand-in can answer
@@ -20,12 +23,15 @@ like an old CLI or a joined session.
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from claude_agent_sdk import ClaudeAgentOptions
+from claude_agent_sdk import ClaudeAgentOptions, query
 
 from akto_otel import AktoGuardrails
 from akto_otel.armed import (
@@ -41,8 +47,9 @@ from akto_otel.errors import AktoError, AktoNotArmedError
 from akto_otel.hooks import HOOK_EVENTS
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse
 from tests.conftest import SpanCapture
-from tests.fault_server import FaultServer
+from tests.fault_server import ALLOW
 from tests.security.attack_kit import guard as make_guard
+from tests.security.attack_kit import hook_of
 from tests.security.attack_kit import options as agent_options
 from tests.security.cli_standin import ARMED_REPLY, ScriptedCLI
 
@@ -103,7 +110,7 @@ async def test_a_failing_judging_callback_blocks_the_tool_in_fail_closed_mode(
         assert options.hooks is not None
         for matcher in options.hooks["PreToolUse"]:  # type: ignore[index]
             matcher.hooks = [_raising()]
-        async for _ in guard.query("touch it", options):
+        async for _ in query(prompt="touch it", options=options):
             pass
     assert not (workdir / "marker").exists()
 
@@ -117,20 +124,70 @@ async def test_fail_open_lets_a_failing_judging_callback_through_as_configured(
         assert options.hooks is not None
         for matcher in options.hooks["PreToolUse"]:  # type: ignore[index]
             matcher.hooks = [_raising()]
-        async for _ in guard.query("touch it", options):
+        async for _ in query(prompt="touch it", options=options):
             pass
     assert (workdir / "marker").exists()
+
+
+class _SlowOnPreToolUse:
+    """Akto that answers every check at once with an allow, except PreToolUse's,
+    which it accepts and never answers (the prompt must get through to the tool call:
+    a slow prompt check would block the prompt and the test would prove nothing)."""
+
+    def __init__(self) -> None:
+        self.pre_tool_use_calls = 0
+        self._stop = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                try:
+                    record = json.loads(body)
+                except ValueError:
+                    record = None
+                if isinstance(record, dict) and hook_of(record) == "PreToolUse":
+                    owner.pre_tool_use_calls += 1
+                    owner._stop.wait(30)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(ALLOW)))
+                self.end_headers()
+                self.wfile.write(ALLOW)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> _SlowOnPreToolUse:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
 
 
 async def test_a_judging_callback_past_its_matcher_timeout_blocks_the_tool_in_fail_closed_mode(
     capture: SpanCapture, home: Path, workdir: Path
 ) -> None:
-    """A slow Akto (it accepts and never answers) and AKTO_TIMEOUT well past the
-    matcher timeout: the CLI gives up on the PreToolUse callback after 2 s, and the
-    tool must not run. The CLI blocks a timed-out callback today whatever
-    on_failure says (see the module docstring): this passes unarmed too, and keeps
-    the guarantee if the CLI starts honouring on_failure for timeouts."""
-    with FaultServer("no_answer", hold_s=30) as slow_akto, FakeAnthropic(TOUCH) as fake:
+    """A slow Akto (PreToolUse checks accepted, never answered) and AKTO_TIMEOUT well
+    past a 2 s matcher timeout: the CLI gives up on the PreToolUse callback, and the
+    tool must not run. The CLI blocks a timed-out callback today whatever on_failure
+    says (see the module docstring): the tool stays blocked unarmed too, and the
+    "block" matcher keeps it so if the CLI starts honouring on_failure for timeouts."""
+    with _SlowOnPreToolUse() as slow_akto, FakeAnthropic(TOUCH) as fake:
         guard = AktoGuardrails(
             tracer_provider=capture.provider,
             meter_provider=capture.meter_provider,
@@ -145,10 +202,20 @@ async def test_a_judging_callback_past_its_matcher_timeout_blocks_the_tool_in_fa
         [matcher] = options.hooks["PreToolUse"]  # type: ignore[index]
         assert matcher.on_failure == "block"
         matcher.timeout = 2
-        async for _ in guard.query("touch it", options):
+        async for _ in query(prompt="touch it", options=options):
             pass
-        assert slow_akto.requests >= 1  # the guard was asking when the CLI gave up
+        assert slow_akto.pre_tool_use_calls >= 1  # the guard was asking when the CLI gave up
+        asked, answered = [r for r in fake.records if r.kind == "conversation"]
     assert not (workdir / "marker").exists()
+    # The model heard back about the tool call at the matcher timeout, long before the
+    # guard's own deny (at AKTO_TIMEOUT, 20 s) could have come: the timeout blocked it.
+    assert answered.timestamp - asked.timestamp < 15, answered.timestamp - asked.timestamp
+    [result] = [
+        block
+        for block in answered.body["messages"][-1]["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    ]
+    assert result.get("is_error") is True
 
 
 # ------------------------------------------------------------------ the initialize reply
@@ -232,7 +299,7 @@ async def test_instrumented_options_on_an_unarmed_cli_are_refused_by_the_sdk_whe
     """Without guard.query() (instrument() or session() and the app's own query), the
     guard cannot read the initialize reply; its "block" matchers make the SDK itself
     refuse to connect, before any prompt is sent."""
-    from claude_agent_sdk import CLIConnectionError, query
+    from claude_agent_sdk import CLIConnectionError
 
     guard = make_guard(emulator, capture, fail_mode="closed")
     cli = ScriptedCLI(_SCRIPT, initialize_reply=_UNARMED[fault])
