@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from akto_otel.decision import JUDGING_HOOKS, Outcome, Rules, stance
+from akto_otel.errors import AktoNotArmedError
 
 if TYPE_CHECKING:
     from claude_agent_sdk import ClaudeAgentOptions, Transport
@@ -46,6 +47,7 @@ __all__ = [
     "arming_message",
     "breach_outcome",
     "default_transport",
+    "not_armed_error",
     "on_failure_for",
 ]
 
@@ -250,3 +252,11 @@ class ArmingWatch:
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self._inner, name)
+
+
+def not_armed_error(transport: Any) -> AktoNotArmedError | None:
+    """The error to raise when ``transport`` (an :class:`ArmingWatch`) refused the
+    session: the SDK's own exception says only that initialize failed."""
+    if isinstance(transport, ArmingWatch) and transport.refused and transport.fault:
+        return AktoNotArmedError(transport.fault, transport.refused)
+    return None

@@ -54,7 +54,7 @@ from akto_otel.config import Settings
 from akto_otel.configure import spans_not_exported
 from akto_otel.contract import Verdict, WireContext
 from akto_otel.decision import Case, Outcome, OutputShape, Rules, decide, stance
-from akto_otel.errors import AktoNotArmedError, check_keywords
+from akto_otel.errors import check_keywords
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.logs import setup_logging
 from akto_otel.metrics import metrics_for
@@ -287,7 +287,7 @@ class AktoGuardrails:
         async with self._guarded_session(
             options or ClaudeAgentOptions(), client_ip=client_ip
         ) as session:
-            watch = self._arming_watch(prompt, session.options, kwargs.pop("transport", None))
+            watch = self.armed_transport(prompt, session.options, kwargs.pop("transport", None))
             stream = sdk_query(prompt=prompt, options=session.options, transport=watch, **kwargs)
             try:
                 async for message in hold_answers(
@@ -298,14 +298,22 @@ class AktoGuardrails:
                 ):
                     yield message
             except Exception as exc:
-                refused = getattr(watch, "refused", None)
-                if refused:
-                    raise AktoNotArmedError(str(watch.fault), refused) from exc
+                not_armed = armed.not_armed_error(watch)
+                if not_armed is not None:
+                    raise not_armed from exc
                 raise
 
-    def _arming_watch(self, prompt: Any, options: ClaudeAgentOptions, transport: Any) -> Any:
-        """``transport`` (else the SDK's default one) behind an :class:`armed.ArmingWatch`
-        that refuses an unarmed fail-closed session and warns about a fail-open one."""
+    def armed_transport(
+        self, prompt: Any, options: ClaudeAgentOptions, transport: Any = None
+    ) -> Any:
+        """``transport`` (else the one the SDK's ``query`` would build) behind an
+        :class:`akto_otel.armed.ArmingWatch` that reads the CLI's initialize reply: a
+        CLI that cannot arm the guard fails a fail-closed session's connect (turn that
+        into :class:`AktoNotArmedError` with :func:`akto_otel.armed.not_armed_error`)
+        and is a WARNING plus ``akto.guardrail.unarmed`` in fail-open. None where the
+        SDK must build the transport itself (``session_store``). :meth:`query` and the
+        zero-code ``query`` use it; pass it as ``transport=`` to the SDK's ``query``.
+        """
         inner = transport if transport is not None else armed.default_transport(prompt, options)
         if inner is None:
             return None  # the SDK builds it; its own connect check covers "block" matchers

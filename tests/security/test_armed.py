@@ -308,3 +308,41 @@ async def test_instrumented_options_on_an_unarmed_cli_are_refused_by_the_sdk_whe
         async for _ in query(prompt="go", options=options, transport=cli):
             pass
     assert cli.prompts == [] and cli.answers == []
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+async def test_zero_code_query_reads_the_initialize_reply_too(
+    emulator: EmulatorServer,
+    capture: SpanCapture,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+) -> None:
+    """Under the zero-code instrumentor an unmodified program's ``query`` gets the
+    same check as ``guard.query()``."""
+    import claude_agent_sdk
+
+    from akto_otel.config import Settings
+    from akto_otel.instrumentation import ClaudeAgentSDKInstrumentor
+
+    instrumentor = ClaudeAgentSDKInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=capture.provider,
+        meter_provider=capture.meter_provider,
+        settings=Settings.from_env({}, ingestion_url=emulator.url, fail_mode=mode, timeout=3.0),
+    )
+    try:
+        cli = ScriptedCLI(_SCRIPT, initialize_reply=_UNARMED[FAULT_HOOKS_NOT_APPLIED])
+        with caplog.at_level(logging.WARNING, logger="akto_otel"):
+            if mode == "closed":
+                with pytest.raises(AktoNotArmedError):
+                    async for _ in claude_agent_sdk.query(prompt="go", transport=cli):
+                        pass
+                assert cli.prompts == []
+            else:
+                async for _ in claude_agent_sdk.query(prompt="go", transport=cli):
+                    pass
+                assert len(cli.prompts) == 1
+                assert any("AKTO_FAIL_MODE" in r.message for r in caplog.records)
+        assert _unarmed(capture)[FAULT_HOOKS_NOT_APPLIED] == 1
+    finally:
+        instrumentor.uninstrument()
