@@ -57,7 +57,7 @@ QUICK = (
 )
 
 #: The ends of the declared ranges. Keep in step with pyproject.toml (a test checks).
-SDK_OLDEST = "0.2.169"
+SDK_OLDEST = "0.2.177"
 OTEL_OLDEST = "1.45.0"
 PYTHON_OLDEST = "3.10"
 PYTHON_NEWEST = "3.13"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
-__all__ = ["AktoConfigError", "AktoError", "check_keywords"]
+__all__ = ["AktoConfigError", "AktoError", "AktoNotArmedError", "check_keywords"]
 
 
 class AktoError(Exception):
@@ -51,6 +51,19 @@ class AktoConfigError(AktoError, ValueError):
         lines = [str(p) for p in combined.problems]
         combined.args = (f"{len(lines)} settings are not valid:\n  " + "\n  ".join(lines),)
         return combined
+
+
+class AktoNotArmedError(AktoError, RuntimeError):
+    """A fail-closed session refused to start: its guard could not be armed.
+
+    ``fault`` says why: ``on_failure_unsupported`` (the CLI cannot make a failed or
+    timed-out hook block the action) or ``hooks_not_applied`` (the CLI answering
+    did not register the guard's hooks, so none of them would run).
+    """
+
+    def __init__(self, fault: str, message: str) -> None:
+        self.fault = fault
+        super().__init__(message)
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:

@@ -42,7 +42,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind
 
-from akto_otel import contract, semconv, windows
+from akto_otel import armed, contract, semconv, windows
 from akto_otel.answers import (
     AnswerLedger,
     Judge,
@@ -136,6 +136,7 @@ class _Scope:
         self.tracing = SessionTracing(guard.tracer, guard.settings, root=root)
         self.wire = WireContext.from_settings(guard.settings, client_ip)
         self.answers = AnswerLedger()
+        self.denied = armed.DeniedCalls()
 
 
 class GuardedSession:
@@ -286,14 +287,48 @@ class AktoGuardrails:
         async with self._guarded_session(
             options or ClaudeAgentOptions(), client_ip=client_ip
         ) as session:
-            stream = sdk_query(prompt=prompt, options=session.options, **kwargs)
-            async for message in hold_answers(
-                stream,
-                session.answers,
-                hold=self.settings.hold_answers,
-                judge=self.answer_judge(session),
-            ):
-                yield message
+            watch = self.armed_transport(prompt, session.options, kwargs.pop("transport", None))
+            stream = sdk_query(prompt=prompt, options=session.options, transport=watch, **kwargs)
+            try:
+                async for message in hold_answers(
+                    stream,
+                    session.answers,
+                    hold=self.settings.hold_answers,
+                    judge=self.answer_judge(session),
+                ):
+                    yield message
+            except Exception as exc:
+                not_armed = armed.not_armed_error(watch)
+                if not_armed is not None:
+                    raise not_armed from exc
+                raise
+
+    def armed_transport(
+        self, prompt: Any, options: ClaudeAgentOptions, transport: Any = None
+    ) -> Any:
+        """``transport`` (else the one the SDK's ``query`` would build) behind an
+        :class:`akto_otel.armed.ArmingWatch` that reads the CLI's initialize reply: a
+        CLI that cannot arm the guard fails a fail-closed session's connect (turn that
+        into :class:`AktoNotArmedError` with :func:`akto_otel.armed.not_armed_error`)
+        and is a WARNING plus ``akto.guardrail.unarmed`` in fail-open. None where the
+        SDK must build the transport itself (``session_store``). :meth:`query` and the
+        zero-code ``query`` use it; pass it as ``transport=`` to the SDK's ``query``.
+        """
+        inner = transport if transport is not None else armed.default_transport(prompt, options)
+        if inner is None:
+            return None  # the SDK builds it; its own connect check covers "block" matchers
+        fail_closed = self.rules.fail_closed
+
+        def refuse(fault: str) -> str | None:
+            message = armed.arming_message(fault, fail_closed=fail_closed)
+            _quietly(self.metrics.record_unarmed, fault)
+            if fail_closed:
+                _log.error("%s", message)
+                return message
+            _log.warning("%s", message)
+            return None
+
+        return armed.ArmingWatch(inner, refuse)
 
     def answer_judge(self, session: GuardedSession) -> Judge | None:
         """Judges a held text no Stop hook saw (one the model wrote before a tool call;
@@ -402,7 +437,12 @@ class AktoGuardrails:
         # Our callbacks take any input (they validate it themselves), wider than the
         # SDK's per-event TypedDicts.
         return {
-            event: [HookMatcher(hooks=[callbacks[event]])]  # type: ignore[list-item]
+            event: [
+                HookMatcher(
+                    hooks=[callbacks[event]],  # type: ignore[list-item]
+                    on_failure=armed.on_failure_for(event, self.rules),
+                )
+            ]
             for event in HOOK_EVENTS
         }
 
@@ -664,6 +704,7 @@ class AktoGuardrails:
                 truncated=plan.windowed,
             )
             _quietly(self._end_tool, state, key, error="blocked")
+            _quietly(scope.denied.add, session_id, tool_use_id)
         return outcome.output
 
     def _tool_span(
@@ -723,6 +764,9 @@ class AktoGuardrails:
         state = scope.tracing.session(session_id)
         key, span = self._tool_span(scope, state, data, tool_name, tool_use_id)
         try:
+            breach = self._breach(scope, state, span, "PostToolUse", tool_name, tool_use_id)
+            if breach is not None:
+                return call.settle(breach)
             duration = data.get("duration_ms")
             if isinstance(duration, (int, float)) and not isinstance(duration, bool):
                 _quietly(span.set_attribute, semconv.AKTO_TOOL_DURATION_MS, duration)
@@ -786,7 +830,12 @@ class AktoGuardrails:
     ) -> HookOutput:
         state = scope.tracing.session(_text(data, "session_id"))
         tool_use_id = _text(data, "tool_use_id")
-        key, span = self._tool_span(scope, state, data, _text(data, "tool_name"), tool_use_id)
+        tool_name = _text(data, "tool_name")
+        key, span = self._tool_span(scope, state, data, tool_name, tool_use_id)
+        breach = self._breach(scope, state, span, "PostToolUseFailure", tool_name, tool_use_id)
+        if breach is not None:
+            _quietly(self._end_tool, state, key, error="breach")
+            return call.settle(breach)
         interrupted = data.get("is_interrupt") is True
         if span.is_recording():
             span.add_event(
@@ -799,6 +848,40 @@ class AktoGuardrails:
             self._capture(span, semconv.GEN_AI_TOOL_CALL_RESULT, _text(data, "error"))
         self._end_tool(state, key, error="tool_interrupted" if interrupted else "tool_error")
         return {}
+
+    def _breach(
+        self,
+        scope: _Scope,
+        state: SessionState,
+        span: Span,
+        hook: str,
+        tool_name: str,
+        tool_use_id: str,
+    ) -> Outcome | None:
+        """A tool call we denied shows up as run: the deny did not hold. Recorded
+        (ERROR log, span event on the tool and session spans, counter); the outcome
+        ends the session in fail-closed mode, else None and the hook goes on."""
+        if not scope.denied.take(state.session_id, tool_use_id):
+            return None
+        _log.error(
+            "akto_otel: guardrail breach: %s reports tool call %s (%s) that Akto "
+            "guardrails denied; it ran anyway (fail mode %s)",
+            hook,
+            tool_use_id,
+            tool_name or "unknown tool",
+            self.settings.fail_mode,
+        )
+        attributes = {
+            semconv.AKTO_HOOK: hook,
+            semconv.GEN_AI_TOOL_NAME: tool_name,
+            semconv.GEN_AI_TOOL_CALL_ID: tool_use_id,
+        }
+        for target in (span, state.span):
+            if target.is_recording():
+                _quietly(target.add_event, semconv.EVENT_GUARDRAIL_BREACH, attributes)
+        _quietly(mark_error, span, "guardrail_breach")
+        _quietly(self.metrics.record_breach, hook)
+        return armed.breach_outcome(self.rules, tool_name, tool_use_id)
 
     async def _stop(self, scope: _Scope, data: Mapping[str, Any], call: _Call) -> HookOutput:
         session_id = _text(data, "session_id")

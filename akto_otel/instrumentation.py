@@ -45,6 +45,7 @@ from akto_otel.answers import (
     Judge,
     hold_answers,
 )
+from akto_otel.armed import not_armed_error
 from akto_otel.config import Settings
 from akto_otel.errors import AktoConfigError
 from akto_otel.hooks import (
@@ -291,11 +292,21 @@ def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: _Guard) -> A
         try:
             with trace.use_span(session.span, end_on_exit=False, record_exception=True):
                 kwargs["options"] = session.options
+                if isinstance(session, GuardedSession):
+                    kwargs["transport"] = session.guard.armed_transport(
+                        kwargs.get("prompt"), session.options, kwargs.get("transport")
+                    )
                 stream = original(*args, **kwargs)
-                async for message in hold_answers(
-                    stream, session.answers, hold=_hold(session), judge=_judge(session)
-                ):
-                    yield message
+                try:
+                    async for message in hold_answers(
+                        stream, session.answers, hold=_hold(session), judge=_judge(session)
+                    ):
+                        yield message
+                except Exception as exc:
+                    not_armed = not_armed_error(kwargs.get("transport"))
+                    if not_armed is not None:
+                        raise not_armed from exc
+                    raise
             failed = False
         finally:
             if owned:

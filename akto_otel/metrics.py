@@ -21,6 +21,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from akto_otel import semconv
+from akto_otel.armed import ARMING_FAULTS
 from akto_otel.contract import Verdict
 from akto_otel.version import __version__
 
@@ -52,6 +53,9 @@ _MAX_CACHED = 512
 #: sample is already 1 gives no rate).
 JUDGING_HOOKS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop", "SubagentStop")
 _STARTING_DECISIONS = (("allow", ""), ("deny", "block"))
+#: Where a denied tool call can show up as run, and why a guard may not be armed
+#: (akto_otel/armed.py): their series start at 0 too, so the first one alerts.
+BREACH_HOOKS = ("PostToolUse", "PostToolUseFailure")
 
 
 def _decision_attributes(
@@ -140,6 +144,20 @@ class GuardrailMetrics:
             description="Time to deliver one batch of records to Akto (retries included)",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
         )
+        self._breaches = meter.create_counter(
+            semconv.METRIC_GUARDRAIL_BREACHES,
+            unit="1",
+            description="Tool calls the guard denied that still ran (a deny that did not hold)",
+        )
+        for hook in BREACH_HOOKS:
+            self._breaches.add(0, {"hook": hook})
+        self._unarmed = meter.create_counter(
+            semconv.METRIC_GUARDRAIL_UNARMED,
+            unit="1",
+            description="Sessions whose CLI cannot block on a failed hook or did not apply ours",
+        )
+        for fault in ARMING_FAULTS:
+            self._unarmed.add(0, {"fault": fault})
         self._queue_sizes: list[Callable[[], int]] = []
         # Attribute sets are built once per distinct value and reused on every call.
         self._decision_attributes: dict[
@@ -194,6 +212,12 @@ class GuardrailMetrics:
 
     def record_hook_error(self, hook: str) -> None:
         self._hook_errors.add(1, {"hook": hook})
+
+    def record_breach(self, hook: str) -> None:
+        self._breaches.add(1, {"hook": hook})
+
+    def record_unarmed(self, fault: str) -> None:
+        self._unarmed.add(1, {"fault": fault})
 
     def record_truncated(self, kind: str) -> None:
         self._truncated.add(1, {"kind": kind})

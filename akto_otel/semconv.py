@@ -142,3 +142,11 @@ METRIC_EXPORTER_RECORDS: Final = "akto.exporter.records"
 METRIC_RECORDS_TRUNCATED: Final = "akto.records.truncated"
 METRIC_EXPORTER_DURATION: Final = "akto.exporter.duration"
 METRIC_EXPORTER_QUEUE_SIZE: Final = "akto.exporter.queue.size"
+
+# --- An armed guard and denies that must hold (akto_otel/armed.py) ------------
+#: A tool call the guard denied showed up as run (PostToolUse / PostToolUseFailure).
+EVENT_GUARDRAIL_BREACH: Final = "akto.guardrail.breach"
+METRIC_GUARDRAIL_BREACHES: Final = "akto.guardrail.breaches"
+#: Sessions whose CLI cannot block on a failed hook, or did not apply our hooks.
+METRIC_GUARDRAIL_UNARMED: Final = "akto.guardrail.unarmed"
+AKTO_GUARDRAIL_ARMING_FAULT: Final = "akto.guardrail.arming_fault"

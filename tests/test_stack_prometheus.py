@@ -172,6 +172,9 @@ def test_alerts_cover_the_brief() -> None:
     assert "histogram_quantile(0.95" in exprs["AktoGuardrailLatencyHigh"]
     assert 'outcome="dropped"' in exprs["AktoExporterDroppingRecords"]
     assert 'outcome="failed"' in exprs["AktoExporterFailing"]
+    assert "akto_guardrail_breaches_total" in exprs["AktoGuardrailBreach"]
+    assert "akto_guardrail_unarmed_total" in exprs["AktoGuardrailNotArmed"]
+    assert fors["AktoGuardrailBreach"] == fors["AktoGuardrailNotArmed"] == "0s"
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -166,3 +166,92 @@ def test_variable_substitution() -> None:
     assert concrete('x{$__tags, span_name="${__span.name}"}') == (
         'x{service_name="akto-otel-demo", span_name="execute_tool Bash"}'
     )
+
+
+def _prometheus_series(name: str, attributes: dict[str, Any]) -> str:
+    """How the OpenTelemetry Prometheus exporter names a counter point (unit ``1``)."""
+    labels = ",".join(f'{k.replace(".", "_")}="{v}"' for k, v in sorted(attributes.items()))
+    return f'{name.replace(".", "_")}_total{{job="agent",{labels}}}'
+
+
+@pytest.mark.parametrize(
+    ("alert", "metric", "record"),
+    [
+        ("AktoGuardrailBreach", "akto.guardrail.breaches", ("record_breach", "PostToolUse")),
+        (
+            "AktoGuardrailNotArmed",
+            "akto.guardrail.unarmed",
+            ("record_unarmed", "hooks_not_applied"),
+        ),
+    ],
+)
+def test_the_guard_alerts_fire_on_the_series_the_guard_exports(
+    tmp_path: Path, alert: str, metric: str, record: tuple[str, str]
+) -> None:
+    """The guard's own counter (started at 0, then one breach or one unarmed session)
+    as promtool input: the shipped alert's expression selects it at its first count,
+    by the labels the guard exports (alerts_test.yml has the alerts' full cases)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from akto_otel.metrics import GuardrailMetrics
+
+    promtool = require_binary("promtool")
+    reader = InMemoryMetricReader()
+    metrics = GuardrailMetrics(MeterProvider(metric_readers=[reader]))
+    started = _points(reader, metric)
+    method, label = record
+    getattr(metrics, method)(label)
+    counted = _points(reader, metric)
+    assert started and all(value == 0 for value in started.values())
+    series = [
+        {
+            "series": _prometheus_series(metric, dict(attributes)),
+            # Scraped at 0 for two minutes, then the count.
+            "values": f"{started[attributes]:g} {started[attributes]:g} {counted[attributes]:g}x5",
+        }
+        for attributes in counted
+    ]
+    fired = next(dict(a) for a, value in counted.items() if value == 1)
+    [rule] = [r for r in alert_rules() if r["alert"] == alert]
+    assert str(rule.get("for", "0s")) in ("0s", "0m")  # pages on the first count
+    labels = ",".join(f'{k}="{v}"' for k, v in sorted({"job": "agent", **fired}.items()))
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {"expr": str(rule["expr"]), "eval_time": "1m", "exp_samples": []},
+                    {
+                        "expr": str(rule["expr"]),
+                        "eval_time": "2m",
+                        "exp_samples": [{"labels": "{" + labels + "}", "value": 1}],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "guard_alerts_test.yml"
+    path.write_text(yaml.safe_dump(tests))
+    result = subprocess.run(
+        [promtool, "test", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _points(reader: Any, name: str) -> dict[Any, float]:
+    data = reader.get_metrics_data()
+    found: dict[Any, float] = {}
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        found[frozenset(point.attributes.items())] = point.value
+    return found

@@ -101,7 +101,10 @@ def recording(
     hooks = {
         event: [
             HookMatcher(
-                matcher=m.matcher, hooks=[wrap(event, cb) for cb in m.hooks], timeout=m.timeout
+                matcher=m.matcher,
+                hooks=[wrap(event, cb) for cb in m.hooks],
+                timeout=m.timeout,
+                on_failure=m.on_failure,  # the guard arms its fail-closed matchers
             )
             for m in matchers
         ]
