@@ -25,7 +25,6 @@ Usage::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -35,7 +34,7 @@ from akto_otel.decision import JUDGING_HOOKS, Outcome, Rules, stance
 from akto_otel.errors import AktoNotArmedError
 
 if TYPE_CHECKING:
-    from claude_agent_sdk import ClaudeAgentOptions, Transport
+    from claude_agent_sdk import Transport
 
 __all__ = [
     "ARMING_FAULTS",
@@ -46,7 +45,6 @@ __all__ = [
     "arming_fault",
     "arming_message",
     "breach_outcome",
-    "default_transport",
     "not_armed_error",
     "on_failure_for",
 ]
@@ -152,21 +150,6 @@ class DeniedCalls:
 
     def __len__(self) -> int:
         return sum(len(ids) for ids in self._by_session.values())
-
-
-def default_transport(prompt: Any, options: ClaudeAgentOptions) -> Transport | None:
-    """The subprocess transport ``claude_agent_sdk.query`` would build, or None where
-    building it here would differ from the SDK's (a session store to materialise)."""
-    if getattr(options, "session_store", None) is not None:
-        return None
-    try:
-        from claude_agent_sdk._internal.transport.subprocess_cli import SubprocessCLITransport
-    except ImportError:
-        return None
-    if options.can_use_tool and not options.permission_prompt_tool_name:
-        # What the SDK does before it builds its own: permission prompts over stdio.
-        options = dataclasses.replace(options, permission_prompt_tool_name="stdio")
-    return SubprocessCLITransport(prompt=prompt, options=options)
 
 
 def _initialize_id(data: str) -> str | None:

@@ -74,7 +74,7 @@ from akto_otel.spans import (
 from akto_otel.version import __version__
 
 if TYPE_CHECKING:
-    from claude_agent_sdk import ClaudeAgentOptions, HookMatcher
+    from claude_agent_sdk import ClaudeAgentOptions, HookMatcher, Transport
 
 __all__ = [
     "HOOK_EVENTS",
@@ -287,7 +287,8 @@ class AktoGuardrails:
         async with self._guarded_session(
             options or ClaudeAgentOptions(), client_ip=client_ip
         ) as session:
-            watch = self.armed_transport(prompt, session.options, kwargs.pop("transport", None))
+            given = kwargs.pop("transport", None)
+            watch = self.armed_transport(given) if given is not None else None
             stream = sdk_query(prompt=prompt, options=session.options, transport=watch, **kwargs)
             try:
                 async for message in hold_answers(
@@ -303,20 +304,16 @@ class AktoGuardrails:
                     raise not_armed from exc
                 raise
 
-    def armed_transport(
-        self, prompt: Any, options: ClaudeAgentOptions, transport: Any = None
-    ) -> Any:
-        """``transport`` (else the one the SDK's ``query`` would build) behind an
-        :class:`akto_otel.armed.ArmingWatch` that reads the CLI's initialize reply: a
-        CLI that cannot arm the guard fails a fail-closed session's connect (turn that
-        into :class:`AktoNotArmedError` with :func:`akto_otel.armed.not_armed_error`)
-        and is a WARNING plus ``akto.guardrail.unarmed`` in fail-open. None where the
-        SDK must build the transport itself (``session_store``). :meth:`query` and the
-        zero-code ``query`` use it; pass it as ``transport=`` to the SDK's ``query``.
+    def armed_transport(self, transport: Transport) -> armed.ArmingWatch:
+        """``transport`` behind an :class:`akto_otel.armed.ArmingWatch` that reads the
+        CLI's initialize reply: a CLI that cannot arm the guard fails a fail-closed
+        session's connect (:func:`akto_otel.armed.not_armed_error` turns that into
+        :class:`AktoNotArmedError`) and is a WARNING plus ``akto.guardrail.unarmed`` in
+        fail-open. :meth:`query` and the zero-code ``query`` wrap a ``transport=`` they
+        are given; with the SDK's own transport, its connect check refuses a CLI that
+        cannot honour the fail-closed "block" matchers (``CLIConnectionError``).
         """
-        inner = transport if transport is not None else armed.default_transport(prompt, options)
-        if inner is None:
-            return None  # the SDK builds it; its own connect check covers "block" matchers
+        inner = transport
         fail_closed = self.rules.fail_closed
 
         def refuse(fault: str) -> str | None:

@@ -292,10 +292,9 @@ def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: _Guard) -> A
         try:
             with trace.use_span(session.span, end_on_exit=False, record_exception=True):
                 kwargs["options"] = session.options
-                if isinstance(session, GuardedSession):
-                    kwargs["transport"] = session.guard.armed_transport(
-                        kwargs.get("prompt"), session.options, kwargs.get("transport")
-                    )
+                given = kwargs.get("transport")
+                if isinstance(session, GuardedSession) and given is not None:
+                    kwargs["transport"] = session.guard.armed_transport(given)
                 stream = original(*args, **kwargs)
                 try:
                     async for message in hold_answers(
