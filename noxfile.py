@@ -115,8 +115,8 @@ MUTATION_TARGETS: dict[str, tuple[str, ...]] = {
     ),
     "exporter": (
         "akto_otel.exporter.xǁRecordExporterǁexport__mutmut_*",
-        "akto_otel.exporter.xǁRecordExporterǁ_deliver_one__mutmut_*",
-        "akto_otel.exporter.xǁRecordExporterǁ_deliver_batch__mutmut_*",
+        "akto_otel.exporter.xǁRecordExporterǁ_attempt__mutmut_*",
+        "akto_otel.exporter.xǁRecordExporterǁ_deliver_held__mutmut_*",
         "akto_otel.exporter.xǁRecordExporterǁ_post__mutmut_*",
         "akto_otel.exporter.x__retry_after__mutmut_*",
         "akto_otel.exporter.x__backoff__mutmut_*",

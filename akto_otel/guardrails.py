@@ -49,7 +49,9 @@ from yarl import URL
 
 from akto_otel.config import Settings
 from akto_otel.contract import (
+    AKTO_FAIL_OPEN_REASON,
     Verdict,
+    VerdictFault,
     encode_record,
     health_check_url,
     http_proxy_url,
@@ -86,6 +88,8 @@ ERROR_KINDS = (
     "http_5xx",
     "invalid_json",
     "invalid_response",
+    "akto_error",
+    "akto_fail_open",
     "response_too_large",
     "internal_error",
 )
@@ -453,8 +457,9 @@ class GuardrailClient:
             return Verdict.failure("invalid_json", fail_closed=fail_closed)
         try:
             return parse_verdict(body)
-        except ValueError:
-            return Verdict.failure("invalid_response", fail_closed=fail_closed)
+        except VerdictFault as fault:
+            reason = AKTO_FAIL_OPEN_REASON if fault.kind == "akto_fail_open" else ""
+            return Verdict.failure(fault.kind, fail_closed=fail_closed, reason=reason)
 
     async def health(self) -> bool:
         """True when ``/healthCheck`` answers 2xx within the timeout."""

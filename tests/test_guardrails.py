@@ -29,6 +29,12 @@ FAULTS = [
     ("invalid_json", "invalid_json"),
     ("html_200", "invalid_json"),
     ("wrong_shape", "invalid_response"),
+    ("empty_200", "invalid_json"),
+    ("empty_object", "invalid_response"),
+    ("success_false", "akto_error"),
+    ("data_null", "invalid_response"),
+    ("unreadable_allowed", "invalid_response"),
+    ("akto_fail_open", "akto_fail_open"),
     ("reset", "connection_error"),
     ("reset_mid_body", "connection_error"),
     ("refuse_after_accept", "connection_error"),
@@ -164,7 +170,7 @@ class _CountingServer:
         await self.server.wait_closed()
 
 
-_ALLOW_BODY = b'{"data": {"guardrailsResult": {"Allowed": true}}}'
+_ALLOW_BODY = b'{"success": true, "data": {"guardrailsResult": {"Allowed": true}}}'
 _KEEP_ALIVE = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_ALLOW_BODY), _ALLOW_BODY)
 _CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (
     len(_ALLOW_BODY),
