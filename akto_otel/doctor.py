@@ -437,7 +437,9 @@ def run_doctor(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
     lines += [f"  {f.mark}  {f.text}" for f in otel]
     lines += ["", "Akto:"]
     akto: list[Finding]
-    if not settings.ingestion_url:
+    if "AKTO_DATA_INGESTION_URL" in bad:
+        akto = [Finding(False, "AKTO_DATA_INGESTION_URL is not valid (above): Akto was not asked")]
+    elif not settings.ingestion_url:
         akto = [
             Finding(
                 False,
