@@ -257,6 +257,10 @@ class Settings:
                 problems.append(exc)
         if problems:
             raise AktoConfigError.combine(problems)
+        # The one combination no request can carry (akto_otel.credentials).
+        from akto_otel.credentials import check_credentials
+
+        check_credentials(self.ingestion_url, self.token)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -11,7 +11,8 @@ Usage::
     ctx = WireContext(client_ip="10.0.0.7")
     record = prompt_record(ctx, "hello", time_ms=1700000000000)
     url = http_proxy_url("https://akto.example", "claude_agent_sdk", guardrails=True)
-    verdict = parse_verdict({"data": {"guardrailsResult": {"Allowed": False, "Reason": "x"}}})
+    body = {"success": True, "data": {"guardrailsResult": {"Allowed": False, "Reason": "x"}}}
+    verdict = parse_verdict(body)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from akto_otel.config import Settings
 
 __all__ = [
+    "AKTO_FAIL_OPEN_REASON",
     "BLOCKED_BY",
     "DEFAULT_BLOCK_REASON",
     "MAX_PROXY_BODY_CHARS",
@@ -37,6 +39,7 @@ __all__ = [
     "PAYLOAD_LIMIT",
     "Decision",
     "Verdict",
+    "VerdictFault",
     "WireContext",
     "dumps",
     "encode_ingest_batch",
@@ -605,6 +608,23 @@ class Verdict:
         return dataclasses.replace(self, latency_s=latency_s)
 
 
+class VerdictFault(ValueError):
+    """A 200 reply that is not a verdict: nothing was judged, the fail mode decides.
+
+    ``kind`` is the low-cardinality error kind the verdict carries:
+    ``invalid_response`` (not Akto's shape, or an ``Allowed`` nobody can read),
+    ``akto_error`` (``success`` is not true) or ``akto_fail_open`` (Akto's own
+    engine did not judge and said so with ``failOpen: true``).
+    """
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+#: The reason a verdict gives when Akto's engine failed open and nothing judged the content.
+AKTO_FAIL_OPEN_REASON = "Akto's guardrail engine did not judge this (it answered failOpen)"
+
 _FALSY_STRINGS = frozenset({"false", "0", "no", "off"})
 
 
@@ -625,6 +645,15 @@ def _as_bool(value: Any, default: bool) -> bool:
     return default
 
 
+def _allowed(value: Any) -> bool | None:
+    """``Allowed`` as Akto sends it (a boolean, or the text true/false); None if unreadable."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return None
+
+
 def _as_str(value: Any) -> str:
     if value is None:
         return ""
@@ -633,25 +662,33 @@ def _as_str(value: Any) -> str:
     return dumps(value)
 
 
-def _side_verdict(result: Mapping[str, Any]) -> Verdict:
-    allowed = _as_bool(result.get("Allowed"), True)
+#: Behaviours under which a verdict passes whatever ``Allowed`` says.
+_PASSING = ("warn", "alert")
+
+
+def _side_verdict(result: Mapping[str, Any]) -> Verdict | VerdictFault:
+    """One side's result: a verdict, or the fault that makes it none."""
     behaviour = _as_str(result.get("behaviour") or result.get("Behaviour")).strip().lower()
+    allowed = _allowed(result.get("Allowed"))
+    if allowed is None:
+        if not behaviour or behaviour in _PASSING:
+            return VerdictFault("invalid_response", "'Allowed' is missing or unreadable")
+        allowed = False  # unreadable next to a blocking behaviour: the behaviour stands
     reason = _as_str(result.get("Reason") or result.get("reason"))
     metadata = result.get("Metadata")
     meta = metadata if isinstance(metadata, Mapping) else {}
-    fail_open = _as_bool(result.get("failOpen"), False)
     modified = _as_bool(result.get("Modified"), False)
     payload = result.get("ModifiedPayload")
     common: dict[str, Any] = {
         "behaviour": behaviour,
         "reason": reason,
-        "fail_open": fail_open,
-        "error": "server_fail_open" if fail_open else None,
         "policy_name": _as_str(meta.get("policy_name")),
         "rule_violated": _as_str(meta.get("rule_violated")),
         "severity": _as_str(meta.get("severity")),
     }
-    passes = allowed or behaviour in ("warn", "alert")
+    passes = allowed or behaviour in _PASSING
+    if passes and _as_bool(result.get("failOpen"), False):
+        return VerdictFault("akto_fail_open", "Akto's guardrail engine failed open")
     if modified and isinstance(payload, str) and payload and passes:
         return Verdict(decision="modify", allowed=True, modified_payload=payload, **common)
     if allowed:
@@ -671,31 +708,40 @@ _SEVERITY = {"deny": 5, "ask": 4, "modify": 3, "warn": 2, "alert": 1, "allow": 0
 def parse_verdict(body: Any) -> Verdict:
     """Read a ``/api/http-proxy`` answer (already JSON-decoded) into a :class:`Verdict`.
 
-    No ``guardrailsResult`` means nothing ran: allow. When the server nested
-    ``requestResult`` and ``responseResult``, the stricter side wins. A body that
-    is not a JSON object raises ``ValueError`` (the caller maps it to an error kind).
+    Only a well-formed success is a verdict: an object with ``success: true`` and a
+    ``data`` object. In it, no ``guardrailsResult`` means nothing ran: allow (as the
+    reference connector does). Anything else raises :class:`VerdictFault`, whose
+    ``kind`` the caller turns into the fail mode's verdict, as it does for an
+    unreadable ``Allowed`` (unless a blocking behaviour stands next to it: then it
+    is a deny) and for Akto's own ``failOpen: true``. When the server nested
+    ``requestResult`` and ``responseResult``, the stricter side wins; a deny (or an
+    approval request) wins over a side that is a fault.
     """
     if not isinstance(body, Mapping):
-        raise ValueError(f"verdict body is a {type(body).__name__}, not an object")
+        raise VerdictFault("invalid_response", f"verdict body is a {type(body).__name__}")
+    if body.get("success") is not True:
+        kind = "akto_error" if "success" in body else "invalid_response"
+        raise VerdictFault(kind, f"'success' is {body.get('success')!r}, not true")
     data = body.get("data")
-    if data is None:
-        return Verdict.allow()
     if not isinstance(data, Mapping):
-        raise ValueError(f"verdict 'data' is a {type(data).__name__}, not an object")
+        raise VerdictFault("invalid_response", f"verdict 'data' is a {type(data).__name__}")
     result = data.get("guardrailsResult")
     if result is None:
         return Verdict.allow()
     if not isinstance(result, Mapping):
-        raise ValueError(f"'guardrailsResult' is a {type(result).__name__}, not an object")
+        raise VerdictFault("invalid_response", f"'guardrailsResult' is a {type(result).__name__}")
     sides = [
-        _side_verdict(side)
+        side
         for side in (result.get("requestResult"), result.get("responseResult"))
         if isinstance(side, Mapping)
     ]
-    top = _side_verdict(result)
-    if not sides:
-        return top
-    strictest = max(sides, key=lambda v: _SEVERITY.get(v.decision, 0))
-    if _SEVERITY.get(top.decision, 0) >= _SEVERITY.get(strictest.decision, 0):
-        return top
-    return strictest
+    # The top level repeats the request side; without sides, or when it says something, read it.
+    read = [result, *sides] if not sides or "Allowed" in result else sides
+    outcomes = [_side_verdict(side) for side in read]
+    verdicts = [o for o in outcomes if isinstance(o, Verdict)]
+    faults = [o for o in outcomes if isinstance(o, VerdictFault)]
+    # The first of the strictest: the top level wins a tie with a side.
+    strictest = max(verdicts, key=lambda v: _SEVERITY.get(v.decision, 0), default=None)
+    if strictest is not None and (not faults or strictest.decision in ("deny", "ask")):
+        return strictest
+    raise faults[0]

@@ -32,12 +32,13 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
 from akto_otel.config import Settings
 from akto_otel.contract import health_check_url, ingest_data_url
+from akto_otel.credentials import akto_auth
 from akto_otel.errors import AktoConfigError
 from akto_otel.guardrails import environment_proxy, tls_context
 from akto_otel.version import __version__
@@ -117,7 +118,10 @@ def setting_problems(env: Mapping[str, str]) -> tuple[list[str], set[str]]:
             bad.add(name)
     try:
         Settings.from_env({k: v for k, v in env.items() if k not in bad})
-    except ValueError as exc:  # a combination no single variable shows
+    except AktoConfigError as exc:  # a combination no single variable shows
+        problems.append(redact_url(str(exc)))
+        bad.update(p.name for p in exc.problems)
+    except ValueError as exc:
         problems.append(redact_url(str(exc)))
     return problems, bad
 
@@ -366,9 +370,12 @@ def akto_findings(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
     token_variable = None
     if settings.token:
         token_variable = _in_effect(env).get("token", ("AKTO_API_TOKEN", ""))[0]
-    headers = {"Content-Type": "application/json"}
-    if settings.token:
-        headers["Authorization"] = settings.token
+    # The same rule as the verdict and delivery clients (akto_otel.credentials): the URL
+    # dialled carries no user:password@, the Authorization header the token or basic auth.
+    auth = akto_auth(base, settings.token)
+    headers = {"Content-Type": "application/json", **auth.headers}
+    if auth.form == "basic":
+        token_variable = "AKTO_DATA_INGESTION_URL user:password, sent as basic auth"
     try:
         verify = tls_context(settings)
     except (OSError, ssl.SSLError) as exc:
@@ -378,8 +385,7 @@ def akto_findings(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
     proxy = environment_proxy(base)
     if proxy:
         findings.append(Finding(True, f"through the proxy {redact_url(proxy)} (NO_PROXY bypasses)"))
-    # The URL's user and password must not become HTTP basic auth behind our back.
-    plain = urlunsplit(urlsplit(base)._replace(netloc=urlsplit(base).netloc.rpartition("@")[2]))
+    plain = auth.base_url
     with httpx.Client(
         verify=verify,
         timeout=settings.timeout,
@@ -387,7 +393,7 @@ def akto_findings(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
         proxy=proxy,
         trust_env=False,
     ) as client:
-        health = _request(client, "GET", health_check_url(plain), {}, None, proxy)
+        health = _request(client, "GET", health_check_url(plain), dict(auth.headers), None, proxy)
         label = f"GET  {redact_url(health_check_url(base))}"
         if isinstance(health, str):
             return [*findings, Finding(False, f"{label}: {health}")]
@@ -431,7 +437,9 @@ def run_doctor(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
     lines += [f"  {f.mark}  {f.text}" for f in otel]
     lines += ["", "Akto:"]
     akto: list[Finding]
-    if not settings.ingestion_url:
+    if "AKTO_DATA_INGESTION_URL" in bad:
+        akto = [Finding(False, "AKTO_DATA_INGESTION_URL is not valid (above): Akto was not asked")]
+    elif not settings.ingestion_url:
         akto = [
             Finding(
                 False,

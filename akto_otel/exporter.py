@@ -57,6 +57,7 @@ from akto_otel.contract import (
     ingest_record,
     join_ingest_items,
 )
+from akto_otel.credentials import akto_auth
 from akto_otel.guardrails import environment_proxy, error_kind, tls_context
 
 if TYPE_CHECKING:
@@ -250,9 +251,9 @@ class RecordExporter:
         #: Called (on the worker thread) when an export hands back with records held.
         self.on_held: Callable[[], None] | None = None
         self._wake_up_queued = False
-        self._headers = {"Content-Type": "application/json"}
-        if settings.token:
-            self._headers["Authorization"] = settings.token
+        # The same rule as the verdict client's and doctor's (akto_otel.credentials).
+        self._auth = akto_auth(settings.ingestion_url, settings.token)
+        self._headers = {"Content-Type": "application/json", **self._auth.headers}
         at_fork_in_child(self._after_fork)
 
     def _after_fork(self) -> None:
@@ -450,12 +451,12 @@ class RecordExporter:
         """One request for ``chunk`` (halved on a 4xx); the backoff before a retry, or None."""
         items = [h.item for h in chunk]
         if chunk[0].encoded:
-            url = ingest_data_url(self._settings.ingestion_url)
+            url = ingest_data_url(self._auth.base_url)
             body = join_ingest_items([h.encoded for h in chunk])
         else:
             item = items[0]
             url = http_proxy_url(
-                self._settings.ingestion_url,
+                self._auth.base_url,
                 self._settings.connector,
                 guardrails=item.guardrails,
                 response_guardrails=item.response_guardrails,

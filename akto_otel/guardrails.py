@@ -3,9 +3,10 @@
 One ``aiohttp.ClientSession`` per event loop (keep-alive, a connector limit,
 explicit timeouts), created lazily on the loop that first needs it and closed
 when that loop shuts down (``asyncio.run``) or by :meth:`GuardrailClient.aclose`.
-TLS is verified (a custom CA bundle comes from ``SSL_CERT_PATH``); proxies and
-``.netrc`` from the environment are ignored, as before; the token goes in the
-``Authorization`` header and nowhere else. The answer's size limit is enforced
+TLS is verified (a custom CA bundle comes from ``SSL_CERT_PATH``); the proxy is
+the one urllib would pick (``HTTPS_PROXY``/``NO_PROXY``), ``.netrc`` is ignored;
+the ``Authorization`` header follows :mod:`akto_otel.credentials` (the token, or
+basic auth from the URL's ``user:password@``, never both). The answer's size limit is enforced
 while reading. Every call returns a :class:`~akto_otel.contract.Verdict`: a failure
 of any kind becomes the configured fail decision (open by default) carrying a
 low-cardinality error kind, never an exception.
@@ -48,12 +49,15 @@ from yarl import URL
 
 from akto_otel.config import Settings
 from akto_otel.contract import (
+    AKTO_FAIL_OPEN_REASON,
     Verdict,
+    VerdictFault,
     encode_record,
     health_check_url,
     http_proxy_url,
     parse_verdict,
 )
+from akto_otel.credentials import akto_auth
 from akto_otel.redaction import Redactor, redact_url
 
 __all__ = [
@@ -84,6 +88,8 @@ ERROR_KINDS = (
     "http_5xx",
     "invalid_json",
     "invalid_response",
+    "akto_error",
+    "akto_fail_open",
     "response_too_large",
     "internal_error",
 )
@@ -322,10 +328,10 @@ class GuardrailClient:
         ] = {}
         self._urls: dict[tuple[bool, bool, bool], URL] = {}
         self._proxy = environment_proxy(settings.ingestion_url)
-        # Sent with each POST (not on /healthCheck, which takes no token).
-        self._headers = {"Content-Type": "application/json"}
-        if settings.token:
-            self._headers["Authorization"] = settings.token
+        # One rule for every client (akto_otel.credentials): the URL dialled carries no
+        # user:password@, the Authorization header carries the token or basic auth.
+        self._auth = akto_auth(settings.ingestion_url, settings.token)
+        self._headers = {"Content-Type": "application/json", **self._auth.headers}
 
     def __repr__(self) -> str:
         url = redact_url(self._settings.ingestion_url) or "<not configured>"
@@ -356,7 +362,7 @@ class GuardrailClient:
         if url is None:
             settings = self._settings
             text = http_proxy_url(
-                settings.ingestion_url,
+                self._auth.base_url,
                 settings.connector,
                 guardrails=request,
                 response_guardrails=response,
@@ -451,8 +457,9 @@ class GuardrailClient:
             return Verdict.failure("invalid_json", fail_closed=fail_closed)
         try:
             return parse_verdict(body)
-        except ValueError:
-            return Verdict.failure("invalid_response", fail_closed=fail_closed)
+        except VerdictFault as fault:
+            reason = AKTO_FAIL_OPEN_REASON if fault.kind == "akto_fail_open" else ""
+            return Verdict.failure(fault.kind, fail_closed=fail_closed, reason=reason)
 
     async def health(self) -> bool:
         """True when ``/healthCheck`` answers 2xx within the timeout."""
@@ -460,9 +467,10 @@ class GuardrailClient:
             return False
         try:
             session = await self._session()
-            url = health_check_url(self._settings.ingestion_url)
+            url = health_check_url(self._auth.base_url)
             async with session.get(
                 url,
+                headers=self._auth.headers,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self._settings.timeout),
             ) as response:

@@ -588,7 +588,7 @@ class AktoGuardrails:
         self, child: Span, hook: str, verdict: Verdict, target_id: str
     ) -> None:
         try:
-            if verdict.error and verdict.error != "server_fail_open":
+            if verdict.error:
                 mark_error(child, verdict.error)
             child.set_attribute(semconv.AKTO_GUARDRAIL_DECISION, verdict.decision)
             if self.settings.semconv_security:

@@ -298,7 +298,7 @@ def record_verdict(span: Span, hook: str, verdict: Verdict, settings: Settings) 
         attributes[semconv.ERROR_TYPE] = verdict.error
     span.add_event(EVENT_VERDICT, attributes)
     span.set_attribute(ATTR_DECISION, verdict.decision)
-    if verdict.error and verdict.error != "server_fail_open":
+    if verdict.error:
         span.set_attribute(semconv.ERROR_TYPE, verdict.error)
 
 

@@ -197,6 +197,21 @@ _RESPONDERS: dict[str, Callable[[FaultServer, socket.socket], None]] = {
     "invalid_json": _send(_http(200, b"{not json at all")),
     "html_200": _send(_http(200, b"<html>hello</html>", "text/html")),
     "wrong_shape": _send(_http(200, b'["a", "list"]')),
+    # 200s that are not verdicts (issue 22): the fail mode decides, never an allow.
+    "empty_200": _send(_http(200, b"")),
+    "empty_object": _send(_http(200, b"{}")),
+    "success_false": _send(_http(200, b'{"success": false, "message": "guardrail engine error"}')),
+    "data_null": _send(_http(200, b'{"success": true, "data": null}')),
+    "unreadable_allowed": _send(
+        _http(200, b'{"success": true, "data": {"guardrailsResult": {"Allowed": "deny"}}}')
+    ),
+    "akto_fail_open": _send(
+        _http(
+            200,
+            b'{"success": true, "data": {"guardrailsResult": '
+            b'{"Allowed": true, "failOpen": true, "error": "engine down"}}}',
+        )
+    ),
     "reset": _reset,
     "reset_mid_body": _reset_mid_body,
     "huge_body": _huge,

@@ -12,6 +12,7 @@ import pytest
 from akto_otel.contract import (
     MAX_PROXY_BODY_CHARS,
     MAX_PROXY_STRING_CHARS,
+    VerdictFault,
     WireContext,
     dumps,
     encode_ingest_batch,
@@ -197,8 +198,7 @@ def _gr(**fields: Any) -> dict[str, Any]:
     ("body", "decision", "allowed"),
     [
         ({"success": True, "data": {}}, "allow", True),
-        ({"success": True}, "allow", True),
-        ({"data": None}, "allow", True),
+        ({"success": True, "data": {"guardrailsResult": None}}, "allow", True),
         (_gr(Allowed=True), "allow", True),
         (_gr(Allowed=False, Reason="r", behaviour="block"), "deny", False),
         (_gr(Allowed=False, Reason="r"), "deny", False),
@@ -209,7 +209,7 @@ def _gr(**fields: Any) -> dict[str, Any]:
         (_gr(Allowed=False, behaviour="quarantine"), "deny", False),
         (_gr(Allowed="false", behaviour="block"), "deny", False),
         (_gr(Allowed="true"), "allow", True),
-        (_gr(Allowed=None), "allow", True),
+        (_gr(Allowed=None, behaviour="block"), "deny", False),
         (_gr(Allowed=True, Modified=True, ModifiedPayload='{"body": "***"}'), "modify", True),
         (_gr(Allowed=True, Modified=True, ModifiedPayload=""), "allow", True),
     ],
@@ -250,10 +250,30 @@ def test_parse_verdict_denial_with_a_mask_is_a_denial() -> None:
     assert verdict.decision == "deny" and not verdict.allowed
 
 
-def test_parse_verdict_server_fail_open_is_recorded() -> None:
-    verdict = parse_verdict(_gr(Allowed=True, failOpen=True, error="engine down"))
-    assert verdict.allowed and verdict.fail_open
-    assert verdict.error == "server_fail_open"
+def test_parse_verdict_akto_fail_open_is_a_fault() -> None:
+    # Akto's engine did not judge: the guard's fail mode decides (GuardrailClient._verdict).
+    with pytest.raises(VerdictFault) as info:
+        parse_verdict(_gr(Allowed=True, failOpen=True, error="engine down"))
+    assert info.value.kind == "akto_fail_open"
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ({}, "invalid_response"),
+        ({"success": False, "message": "guardrail engine error"}, "akto_error"),
+        ({"data": None}, "invalid_response"),
+        ({"success": True, "data": None}, "invalid_response"),
+        (_gr(Allowed="deny"), "invalid_response"),
+        (_gr(Allowed=[]), "invalid_response"),
+        (_gr(Allowed=None), "invalid_response"),
+        (_gr(Reason="no Allowed"), "invalid_response"),
+    ],
+)
+def test_parse_verdict_a_reply_without_a_readable_result_is_a_fault(body: Any, kind: str) -> None:
+    with pytest.raises(VerdictFault) as info:
+        parse_verdict(body)
+    assert info.value.kind == kind
 
 
 def test_parse_verdict_nested_sides_strictest_wins() -> None:

@@ -20,6 +20,7 @@ from akto_otel.config import Settings
 from akto_otel.contract import (
     PAYLOAD_LIMIT,
     Verdict,
+    VerdictFault,
     WireContext,
     dumps,
     fits_payload,
@@ -39,7 +40,7 @@ from akto_otel.contract import (
 
 
 def _gr(**fields: Any) -> dict[str, Any]:
-    return {"data": {"guardrailsResult": fields}}
+    return {"success": True, "data": {"guardrailsResult": fields}}
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -60,7 +61,7 @@ def test_every_field_of_a_denial_is_read() -> None:
 
 
 def test_lower_case_keys_and_odd_types_are_read() -> None:
-    verdict = parse_verdict(_gr(Allowed="no", reason={"why": 1}, behaviour="warn", Metadata=[1]))
+    verdict = parse_verdict(_gr(Allowed="false", reason={"why": 1}, behaviour="warn", Metadata=[1]))
     assert verdict == Verdict(decision="warn", allowed=True, behaviour="warn", reason='{"why": 1}')
     assert parse_verdict(_gr(Allowed=False, Reason=None)).reason == ""
     meta = {"policy_name": 7, "severity": None}
@@ -70,32 +71,90 @@ def test_lower_case_keys_and_odd_types_are_read() -> None:
 @pytest.mark.parametrize(
     ("allowed", "decision"),
     [
+        (True, "allow"),
         (" TRUE ", "allow"),
-        ("1", "allow"),
-        ("yes", "allow"),
-        ("on", "allow"),
+        ("true", "allow"),
+        (False, "deny"),
         ("False", "deny"),
-        ("0", "deny"),
-        ("no", "deny"),
-        ("off", "deny"),
-        ("maybe", "allow"),
-        (0, "deny"),
-        (1, "allow"),
-        (0.0, "deny"),
-        ([], "allow"),
-        (None, "allow"),
+        (" false", "deny"),
     ],
 )
-def test_every_spelling_of_allowed(allowed: Any, decision: str) -> None:
+def test_the_readable_spellings_of_allowed(allowed: Any, decision: str) -> None:
     assert parse_verdict(_gr(Allowed=allowed)).decision == decision
 
 
-def test_a_server_fail_open_is_an_allow_that_says_so() -> None:
-    verdict = parse_verdict(_gr(Allowed=True, failOpen="true"))
-    assert verdict == Verdict(
-        decision="allow", allowed=True, fail_open=True, error="server_fail_open"
+UNREADABLE_ALLOWED = [
+    "1",
+    "yes",
+    "on",
+    "0",
+    "no",
+    "off",
+    "maybe",
+    "deny",
+    "",
+    0,
+    1,
+    0.0,
+    [],
+    {},
+    None,
+]
+
+
+@pytest.mark.parametrize("allowed", UNREADABLE_ALLOWED)
+def test_an_unreadable_allowed_alone_is_a_fault(allowed: Any) -> None:
+    with pytest.raises(VerdictFault) as info:
+        parse_verdict(_gr(Allowed=allowed, Reason="r"))
+    assert info.value.kind == "invalid_response"
+    with pytest.raises(VerdictFault):
+        parse_verdict(_gr(Reason="r"))  # missing
+
+
+@pytest.mark.parametrize("behaviour", ["warn", "alert", "", "  "])
+def test_an_unreadable_allowed_next_to_a_passing_behaviour_is_a_fault(behaviour: str) -> None:
+    with pytest.raises(VerdictFault) as info:
+        parse_verdict(_gr(Allowed="maybe", behaviour=behaviour))
+    assert info.value.kind == "invalid_response"
+
+
+@pytest.mark.parametrize("allowed", [*UNREADABLE_ALLOWED, "missing"])
+@pytest.mark.parametrize(
+    ("behaviour", "decision"),
+    [("block", "deny"), (" Block ", "deny"), ("quarantine", "deny"), ("approval", "ask")],
+)
+def test_an_unreadable_allowed_next_to_a_blocking_behaviour_stops_it(
+    allowed: Any, behaviour: str, decision: str
+) -> None:
+    fields: dict[str, Any] = {"Reason": "r", "Behaviour": behaviour}
+    if allowed != "missing":
+        fields["Allowed"] = allowed
+    verdict = parse_verdict(_gr(**fields))
+    assert (verdict.decision, verdict.allowed, verdict.reason) == (decision, False, "r")
+
+
+@pytest.mark.parametrize("fail_open", ["true", " Yes ", "1", "on", True, 1])
+def test_akto_failing_open_is_a_fault_not_an_allow(fail_open: Any) -> None:
+    for fields in (
+        {"Allowed": True},
+        {"Allowed": False, "behaviour": "warn"},
+        {"Allowed": True, "Modified": True, "ModifiedPayload": "m"},
+    ):
+        with pytest.raises(VerdictFault) as info:
+            parse_verdict(_gr(**fields, failOpen=fail_open, error="engine down"))
+        assert info.value.kind == "akto_fail_open"
+
+
+@pytest.mark.parametrize("fail_open", ["false", "0", "no", "off", "maybe", False, 0, None, []])
+def test_a_fail_open_flag_that_is_not_set_changes_nothing(fail_open: Any) -> None:
+    assert parse_verdict(_gr(Allowed=True, failOpen=fail_open)) == Verdict(
+        decision="allow", allowed=True
     )
-    assert parse_verdict(_gr(Allowed=True, failOpen="false")).error is None
+
+
+def test_a_deny_next_to_fail_open_stays_a_deny() -> None:
+    verdict = parse_verdict(_gr(Allowed=False, behaviour="block", Reason="r", failOpen=True))
+    assert (verdict.decision, verdict.fail_open, verdict.error) == ("deny", False, None)
 
 
 @pytest.mark.parametrize(
@@ -178,25 +237,83 @@ def test_the_strictest_side_wins_and_the_top_level_wins_ties(
 
 
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("body", "kind", "message"),
     [
-        ([1], "verdict body is a list, not an object"),
-        ({"data": "x"}, "verdict 'data' is a str, not an object"),
+        ([1], "invalid_response", "verdict body is a list"),
+        ({}, "invalid_response", "'success' is None, not true"),
         (
-            {"data": {"guardrailsResult": 3}},
-            "'guardrailsResult' is a int, not an object",
+            {"data": {"guardrailsResult": {"Allowed": False}}},
+            "invalid_response",
+            "'success' is None, not true",
+        ),
+        ({"success": False, "message": "engine"}, "akto_error", "'success' is False, not true"),
+        ({"success": "true", "data": {}}, "akto_error", "'success' is 'true', not true"),
+        ({"success": 1, "data": {}}, "akto_error", "'success' is 1, not true"),
+        ({"success": True}, "invalid_response", "verdict 'data' is a NoneType"),
+        ({"success": True, "data": None}, "invalid_response", "verdict 'data' is a NoneType"),
+        ({"success": True, "data": "x"}, "invalid_response", "verdict 'data' is a str"),
+        ({"success": True, "data": []}, "invalid_response", "verdict 'data' is a list"),
+        (
+            {"success": True, "data": {"guardrailsResult": 3}},
+            "invalid_response",
+            "'guardrailsResult' is a int",
         ),
     ],
 )
-def test_a_body_that_is_not_a_verdict_says_why(body: Any, message: str) -> None:
-    with pytest.raises(ValueError) as info:
+def test_a_body_that_is_not_a_verdict_says_why(body: Any, kind: str, message: str) -> None:
+    with pytest.raises(VerdictFault) as info:
         parse_verdict(body)
-    assert str(info.value) == message
+    assert (info.value.kind, str(info.value)) == (kind, message)
 
 
 def test_nothing_ran_is_an_allow_that_did_not_run() -> None:
-    assert parse_verdict({"data": {"guardrailsResult": None}}) == Verdict.allow()
-    assert parse_verdict({}) == Verdict(decision="allow", allowed=True, ran=False)
+    with pytest.raises(VerdictFault):  # a result without Allowed is a fault...
+        parse_verdict(_gr())
+    # ... while no result at all, in a well-formed success, means nothing ran.
+    assert parse_verdict({"success": True, "data": {"guardrailsResult": None}}) == Verdict.allow()
+    assert parse_verdict({"success": True, "data": {}}) == Verdict(
+        decision="allow", allowed=True, ran=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("top", "expected"),
+    [
+        ({}, "deny"),  # the top level says nothing: the sides decide
+        ({"Allowed": True}, "deny"),
+        ({"Allowed": "??"}, "deny"),  # a deny on a side wins over a fault on the top
+    ],
+)
+def test_a_deny_on_a_side_wins_over_a_fault_or_silence(top: dict[str, Any], expected: str) -> None:
+    body = _gr(
+        **top,
+        requestResult={"Allowed": "??"},
+        responseResult={"Allowed": False, "behaviour": "block", "Reason": "leak"},
+    )
+    assert parse_verdict(body).decision == expected
+
+
+def test_an_approval_on_a_side_wins_over_a_fault() -> None:
+    body = _gr(
+        requestResult={"Allowed": False, "behaviour": "approval"},
+        responseResult={"Allowed": "??"},
+    )
+    assert parse_verdict(body).decision == "ask"
+
+
+@pytest.mark.parametrize(
+    "sides",
+    [
+        ({"Allowed": True}, {"Allowed": "??"}),
+        ({"Allowed": False, "behaviour": "warn"}, {"Allowed": True, "failOpen": True}),
+        ({"Allowed": True, "Modified": True, "ModifiedPayload": "m"}, {"Reason": "no Allowed"}),
+    ],
+)
+def test_a_fault_on_any_side_beats_a_pass(sides: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    with pytest.raises(VerdictFault):
+        parse_verdict(_gr(requestResult=sides[0], responseResult=sides[1]))
+    with pytest.raises(VerdictFault):
+        parse_verdict(_gr(Allowed=True, requestResult=sides[0], responseResult=sides[1]))
 
 
 def test_failure_verdicts() -> None:

@@ -9,7 +9,12 @@ import time
 import pytest
 
 from akto_otel.config import Settings
-from akto_otel.contract import WireContext, prompt_record, tool_request_record
+from akto_otel.contract import (
+    AKTO_FAIL_OPEN_REASON,
+    WireContext,
+    prompt_record,
+    tool_request_record,
+)
 from akto_otel.guardrails import ERROR_KINDS, GuardrailClient
 from tests.fault_server import FaultServer
 
@@ -29,6 +34,12 @@ FAULTS = [
     ("invalid_json", "invalid_json"),
     ("html_200", "invalid_json"),
     ("wrong_shape", "invalid_response"),
+    ("empty_200", "invalid_json"),
+    ("empty_object", "invalid_response"),
+    ("success_false", "akto_error"),
+    ("data_null", "invalid_response"),
+    ("unreadable_allowed", "invalid_response"),
+    ("akto_fail_open", "akto_fail_open"),
     ("reset", "connection_error"),
     ("reset_mid_body", "connection_error"),
     ("refuse_after_accept", "connection_error"),
@@ -56,6 +67,21 @@ async def test_every_fault_maps_to_the_fail_decision(mode: str, kind: str, fail_
     assert verdict.decision == "error"
     assert verdict.allowed is (fail_mode == "open")
     assert verdict.fail_open is (fail_mode == "open")
+
+
+@pytest.mark.parametrize("fail_mode", ["open", "closed"])
+async def test_akto_failing_open_says_nothing_judged_the_content(fail_mode: str) -> None:
+    with FaultServer("akto_fail_open") as server:
+        client = GuardrailClient(_settings(server.url, fail_mode))
+        unjudged = await client.check(RECORD, request=True)
+        await client.aclose()
+    with FaultServer("success_false") as server:
+        client = GuardrailClient(_settings(server.url, fail_mode))
+        failed = await client.check(RECORD, request=True)
+        await client.aclose()
+    assert unjudged.reason == AKTO_FAIL_OPEN_REASON
+    assert failed.reason == "Akto guardrails unavailable (akto_error)"
+    assert (unjudged.ran, unjudged.fail_open) == (False, fail_mode == "open")
 
 
 def _closed_port() -> int:
@@ -164,7 +190,7 @@ class _CountingServer:
         await self.server.wait_closed()
 
 
-_ALLOW_BODY = b'{"data": {"guardrailsResult": {"Allowed": true}}}'
+_ALLOW_BODY = b'{"success": true, "data": {"guardrailsResult": {"Allowed": true}}}'
 _KEEP_ALIVE = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_ALLOW_BODY), _ALLOW_BODY)
 _CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (
     len(_ALLOW_BODY),

@@ -7,9 +7,12 @@ the emulator; every test binds 127.0.0.1 on free ports.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,9 +23,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from akto_otel.config import Settings
 from akto_otel.contract import WireContext, prompt_record, tool_request_record
 from akto_otel.emulator import EmulatorServer, Policy
+from akto_otel.exporter import ExportStats, PendingRecord, RecordExporter
 from akto_otel.guardrails import GuardrailClient, environment_proxy
 from akto_otel.processor import AktoSpanProcessor
 from tests.conftest import TEST_RULES
+from tests.tls_server import tls_server
 
 pytestmark = pytest.mark.timeout(60)
 POLICY = Policy(TEST_RULES)
@@ -203,3 +208,140 @@ def test_doctor_names_the_proxy_when_it_is_down(clean_proxy_env: pytest.MonkeyPa
     failure = next(line for line in report.splitlines() if line.lstrip().startswith("FAIL"))
     assert dead.removeprefix("http://") in failure
     assert "proxy" in failure
+
+
+# ------------------------------------------------------- HTTPS Akto through HTTPS_PROXY
+
+
+class ConnectProxy:
+    """An egress proxy for HTTPS: ``CONNECT host:port`` opens a tunnel, bytes are piped.
+
+    The TLS session runs end to end through it (the proxy never sees the content);
+    ``tunnels`` lists every target asked for.
+    """
+
+    def __init__(self) -> None:
+        self.tunnels: list[str] = []
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        with client:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            method, target = head.split(b" ", 2)[:2]
+            if method != b"CONNECT":
+                client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            self.tunnels.append(target.decode())
+            host, _, port = target.decode().rpartition(":")
+            with socket.create_connection((host, int(port)), timeout=10) as upstream:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+                back.start()
+                _pipe(client, upstream)
+                back.join(10)
+
+    def __enter__(self) -> ConnectProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+class _TlsAkto(BaseHTTPRequestHandler):
+    """Akto over TLS: a deny for every guardrail check, ``success`` for deliveries."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        if self.path.startswith("/api/http-proxy"):
+            result = {"Allowed": False, "Reason": "judged over tls", "behaviour": "block"}
+            body = json.dumps({"success": True, "data": {"guardrailsResult": result}})
+        else:
+            body = json.dumps({"success": True, "message": "ingested"})
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+async def _https_verdict_and_delivery(
+    url: str, cert: Path, proxy: ConnectProxy
+) -> list[tuple[str, list[str]]]:
+    """Each client's outcome and the tunnels the proxy opened for it."""
+    settings = _settings(url, ssl_cert_path=str(cert), export_retry_timeout=1.0)
+    client = GuardrailClient(settings)
+    verdict = await client.check(tool_request_record(WireContext(), "Bash", {"command": "ls"}))
+    await client.aclose()
+    outcome = [(f"{verdict.decision} {verdict.error}", list(proxy.tunnels))]
+    proxy.tunnels.clear()
+    exporter = RecordExporter(settings, ExportStats())
+    record = PendingRecord(prompt_record(WireContext(), "hello"), key="k1")
+    delivered = await asyncio.to_thread(exporter.export, [record])
+    exporter.shutdown(1000)
+    outcome.append((f"delivered {delivered}", list(proxy.tunnels)))
+    return outcome
+
+
+async def test_https_akto_is_reached_through_https_proxy_by_both_clients(
+    clean_proxy_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with tls_server(tmp_path, _TlsAkto) as (url, cert), ConnectProxy() as proxy:
+        clean_proxy_env.setenv("HTTPS_PROXY", proxy.url)
+        # HTTP_PROXY names a dead proxy: an https:// URL must not take it.
+        clean_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+        (
+            (verdict, verdict_tunnels),
+            (delivery, delivery_tunnels),
+        ) = await _https_verdict_and_delivery(url, cert, proxy)
+    target = url.removeprefix("https://")
+    assert (verdict, delivery) == ("deny None", "delivered True")
+    assert verdict_tunnels == [target], "the verdict client went around HTTPS_PROXY"
+    assert delivery_tunnels and set(delivery_tunnels) == {target}, "the delivery went around it"
+
+
+async def test_no_proxy_takes_https_akto_direct_on_both_clients(
+    clean_proxy_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with tls_server(tmp_path, _TlsAkto) as (url, cert), ConnectProxy() as proxy:
+        clean_proxy_env.setenv("HTTPS_PROXY", proxy.url)
+        clean_proxy_env.setenv("NO_PROXY", "localhost,127.0.0.1")
+        outcome = await _https_verdict_and_delivery(url, cert, proxy)
+    assert outcome == [("deny None", []), ("delivered True", [])]

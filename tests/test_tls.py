@@ -23,7 +23,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", "0")))
-        body = b'{"data": {"guardrailsResult": {"Allowed": false, "Reason": "tls ok"}}}'
+        body = (
+            b'{"success": true, "data": {"guardrailsResult": '
+            b'{"Allowed": false, "Reason": "tls ok"}}}'
+        )
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

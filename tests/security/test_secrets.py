@@ -58,22 +58,32 @@ def _span_text(capture: SpanCapture) -> str:
     )
 
 
-def _set_secrets(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+#: The two credential forms (a token, or user:password in the URL): never both at
+#: once, which the settings refuse (tests/test_credentials.py).
+CREDENTIAL_FORMS = pytest.mark.parametrize("form", ["token", "url-password"])
+
+
+def _set_secrets(monkeypatch: pytest.MonkeyPatch, url: str, form: str) -> None:
     host = url.split("://", 1)[1]
-    monkeypatch.setenv("AKTO_API_TOKEN", TOKEN)
-    monkeypatch.setenv("AKTO_TOKEN", ALT_TOKEN)
-    monkeypatch.setenv("AKTO_DATA_INGESTION_URL", f"http://akto:{URL_PASSWORD}@{host}")
+    if form == "token":
+        monkeypatch.setenv("AKTO_API_TOKEN", TOKEN)
+        monkeypatch.setenv("AKTO_TOKEN", ALT_TOKEN)
+        monkeypatch.setenv("AKTO_DATA_INGESTION_URL", url)
+    else:
+        monkeypatch.setenv("AKTO_DATA_INGESTION_URL", f"http://akto:{URL_PASSWORD}@{host}")
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_AND_EVENT")
 
 
+@CREDENTIAL_FORMS
 async def test_agent_cannot_read_the_akto_token(
+    form: str,
     emulator: EmulatorServer,
     capture: SpanCapture,
     home: Path,
     workdir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _set_secrets(monkeypatch, emulator.url)
+    _set_secrets(monkeypatch, emulator.url, form)
     guard = AktoGuardrails(tracer_provider=capture.provider, timeout=3.0)
     with FakeAnthropic(ATTACK) as fake:
         options = ClaudeAgentOptions(
@@ -97,14 +107,16 @@ async def test_agent_cannot_read_the_akto_token(
     guard.shutdown()
 
 
+@CREDENTIAL_FORMS
 async def test_zero_code_query_hides_the_token(
+    form: str,
     emulator: EmulatorServer,
     capture: SpanCapture,
     home: Path,
     workdir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _set_secrets(monkeypatch, emulator.url)
+    _set_secrets(monkeypatch, emulator.url, form)
     instrumentor = ClaudeAgentSDKInstrumentor()
     instrumentor.instrument(tracer_provider=capture.provider)
     try:
