@@ -3,7 +3,7 @@
 One ``aiohttp.ClientSession`` per event loop (keep-alive, a connector limit,
 explicit timeouts), created lazily on the loop that first needs it and closed
 when that loop shuts down (``asyncio.run``) or by :meth:`GuardrailClient.aclose`.
-TLS is verified (a custom CA bundle comes from ``SSL_CERT_PATH``); proxies and
+TLS is verified (a custom CA bundle comes from ``AKTO_SSL_CERT_PATH``); proxies and
 ``.netrc`` from the environment are ignored, as before; the token goes in the
 ``Authorization`` header and nowhere else. The answer's size limit is enforced
 while reading. Every call returns a :class:`~akto_otel.contract.Verdict`: a failure
