@@ -29,6 +29,7 @@ and answered with the configured fail decision.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -695,8 +696,10 @@ class AktoGuardrails:
             return {}
         wire = self._wire(scope, data)
         plan = windows.plan_tool_call(wire, tool_name, tool_input, self.limits)
-        # The session-start probe warns before the first tool call, waited for briefly.
-        await self._probe.wait(_PROBE_WAIT_S)
+        # The session-start probe warns before the first tool call runs: waited for
+        # alongside the verdict, so the hook takes at most max(verdict, bound).
+        probe = self._probe.pending()
+        deadline = asyncio.get_running_loop().time() + _PROBE_WAIT_S if probe else 0.0
         verdict = await self._judge(
             span,
             "PreToolUse",
@@ -705,6 +708,7 @@ class AktoGuardrails:
             tool=tool_name,
             session_id=session_id,
         )
+        await self._probe.wait(probe, deadline)
         masked = None
         if verdict.decision == "modify" and not plan.windowed:
             masked = masked_tool_input(tool_name, tool_input, verdict.modified_payload)

@@ -67,7 +67,7 @@ def unjudged_fault(verdict: Verdict) -> str | None:
 
 def _what(hook: str, tool: str) -> str:
     if tool:
-        return f"tool call {tool}"
+        return f"output of tool {tool}" if hook == "PostToolUse" else f"tool call {tool}"
     return {
         "UserPromptSubmit": "prompt",
         "Stop": "answer",
@@ -175,9 +175,11 @@ class StartupProbe:
     """One authenticated no-op to Akto (an empty ``/api/ingestData`` batch, as
     ``akto-otel doctor`` sends) at session start, its result kept for ``ttl`` seconds.
 
-    It runs as a task on the hooks' event loop; a hook waits for it at most a short
-    bound (:meth:`wait`). A problem is one WARNING saying what every guarded call will
-    get: allowed without a verdict (fail-open) or denied (fail-closed).
+    It runs as a task on the hooks' event loop; the first tool call waits for it
+    alongside its own guardrail call, so it answers no later than the longer of the
+    two and a short bound (:meth:`pending`, :meth:`wait`). A problem is one WARNING
+    saying what every guarded call will get: allowed without a verdict (fail-open) or
+    denied (fail-closed).
     """
 
     def __init__(
@@ -219,12 +221,24 @@ class StartupProbe:
         self._task = loop.create_task(self._run())
         return self._task
 
-    async def wait(self, bound: float) -> None:
-        """Let the probe finish (and warn) for at most ``bound`` seconds. Never raises."""
+    def pending(self) -> asyncio.Task[str | None] | None:
+        """The probe still running on this loop (started if due), else None. Never raises."""
         try:
             task = self.start()
-            if task is not None and not task.done():
-                await asyncio.wait({task}, timeout=bound)
+        except Exception:
+            _log.debug("starting the Akto probe failed", exc_info=True)
+            return None
+        return task if task is not None and not task.done() else None
+
+    @staticmethod
+    async def wait(task: asyncio.Task[str | None] | None, deadline: float) -> None:
+        """Let ``task`` finish (and warn) until ``deadline`` (loop time). Never raises."""
+        if task is None or task.done():
+            return
+        try:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining > 0:
+                await asyncio.wait({task}, timeout=remaining)
         except Exception:
             _log.debug("waiting for the Akto probe failed", exc_info=True)
 
