@@ -292,3 +292,36 @@ def test_which_verdicts_are_unjudged(verdict: dict[str, Any], fault: str | None)
     from akto_otel.contract import Verdict
 
     assert unjudged_fault(Verdict(**verdict)) == fault
+
+
+async def test_the_probe_asks_akto_once_and_caches_the_answer() -> None:
+    from akto_otel.unjudged import StartupProbe
+
+    clock = _Clock()
+    with FaultServer("status_401_html") as server:
+        settings = Settings(ingestion_url=server.url, timeout=2.0)
+        client = GuardrailClient(settings)
+        probe = StartupProbe(client, settings, ttl=300.0, clock=clock)
+        first = probe.start()
+        assert first is not None
+        assert await first == "http_401"
+        for _ in range(5):  # more sessions and hooks within the TTL: no new request
+            assert probe.pending() is None
+        assert server.requests == 1
+        clock.now += 301.0  # stale: the next session start asks again
+        again = probe.pending()
+        assert again is not None and again is not first
+        await again
+        assert server.requests == 2
+        await client.aclose()
+
+
+def test_the_probe_starts_nothing_without_a_running_loop() -> None:
+    from akto_otel.unjudged import StartupProbe
+
+    settings = Settings(ingestion_url="http://127.0.0.1:9")
+    assert StartupProbe(GuardrailClient(settings), settings).start() is None
+    # Observe mode and no URL: nothing to warn about before a verdict.
+    observe = Settings(ingestion_url="http://127.0.0.1:9", sync_mode=False)
+    assert not StartupProbe(GuardrailClient(observe), observe).enabled
+    assert not StartupProbe(GuardrailClient(Settings()), Settings()).enabled
