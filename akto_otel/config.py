@@ -41,6 +41,7 @@ __all__ = [
     "ObserveDeliveryMode",
     "Settings",
     "connector_overrides",
+    "unknown_name_errors",
     "unknown_names",
 ]
 
@@ -286,7 +287,7 @@ class Settings:
             except AktoConfigError as exc:
                 problems.append(exc)
         if values.get("strict_settings") is True:
-            problems.extend(_unknown_name_errors(source))
+            problems.extend(unknown_name_errors(source))
         if problems:
             raise AktoConfigError.combine(problems)
         return cls(**values)
@@ -506,7 +507,8 @@ def unknown_name_message(name: str, suggestion: str) -> str:
     )
 
 
-def _unknown_name_errors(env: Mapping[str, str]) -> list[AktoConfigError]:
+def unknown_name_errors(env: Mapping[str, str]) -> list[AktoConfigError]:
+    """One :class:`AktoConfigError` per unknown ``AKTO_*`` name of ``env`` (strict mode)."""
     errors = []
     for name, suggestion in unknown_names(env):
         # The value may be a secret under a misspelt name (AKTO_APITOKEN): not shown.

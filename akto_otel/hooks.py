@@ -51,11 +51,17 @@ from akto_otel.answers import (
     note_hook_output,
     withheld_agent_output,
 )
-from akto_otel.config import Settings, connector_overrides, unknown_name_message, unknown_names
+from akto_otel.config import (
+    Settings,
+    connector_overrides,
+    unknown_name_errors,
+    unknown_name_message,
+    unknown_names,
+)
 from akto_otel.configure import spans_not_exported
 from akto_otel.contract import Verdict, WireContext
 from akto_otel.decision import JUDGING_HOOKS, Case, Outcome, OutputShape, Rules, decide, stance
-from akto_otel.errors import check_keywords
+from akto_otel.errors import AktoConfigError, check_keywords
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.logs import setup_logging
 from akto_otel.metrics import metrics_for
@@ -210,7 +216,11 @@ class AktoGuardrails:
         setup_logging(self.settings)
         for warning in setting_warnings(self.settings):
             _warn_once(warning)
-        for name, suggestion in unknown_names():
+        unknown = unknown_names()
+        if unknown and self.settings.strict_settings:
+            # Settings built by the app (not from_env) are held to the same rule.
+            raise AktoConfigError.combine(unknown_name_errors(os.environ))
+        for name, suggestion in unknown:
             _warn_once(unknown_name_message(name, suggestion))
         self.redactor = Redactor(self.settings.redact_patterns)
         self.rules = Rules.from_settings(self.settings)

@@ -151,6 +151,8 @@ def test_strict_settings_make_an_unknown_name_an_error_that_hides_its_value(
     clean_env.setenv("AKTO_FAILMODE", "closed")
     with pytest.raises(AktoConfigError):
         AktoGuardrails(strict_settings=True)
+    with pytest.raises(AktoConfigError):  # settings the app built: the same rule
+        AktoGuardrails(Settings(strict_settings=True))
     assert Settings.from_env({"AKTO_FAILMODE": "closed"}).fail_mode == "open"  # not strict
 
 
