@@ -261,7 +261,7 @@ class AktoGuardrails:
         ``tool`` names the tool (empty for prompts and answers), ``fault`` why no
         verdict came (an error kind, ``server_fail_open``, ``internal_error``). A
         WARNING (the first per session and fault at once, then rate-limited), one on
-        ``akto.guardrail.unjudged`` and ``akto.guardrail.unjudged=true`` on ``span``.
+        ``akto.guardrail.unjudged`` and ``akto.guardrail.unjudged_call=true`` on ``span``.
         Never raises.
         """
         self._unjudged.record(hook, tool, fault, span, session_id=session_id)

@@ -100,7 +100,7 @@ AKTO_GUARDRAIL_CONTENT_CHARS: Final = "akto.guardrail.content_chars"
 AKTO_GUARDRAIL_MASK_APPLIED: Final = "akto.guardrail.mask_applied"
 #: True on a span whose call was allowed without a verdict (fail-open, Akto's own
 #: failOpen, not configured); ``akto.guardrail.fault`` says why.
-AKTO_GUARDRAIL_UNJUDGED: Final = "akto.guardrail.unjudged"
+AKTO_GUARDRAIL_UNJUDGED: Final = "akto.guardrail.unjudged_call"
 AKTO_GUARDRAIL_FAULT: Final = "akto.guardrail.fault"
 #: The guardrail call's duration, on the hook span when AKTO_GUARDRAIL_SPANS=false
 #: (otherwise the ``run_guardrail`` span's own duration says it).

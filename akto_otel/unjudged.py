@@ -7,7 +7,7 @@ silent: :class:`UnjudgedRecorder` logs a WARNING naming the hook, the tool, the
 fault and that it ran without a verdict (the first per session and fault at once,
 then at most one line a minute per hook and fault, with the count), adds one to
 ``akto.guardrail.unjudged`` (``hook``, ``fault``) and puts
-``akto.guardrail.unjudged=true`` and ``akto.guardrail.fault`` on the span.
+``akto.guardrail.unjudged_call=true`` and ``akto.guardrail.fault`` on the span.
 
 :class:`StartupProbe` asks Akto once per session start (cached) whether it answers
 and takes the token, off the hook path, so the warning comes before the first

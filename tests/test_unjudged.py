@@ -4,7 +4,7 @@ Through the real CLI (claude-agent-sdk's bundled CLI, the scripted fake Anthropi
 API) with Akto stopped, refusing the token, failing with 5xx, or answering its own
 ``failOpen``: the tool runs (fail-open), and a WARNING names the hook, the tool and
 the fault, ``akto.guardrail.unjudged`` counts it on a series that started at 0, the
-tool's span carries ``akto.guardrail.unjudged=true``, and the session-start probe
+tool's span carries ``akto.guardrail.unjudged_call=true``, and the session-start probe
 warned before the first tool call. Log records are asserted by their attributes,
 never by wording.
 """
@@ -165,7 +165,7 @@ async def test_a_tool_call_allowed_without_a_verdict_is_warned_counted_and_marke
     # The tool's span says so.
     tool = capture.one("execute_tool Bash")
     assert tool.attributes is not None
-    assert tool.attributes["akto.guardrail.unjudged"] is True
+    assert tool.attributes["akto.guardrail.unjudged_call"] is True
     assert tool.attributes["akto.guardrail.fault"] == fault
 
 
@@ -182,7 +182,7 @@ async def test_a_fail_closed_guard_records_nothing_unjudged(
     prompt = capture.one("akto.user_prompt")
     assert prompt.attributes is not None
     assert prompt.attributes["akto.guardrail.decision"] == "error"
-    assert "akto.guardrail.unjudged" not in prompt.attributes
+    assert "akto.guardrail.unjudged_call" not in prompt.attributes
     # The probe still tells that Akto is down, and that calls are denied.
     assert [getattr(r, "akto_fail_mode", None) for r in logs.probes()] == ["closed"]
 
