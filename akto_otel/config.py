@@ -1,8 +1,13 @@
 """Settings for akto_otel: one frozen object built from arguments or the environment.
 
-Every variable of Akto's reference connector is honoured under its own name, plus
-a few of ours (``AKTO_FAIL_MODE``, ``AKTO_MAX_STOP_REGENERATIONS``, ...). A bad value
-raises :class:`AktoConfigError` naming the variable and what it accepts.
+Only ``AKTO_*`` names (and the standard ``OTEL_*`` ones) are read: an app's own
+``MODE`` or ``LOG_LEVEL`` never reaches the guard. The reference connector's
+unprefixed names (``MODE``, ``LOG_LEVEL``, ``AGENT_ID``, ...) are honoured only by
+the drop-in :func:`akto_otel.create_hooks` (see :func:`connector_overrides`), and
+there a bad one is a warning, never a refusal. A bad ``AKTO_*`` value raises
+:class:`AktoConfigError` naming the variable and what it accepts; an ``AKTO_*`` name
+akto_otel does not know is a warning (:func:`unknown_names`), an error with
+``AKTO_STRICT_SETTINGS=true``.
 
 Usage::
 
@@ -26,17 +31,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from akto_otel.errors import AktoConfigError
+from akto_otel.errors import AktoConfigError, _did_you_mean
 
 _log = logging.getLogger(__name__)
 
 __all__ = [
+    "CONNECTOR_NAMES",
     "CaptureMode",
     "DeliveryMode",
     "FailMode",
     "Mode",
     "ObserveDeliveryMode",
     "Settings",
+    "connector_overrides",
+    "unknown_name_errors",
+    "unknown_names",
 ]
 
 Mode = Literal["argus", "atlas"]
@@ -241,6 +250,7 @@ class Settings:
     judge_window_overlap: int = 16 * 1024
     judge_max_chars: int = 8 * 1024 * 1024
     hold_answers: bool = True
+    strict_settings: bool = False
 
     def __post_init__(self) -> None:
         # Arguments are checked by the parser of the variable they stand for, so
@@ -298,6 +308,8 @@ class Settings:
                 values[attr] = _coerce(attr, value, fields[attr].default)
             except AktoConfigError as exc:
                 problems.append(exc)
+        if values.get("strict_settings") is True:
+            problems.extend(unknown_name_errors(source))
         if problems:
             raise AktoConfigError.combine(problems)
         return cls(**values)
@@ -310,7 +322,7 @@ class Settings:
 
     @property
     def vxlan_id(self) -> str:
-        """The records' ``akto_vxlan_id``: ``AGENT_ID``, else ``"0"``."""
+        """The records' ``akto_vxlan_id``: ``AKTO_AGENT_ID``, else ``"0"``."""
         return self.agent_id or "0"
 
     @property
@@ -354,16 +366,16 @@ _ENV_VARS: dict[str, _Var] = {
         "AKTO_TIMEOUT", parse=lambda n, r: _parse_float(n, r, minimum=0.0, maximum=600.0)
     ),
     "token": _var("AKTO_API_TOKEN", "AKTO_TOKEN", parse=_stripped),
-    "mode": _var("MODE", parse=lambda n, r: _parse_choice(n, r, ("argus", "atlas"))),
+    "mode": _var("AKTO_MODE", parse=lambda n, r: _parse_choice(n, r, ("argus", "atlas"))),
     "connector": _var("AKTO_CONNECTOR", parse=_stripped),
     "connector_value": _var("AKTO_CONNECTOR_VALUE", parse=_stripped),
-    "mcp_ingest_path": _var("MCP_INGEST_PATH", parse=_parse_path),
-    "non_mcp_tool_path_prefix": _var("NON_MCP_TOOL_PATH_PREFIX", parse=_parse_path),
-    "agent_id": _var("AGENT_ID", parse=_stripped),
-    "log_dir": _var("LOG_DIR", parse=_stripped),
-    "log_level": _var("LOG_LEVEL", parse=_parse_log_level),
-    "log_payloads": _var("LOG_PAYLOADS", parse=_parse_bool),
-    "ssl_cert_path": _var("SSL_CERT_PATH", parse=_parse_existing_file),
+    "mcp_ingest_path": _var("AKTO_MCP_INGEST_PATH", parse=_parse_path),
+    "non_mcp_tool_path_prefix": _var("AKTO_NON_MCP_TOOL_PATH_PREFIX", parse=_parse_path),
+    "agent_id": _var("AKTO_AGENT_ID", parse=_stripped),
+    "log_dir": _var("AKTO_LOG_DIR", parse=_stripped),
+    "log_level": _var("AKTO_LOG_LEVEL", parse=_parse_log_level),
+    "log_payloads": _var("AKTO_LOG_PAYLOADS", parse=_parse_bool),
+    "ssl_cert_path": _var("AKTO_SSL_CERT_PATH", parse=_parse_existing_file),
     "fail_mode": _var("AKTO_FAIL_MODE", parse=lambda n, r: _parse_choice(n, r, ("open", "closed"))),
     "max_stop_regenerations": _var(
         "AKTO_MAX_STOP_REGENERATIONS", parse=lambda n, r: _parse_int(n, r, minimum=0, maximum=100)
@@ -414,6 +426,7 @@ _ENV_VARS: dict[str, _Var] = {
         parse=lambda n, r: _parse_int(n, r, minimum=1 << 20, maximum=1 << 30),
     ),
     "hold_answers": _var("AKTO_HOLD_ANSWERS", parse=_parse_bool),
+    "strict_settings": _var("AKTO_STRICT_SETTINGS", parse=_parse_bool),
 }
 
 # Settings with no environment variable, checked the same way when given as arguments.
@@ -451,3 +464,108 @@ def _coerce(attr: str, value: Any, default: Any) -> Any:
         return var.parse(label, value)
     # A number or bool: its text goes through the same parser (True is no timeout).
     return var.parse(label, str(value))
+
+
+#: The reference connector's unprefixed names, setting -> variable. Only the drop-in
+#: ``create_hooks()`` reads them (:func:`connector_overrides`); the ``AKTO_`` name wins.
+CONNECTOR_NAMES: dict[str, str] = {
+    "mode": "MODE",
+    "mcp_ingest_path": "MCP_INGEST_PATH",
+    "non_mcp_tool_path_prefix": "NON_MCP_TOOL_PATH_PREFIX",
+    "agent_id": "AGENT_ID",
+    "log_dir": "LOG_DIR",
+    "log_level": "LOG_LEVEL",
+    "log_payloads": "LOG_PAYLOADS",
+    "ssl_cert_path": "SSL_CERT_PATH",
+}
+
+#: ``AKTO_*`` names that are not settings but are read elsewhere (the collector
+#: configs, the test and benchmark knobs): never reported as unknown.
+_OTHER_AKTO_NAMES = frozenset(
+    {
+        "AKTO_OTLP_URL",
+        "AKTO_GATEWAY_1",
+        "AKTO_GATEWAY_2",
+        "AKTO_GATEWAY_QUEUE_DIR",
+        "AKTO_GATEWAY_QUEUE_SIZE",
+        "AKTO_GATEWAY_TLS_INSECURE",
+        "AKTO_AGENT_QUEUE_DIR",
+        "AKTO_FUZZ_EXAMPLES",
+        "AKTO_SOAK_SESSIONS",
+        "AKTO_OTEL_CACHE",
+        "AKTO_OTEL_WRITE_PICTURES",
+    }
+)
+
+
+def _known_names() -> frozenset[str]:
+    return frozenset(n for var in _ENV_VARS.values() for n in var.names) | _OTHER_AKTO_NAMES
+
+
+def unknown_names(env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """Each ``AKTO_*`` variable of ``env`` (default ``os.environ``) akto_otel does not
+    read, with the closest known name (``""`` when none is close), sorted.
+
+    ``AKTO_FAILMODE=closed`` is silently nothing otherwise: fail-open would apply.
+    """
+    source = os.environ if env is None else env
+    known = _known_names()
+    settings_names = sorted(n for var in _ENV_VARS.values() for n in var.names)
+    found: list[tuple[str, str]] = []
+    for name in sorted(source):
+        if name.upper().startswith("AKTO_") and name not in known:
+            close = _did_you_mean(name, settings_names)
+            found.append((name, close))
+    return found
+
+
+def unknown_name_message(name: str, suggestion: str) -> str:
+    """The warning (or error) line for an unknown ``AKTO_*`` name; the value is never shown."""
+    return (
+        f"{name} is not a variable akto_otel reads{suggestion}: it is ignored "
+        "(AKTO_STRICT_SETTINGS=true makes it an error)"
+    )
+
+
+def unknown_name_errors(env: Mapping[str, str]) -> list[AktoConfigError]:
+    """One :class:`AktoConfigError` per unknown ``AKTO_*`` name of ``env`` (strict mode)."""
+    errors = []
+    for name, suggestion in unknown_names(env):
+        # The value may be a secret under a misspelt name (AKTO_APITOKEN): not shown.
+        errors.append(
+            AktoConfigError(name, "(not shown)", f"a variable akto_otel reads{suggestion}")
+        )
+    return errors
+
+
+def connector_overrides(env: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The reference connector's unprefixed variables as keyword arguments, for
+    ``create_hooks()``: (arguments, warnings).
+
+    A variable whose ``AKTO_`` name is set is skipped (the prefixed one wins); a bad
+    value is a warning and the default stands: an app's own ``MODE=production``
+    never stops the guard.
+    """
+    source = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    warnings: list[str] = []
+    for attr, name in CONNECTOR_NAMES.items():
+        raw = source.get(name)
+        if raw is None or not (raw.strip() or attr == "agent_id"):
+            continue
+        own = _ENV_VARS[attr].names[0]
+        if (source.get(own) or "").strip():
+            continue
+        try:
+            values[attr] = _ENV_VARS[attr].parse(name, raw)
+        except AktoConfigError as exc:
+            warnings.append(
+                f"{name}={_short(raw)!r} is not a value the guard can use "
+                f"(expected {exc.accepted}): ignored, the default "
+                f"{getattr(Settings(), attr)!r} stands (set {own} to choose)"
+            )
+    return values, warnings
+
+
+def _short(raw: str) -> str:
+    return raw if len(raw) <= 40 else raw[:37] + "..."

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from akto_otel.config import Settings
+from akto_otel.config import Settings, unknown_name_message, unknown_names
 from akto_otel.contract import health_check_url, ingest_data_url
 from akto_otel.credentials import akto_auth
 from akto_otel.errors import AktoConfigError
@@ -56,7 +56,10 @@ EXIT_CODES: dict[int, str] = {
         "Akto is not usable: URL not set, unreachable, token missing or rejected, "
         "or the URL is not Akto's data-ingestion service"
     ),
-    EXIT_BAD_SETTINGS: "a setting is invalid: the guard or configure() would refuse to start",
+    EXIT_BAD_SETTINGS: (
+        "a setting is invalid (the guard or configure() would refuse to start) or an "
+        "AKTO_* variable is unknown (the guard ignores it)"
+    ),
 }
 
 _SECRET_ATTRS = frozenset({"token"})
@@ -88,7 +91,7 @@ def _in_effect(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """Setting -> (variable, raw value) for each setting the environment sets.
 
     Mirrors ``Settings.from_env``: the first variable that is set and not blank wins
-    (``AGENT_ID`` counts even when blank).
+    (``AKTO_AGENT_ID`` counts even when blank).
     """
     chosen: dict[str, tuple[str, str]] = {}
     for attr, names in Settings.environment_variables().items():
@@ -116,8 +119,10 @@ def setting_problems(env: Mapping[str, str]) -> tuple[list[str], set[str]]:
         except ValueError as exc:  # not (yet) an AktoConfigError in config.py
             problems.append(str(AktoConfigError(name, shown, f"a valid URL ({exc})")))
             bad.add(name)
+    # Unknown AKTO_* names have their own section (an error only with AKTO_STRICT_SETTINGS).
+    bad_or_unknown = bad | {name for name, _ in unknown_names(env)}
     try:
-        Settings.from_env({k: v for k, v in env.items() if k not in bad})
+        Settings.from_env({k: v for k, v in env.items() if k not in bad_or_unknown})
     except AktoConfigError as exc:  # a combination no single variable shows
         problems.append(redact_url(str(exc)))
         bad.update(p.name for p in exc.problems)
@@ -255,7 +260,7 @@ def _socket_cause(exc: BaseException, host: str, port: int) -> str:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return (
                 f"TLS: the certificate of {host} is not trusted ({cause.verify_message}); "
-                "set SSL_CERT_PATH to the CA bundle that signed it"
+                "set AKTO_SSL_CERT_PATH to the CA bundle that signed it"
             )
         if isinstance(cause, ssl.SSLError):
             return f"TLS handshake with {host}:{port} failed ({cause.reason or cause})"
@@ -379,7 +384,7 @@ def akto_findings(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
     try:
         verify = tls_context(settings)
     except (OSError, ssl.SSLError) as exc:
-        return [Finding(False, f"SSL_CERT_PATH: cannot load the CA bundle ({exc})")]
+        return [Finding(False, f"AKTO_SSL_CERT_PATH: cannot load the CA bundle ({exc})")]
     findings: list[Finding] = []
     # The proxy the guard itself uses (urllib's reading of HTTPS_PROXY/NO_PROXY).
     proxy = environment_proxy(base)
@@ -414,6 +419,26 @@ def akto_findings(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
 # -------------------------------------------------------------------------- report
 
 
+def fail_mode_line(settings: Settings) -> str:
+    """What happens to a call Akto cannot judge, said plainly (pure)."""
+    if not settings.sync_mode:
+        return (
+            "observe mode (AKTO_SYNC_MODE=false): nothing is blocked; records go to Akto "
+            "to be judged after the fact"
+        )
+    if settings.fail_mode == "open":
+        return (
+            "WARN  AKTO_FAIL_MODE=open: when Akto cannot answer (unreachable, token "
+            "refused, 5xx, timeout, its own failOpen), tool calls, prompts and answers "
+            "RUN WITHOUT A VERDICT; each is logged as a WARNING and counted in "
+            "akto_guardrail_unjudged_total. Set AKTO_FAIL_MODE=closed to deny them instead"
+        )
+    return (
+        "ok    AKTO_FAIL_MODE=closed: when Akto cannot answer, tool calls, prompts and "
+        "answers are denied"
+    )
+
+
 def _scrub(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if len(secret) >= 4:  # shorter ones are never printed and would mangle the text
@@ -424,7 +449,12 @@ def _scrub(text: str, secrets: list[str]) -> str:
 def run_doctor(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
     """Print the report for ``env`` to ``out``; returns the exit code (:data:`EXIT_CODES`)."""
     problems, bad = setting_problems(env)
-    settings = Settings.from_env({k: v for k, v in env.items() if k not in bad})
+    unknown = unknown_names(env)
+    ignored = bad | {name for name, _ in unknown}
+    try:
+        settings = Settings.from_env({k: v for k, v in env.items() if k not in ignored})
+    except ValueError:  # a combination problem, already in ``problems``
+        settings = Settings.from_env({k: v for k, v in env.items() if not k.startswith("AKTO_")})
     secrets = [settings.token, _url_password(env.get("AKTO_DATA_INGESTION_URL", ""))]
     for name in Settings.environment_variables()["token"]:
         secrets.append(env.get(name, "").strip())
@@ -432,6 +462,9 @@ def run_doctor(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
     lines += [f"  {line}" for line in settings_lines(settings, env, frozenset(bad))]
     lines += ["", "Invalid settings:" if problems else "Invalid settings: none"]
     lines += [f"  FAIL  {p}" for p in problems]
+    lines += ["", "Unknown AKTO_* variables:" if unknown else "Unknown AKTO_* variables: none"]
+    lines += [f"  FAIL  {unknown_name_message(n, hint)}" for n, hint in unknown]
+    lines += ["", "Fail mode:", f"  {fail_mode_line(settings)}"]
     otel = otel_findings(env, logs=settings.delivery == "otlp")
     lines += ["", "OpenTelemetry, as akto_otel.configure() would export:"]
     lines += [f"  {f.mark}  {f.text}" for f in otel]
@@ -450,7 +483,7 @@ def run_doctor(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
     else:
         akto = akto_findings(settings, env)
     lines += [f"  {f.mark}  {f.text}" for f in akto]
-    if problems or any(f.invalid for f in otel):
+    if problems or unknown or any(f.invalid for f in otel):
         code = EXIT_BAD_SETTINGS
     elif not all(f.ok for f in akto):
         code = EXIT_AKTO_UNUSABLE

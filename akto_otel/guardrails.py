@@ -3,7 +3,7 @@
 One ``aiohttp.ClientSession`` per event loop (keep-alive, a connector limit,
 explicit timeouts), created lazily on the loop that first needs it and closed
 when that loop shuts down (``asyncio.run``) or by :meth:`GuardrailClient.aclose`.
-TLS is verified (a custom CA bundle comes from ``SSL_CERT_PATH``); the proxy is
+TLS is verified (a custom CA bundle comes from ``AKTO_SSL_CERT_PATH``); the proxy is
 the one urllib would pick (``HTTPS_PROXY``/``NO_PROXY``), ``.netrc`` is ignored;
 the ``Authorization`` header follows :mod:`akto_otel.credentials` (the token, or
 basic auth from the URL's ``user:password@``, never both). The answer's size limit is enforced

@@ -29,6 +29,7 @@ and answered with the configured fail decision.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -50,11 +51,17 @@ from akto_otel.answers import (
     note_hook_output,
     withheld_agent_output,
 )
-from akto_otel.config import Settings
+from akto_otel.config import (
+    Settings,
+    connector_overrides,
+    unknown_name_errors,
+    unknown_name_message,
+    unknown_names,
+)
 from akto_otel.configure import spans_not_exported
 from akto_otel.contract import Verdict, WireContext
-from akto_otel.decision import Case, Outcome, OutputShape, Rules, decide, stance
-from akto_otel.errors import check_keywords
+from akto_otel.decision import JUDGING_HOOKS, Case, Outcome, OutputShape, Rules, decide, stance
+from akto_otel.errors import AktoConfigError, check_keywords
 from akto_otel.guardrails import GuardrailClient
 from akto_otel.logs import setup_logging
 from akto_otel.metrics import metrics_for
@@ -71,6 +78,7 @@ from akto_otel.spans import (
     start_agent_span,
     start_span,
 )
+from akto_otel.unjudged import StartupProbe, UnjudgedRecorder, unjudged_fault
 from akto_otel.version import __version__
 
 if TYPE_CHECKING:
@@ -104,6 +112,8 @@ HOOK_EVENTS = (
     "PermissionRequest",
 )
 _MARK = "_akto_otel_hook"
+#: How long the first tool call waits, at most, for the session-start probe of Akto.
+_PROBE_WAIT_S = 0.5
 _SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings) if f.init)
 _GUARD_KEYWORDS = ("settings", "tracer_provider", "meter_provider", "client", "processor")
 #: Set on the options copies we hand out: the guard that instrumented them, and the
@@ -207,6 +217,12 @@ class AktoGuardrails:
         setup_logging(self.settings)
         for warning in setting_warnings(self.settings):
             _warn_once(warning)
+        unknown = unknown_names()
+        if unknown and self.settings.strict_settings:
+            # Settings built by the app (not from_env) are held to the same rule.
+            raise AktoConfigError.combine(unknown_name_errors(os.environ))
+        for name, suggestion in unknown:
+            _warn_once(unknown_name_message(name, suggestion))
         self.redactor = Redactor(self.settings.redact_patterns)
         self.rules = Rules.from_settings(self.settings)
         self.limits = windows.Limits.from_settings(self.settings)
@@ -220,6 +236,8 @@ class AktoGuardrails:
             "akto_otel", __version__, schema_url=semconv.SCHEMA_URL
         )
         self.metrics = metrics_for(meter_provider)
+        self._unjudged = UnjudgedRecorder(self.metrics)
+        self._probe = StartupProbe(self.client, self.settings)
         self._server_attributes = _server_attributes(self.settings.ingestion_url)
         if self.metrics.record_export not in self.processor.stats.listeners:
             # A processor shared by several guards reports to each metrics set once.
@@ -229,6 +247,25 @@ class AktoGuardrails:
         self._default_scope = _Scope(self, "", None)
 
     # ------------------------------------------------------------------ public API
+
+    def record_unjudged(
+        self,
+        hook: str,
+        tool: str,
+        fault: str,
+        span: Span | None = None,
+        *,
+        session_id: str = "",
+    ) -> None:
+        """Tell, count and mark one call of ``hook`` allowed without a verdict.
+
+        ``tool`` names the tool (empty for prompts and answers), ``fault`` why no
+        verdict came (an error kind, ``akto_fail_open``, ``internal_error``). A
+        WARNING (the first per session and fault at once, then rate-limited), one on
+        ``akto.guardrail.unjudged`` and ``akto.guardrail.unjudged_call=true`` on ``span``.
+        Never raises.
+        """
+        self._unjudged.record(hook, tool, fault, span, session_id=session_id)
 
     def hooks(self, client_ip: str = "") -> dict[str, list[HookMatcher]]:
         """A ``hooks`` dict for ``ClaudeAgentOptions``: all ten events.
@@ -352,6 +389,7 @@ class AktoGuardrails:
             except Exception as exc:
                 _log.error("akto_otel could not judge a held answer: %s", type(exc).__name__)
                 if self.settings.fail_mode == "open":
+                    self.record_unjudged("Stop", "", "internal_error", span)
                     return None
                 return "Akto guardrails could not check this (internal error)"
             finally:
@@ -386,6 +424,7 @@ class AktoGuardrails:
         span = start_agent_span(
             self.tracer, self.settings.agent_name, agent_id=self.settings.agent_id
         )
+        _quietly(self._probe.start)  # a session start: ask Akto now, off the hook path
         scope = _Scope(self, client_ip, span)
         return GuardedSession(span, scope, self._instrument(options, scope))
 
@@ -396,11 +435,13 @@ class AktoGuardrails:
     async def aclose(self) -> None:
         """End open spans, flush records and close connections."""
         self._default_scope.tracing.end_all(error="shutdown")
+        _quietly(self._unjudged.flush)
         await self.client.aclose()
         self.processor.force_flush()
 
     def shutdown(self) -> None:
         self._default_scope.tracing.end_all(error="shutdown")
+        _quietly(self._unjudged.flush)
         self.processor.shutdown()
 
     # ------------------------------------------------------------------ wiring
@@ -465,6 +506,7 @@ class AktoGuardrails:
         async def callback(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
             start = time.perf_counter()
             call = _Call()
+            _quietly(self._probe.start)
             try:
                 data = dict(input_data) if isinstance(input_data, Mapping) else {}
                 if tool_use_id and not data.get("tool_use_id"):
@@ -477,7 +519,10 @@ class AktoGuardrails:
                 if call.output is not None:
                     # Decided before the failure (in recording): the decision stands.
                     return call.output
-                return self._fail_output(event, scope, input_data, call)
+                output = self._fail_output(event, scope, input_data, call)
+                if _judges(event, self.settings) and not self.rules.fail_closed:
+                    _quietly(self._record_failed_hook, scope, event, input_data)
+                return output
             finally:
                 _quietly(self.metrics.record_hook_duration, event, time.perf_counter() - start)
 
@@ -495,6 +540,15 @@ class AktoGuardrails:
                 semconv.EVENT_HOOK_ERROR,
                 {semconv.AKTO_HOOK: event, semconv.ERROR_TYPE: type(exc).__name__},
             )
+
+    def _record_failed_hook(self, scope: _Scope, event: str, input_data: Any) -> None:
+        """A judging hook that failed before its verdict and failed open: unjudged."""
+        data = _as_mapping(input_data)
+        session_id = _text(data, "session_id")
+        state = scope.tracing.get(session_id)
+        span = state.span if state is not None else None
+        tool = _text(data, "tool_name") if event in ("PreToolUse", "PostToolUse") else ""
+        self.record_unjudged(event, tool, "internal_error", span, session_id=session_id)
 
     def _fail_output(self, event: str, scope: _Scope, input_data: Any, call: _Call) -> HookOutput:
         """The answer of a hook that failed before it had a decision."""
@@ -527,10 +581,13 @@ class AktoGuardrails:
         response: bool = False,
         ingest: bool = False,
         target_id: str = "",
+        tool: str = "",
+        session_id: str = "",
     ) -> Verdict:
         """Judge ``plan`` (whole, or window by window) under a ``run_guardrail akto`` span.
 
         The verdict is recorded after it is known; no recording step can change it.
+        A verdict that lets the call through unjudged (fail-open) is told and counted.
         """
         child = None
         if self.settings.guardrail_spans:
@@ -549,6 +606,9 @@ class AktoGuardrails:
             _quietly(self._record_guardrail_call, span, hook, plan, verdict, target_id)
         _quietly(record_verdict, span, hook, verdict, self.settings)
         _quietly(self.metrics.record_decision, hook, verdict)
+        fault = unjudged_fault(verdict)
+        if fault is not None:
+            self.record_unjudged(hook, tool, fault, span, session_id=session_id)
         return verdict
 
     def _start_guardrail_span(self, span: Span, hook: str, plan: windows.Plan) -> Span:
@@ -654,7 +714,7 @@ class AktoGuardrails:
                 return {}
             wire = self._wire(scope, data)
             plan = windows.plan_prompt(wire, prompt, self.limits)
-            verdict = await self._judge(span, "UserPromptSubmit", plan)
+            verdict = await self._judge(span, "UserPromptSubmit", plan, session_id=session_id)
             outcome = decide(Case("UserPromptSubmit", verdict, self.rules))
             call.settle(outcome)
             if outcome.blocked:
@@ -683,7 +743,19 @@ class AktoGuardrails:
             return {}
         wire = self._wire(scope, data)
         plan = windows.plan_tool_call(wire, tool_name, tool_input, self.limits)
-        verdict = await self._judge(span, "PreToolUse", plan, target_id=tool_use_id)
+        # The session-start probe warns before the first tool call runs: waited for
+        # alongside the verdict, so the hook takes at most max(verdict, bound).
+        probe = self._probe.pending()
+        deadline = asyncio.get_running_loop().time() + _PROBE_WAIT_S if probe else 0.0
+        verdict = await self._judge(
+            span,
+            "PreToolUse",
+            plan,
+            target_id=tool_use_id,
+            tool=tool_name,
+            session_id=session_id,
+        )
+        await self._probe.wait(probe, deadline)
         masked = None
         if verdict.decision == "modify" and not plan.windowed:
             masked = masked_tool_input(tool_name, tool_input, verdict.modified_payload)
@@ -796,6 +868,8 @@ class AktoGuardrails:
                     response=True,
                     ingest=True,
                     target_id=tool_use_id,
+                    tool=tool_name,
+                    session_id=session_id,
                 )
                 masked = None
                 if verdict.decision == "modify" and not plan.windowed:
@@ -947,7 +1021,9 @@ class AktoGuardrails:
             self._attach(span, record, kind, response_guardrails=True)
             return Outcome("allow", {})
         plan = windows.plan_turn(wire, prompt, answer, hook, self.limits)
-        verdict = await self._judge(span, hook, plan, request=False, response=True)
+        verdict = await self._judge(
+            span, hook, plan, request=False, response=True, session_id=state.session_id
+        )
         outcome = decide(Case(hook, verdict, self.rules, regenerations=regenerations))
         self._settle_answer(call, state, hook, agent_id, answer, outcome)
         if outcome.blocked:
@@ -1216,6 +1292,13 @@ def _server_attributes(url: str) -> dict[str, Any]:
     return attributes
 
 
+def _judges(event: str, settings: Settings) -> bool:
+    """Whether ``event`` asks Akto for a verdict before the call proceeds (pure)."""
+    if not settings.sync_mode or event not in JUDGING_HOOKS:
+        return False
+    return event != "PostToolUse" or settings.tool_response_guardrails
+
+
 def setting_warnings(settings: Settings) -> list[str]:
     """What is risky in ``settings``: each entry is logged once per process."""
     warnings: list[str] = []
@@ -1347,10 +1430,17 @@ _SHARED: AktoGuardrails | None = None
 
 
 def _shared_guard() -> AktoGuardrails:
-    """One guard per process for create_hooks, built from the environment on first use."""
+    """One guard per process for create_hooks, built from the environment on first use.
+
+    Only here are the reference connector's unprefixed names (``MODE``, ``LOG_LEVEL``,
+    ...) read; a bad one is a warning and its default stands.
+    """
     global _SHARED
     if _SHARED is None:
-        _SHARED = AktoGuardrails()
+        overrides, warnings = connector_overrides()
+        _SHARED = AktoGuardrails(**overrides)
+        for warning in warnings:
+            _warn_once(warning)
         import atexit
 
         atexit.register(_SHARED.shutdown)

@@ -1,8 +1,8 @@
-"""Local logging of akto_otel: level from LOG_LEVEL, a file in LOG_DIR when set.
+"""Local logging of akto_otel: level from AKTO_LOG_LEVEL, a file in AKTO_LOG_DIR when set.
 
 Nothing happens at import; :func:`setup_logging` runs when a guard is built. The
 file name matches the reference connector's (``akto-agent-sdk.log``). The token is
-never logged; payloads only with ``LOG_PAYLOADS=true``, and then redacted.
+never logged; payloads only with ``AKTO_LOG_PAYLOADS=true``, and then redacted.
 
 Repeated events (records dropped, a guardrail call failing 1,000 times a second)
 inform without flooding: :class:`RateLimitedLog` writes the first of a kind at
@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -43,7 +43,7 @@ _files: set[str] = set()
 
 
 def setup_logging(settings: Settings) -> None:
-    """Set the ``akto_otel`` logger's level and add the LOG_DIR file handler once.
+    """Set the ``akto_otel`` logger's level and add the AKTO_LOG_DIR file handler once.
 
     A failing guardrail call is one line per minute per URL and fault kind, with
     how many failed since when (not one line per call).
@@ -134,26 +134,45 @@ class RateLimitedLog:
     ) -> None:
         self._logger = logger
         self._tally = _Tally(interval, clock)
-        self._lines: dict[Any, tuple[int, str, dict[str, Any]]] = {}
+        self._lines: dict[Any, tuple[int, str, dict[str, Any], Mapping[str, Any] | None]] = {}
 
-    def log(self, level: int, key: Any, message: str, count: int = 1, **fields: Any) -> None:
-        """Count ``count`` occurrences of ``key``; write a line if its interval has passed."""
+    def log(
+        self,
+        level: int,
+        key: Any,
+        message: str,
+        count: int = 1,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        """Count ``count`` occurrences of ``key``; write a line if its interval has passed.
+
+        ``extra`` becomes attributes of the log record (as ``logging``'s ``extra``).
+        """
         if count <= 0:
             return
-        self._lines[key] = (level, message, fields)
+        self._lines[key] = (level, message, fields, extra)
         told = self._tally.add(key, count)
         if told is not None:
-            self._write(level, message, told, fields)
+            self._write(level, message, told, fields, extra)
 
     def flush(self) -> None:
         """Write a line for every key with occurrences not yet told."""
         for key, told in self._tally.drain():
-            level, message, fields = self._lines[key]
-            self._write(level, message, told, fields)
+            level, message, fields, extra = self._lines[key]
+            self._write(level, message, told, fields, extra)
 
-    def _write(self, level: int, message: str, told: _Pending, fields: dict[str, Any]) -> None:
+    def _write(
+        self,
+        level: int,
+        message: str,
+        told: _Pending,
+        fields: dict[str, Any],
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         values = {"count": told.count, "since": _when(told.since), **fields}
-        self._logger.log(level, message, values)
+        self._logger.log(level, message, values, extra=extra)
 
 
 class RateLimitFilter(logging.Filter):

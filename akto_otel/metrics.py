@@ -25,7 +25,13 @@ from akto_otel.armed import ARMING_FAULTS
 from akto_otel.contract import Verdict
 from akto_otel.version import __version__
 
-__all__ = ["DURATION_BUCKETS_S", "JUDGING_HOOKS", "GuardrailMetrics", "metrics_for"]
+__all__ = [
+    "DURATION_BUCKETS_S",
+    "JUDGING_HOOKS",
+    "STARTING_FAULTS",
+    "GuardrailMetrics",
+    "metrics_for",
+]
 
 #: Bucket boundaries (seconds) for 1 ms .. 10 s; the SDK defaults are for milliseconds.
 DURATION_BUCKETS_S = (
@@ -56,6 +62,16 @@ _STARTING_DECISIONS = (("allow", ""), ("deny", "block"))
 #: Where a denied tool call can show up as run, and why a guard may not be armed
 #: (akto_otel/armed.py): their series start at 0 too, so the first one alerts.
 BREACH_HOOKS = ("PostToolUse", "PostToolUseFailure")
+#: The faults every fail-open guard meets first (Akto down, slow, refusing the token,
+#: failing, its own failOpen, our own bug): their unjudged series start at 0 too.
+STARTING_FAULTS = (
+    "connection_refused",
+    "timeout",
+    "http_401",
+    "http_5xx",
+    "akto_fail_open",
+    "internal_error",
+)
 
 
 def _decision_attributes(
@@ -111,6 +127,15 @@ class GuardrailMetrics:
         for hook in JUDGING_HOOKS:
             for decision, behaviour in _STARTING_DECISIONS:
                 self._decisions.add(0, _decision_attributes(hook, decision, behaviour, False, None))
+        self._unjudged = meter.create_counter(
+            semconv.METRIC_GUARDRAIL_UNJUDGED,
+            unit="1",
+            description="Calls allowed without a verdict (fail-open), by hook and fault",
+        )
+        self._unjudged_attributes: dict[tuple[str, str], dict[str, str]] = {}
+        for hook in JUDGING_HOOKS:
+            for fault in STARTING_FAULTS:
+                self._unjudged.add(0, self._fault_attributes(hook, fault))
         self._duration = meter.create_histogram(
             semconv.METRIC_GUARDRAIL_DURATION,
             unit="s",
@@ -198,6 +223,19 @@ class GuardrailMetrics:
         self._decisions.add(1, attributes)
         if verdict.ran or verdict.error not in (None, "not_configured"):
             self._duration.record(verdict.latency_s, self._hook_attributes(hook))
+
+    def record_unjudged(self, hook: str, fault: str) -> None:
+        """One call ``hook`` let through without a verdict, because of ``fault``."""
+        self._unjudged.add(1, self._fault_attributes(hook, fault))
+
+    def _fault_attributes(self, hook: str, fault: str) -> dict[str, str]:
+        key = (hook, fault)
+        attributes = self._unjudged_attributes.get(key)
+        if attributes is None:
+            attributes = {"hook": hook, "fault": fault}
+            if len(self._unjudged_attributes) < _MAX_CACHED:
+                self._unjudged_attributes[key] = attributes
+        return attributes
 
     def _hook_attributes(self, hook: str) -> dict[str, str]:
         attributes = self._by_hook.get(hook)

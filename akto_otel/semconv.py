@@ -104,6 +104,10 @@ AKTO_GUARDRAIL_SEVERITY: Final = "akto.guardrail.severity"
 AKTO_GUARDRAIL_WINDOWS: Final = "akto.guardrail.windows"
 AKTO_GUARDRAIL_CONTENT_CHARS: Final = "akto.guardrail.content_chars"
 AKTO_GUARDRAIL_MASK_APPLIED: Final = "akto.guardrail.mask_applied"
+#: True on a span whose call was allowed without a verdict (fail-open, Akto's own
+#: failOpen, not configured); ``akto.guardrail.fault`` says why.
+AKTO_GUARDRAIL_UNJUDGED: Final = "akto.guardrail.unjudged_call"
+AKTO_GUARDRAIL_FAULT: Final = "akto.guardrail.fault"
 #: The guardrail call's duration, on the hook span when AKTO_GUARDRAIL_SPANS=false
 #: (otherwise the ``run_guardrail`` span's own duration says it).
 AKTO_GUARDRAIL_DURATION_MS: Final = "akto.guardrail.duration_ms"
@@ -136,6 +140,7 @@ GEN_AI_GUARDRAIL_POLICY_RULE_ID: Final = "gen_ai.guardrail.security.policy.rule.
 SCOPE_RECORDS: Final = "akto.records"
 METRIC_GUARDRAIL_DECISIONS: Final = "akto.guardrail.decisions"
 METRIC_GUARDRAIL_DURATION: Final = "akto.guardrail.duration"
+METRIC_GUARDRAIL_UNJUDGED: Final = "akto.guardrail.unjudged"
 METRIC_HOOK_DURATION: Final = "akto.hook.duration"
 METRIC_HOOK_ERRORS: Final = "akto.hook.errors"
 METRIC_EXPORTER_RECORDS: Final = "akto.exporter.records"

@@ -13,6 +13,7 @@ ones ``grafana/provisioning/datasources/datasources.yaml`` provisions.
 Series used (see docs/observability.md):
 
 - ``akto_guardrail_decisions_total{hook, decision, behaviour, fail_open, error_type}``
+- ``akto_guardrail_unjudged_total{hook, fault}``
 - ``akto_guardrail_duration_seconds_bucket{hook}``, ``akto_hook_duration_seconds_bucket{hook}``
 - ``akto_hook_errors_total{hook}``
 - ``akto_exporter_records_total{outcome, reason}``, ``akto_exporter_duration_seconds_bucket``
@@ -59,6 +60,7 @@ JAEGER_UI = "http://localhost:16686"
 DECISIONS = 'akto_guardrail_decisions_total{job=~"$job"}'
 DENIES = 'akto_guardrail_decisions_total{job=~"$job", decision="deny"}'
 FAIL_OPEN = 'akto_guardrail_decisions_total{job=~"$job", fail_open="true"}'
+UNJUDGED = 'akto_guardrail_unjudged_total{job=~"$job"}'
 ERRORS = 'akto_guardrail_decisions_total{job=~"$job", decision="error"}'
 NOT_ALLOWED = 'akto_guardrail_decisions_total{job=~"$job", decision!="allow"}'
 DENIED_TOOL_SPANS = (
@@ -449,6 +451,22 @@ def guardrails_dashboard() -> dash.Dashboard:
                     "B",
                 ),
             ).span(8)
+        )
+        .with_panel(
+            _timeseries(
+                "Calls run without a verdict, by hook and fault",
+                "Prompts, tool calls and answers allowed with no Akto verdict "
+                "(akto_guardrail_unjudged_total: Akto down, token refused, 5xx, timeout, "
+                "Akto's failOpen, an internal error; AktoGuardrailUnjudged). Anything "
+                "above 0 ran unguarded; the app's log names each tool.",
+                "short",
+                _query(
+                    f"sum by (hook, fault) (increase({UNJUDGED}[$__rate_interval]))",
+                    "{{hook}} {{fault}}",
+                ),
+            )
+            .span(24)
+            .draw_style(common_models.GraphDrawStyle.BARS)
         )
         # ------------------------------------------------------------ exporter
         .with_row(dash.Row("Record delivery to Akto"))

@@ -208,8 +208,8 @@ def test_doctor_names_an_untrusted_certificate_and_trusts_the_bundle(
     code, out = _doctor(_env(AKTO_DATA_INGESTION_URL=url))
     assert code == EXIT_AKTO_UNUSABLE
     (line,) = _akto_lines(out)
-    assert "TLS" in line and "SSL_CERT_PATH" in line
-    code, out = _doctor(_env(AKTO_DATA_INGESTION_URL=url, SSL_CERT_PATH=str(cert)))
+    assert "TLS" in line and "AKTO_SSL_CERT_PATH" in line
+    code, out = _doctor(_env(AKTO_DATA_INGESTION_URL=url, AKTO_SSL_CERT_PATH=str(cert)))
     assert code == EXIT_OK, out
 
 
@@ -231,11 +231,11 @@ def test_doctor_command_lists_every_bad_variable_at_once() -> None:
         text=True,
         timeout=30,
         check=False,
-        env=_env(AKTO_TIMEOUT="soon", AKTO_FAIL_MODE="maybe", LOG_PAYLOADS="perhaps"),
+        env=_env(AKTO_TIMEOUT="soon", AKTO_FAIL_MODE="maybe", AKTO_LOG_PAYLOADS="perhaps"),
     )
     assert result.returncode == EXIT_BAD_SETTINGS, result.stdout + result.stderr
     invalid = result.stdout.split("Invalid settings:", 1)[1].split("\n\n", 1)[0]
-    for name in ("AKTO_TIMEOUT='soon'", "AKTO_FAIL_MODE='maybe'", "LOG_PAYLOADS='perhaps'"):
+    for name in ("AKTO_TIMEOUT='soon'", "AKTO_FAIL_MODE='maybe'", "AKTO_LOG_PAYLOADS='perhaps'"):
         assert name in invalid, invalid
     assert "Traceback" not in result.stderr
 

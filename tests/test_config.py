@@ -34,15 +34,15 @@ def test_every_reference_variable_is_read() -> None:
         "AKTO_HOST": "my.agent",
         "AKTO_TIMEOUT": "2.5",
         "AKTO_API_TOKEN": "tok",
-        "MODE": "ATLAS",
+        "AKTO_MODE": "ATLAS",
         "AKTO_CONNECTOR": "conn",
         "AKTO_CONNECTOR_VALUE": "connval",
-        "MCP_INGEST_PATH": "/m",
-        "NON_MCP_TOOL_PATH_PREFIX": "/t",
-        "AGENT_ID": "pod-1",
-        "LOG_DIR": "/tmp/x",
-        "LOG_LEVEL": "debug",
-        "LOG_PAYLOADS": "true",
+        "AKTO_MCP_INGEST_PATH": "/m",
+        "AKTO_NON_MCP_TOOL_PATH_PREFIX": "/t",
+        "AKTO_AGENT_ID": "pod-1",
+        "AKTO_LOG_DIR": "/tmp/x",
+        "AKTO_LOG_LEVEL": "debug",
+        "AKTO_LOG_PAYLOADS": "true",
     }
     s = Settings.from_env(env)
     assert s.ingestion_url == "https://akto.example:9090"
@@ -90,16 +90,16 @@ def test_unknown_argument_is_a_type_error() -> None:
         ("AKTO_DATA_INGESTION_URL", "http://akto:abc", "http:// or https://"),
         ("AKTO_DATA_INGESTION_URL", "http://[::1", "http:// or https://"),
         ("AKTO_DATA_INGESTION_URL", "http://:8080", "http:// or https://"),
-        ("MODE", "foo", "argus or atlas"),
+        ("AKTO_MODE", "foo", "argus or atlas"),
         ("AKTO_SYNC_MODE", "maybe", "true or false"),
-        ("LOG_PAYLOADS", "sure", "true or false"),
-        ("LOG_LEVEL", "loud", "DEBUG"),
+        ("AKTO_LOG_PAYLOADS", "sure", "true or false"),
+        ("AKTO_LOG_LEVEL", "loud", "DEBUG"),
         ("AKTO_FAIL_MODE", "sideways", "open or closed"),
         ("AKTO_DELIVERY", "pigeon", "batch or proxy"),
         ("AKTO_MAX_STOP_REGENERATIONS", "-2", "whole number"),
         ("AKTO_MAX_STOP_REGENERATIONS", "two", "whole number"),
-        ("SSL_CERT_PATH", "/no/such/bundle.pem", "existing CA bundle"),
-        ("MCP_INGEST_PATH", "/has space", "URL path"),
+        ("AKTO_SSL_CERT_PATH", "/no/such/bundle.pem", "existing CA bundle"),
+        ("AKTO_MCP_INGEST_PATH", "/has space", "URL path"),
         ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "lots", "SPAN_ONLY"),
         ("AKTO_REDACT_PATTERNS", "ok,([unclosed", "regular expressions"),
     ],
@@ -154,7 +154,7 @@ def test_the_otel_capture_variable_never_turns_content_on_for_a_boolean(
 def test_ssl_cert_path_accepts_an_existing_file(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    assert Settings.from_env({"SSL_CERT_PATH": str(bundle)}).ssl_cert_path == str(bundle)
+    assert Settings.from_env({"AKTO_SSL_CERT_PATH": str(bundle)}).ssl_cert_path == str(bundle)
 
 
 def test_import_has_no_side_effects(tmp_path: Path) -> None:
@@ -232,12 +232,12 @@ def test_keyword_arguments_are_parsed_like_environment_values(
         ("AKTO_TIMEOUT", "abc"),
         ("AKTO_TIMEOUT", "0"),
         ("AKTO_DATA_INGESTION_URL", "ftp://akto"),
-        ("MODE", "foo"),
+        ("AKTO_MODE", "foo"),
         ("AKTO_SYNC_MODE", "maybe"),
-        ("LOG_PAYLOADS", "sure"),
+        ("AKTO_LOG_PAYLOADS", "sure"),
         ("AKTO_FAIL_MODE", "sideways"),
         ("AKTO_MAX_STOP_REGENERATIONS", "-2"),
-        ("MCP_INGEST_PATH", "/has space"),
+        ("AKTO_MCP_INGEST_PATH", "/has space"),
         ("AKTO_REDACT_PATTERNS", "([unclosed"),
     ],
 )
@@ -271,13 +271,13 @@ def test_a_value_of_the_wrong_type_is_a_config_error(argument: str, value: objec
 def test_every_bad_value_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from akto_otel import AktoGuardrails
 
-    env = {"AKTO_TIMEOUT": "soon", "AKTO_FAIL_MODE": "sideways", "LOG_LEVEL": "loud"}
+    env = {"AKTO_TIMEOUT": "soon", "AKTO_FAIL_MODE": "sideways", "AKTO_LOG_LEVEL": "loud"}
     with pytest.raises(AktoConfigError) as info:
         Settings.from_env(env, sync_mode="maybe", max_sessions="many")
     names = [p.name for p in info.value.problems]
     assert names == [
         "AKTO_TIMEOUT",
-        "LOG_LEVEL",
+        "AKTO_LOG_LEVEL",
         "AKTO_FAIL_MODE",
         "sync_mode (AKTO_SYNC_MODE)",
         "max_sessions (AKTO_MAX_SESSIONS)",

@@ -80,7 +80,7 @@ def test_ranges_take_their_edges_and_refuse_past_them(
     ],
 )
 def test_every_boolean_spelling(raw: str, value: bool) -> None:
-    assert Settings.from_env({"LOG_PAYLOADS": raw}).log_payloads is value
+    assert Settings.from_env({"AKTO_LOG_PAYLOADS": raw}).log_payloads is value
     assert Settings.from_env({}, log_payloads=raw).log_payloads is value
 
 
@@ -91,7 +91,7 @@ def test_a_bad_boolean_says_what_is_accepted() -> None:
 
 def test_choices_are_case_and_space_insensitive_and_list_the_choices() -> None:
     assert Settings.from_env({"AKTO_FAIL_MODE": " CLOSED "}).fail_mode == "closed"
-    assert Settings.from_env({"MODE": "Atlas"}).mode == "atlas"
+    assert Settings.from_env({"AKTO_MODE": "Atlas"}).mode == "atlas"
     assert _error({"AKTO_DELIVERY": "pigeon"}).accepted == "batch or proxy or otlp"
     assert _error({"AKTO_APPROVAL_DECISION": "maybe"}).accepted == "ask or deny"
 
@@ -131,13 +131,13 @@ def test_an_empty_url_argument_means_not_configured() -> None:
 def test_a_bad_path_says_what_is_accepted(raw: str) -> None:
     error = _error(mcp_ingest_path=raw)
     assert error.accepted == "a URL path such as /mcp (no spaces, query or fragment)"
-    assert error.name == "mcp_ingest_path (MCP_INGEST_PATH)"
+    assert error.name == "mcp_ingest_path (AKTO_MCP_INGEST_PATH)"
 
 
 def test_a_path_is_stripped() -> None:
-    assert Settings.from_env({"NON_MCP_TOOL_PATH_PREFIX": " /tools "}).non_mcp_tool_path_prefix == (
-        "/tools"
-    )
+    assert Settings.from_env(
+        {"AKTO_NON_MCP_TOOL_PATH_PREFIX": " /tools "}
+    ).non_mcp_tool_path_prefix == ("/tools")
 
 
 @pytest.mark.parametrize(
@@ -169,11 +169,11 @@ def test_a_bad_capture_value_lists_every_form() -> None:
     ("raw", "level"), [("warn", "WARNING"), (" debug ", "DEBUG"), ("Critical", "CRITICAL")]
 )
 def test_log_levels(raw: str, level: str) -> None:
-    assert Settings.from_env({"LOG_LEVEL": raw}).log_level == level
+    assert Settings.from_env({"AKTO_LOG_LEVEL": raw}).log_level == level
 
 
 def test_a_bad_log_level_lists_the_levels() -> None:
-    assert _error({"LOG_LEVEL": "loud"}).accepted == "DEBUG, INFO, WARNING, ERROR, CRITICAL"
+    assert _error({"AKTO_LOG_LEVEL": "loud"}).accepted == "DEBUG, INFO, WARNING, ERROR, CRITICAL"
 
 
 def test_a_ca_bundle_path_expands_the_home_directory(
@@ -181,11 +181,11 @@ def test_a_ca_bundle_path_expands_the_home_directory(
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-    assert Settings.from_env({"SSL_CERT_PATH": "~/ca.pem"}).ssl_cert_path == str(
+    assert Settings.from_env({"AKTO_SSL_CERT_PATH": "~/ca.pem"}).ssl_cert_path == str(
         tmp_path / "ca.pem"
     )
     assert Settings.from_env({}, ssl_cert_path=" ").ssl_cert_path == ""
-    error = _error({"SSL_CERT_PATH": str(tmp_path)})  # a directory is not a file
+    error = _error({"AKTO_SSL_CERT_PATH": str(tmp_path)})  # a directory is not a file
     assert error.accepted == "the path of an existing CA bundle file (PEM)"
 
 

@@ -136,6 +136,13 @@ async def test_a_failing_guardrail_call_is_one_line_per_kind_not_one_per_call(
     for n in range(200):
         await callback({**data, "tool_use_id": f"toolu_{n}"}, f"toolu_{n}", {"signal": None})
     guard.shutdown()
-    failures = [m for m in _lines(caplog, "akto_otel.guardrails") if "failed" in m]
+    # The session-start probe's own POST (to /api/ingestData) is a line of its own.
+    failures = [
+        m for m in _lines(caplog, "akto_otel.guardrails") if "failed" in m and "http-proxy" in m
+    ]
     assert len(failures) == 1, failures[:3]
+    # The 200 calls allowed without a verdict: the first at once, the next with its
+    # count, the rest told together at shutdown.
+    unjudged = [r for r in caplog.records if getattr(r, "akto_unjudged", False)]
+    assert 1 <= len(unjudged) <= 3, [r.getMessage() for r in unjudged]
     assert failures[0].endswith("connection_refused")

@@ -93,6 +93,8 @@ def test_required_panels(dashboard: dict[str, Any]) -> None:
     assert "traces_span_metrics_calls_total" in by_title["Top denied tools"]
     assert "gen_ai_tool_name" in by_title["Top denied tools"]
     assert 'fail_open="true"' in by_title["Fail-open verdicts by hook"]
+    unjudged = by_title["Calls run without a verdict, by hook and fault"]
+    assert "akto_guardrail_unjudged_total" in unjudged and "by (hook, fault)" in unjudged
     assert "akto_exporter_records_total" in by_title["Records by outcome"]
     latency = [e for w, e in dashboard_expressions() if w.endswith("Guardrail latency by hook")]
     assert {e.split(",")[0] for e in latency} == {

@@ -169,6 +169,8 @@ def test_alerts_cover_the_brief() -> None:
     assert fors["AktoGuardrailDenyRateHigh"] == "5m"
     assert 'decision="error"' in exprs["AktoGuardrailErrors"]
     assert 'fail_open="true"' in exprs["AktoGuardrailFailOpen"]
+    assert "akto_guardrail_unjudged_total" in exprs["AktoGuardrailUnjudged"]
+    assert fors["AktoGuardrailUnjudged"] == "0s"  # any unjudged call, at once
     assert "histogram_quantile(0.95" in exprs["AktoGuardrailLatencyHigh"]
     assert 'outcome="dropped"' in exprs["AktoExporterDroppingRecords"]
     assert 'outcome="failed"' in exprs["AktoExporterFailing"]

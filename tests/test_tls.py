@@ -52,6 +52,6 @@ async def test_untrusted_certificate_is_a_tls_error(
 
 async def test_a_custom_ca_bundle_is_trusted(tls_server: tuple[str, Path]) -> None:
     url, cert = tls_server
-    settings = Settings.from_env({"SSL_CERT_PATH": str(cert)}, ingestion_url=url, timeout=2.0)
+    settings = Settings.from_env({"AKTO_SSL_CERT_PATH": str(cert)}, ingestion_url=url, timeout=2.0)
     verdict = await GuardrailClient(settings).check(RECORD)
     assert (verdict.decision, verdict.reason, verdict.error) == ("deny", "tls ok", None)
