@@ -226,7 +226,8 @@ def test_answer_windows_are_turn_records_of_the_same_hook_and_prompt() -> None:
 def test_result_windows_keep_the_input_that_fits() -> None:
     output = "é" * 60_000
     plan = plan_tool_result(WIRE, "Bash", {"command": "cat f"}, output, LIMITS)
-    assert plan.windowed and plan.size == escaped_len(contract.dumps(output))
+    # The size is what a decoder reads, escaped and quoted: the output string.
+    assert plan.windowed and plan.size == escaped_len(output) + 2
     for record in plan.records:
         window = json.loads(record["responsePayload"])["body"]["result"]
         _same(record, contract.tool_result_record(WIRE, "Bash", {"command": "cat f"}, window))
