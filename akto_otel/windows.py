@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -362,13 +363,35 @@ def _plan_values(
     return Plan(tuple(records), size)
 
 
+def _text_at_least(value: Any, depth: int = 3) -> int:
+    """A lower bound of the length of ``value``'s JSON text, cheap whatever its size:
+    the strings of its first ``depth`` levels, the first 64 items of each container."""
+    if isinstance(value, str):
+        return len(value)
+    if depth <= 0:
+        return 0
+    if isinstance(value, Mapping):
+        return sum(
+            (len(key) if isinstance(key, str) else 0) + _text_at_least(item, depth - 1)
+            for key, item in itertools.islice(value.items(), 64)
+        )
+    if isinstance(value, (list, tuple)):
+        return sum(_text_at_least(item, depth - 1) for item in itertools.islice(value, 64))
+    return 0
+
+
 def _whole_fits(value: Any, limits: Limits) -> bool:
     """True when ``value`` encodes as plain JSON short enough for one record.
+
+    Content that cannot fit by its first strings alone is not encoded to find out
+    (a megabyte takes milliseconds).
 
     A value plain JSON cannot encode (too deep, NaN, bytes, objects) would reach a
     whole record only through :func:`contract.dumps`'s stand-ins ("[max depth]"),
     which hide content: it is windowed over what a decoder reads instead.
     """
+    if _text_at_least(value) > limits.payload:
+        return False
     try:
         text = _STRICT_ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError):

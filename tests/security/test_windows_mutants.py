@@ -31,6 +31,7 @@ from akto_otel.windows import (
     _Piece,
     _scalar_text,
     _strings,
+    _text_at_least,
     _TooLarge,
     escaped_len,
     judge,
@@ -652,3 +653,28 @@ def test_prompt_and_answer_plans_fail_closed_too(caplog: pytest.LogCaptureFixtur
         "a prompt: RuntimeError",
         "an answer: ValueError",
     ]
+
+
+def test_the_cheap_lower_bound_counts_the_first_strings() -> None:
+    assert _text_at_least("abc") == 3
+    assert _text_at_least({"ab": "cde", 1: "f", "g": 5}) == 7
+    assert _text_at_least(["ab", ("cd",), {"e": None}, 7]) == 5
+    assert _text_at_least({"a": {"b": {"c": "dddd"}}}) == 7
+    assert _text_at_least({"a": {"b": {"c": {"d": "eeee"}}}}) == 3
+    assert _text_at_least(["x"] * 65) == 64
+    assert _text_at_least({str(i): "" for i in range(65)}) == 10 + 54 * 2
+    assert _text_at_least(5) == 0 and _text_at_least({"x"}) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.one_of(st.none(), st.integers(), st.lists(alphabet).map("".join)),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=70), st.dictionaries(st.text(max_size=3), inner, max_size=5)
+        ),
+        max_leaves=80,
+    )
+)
+def test_the_cheap_lower_bound_is_never_above_the_json_text(value: Any) -> None:
+    assert _text_at_least(value) <= len(json.dumps(value))
