@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -368,20 +367,21 @@ def _text_at_least(value: Any, depth: int = 3) -> int:
     the strings of its first ``depth`` levels, the first 64 items of each container."""
     if isinstance(value, str):
         return len(value)
-    if depth <= 0:
-        return 0
-    if isinstance(value, Mapping):
-        return sum(
-            (len(key) if isinstance(key, str) else 0) + _text_at_least(item, depth - 1)
-            for key, item in itertools.islice(value.items(), 64)
-        )
-    if isinstance(value, (list, tuple)):
-        return sum(_text_at_least(item, depth - 1) for item in itertools.islice(value, 64))
-    return 0
+    total = 0
+    if depth > 0 and isinstance(value, dict):
+        for count, (key, item) in enumerate(value.items()):
+            if count == 64:
+                break
+            total += len(key) if isinstance(key, str) else 0
+            total += _text_at_least(item, depth - 1)
+    elif depth > 0 and isinstance(value, (list, tuple)):
+        for item in value[:64]:
+            total += _text_at_least(item, depth - 1)
+    return total
 
 
-def _whole_fits(value: Any, limits: Limits) -> bool:
-    """True when ``value`` encodes as plain JSON short enough for one record.
+def _whole_text(value: Any, limits: Limits) -> str | None:
+    """``value`` as plain JSON when that is short enough for one record, else None.
 
     Content that cannot fit by its first strings alone is not encoded to find out
     (a megabyte takes milliseconds).
@@ -391,12 +391,12 @@ def _whole_fits(value: Any, limits: Limits) -> bool:
     which hide content: it is windowed over what a decoder reads instead.
     """
     if _text_at_least(value) > limits.payload:
-        return False
+        return None
     try:
         text = _STRICT_ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError):
-        return False
-    return len(text) <= limits.payload
+        return None
+    return text if len(text) <= limits.payload else None
 
 
 def _failed(what: str, exc: Exception) -> Plan:
@@ -422,9 +422,10 @@ def plan_tool_call(wire: WireContext, tool_name: str, tool_input: Any, limits: L
     """A PreToolUse judgement; windows cut the tool name and every key and value of
     the input, as the tool reads them."""
     try:
-        if _whole_fits(contract.tool_request_value(tool_name, tool_input), limits):
-            whole = contract.tool_request_record(wire, tool_name, tool_input)
-            return Plan((whole,), len(whole["requestPayload"]))
+        text = _whole_text(contract.tool_request_value(tool_name, tool_input), limits)
+        if text is not None:
+            whole = contract.tool_request_record(wire, tool_name, None)
+            return Plan(({**whole, "requestPayload": text},), len(text))
         label = tool_name[:_LABEL_CHARS]
         return _plan_values(
             [tool_name, tool_input],
@@ -444,9 +445,10 @@ def plan_tool_result(
     try:
         request, response = contract.tool_result_values(tool_name, tool_input, tool_response)
         request_input = tool_input if contract.fits_payload(request) else _PLACEHOLDER
-        if _whole_fits(response, limits):
-            whole = contract.tool_result_record(wire, tool_name, request_input, tool_response)
-            return Plan((whole,), len(whole["responsePayload"]))
+        text = _whole_text(response, limits)
+        if text is not None:
+            whole = contract.tool_result_record(wire, tool_name, request_input, None)
+            return Plan(({**whole, "responsePayload": text},), len(text))
         label = tool_name[:_LABEL_CHARS]
         return _plan_values(
             tool_response,
