@@ -678,3 +678,24 @@ def test_the_cheap_lower_bound_counts_the_first_strings() -> None:
 )
 def test_the_cheap_lower_bound_is_never_above_the_json_text(value: Any) -> None:
     assert _text_at_least(value) <= len(json.dumps(value))
+
+
+def test_odd_keys_and_mixed_sets_are_read_as_text() -> None:
+    pieces, _ = _strings({("t",): {1, "a"}}, 1000, 10**6)
+    assert [p.text for p in pieces] == ["('t',)", "a", "1"]
+
+
+def test_tool_windows_cap_an_overlap_larger_than_half_a_window() -> None:
+    value = {"c": "abcdefghij" * 20}
+    overhead = len(_call_value("Bash", []))
+    plan = plan_tool_call(WIRE, "Bash", value, Limits(payload=overhead + 40, overlap=10**6))
+    expected = _pack([_piece(s) for s in ("Bash", "c", value["c"])], 40, (40 - 4 - 1) // 2)
+    assert [json.loads(r["requestPayload"])["body"] for r in plan.records] == expected
+
+
+def test_a_result_record_names_its_tool_by_the_label() -> None:
+    name = "t" * 2000
+    plan = plan_tool_result(WIRE, name, {"q": 1}, "o" * 300_000, LIMITS)
+    assert plan.windowed
+    for record in plan.records:
+        assert json.loads(record["requestPayload"])["body"]["toolName"] == "t" * 1024
