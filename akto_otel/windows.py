@@ -9,6 +9,13 @@ overlap is always inside one window whole. The windows are judged concurrently
 and the strictest verdict wins. Content past ``max_total`` is not judged at all:
 the verdict is a deny (size is attacker-controlled).
 
+Windows carry what the tool, the model or the app sees, never an encoding of it.
+A tool's input or output is cut into the strings a JSON decoder reads from it
+(the tool name, every key and value, in document order); each window record
+carries a list of whole strings or overlapping pieces of one, so once Akto
+decodes the record a TAB is a TAB and an ``é`` an ``é``. Any failure to plan
+is a deny, whatever the fail mode, as is content past ``max_total``.
+
 Usage::
 
     from akto_otel.windows import Limits, judge, plan_prompt
@@ -22,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
-from collections.abc import Awaitable, Callable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -43,12 +51,24 @@ __all__ = [
     "plan_turn",
     "split",
     "strictest",
+    "too_large",
+    "unplanned",
 ]
+
+_log = logging.getLogger("akto_otel.windows")
 
 Record = dict[str, Any]
 #: Stands in for a request side too large to send whole when only the response is judged.
 _PLACEHOLDER: dict[str, Any] = {"x-akto-omitted": "too large; judged separately"}
 _TOO_LARGE = "too_large"
+_PLAN_FAILED = "plan_failed"
+_STRICT_ENCODER = json.JSONEncoder(allow_nan=False)
+#: A window record names its tool by at most this much of the name: the whole name
+#: is judged as content, so an absurd name grows the content, not every record.
+_LABEL_CHARS = contract.MAX_IDENTIFIER_CHARS
+#: What one string costs inside a window's list beyond its escaped text: two quotes
+#: and the ", " before it.
+_ITEM_OVERHEAD = 4
 
 
 def escaped_len(text: str) -> int:
@@ -76,6 +96,7 @@ class Plan:
     records: tuple[Record, ...]
     size: int
     too_large: bool = False
+    failed: bool = False
 
     @property
     def windowed(self) -> bool:
@@ -152,19 +173,27 @@ def split(text: str, budget: int, overlap: int) -> list[str]:
     substring of at most ``overlap`` escaped characters lies whole in one window.
     Needs ``budget > 2 * overlap`` (and at least 12, one escaped emoji).
     """
-    if budget < max(12, 2 * overlap + 1):
+    return [text[a:b] for a, b in _bounds(_EscapedIndex(text), budget, overlap)]
+
+
+def _bounds(
+    index: _EscapedIndex, budget: int, overlap: int, first: int = 0
+) -> list[tuple[int, int]]:
+    """The ``(start, end)`` of each window :func:`split` cuts from ``index.text``;
+    the first window at most ``first`` escaped characters when that is given."""
+    if min(budget, first or budget) < max(12, 2 * overlap + 1):
         raise ValueError(f"window budget {budget} too small for overlap {overlap}")
-    index = _EscapedIndex(text)
-    if index.upto(len(text)) <= budget:
-        return [text]
-    windows: list[str] = []
+    text = index.text
+    bounds: list[tuple[int, int]] = []
     start = 0
+    limit = first or budget
     while True:
-        end = _largest_fit(index, start, budget)
-        windows.append(text[start:end])
+        end = _largest_fit(index, start, limit)
+        bounds.append((start, end))
         if end >= len(text):
-            return windows
+            return bounds
         start = _overlap_start(index, start, end, overlap)
+        limit = budget
 
 
 def _plan(
@@ -186,60 +215,268 @@ def _plan(
     return Plan(tuple(window_record(w) for w in split(text, budget, overlap)), size)
 
 
+@dataclass(frozen=True)
+class _Piece:
+    """One string a decoder reads from the content, with its escaped length."""
+
+    text: str
+    cost: int
+    index: _EscapedIndex | None
+
+
+class _TooLarge(Exception):
+    """The content passed ``max_total`` while it was being read."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _scalar_text(value: Any) -> str:
+    """A non-container value as a decoder reads it: a string, or a scalar's JSON text."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return float.__repr__(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _key_text(key: Any) -> str:
+    """A non-string key as ``json.dumps`` writes it (and any other key as its ``str``)."""
+    if key is None or isinstance(key, (bool, int, float)):
+        return _scalar_text(key)
+    return str(key)
+
+
+def _children(value: Any) -> list[Any]:
+    """What a container holds, in document order: each key before its value."""
+    if isinstance(value, Mapping):
+        items: list[Any] = []
+        for key, item in value.items():
+            items.append(key if isinstance(key, str) else _key_text(key))
+            items.append(item)
+        return items
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    return list(value)
+
+
+def _strings(value: Any, long: int, max_total: int) -> tuple[list[_Piece], int]:
+    """Every string a JSON decoder reads from ``value`` (keys, values, scalars as
+    their JSON text), in document order, and the content's size.
+
+    The size is the escaped length of each string plus its two quotes, and two
+    for each container: at most the length of the value's JSON text, counted as
+    the server counts. Reading stops as soon as the size passes ``max_total``
+    (raising :class:`_TooLarge`), so the cost is bounded whatever the shape or
+    depth; a container met twice (a cycle) is read once.
+    """
+    pieces: list[_Piece] = []
+    size = 0
+    seen: set[int] = set()
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (Mapping, list, tuple, set, frozenset)):
+            if id(item) not in seen:
+                seen.add(id(item))
+                size += 2
+                stack.extend(reversed(_children(item)))
+            continue
+        text = _scalar_text(item)
+        if size + len(text) + 2 > max_total:  # escaping only adds: too large already
+            raise _TooLarge(size + len(text) + 2)
+        index = _EscapedIndex(text) if len(text) > long else None
+        cost = index.upto(len(text)) if index is not None else escaped_len(text)
+        size += cost + 2
+        if size > max_total:
+            raise _TooLarge(size)
+        if text:
+            pieces.append(_Piece(text, cost, index))
+    return pieces, size
+
+
+def _pack(pieces: Sequence[_Piece], capacity: int, overlap: int) -> list[list[str]]:
+    """The strings of each window, each window at most ``capacity`` escaped
+    characters of items (see ``_ITEM_OVERHEAD``): whole strings in order while they
+    fit; a string longer than a window cut into overlapping pieces, the first
+    filling what is left of the current window."""
+    budget = capacity - _ITEM_OVERHEAD
+    smallest = max(12, 2 * overlap + 1)
+    windows: list[list[str]] = []
+    current: list[str] = []
+    room = capacity
+    for piece in pieces:
+        if piece.cost + _ITEM_OVERHEAD <= room:
+            current.append(piece.text)
+            room -= piece.cost + _ITEM_OVERHEAD
+            continue
+        if piece.cost <= budget or room - _ITEM_OVERHEAD < smallest:
+            windows.append(current)
+            current, room = [], capacity
+        if piece.cost <= budget:
+            current.append(piece.text)
+            room -= piece.cost + _ITEM_OVERHEAD
+            continue
+        index = piece.index or _EscapedIndex(piece.text)
+        for a, b in _bounds(index, budget, overlap, room - _ITEM_OVERHEAD):
+            cost = index.between(a, b) + _ITEM_OVERHEAD
+            if cost > room:
+                windows.append(current)
+                current, room = [], capacity
+            current.append(piece.text[a:b])
+            room -= cost
+    windows.append(current)
+    return [w for w in windows if w] or [[]]
+
+
+def _plan_values(
+    content: Any,
+    window_value: Callable[[list[str]], Any],
+    base: Record,
+    field: str,
+    limits: Limits,
+) -> Plan:
+    """Windows over the decoded strings of ``content``: each a copy of ``base`` whose
+    ``field`` encodes ``window_value(strings)``."""
+    overhead = len(contract.dumps(window_value([])))
+    capacity = limits.payload - overhead
+    budget = capacity - _ITEM_OVERHEAD
+    overlap = min(limits.overlap, max(0, (budget - 1) // 2))
+    try:
+        pieces, size = _strings(content, budget, limits.max_total)
+    except _TooLarge as exc:
+        return Plan((), exc.size, too_large=True)
+    records: list[Record] = []
+    for strings in _pack(pieces, capacity, overlap):
+        payload = contract.dumps(window_value(strings))
+        if len(payload) > limits.payload:
+            raise ValueError("a window record does not fit the payload limit")
+        records.append({**base, field: payload})
+    return Plan(tuple(records), size)
+
+
+def _text_at_least(value: Any, depth: int = 3) -> int:
+    """A lower bound of the length of ``value``'s JSON text, cheap whatever its size:
+    the strings of its first ``depth`` levels, the first 64 items of each container."""
+    if isinstance(value, str):
+        return len(value)
+    total = 0
+    if depth > 0 and isinstance(value, dict):
+        for count, (key, item) in enumerate(value.items()):
+            if count == 64:
+                break
+            total += len(key) if isinstance(key, str) else 0
+            total += _text_at_least(item, depth - 1)
+    elif depth > 0 and isinstance(value, (list, tuple)):
+        for item in value[:64]:
+            total += _text_at_least(item, depth - 1)
+    return total
+
+
+def _whole_text(value: Any, limits: Limits) -> str | None:
+    """``value`` as plain JSON when that is short enough for one record, else None.
+
+    Content that cannot fit by its first strings alone is not encoded to find out
+    (a megabyte takes milliseconds).
+
+    A value plain JSON cannot encode (too deep, NaN, bytes, objects) would reach a
+    whole record only through :func:`contract.dumps`'s stand-ins ("[max depth]"),
+    which hide content: it is windowed over what a decoder reads instead.
+    """
+    if _text_at_least(value) > limits.payload:
+        return None
+    try:
+        text = _STRICT_ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return text if len(text) <= limits.payload else None
+
+
+def _failed(what: str, exc: Exception) -> Plan:
+    _log.error("akto_otel could not plan the judgement of %s: %s", what, type(exc).__name__)
+    return Plan((), 0, failed=True)
+
+
 def plan_prompt(wire: WireContext, prompt: str, limits: Limits) -> Plan:
     """A UserPromptSubmit judgement (request side)."""
-    text = prompt.strip()
-    whole = contract.prompt_record(wire, text) if contract.fits_payload({"body": text}) else None
-    return _plan(
-        lambda: text, whole, lambda w: contract.prompt_record(wire, w), "requestPayload", limits
-    )
+    try:
+        text = prompt.strip()
+        whole = None
+        if contract.fits_payload({"body": text}):
+            whole = contract.prompt_record(wire, text)
+        return _plan(
+            lambda: text, whole, lambda w: contract.prompt_record(wire, w), "requestPayload", limits
+        )
+    except Exception as exc:
+        return _failed("a prompt", exc)
 
 
 def plan_tool_call(wire: WireContext, tool_name: str, tool_input: Any, limits: Limits) -> Plan:
-    """A PreToolUse judgement; windows cut the input's JSON text, whatever its shape."""
-    whole = None
-    if contract.fits_payload(contract.tool_request_value(tool_name, tool_input)):
-        whole = contract.tool_request_record(wire, tool_name, tool_input)
-    return _plan(
-        lambda: contract.dumps(tool_input),
-        whole,
-        lambda w: contract.tool_request_record(wire, tool_name, w),
-        "requestPayload",
-        limits,
-    )
+    """A PreToolUse judgement; windows cut the tool name and every key and value of
+    the input, as the tool reads them."""
+    try:
+        text = _whole_text(contract.tool_request_value(tool_name, tool_input), limits)
+        if text is not None:
+            whole = contract.tool_request_record(wire, tool_name, None)
+            return Plan(({**whole, "requestPayload": text},), len(text))
+        label = tool_name[:_LABEL_CHARS]
+        return _plan_values(
+            [tool_name, tool_input],
+            lambda w: contract.tool_request_value(label, w),
+            contract.tool_request_record(wire, label, None),
+            "requestPayload",
+            limits,
+        )
+    except Exception as exc:
+        return _failed("a tool call", exc)
 
 
 def plan_tool_result(
     wire: WireContext, tool_name: str, tool_input: Any, tool_response: Any, limits: Limits
 ) -> Plan:
     """A PostToolUse judgement (response side); the input rides along when it fits."""
-    request, response = contract.tool_result_values(tool_name, tool_input, tool_response)
-    request_input = tool_input if contract.fits_payload(request) else _PLACEHOLDER
-    whole = None
-    if contract.fits_payload(response):
-        whole = contract.tool_result_record(wire, tool_name, request_input, tool_response)
-    return _plan(
-        lambda: contract.dumps(tool_response),
-        whole,
-        lambda w: contract.tool_result_record(wire, tool_name, request_input, w),
-        "responsePayload",
-        limits,
-    )
+    try:
+        request, response = contract.tool_result_values(tool_name, tool_input, tool_response)
+        request_input = tool_input if contract.fits_payload(request) else _PLACEHOLDER
+        text = _whole_text(response, limits)
+        if text is not None:
+            whole = contract.tool_result_record(wire, tool_name, request_input, None)
+            return Plan(({**whole, "responsePayload": text},), len(text))
+        label = tool_name[:_LABEL_CHARS]
+        return _plan_values(
+            tool_response,
+            lambda w: contract.tool_result_values(label, request_input, w)[1],
+            contract.tool_result_record(wire, label, request_input, None),
+            "responsePayload",
+            limits,
+        )
+    except Exception as exc:
+        return _failed("a tool result", exc)
 
 
 def plan_turn(wire: WireContext, prompt: str, answer: str, hook: str, limits: Limits) -> Plan:
     """A Stop/SubagentStop judgement of ``answer`` (response side)."""
-    request = prompt if contract.fits_payload({"body": prompt}) else ""
-    whole = None
-    if contract.fits_payload({"body": answer}):
-        whole = contract.turn_record(wire, request, answer, hook=hook)
-    return _plan(
-        lambda: answer,
-        whole,
-        lambda w: contract.turn_record(wire, request, w, hook=hook),
-        "responsePayload",
-        limits,
-    )
+    try:
+        request = prompt if contract.fits_payload({"body": prompt}) else ""
+        whole = None
+        if contract.fits_payload({"body": answer}):
+            whole = contract.turn_record(wire, request, answer, hook=hook)
+        return _plan(
+            lambda: answer,
+            whole,
+            lambda w: contract.turn_record(wire, request, w, hook=hook),
+            "responsePayload",
+            limits,
+        )
+    except Exception as exc:
+        return _failed("an answer", exc)
 
 
 def _rank(verdict: Verdict) -> int:
@@ -277,10 +514,24 @@ def too_large(size: int, limits: Limits) -> Verdict:
     )
 
 
+def unplanned() -> Verdict:
+    """The verdict when the content could not be cut for judging: a deny whatever
+    the fail mode (the content, not Akto, is at fault)."""
+    return Verdict(
+        decision="deny",
+        allowed=False,
+        reason="content could not be prepared for judging",
+        error=_PLAN_FAILED,
+        ran=False,
+    )
+
+
 async def judge(
     check: Callable[[Record], Awaitable[Verdict]], plan: Plan, limits: Limits
 ) -> Verdict:
     """Judge every record of ``plan`` concurrently; the strictest verdict wins."""
+    if plan.failed:
+        return unplanned()
     if plan.too_large or not plan.records:
         return too_large(plan.size, limits)
     if len(plan.records) == 1:

@@ -179,27 +179,33 @@ _TARGET_FIELDS: dict[str, str] = {
 
 
 class _Texts:
-    """Lazily computed texts of one record (raw and JSON-decoded)."""
+    """Lazily computed texts of one record, as Akto's policies read them.
+
+    Akto decodes a payload and reads its string values: a rule on ``request`` or
+    ``response`` matches the JSON-decoded strings (keys and values, one per
+    line), never the JSON text with its escapes; a payload that is not JSON is
+    matched as it is. ``tool`` matches the record's path.
+    """
 
     __slots__ = ("_decoded", "_record")
 
     def __init__(self, record: Mapping[str, Any]) -> None:
         self._record = record
-        self._decoded: dict[str, str | None] = {}
+        self._decoded: dict[str, str] = {}
 
     def raw(self, target: str) -> str:
         return _field_text(self._record, _TARGET_FIELDS[target])
 
+    def read(self, target: str) -> str:
+        """The text rules on ``target`` search."""
+        if target not in self._decoded:
+            text = self.raw(target)
+            decoded = None if target == "tool" else _decoded_strings(text)
+            self._decoded[target] = text if decoded is None else decoded
+        return self._decoded[target]
+
     def search(self, rule: Rule) -> bool:
-        text = self.raw(rule.target)
-        if _matches(rule, text):
-            return True
-        if "\\" not in text or rule.target == "tool":
-            return False
-        if rule.target not in self._decoded:
-            self._decoded[rule.target] = _decoded_strings(text)
-        decoded = self._decoded[rule.target]
-        return decoded is not None and _matches(rule, decoded)
+        return _matches(rule, self.read(rule.target))
 
 
 def _mask_text(text: str, rules: list[Rule]) -> tuple[str, int]:

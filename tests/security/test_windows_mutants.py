@@ -9,7 +9,9 @@ size a span reports, every pair of the verdict order, and the windows themselves
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -24,6 +26,13 @@ from akto_otel.contract import PAYLOAD_LIMIT, Verdict, WireContext
 from akto_otel.windows import (
     Limits,
     Plan,
+    _EscapedIndex,
+    _pack,
+    _Piece,
+    _scalar_text,
+    _strings,
+    _text_at_least,
+    _TooLarge,
     escaped_len,
     judge,
     plan_prompt,
@@ -33,6 +42,7 @@ from akto_otel.windows import (
     split,
     strictest,
     too_large,
+    unplanned,
 )
 
 WIRE = WireContext(client_ip="10.1.2.3", vxlan_id="7")
@@ -226,7 +236,8 @@ def test_answer_windows_are_turn_records_of_the_same_hook_and_prompt() -> None:
 def test_result_windows_keep_the_input_that_fits() -> None:
     output = "é" * 60_000
     plan = plan_tool_result(WIRE, "Bash", {"command": "cat f"}, output, LIMITS)
-    assert plan.windowed and plan.size == escaped_len(contract.dumps(output))
+    # The size is what a decoder reads, escaped and quoted: the output string.
+    assert plan.windowed and plan.size == escaped_len(output) + 2
     for record in plan.records:
         window = json.loads(record["responsePayload"])["body"]["result"]
         _same(record, contract.tool_result_record(WIRE, "Bash", {"command": "cat f"}, window))
@@ -386,3 +397,305 @@ async def test_a_single_record_is_judged_as_it_is_and_its_verdict_returned() -> 
 
     assert await judge(check, plan, Limits()) is answer
     assert seen == [plan.records[0]]
+
+
+# --------------------------------------------------------------------------- decoded windows
+
+
+def _reference_pieces(text: str, budget: int, overlap: int, first: int) -> list[str]:
+    """:func:`_reference_split`, its first window at most ``first`` escaped characters."""
+    pieces, start, limit = [], 0, first
+    while True:
+        end = start + 1
+        while end < len(text) and escaped_len(text[start : end + 1]) <= limit:
+            end += 1
+        pieces.append(text[start:end])
+        if end >= len(text):
+            return pieces
+        s = end - 1
+        while s > start + 1 and escaped_len(text[s:end]) < overlap:
+            s -= 1
+        start, limit = max(s, start + 1), budget
+
+
+def _reference_pack(texts: list[str], capacity: int, overlap: int) -> list[list[str]]:
+    """Windows by the rule, one string at a time: a string that fits the room left
+    joins the window; one that fits a window starts the next; a longer one is cut,
+    its first piece filling the room left when that can hold an overlap."""
+    budget, smallest = capacity - 4, max(12, 2 * overlap + 1)
+    windows: list[list[str]] = [[]]
+    room = capacity
+    for text in texts:
+        cost = escaped_len(text) + 4
+        if cost > room and cost - 4 <= budget:
+            windows.append([])
+            room = capacity
+        if cost - 4 <= budget:
+            windows[-1].append(text)
+            room -= cost
+            continue
+        if room - 4 < smallest:
+            windows.append([])
+            room = capacity
+        for piece in _reference_pieces(text, budget, overlap, room - 4):
+            if escaped_len(piece) + 4 > room:
+                windows.append([])
+                room = capacity
+            windows[-1].append(piece)
+            room -= escaped_len(piece) + 4
+    return [w for w in windows if w] or [[]]
+
+
+def _piece(text: str) -> _Piece:
+    return _Piece(text, escaped_len(text), None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(alphabet, max_size=60).map("".join), max_size=8),
+    st.integers(16, 70),
+    st.integers(0, 20),
+)
+def test_strings_are_packed_as_the_rule_says(texts: list[str], capacity: int, overlap: int) -> None:
+    overlap = min(overlap, (capacity - 5) // 2)
+    assert _pack([_piece(t) for t in texts], capacity, overlap) == _reference_pack(
+        texts, capacity, overlap
+    )
+
+
+@pytest.mark.parametrize(
+    ("texts", "capacity", "expected"),
+    [
+        ([], 20, [[]]),
+        (["a" * 6, "b" * 6], 20, [["a" * 6, "b" * 6]]),  # 10 + 10: exactly full
+        (["a" * 6, "b" * 7], 20, [["a" * 6], ["b" * 7]]),  # one more: the next window
+        (["a" * 16], 20, [["a" * 16]]),  # exactly one window's budget
+        (["a" * 17], 20, [["a" * 16], ["a" * 5]]),  # one more: cut, the next overlapping by 4
+        (["x", "a" * 30], 24, [["x", "a" * 15], ["a" * 19]]),  # the first piece fills the room
+        (["x" * 4, "a" * 30], 24, [["x" * 4, "a" * 12], ["a" * 20], ["a" * 6]]),  # room 12: fills
+        (["x" * 5, "a" * 30], 24, [["x" * 5], ["a" * 20], ["a" * 14]]),  # room 11 < 12: next
+    ],
+)
+def test_packing_boundaries(texts: list[str], capacity: int, expected: list[list[str]]) -> None:
+    assert _pack([_piece(t) for t in texts], capacity, 4) == expected
+    assert _reference_pack(texts, capacity, 4) == expected
+
+
+def test_a_long_string_indexed_while_read_is_cut_the_same() -> None:
+    text = "ab\té" * 50
+    indexed = _Piece(text, escaped_len(text), _EscapedIndex(text))
+    assert _pack([indexed], 40, 6) == _pack([_piece(text)], 40, 6)
+    assert _pack([indexed], 40, 6) == _reference_pack([text], 40, 6)
+
+
+class _Shown:
+    def __str__(self) -> str:
+        return "shown"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("s\t", "s\t"),
+        (None, "null"),
+        (True, "true"),
+        (False, "false"),
+        (-7, "-7"),
+        (2.5, "2.5"),
+        (b"a\xffb", "a\ufffdb"),
+        (bytearray(b"ok"), "ok"),
+        (memoryview(b"mv"), "mv"),
+        (_Shown(), "shown"),
+    ],
+)
+def test_scalars_are_read_as_json_writes_them(value: Any, text: str) -> None:
+    pieces, _ = _strings([value], 1000, 10**6)
+    assert [p.text for p in pieces] == [text]
+
+
+def test_strings_are_read_in_document_order_with_their_size() -> None:
+    value = {"k": ["é", 1, None, ""], 2: {"z", "a"}, None: (True,), 1.5: "", False: 0}
+    pieces, size = _strings(value, 1000, 10**6)
+    texts = ["k", "é", "1", "null", "2", "a", "z", "null", "true", "1.5", "false", "0"]
+    assert [p.text for p in pieces] == texts
+    assert [p.cost for p in pieces] == [escaped_len(t) for t in texts]
+    assert all(p.index is None for p in pieces)
+    # Each string quoted (empty ones too, never sent), each container two brackets.
+    assert size == sum(escaped_len(t) + 2 for t in texts) + 2 * 2 + 4 * 2
+
+
+def test_a_container_met_twice_is_read_once() -> None:
+    shared = ["x"]
+    cyclic: list[Any] = ["y"]
+    cyclic.append(cyclic)
+    pieces, size = _strings([shared, shared, cyclic], 1000, 10**6)
+    assert [p.text for p in pieces] == ["x", "y"]
+    assert size == 2 + 2 + 3 + 2 + 3
+
+
+def test_a_long_string_is_indexed_while_it_is_read() -> None:
+    pieces, _ = _strings(["a" * 11, "b" * 10], 10, 10**6)
+    assert pieces[0].index is not None and pieces[0].index.text == "a" * 11
+    assert pieces[0].cost == 11 and pieces[1].index is None
+
+
+def test_reading_stops_exactly_past_the_total() -> None:
+    value = ["a" * 10, "é" * 10]  # 2 + 12 + 62
+    assert _strings(value, 1000, 76)[1] == 76
+    with pytest.raises(_TooLarge) as caught:
+        _strings(value, 1000, 75)
+    assert caught.value.size == 76
+    # Past the total by its length alone: stopped before its escaping is counted.
+    with pytest.raises(_TooLarge) as early:
+        _strings(value, 1000, 14 + 11)
+    assert early.value.size == 14 + 12
+    plan = plan_tool_call(WIRE, "Bash", {"c": "é" * 100}, Limits(payload=200, max_total=100))
+    # [name, input]: 2, "Bash" 6, {} 2, "c" 3, then 100 + 2 by length alone.
+    assert plan == Plan((), 2 + 6 + 2 + 3 + 100 + 2, too_large=True)
+
+
+def _call_value(name: str, strings: list[str]) -> str:
+    return contract.dumps(contract.tool_request_value(name, strings))
+
+
+@pytest.mark.parametrize("tool_name", ["Bash", "mcp__db__run"])
+def test_tool_call_windows_are_the_contract_record_with_the_strings(tool_name: str) -> None:
+    value = {"sql": "select\t'é'" * 30}
+    overhead = len(_call_value(tool_name, []))
+    limits = Limits(payload=overhead + 120, overlap=20)
+    plan = plan_tool_call(WIRE, tool_name, value, limits)
+    strings = _pack([_piece(s) for s in (tool_name, "sql", value["sql"])], 120, 20)
+    base = contract.tool_request_record(WIRE, tool_name, None)
+    expected = [{**base, "requestPayload": _call_value(tool_name, w)} for w in strings]
+    assert len(plan.records) == len(expected) > 2
+    for record, want in zip(plan.records, expected, strict=True):
+        _same(record, want)
+    assert plan.size == 2 + (len(tool_name) + 2) + 2 + 5 + escaped_len(value["sql"]) + 2
+
+
+@pytest.mark.parametrize("tool_name", ["Bash", "mcp__ops__dump"])
+def test_tool_result_windows_are_the_contract_record_with_the_strings(tool_name: str) -> None:
+    output = {"stdout": "line\n" * 80}
+    response = contract.tool_result_values(tool_name, {"q": 1}, [])[1]
+    limits = Limits(payload=len(contract.dumps(response)) + 100, overlap=10)
+    plan = plan_tool_result(WIRE, tool_name, {"q": 1}, output, limits)
+    strings = _pack([_piece("stdout"), _piece(output["stdout"])], 100, 10)
+    base = contract.tool_result_record(WIRE, tool_name, {"q": 1}, None)
+    assert len(plan.records) == len(strings) > 2
+    for record, window in zip(plan.records, strings, strict=True):
+        payload = contract.dumps(contract.tool_result_values(tool_name, {"q": 1}, window)[1])
+        _same(record, {**base, "responsePayload": payload})
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [b"bytes", float("nan"), functools.reduce(lambda v, _: [v], range(3000), "deep")],
+    ids=["bytes", "nan", "deep"],
+)
+def test_what_plain_json_cannot_encode_is_windowed_over_what_is_read(odd: Any) -> None:
+    plan = plan_tool_call(WIRE, "Bash", {"x": odd}, LIMITS)
+    strings = [json.loads(r["requestPayload"])["body"] for r in plan.records]
+    assert strings == [["Bash", "x", _scalar_text(odd) if not isinstance(odd, list) else "deep"]]
+    result = plan_tool_result(WIRE, "Bash", {}, {"x": odd}, LIMITS)
+    assert json.loads(result.records[0]["responsePayload"])["body"]["result"][0] == "x"
+
+
+def test_a_name_longer_than_the_label_is_cut_only_in_the_label() -> None:
+    name = "n" * 1024 + "TAIL" + "m" * 300_000
+    plan = plan_tool_call(WIRE, name, {}, LIMITS)
+    assert all(json.loads(r["requestPayload"])["toolName"] == "n" * 1024 for r in plan.records)
+    first = json.loads(plan.records[0]["requestPayload"])["body"][0]
+    assert first.startswith("n" * 1024 + "TAIL")
+
+
+async def test_a_failed_plan_is_exactly_this_deny(caplog: pytest.LogCaptureFixture) -> None:
+    expected = Verdict(
+        decision="deny",
+        allowed=False,
+        reason="content could not be prepared for judging",
+        error="plan_failed",
+        ran=False,
+    )
+    assert unplanned() == expected
+
+    async def never(record: dict[str, Any]) -> Verdict:
+        raise AssertionError("nothing is sent")
+
+    class Bad:
+        def __str__(self) -> str:
+            raise RuntimeError("unreadable")
+
+    with caplog.at_level(logging.ERROR, logger="akto_otel.windows"):
+        call = plan_tool_call(WIRE, "Bash", {"x": Bad()}, LIMITS)
+        result = plan_tool_result(WIRE, "Bash", {}, [Bad()], LIMITS)
+    assert call == result == Plan((), 0, failed=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "akto_otel could not plan the judgement of a tool call: RuntimeError",
+        "akto_otel could not plan the judgement of a tool result: RuntimeError",
+    ]
+    assert await judge(never, call, LIMITS) == expected
+    # failed wins over anything a plan might also carry
+    assert await judge(never, Plan((), 5, too_large=True, failed=True), LIMITS) == expected
+
+
+class _NoStrip(str):
+    def strip(self, chars: str | None = None) -> str:
+        raise RuntimeError("broken text")
+
+
+def test_prompt_and_answer_plans_fail_closed_too(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="akto_otel.windows"):
+        assert plan_prompt(WIRE, _NoStrip("p"), LIMITS) == Plan((), 0, failed=True)
+        bad_limits = Limits(payload=10)  # no window fits: split refuses
+        failed = plan_turn(WIRE, "q", "a" * 300_000, "Stop", bad_limits)
+        assert failed == Plan((), 0, failed=True)
+    assert [r.getMessage().rsplit(" of ", 1)[1] for r in caplog.records] == [
+        "a prompt: RuntimeError",
+        "an answer: ValueError",
+    ]
+
+
+def test_the_cheap_lower_bound_counts_the_first_strings() -> None:
+    assert _text_at_least("abc") == 3
+    assert _text_at_least({"ab": "cde", 1: "f", "g": 5}) == 7
+    assert _text_at_least(["ab", ("cd",), {"e": None}, 7]) == 5
+    assert _text_at_least({"a": {"b": {"c": "dddd"}}}) == 7
+    assert _text_at_least({"a": {"b": {"c": {"d": "eeee"}}}}) == 3
+    assert _text_at_least(["x"] * 65) == 64
+    assert _text_at_least({str(i): "" for i in range(65)}) == 10 + 54 * 2
+    assert _text_at_least(5) == 0 and _text_at_least({"x"}) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.one_of(st.none(), st.integers(), st.lists(alphabet).map("".join)),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=70), st.dictionaries(st.text(max_size=3), inner, max_size=5)
+        ),
+        max_leaves=80,
+    )
+)
+def test_the_cheap_lower_bound_is_never_above_the_json_text(value: Any) -> None:
+    assert _text_at_least(value) <= len(json.dumps(value))
+
+
+def test_odd_keys_and_mixed_sets_are_read_as_text() -> None:
+    pieces, _ = _strings({("t",): {1, "a"}}, 1000, 10**6)
+    assert [p.text for p in pieces] == ["('t',)", "a", "1"]
+
+
+def test_tool_windows_cap_an_overlap_larger_than_half_a_window() -> None:
+    value = {"c": "abcdefghij" * 20}
+    overhead = len(_call_value("Bash", []))
+    plan = plan_tool_call(WIRE, "Bash", value, Limits(payload=overhead + 40, overlap=10**6))
+    expected = _pack([_piece(s) for s in ("Bash", "c", value["c"])], 40, (40 - 4 - 1) // 2)
+    assert [json.loads(r["requestPayload"])["body"] for r in plan.records] == expected
+
+
+def test_a_result_record_names_its_tool_by_the_label() -> None:
+    name = "t" * 2000
+    plan = plan_tool_result(WIRE, name, {"q": 1}, "o" * 300_000, LIMITS)
+    assert plan.windowed
+    for record in plan.records:
+        assert json.loads(record["requestPayload"])["body"]["toolName"] == "t" * 1024
