@@ -312,10 +312,14 @@ async def whole_answer(ledger: AnswerLedger, data: Mapping[str, Any], wait: floa
             return hook_answer(data)
         raw_last = data.get("last_assistant_message")
         last = raw_last.strip() if isinstance(raw_last, str) else ""
+        if not last:
+            # No text: a structured output's call came before its tool ran, so the
+            # holder has it already (or there is none).
+            return hook_answer(data, ledger.live_structured())
         deadline = time.monotonic() + wait
         while True:
-            live = ledger.live_text() if last else ledger.live_structured()
-            if live is not None and (not last or live.strip().endswith(last)):
+            live = ledger.live_text()
+            if live is not None and live.strip().endswith(last):
                 return hook_answer(data, live)
             if time.monotonic() >= deadline:
                 return hook_answer(data)

@@ -6,8 +6,9 @@ the deltas of a streamed block, inside its thinking, or inside a structured outp
 a tool reads a secret the guard denies but the CLI cannot replace (Read, Grep); the
 judge of a held text raises. The emulator's ``aws-key`` rule denies the whole key on
 Stop and SubagentStop (the response guardrail the held-answer path uses too), its
-``secret-read`` rule denies ``SECRET-TOKEN`` in a tool output. Each test failed on the
-code before docs/security.md's "Paths an answer takes" (noted per test).
+``secret-read`` rule denies ``SECRET-TOKEN`` in a tool output. Each attack test failed
+on the code before docs/security.md's "Paths an answer takes" (noted per test); the
+tests without an "Old code" note guard against over-blocking or a regression.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ RULES = (
     rule("aws-key", "Stop", KEY, reason="AWS key in response"),
     rule("aws-key-subagent", "SubagentStop", KEY, reason="AWS key in response"),
     rule("secret-read", "PostToolUse", "SECRET-TOKEN", reason="Secret in tool output"),
+    rule("private-key-out", "PostToolUse", r"PRIVATE-KEY-\d+", reason="Private key in output"),
+    rule("mask-email-out", "PostToolUse", r"[a-z]+@example\.org", mask="[EMAIL]"),
 )
 FAIL_MODES = ("open", "closed")
 #: The span attribute a held text delivered without a verdict carries (spelled out, not
@@ -333,6 +336,38 @@ async def test_a_denied_read_or_grep_output_never_reaches_the_app(
     results = [m for m in messages if isinstance(m, UserMessage) and m.tool_use_result is not None]
     assert results and all("withheld" in str(m.tool_use_result) for m in results)
     _assert_error(_result(messages), "Secret in tool output")
+
+
+@pytest.mark.parametrize("fail_mode", FAIL_MODES)
+@pytest.mark.parametrize(
+    ("command", "original", "shown"),
+    [
+        ("printf '%s@example.org' bob", "bob@example.org", "[EMAIL]"),
+        ("printf 'PRIVATE-%s' KEY-123", "PRIVATE-KEY-123", "withheld"),
+    ],
+    ids=["masked", "replaced"],
+)
+async def test_a_masked_or_replaced_bash_output_reaches_the_app_as_the_model_got_it(
+    akto: EmulatorServer,
+    capture: SpanCapture,
+    home: Path,
+    workdir: Path,
+    fail_mode: str,
+    command: str,
+    original: str,
+    shown: str,
+) -> None:
+    """Shapes the CLI can replace: the app's tool result is what the model got (the CLI
+    hands the app the replaced output; the holder keeps it so)."""
+    guard = _guard(akto, capture, fail_mode, tool_response_guardrails=True)
+    with FakeAnthropic(Scenario(None, [ToolUse("Bash", {"command": command}), "ok"])) as fake:
+        messages = [m async for m in guard.query("go", options(fake, home, workdir))]
+        requests = json.dumps(fake.conversation_requests)
+    guard.shutdown()
+    assert original not in requests and shown in requests
+    assert original not in _seen(messages)
+    results = [m for m in messages if isinstance(m, UserMessage) and m.tool_use_result is not None]
+    assert results and all(shown in str(m.tool_use_result) for m in results)
 
 
 # ------------------------------------------------------------ 6. zero-code paths
