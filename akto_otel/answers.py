@@ -406,13 +406,14 @@ def _prompt_outcome(message: Any) -> bool:
 
 
 def _as_error(result: Any, reason: str) -> Any:
-    return dataclasses.replace(
-        result,
-        is_error=True,
-        subtype=GUARDRAIL_ERROR_SUBTYPE,
-        result=reason,
-        structured_output=None,
-    )
+    changes: dict[str, Any] = {
+        "is_error": True,
+        "subtype": GUARDRAIL_ERROR_SUBTYPE,
+        "result": reason,
+    }
+    if any(f.name == "structured_output" for f in dataclasses.fields(result)):
+        changes["structured_output"] = None
+    return dataclasses.replace(result, **changes)
 
 
 class Holder:
@@ -670,7 +671,11 @@ def _fallback(message: Any) -> list[Any]:
     if _type_name(message) in ("AssistantMessage", "StreamEvent", "UserMessage"):
         return []
     if _type_name(message) == "ResultMessage":
-        return [_as_error(message, ANSWER_BLOCK_PREFIX + _CHECK_FAILED)]
+        try:
+            return [_as_error(message, ANSWER_BLOCK_PREFIX + _CHECK_FAILED)]
+        except Exception:  # not the dataclass we know: better no result than its content
+            _log.error("akto_otel withheld a result it could not mark as an error")
+            return []
     return [message]
 
 
