@@ -39,7 +39,7 @@ from akto_otel.answers import (
 )
 from akto_otel.emulator import EmulatorServer, Policy
 from akto_otel.instrumentation import ClaudeAgentSDKInstrumentor
-from akto_otel.testing import FakeAnthropic, Scenario, Step, Text, ToolUse
+from akto_otel.testing import FakeAnthropic, Scenario, Step, Text, ToolUse, delegation
 from tests.conftest import TEST_RULES, SpanCapture
 from tests.security.attack_kit import guard as make_guard
 from tests.security.attack_kit import options, rule
@@ -368,6 +368,33 @@ async def test_a_masked_or_replaced_bash_output_reaches_the_app_as_the_model_got
     assert original not in _seen(messages)
     results = [m for m in messages if isinstance(m, UserMessage) and m.tool_use_result is not None]
     assert results and all(shown in str(m.tool_use_result) for m in results)
+
+
+# ----------------------------------------------------------------- 5. subagents
+
+
+async def test_a_subagent_hands_back_only_its_last_block_which_subagent_stop_judges(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """What the docs' subagent row rests on: a subagent's blocks never reach the parent's
+    stream, and the parent (model and app) gets its last block, the text SubagentStop
+    judges. A key split across a subagent's blocks is therefore never handed back whole."""
+    scenarios = [
+        Scenario("Research the repo", [Text("Found AKIAIOSF", "ODNN7EXAMPLE in config")]),
+        delegation("delegate", "Research the repo"),
+    ]
+    guard = _guard(akto, capture, "closed")
+    with FakeAnthropic(scenarios) as fake:
+        messages = [m async for m in guard.query("please delegate", options(fake, home, workdir))]
+        parent = [
+            r for r in fake.conversation_requests if "delegate" in json.dumps(r["messages"][:1])
+        ]
+    guard.shutdown()
+    assert not [m for m in messages if isinstance(m, AssistantMessage) and m.parent_tool_use_id]
+    assert "AKIAIOSF" not in json.dumps(parent) and "AKIAIOSF" not in _seen(messages)
+    assert "ODNN7EXAMPLE in config" in json.dumps(parent)
+    stops = capture.named("akto.subagent_stop")
+    assert [s.attributes.get("akto.guardrail.decision") for s in stops] == ["allow"]
 
 
 # ------------------------------------------------------------ 6. zero-code paths
