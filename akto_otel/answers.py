@@ -1,4 +1,4 @@
-"""Held answers: an assistant text reaches the app only after Stop has judged it.
+"""Held answers: what the model says reaches the app only after it was judged.
 
 The CLI emits an assistant message, then runs the Stop hook (in this process),
 and only then emits the next message. So when a stream wrapper receives the
@@ -6,22 +6,34 @@ message that follows a held assistant text, the Stop handler has already told
 the :class:`AnswerLedger` whether it denied that text. :func:`hold_answers`
 wraps a Claude Agent SDK message stream and applies the ledger:
 
-- an assistant message with text, and the partial ``StreamEvent`` s around it,
-  are held until the next other message; a text Stop or SubagentStop denied is
-  dropped with every partial event held beside it; a held text no Stop saw (one
-  written before a tool call) goes to ``judge`` (the guard's response guardrail)
-  and is dropped if it denies;
-- a ``ResultMessage`` whose ``result`` is a denied answer (the regeneration
-  bound was reached) becomes an error: ``is_error=True``,
-  ``subtype="error_guardrail"``, ``result`` = the block reason;
+- every assistant message with content (text, thinking, tool calls) and the
+  partial ``StreamEvent`` s around it are held until the next other message;
+  then each agent's turn is judged as the app would assemble it: its text
+  blocks since the last tool result concatenated with no separator (a secret
+  split across blocks or deltas is seen whole), its thinking, and a
+  ``StructuredOutput`` call's input (with ``output_format`` that call *is* the
+  answer). What Stop or SubagentStop judged (they judge the same whole turn,
+  read from the transcript: :func:`hook_answer`) comes from the ledger; the rest
+  goes to ``judge`` (the guard's response guardrail). A denied turn is dropped
+  with every partial event held beside it;
+- a tool result PostToolUse withheld (Read, Grep: outputs the CLI cannot
+  replace) or replaced reaches the app as the model got it, never the original;
+- a ``ResultMessage`` after any of that, or whose ``result`` or
+  ``structured_output`` is a denied answer, becomes an error: ``is_error=True``,
+  ``subtype="error_guardrail"``, ``result`` = the block reason, no
+  ``structured_output``;
 - a ``ResultMessage`` after a blocked prompt becomes the same kind of error
   carrying Akto's reason;
 - a subagent's task notification whose summary is a denied answer gets the
   reason instead (:func:`withheld_agent_output` does the same for the
   parent model's view of the Agent tool's result).
 
-The hooks tell the ledger through :func:`note_hook_output` (every denying Stop,
-SubagentStop or UserPromptSubmit output, whichever path produced it). The
+A judge that raises withholds what it was judging (the result becomes an error);
+with ``fail_open`` the content is delivered and reported unjudged
+(:func:`note_unjudged`).
+
+The hooks tell the ledger through :func:`note_hook_output` (every Stop,
+SubagentStop, UserPromptSubmit and PostToolUse output, whichever path produced it). The
 ledger matches by content (the text Stop judged), not by arrival time, so a
 slow consumer that reads messages long after the CLI produced them is handled
 the same way. Usage::
@@ -34,22 +46,33 @@ the same way. Usage::
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
+import json
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from akto_otel import semconv
 
 __all__ = [
     "GUARDRAIL_ERROR_SUBTYPE",
+    "STRUCTURED_OUTPUT_TOOL",
     "AnswerLedger",
     "Holder",
     "Judge",
     "Unjudged",
+    "UnjudgedReporter",
     "hold_answers",
+    "hook_answer",
     "note_hook_output",
+    "note_unjudged",
+    "structured_text",
+    "whole_answer",
     "withheld_agent_output",
 ]
 
@@ -86,6 +109,40 @@ class AnswerLedger:
         self._denials: deque[tuple[str, str]] = deque(maxlen=_MAX_DENIALS)
         self._judged: deque[str] = deque(maxlen=_MAX_DENIALS)
         self._prompt_blocks: dict[str, str] = {}
+        self._tool_outputs: dict[str, tuple[str, Any, bool]] = {}
+        #: Set while a holder reads this session's stream: Stop may wait for it.
+        self.tracking = False
+        self._live_text: str | None = None
+        self._live_structured: str | None = None
+
+    def set_live(self, text: str | None, structured: str | None) -> None:
+        """What the holder has seen of the main agent's current turn so far."""
+        self._live_text, self._live_structured = text, structured
+
+    def live_text(self) -> str | None:
+        return self._live_text
+
+    def live_structured(self) -> str | None:
+        return self._live_structured
+
+    def record_tool_output(
+        self, tool_use_id: str, reason: str, replacement: Any, *, stopped: bool
+    ) -> None:
+        """A tool output PostToolUse withheld (``stopped``: the turn ended) or replaced
+        (``replacement``: what the model got instead)."""
+        if len(self._tool_outputs) >= _MAX_PROMPT_BLOCKS:
+            self._tool_outputs.pop(next(iter(self._tool_outputs)))
+        self._tool_outputs[tool_use_id] = (reason, copy.deepcopy(replacement), stopped)
+
+    def tool_output(self, tool_use_id: str) -> tuple[str, Any, bool] | None:
+        """``(reason, replacement or None, stopped)`` for a withheld or replaced tool output."""
+        return self._tool_outputs.get(tool_use_id)
+
+    def was_judged_exactly(self, text: str) -> bool:
+        """Whether a hook judged exactly ``text`` and let it through (a text that only
+        contains a judged one was not judged: the rest of it was never seen)."""
+        wanted = text.strip()
+        return bool(wanted) and any(wanted == judged.strip() for judged in self._judged)
 
     def record_allowed(self, text: str) -> None:
         """An answer Stop or SubagentStop judged and let through."""
@@ -137,51 +194,205 @@ def _denies(output: Mapping[str, Any]) -> bool:
     return output.get("decision") == "block" or output.get("continue_") is False
 
 
-def note_hook_output(ledger: AnswerLedger, event: str, data: Any, output: Any) -> None:
-    """Tell ``ledger`` what a hook's output allowed or denied, whichever path produced
-    it (the verdict, or the fail-closed error path). Never raises."""
+def _tool_replacement(output: Mapping[str, Any]) -> tuple[bool, Any]:
+    specific = output.get("hookSpecificOutput")
+    if not isinstance(specific, Mapping):
+        return False, None
+    for key in ("updatedToolOutput", "updatedMCPToolOutput"):
+        if key in specific:
+            return True, specific[key]
+    return False, None
+
+
+def note_hook_output(
+    ledger: AnswerLedger, event: str, data: Any, output: Any, *, answer: str | None = None
+) -> None:
+    """Tell ``ledger`` what a hook's output allowed, denied or replaced, whichever path
+    produced it (the verdict, or the fail-closed error path). ``answer``: the text a
+    Stop or SubagentStop judged (default: :func:`hook_answer`). Never raises."""
     try:
         if not isinstance(output, Mapping) or not isinstance(data, Mapping):
             return
         if event in ("Stop", "SubagentStop"):
-            text = data.get("last_assistant_message")
-            if not isinstance(text, str):
+            text = hook_answer(data) if answer is None else answer
+            if not text:
                 return
             if _denies(output):
                 ledger.record_denial(text, _output_reason(output))
+                last = data.get("last_assistant_message")
+                if isinstance(last, str) and last.strip() and last.strip() != text:
+                    # Whatever shows only the last block of a denied answer is denied too.
+                    ledger.record_denial(last, _output_reason(output))
             else:
                 ledger.record_allowed(text)
         elif event == "UserPromptSubmit" and _denies(output):
             ledger.record_prompt_block(str(data.get("session_id") or ""), _output_reason(output))
+        elif event == "PostToolUse":
+            tool_use_id = data.get("tool_use_id")
+            if not isinstance(tool_use_id, str) or not tool_use_id:
+                return
+            replaced, replacement = _tool_replacement(output)
+            if _denies(output):
+                ledger.record_tool_output(tool_use_id, _output_reason(output), None, stopped=True)
+            elif replaced:
+                ledger.record_tool_output(
+                    tool_use_id, _output_reason(output), replacement, stopped=False
+                )
     except Exception:
         _log.debug("could not note a hook output", exc_info=True)
 
 
 #: Judges a text nobody judged yet: the reason to withhold it, or None to deliver it.
 Judge = Callable[[str], Awaitable["str | None"]]
+#: Told when a held text is delivered without a verdict (fail-open): where, and the error.
+UnjudgedReporter = Callable[[str, str], None]
+
+STRUCTURED_OUTPUT_TOOL = "StructuredOutput"
+_CHECK_FAILED = "could not be checked"
+
+
+def note_unjudged(span: Any, where: str, error: str) -> None:
+    """Record that content reached the app unjudged (fail-open after an internal error):
+    a WARNING, and on ``span`` (when given and recording) the unjudged and fault attributes.
+
+    The one place an ``akto.guardrail.unjudged`` counter belongs. Never raises.
+    """
+    try:
+        _log.warning(
+            "akto_otel delivered %s without a verdict (AKTO_FAIL_MODE=open): %s", where, error
+        )
+        if span is not None and span.is_recording():
+            span.set_attribute(semconv.AKTO_GUARDRAIL_UNJUDGED, True)
+            span.set_attribute(semconv.AKTO_GUARDRAIL_FAULT, error)
+    except Exception:
+        _log.debug("could not record an unjudged delivery", exc_info=True)
+
+
+def structured_text(value: Any) -> str:
+    """A structured output as the one text judged and matched (canonical JSON)."""
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        return str(value)
+
+
+def hook_answer(data: Mapping[str, Any], live: str | None = None) -> str:
+    """The answer a Stop or SubagentStop hook judges: the whole turn the app would
+    assemble when ``live`` (what a holder saw of the turn) is it, else
+    ``last_assistant_message``.
+
+    The CLI hands Stop only the turn's last text block (nothing for a structured
+    output) and writes the transcript after Stop; the held-answer path sees every
+    block. ``live`` counts when it ends with that last block, or, with no text at all,
+    when it is the turn's structured output. Never raises.
+    """
+    raw_last = data.get("last_assistant_message") if isinstance(data, Mapping) else None
+    last = raw_last.strip() if isinstance(raw_last, str) else ""
+    if live is None:
+        return last
+    whole = live.strip()
+    if not last or whole.endswith(last):
+        return whole
+    return last
+
+
+async def whole_answer(ledger: AnswerLedger, data: Mapping[str, Any], wait: float = 1.0) -> str:
+    """:func:`hook_answer` with what the session's holder saw of the turn.
+
+    The CLI emits a turn's blocks before it runs Stop, but the holder reads them as
+    the app consumes the stream: wait (at most ``wait`` seconds) until it has seen
+    the block Stop names. Without a holder, or past the wait, Stop judges the last
+    block and the holder judges the whole turn itself. Never raises.
+    """
+    try:
+        if not ledger.tracking or data.get("agent_id"):
+            # Subagent blocks never reach the parent's stream: the parent and the app
+            # get the last block only, which is what SubagentStop judges.
+            return hook_answer(data)
+        raw_last = data.get("last_assistant_message")
+        last = raw_last.strip() if isinstance(raw_last, str) else ""
+        if not last:
+            # No text: a structured output's call came before its tool ran, so the
+            # holder has it already (or there is none).
+            return hook_answer(data, ledger.live_structured())
+        deadline = time.monotonic() + wait
+        while True:
+            live = ledger.live_text()
+            if live is not None and live.strip().endswith(last):
+                return hook_answer(data, live)
+            if time.monotonic() >= deadline:
+                return hook_answer(data)
+            await asyncio.sleep(0.005)
+    except Exception:
+        _log.debug("could not assemble the whole answer", exc_info=True)
+        return hook_answer(data)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One piece of content judged as an answer: a turn's text, its thinking, or a
+    structured output. ``key`` is the agent (``parent_tool_use_id``) it belongs to."""
+
+    key: str | None
+    kind: str
+    text: str
 
 
 @dataclass(frozen=True)
 class Unjudged:
-    """Held messages whose text no Stop hook judged (e.g. written before a tool call)."""
+    """Held messages, the message that released them, and the units no hook judged."""
 
     messages: tuple[Any, ...]
-    texts: tuple[str, ...]
+    trailing: Any
+    units: tuple[_Unit, ...]
+    unjudged: tuple[_Unit, ...]
+    #: Held on past this batch (a structured output waits for the result).
+    kept: tuple[Any, ...] = ()
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return tuple(u.text for u in self.unjudged)
+
+
+@dataclass
+class _Turn:
+    texts: list[str] = field(default_factory=list)
+    thinking: list[str] = field(default_factory=list)
+    dirty: bool = False
 
 
 def _type_name(message: Any) -> str:
     return type(message).__name__
 
 
-def _texts(message: Any) -> list[str]:
+def _blocks(message: Any) -> list[Any]:
     content = getattr(message, "content", None)
-    if not isinstance(content, list):
-        return []
-    return [b.text for b in content if isinstance(getattr(b, "text", None), str)]
+    return content if isinstance(content, list) else []
+
+
+def _texts(message: Any) -> list[str]:
+    return [b.text for b in _blocks(message) if isinstance(getattr(b, "text", None), str)]
+
+
+def _thinking(message: Any) -> list[str]:
+    return [b.thinking for b in _blocks(message) if isinstance(getattr(b, "thinking", None), str)]
+
+
+def _structured(message: Any) -> list[str]:
+    return [
+        structured_text(getattr(b, "input", None))
+        for b in _blocks(message)
+        if getattr(b, "name", None) == STRUCTURED_OUTPUT_TOOL and hasattr(b, "input")
+    ]
 
 
 def _is_held_kind(message: Any) -> bool:
-    return _type_name(message) == "AssistantMessage" and bool(_texts(message))
+    return _type_name(message) == "AssistantMessage" and bool(_blocks(message))
+
+
+def _key(message: Any) -> str | None:
+    key = getattr(message, "parent_tool_use_id", None)
+    return key if isinstance(key, str) and key else None
 
 
 def _prompt_outcome(message: Any) -> bool:
@@ -194,17 +405,25 @@ def _prompt_outcome(message: Any) -> bool:
 
 
 def _as_error(result: Any, reason: str) -> Any:
-    return dataclasses.replace(
-        result, is_error=True, subtype=GUARDRAIL_ERROR_SUBTYPE, result=reason
-    )
+    changes: dict[str, Any] = {
+        "is_error": True,
+        "subtype": GUARDRAIL_ERROR_SUBTYPE,
+        "result": reason,
+    }
+    if any(f.name == "structured_output" for f in dataclasses.fields(result)):
+        changes["structured_output"] = None
+    return dataclasses.replace(result, **changes)
 
 
 class Holder:
     """The decisions of :func:`hold_answers`, one message at a time, without I/O.
 
-    ``feed`` returns the messages to hand to the app now; ``finish`` those still
-    held when the stream ends. With ``judging``, held texts that no Stop judged come
-    out as one :class:`Unjudged` batch for the caller to judge.
+    Every assistant message with content (text, thinking, tool calls) and every
+    partial ``StreamEvent`` is held until the next other message. Then each agent's
+    turn is judged whole: its text blocks since the last tool result concatenated
+    with no separator, its thinking, its ``StructuredOutput`` input. What a hook
+    judged comes from the ledger; with ``judging``, the rest comes out as one
+    :class:`Unjudged` batch for the caller to judge and hand to :meth:`settle`.
     """
 
     def __init__(self, ledger: AnswerLedger, *, hold: bool = True, judging: bool = False) -> None:
@@ -212,39 +431,129 @@ class Holder:
         self._hold = hold
         self._judging = judging
         self._pending: list[Any] = []
+        self._turns: dict[str | None, _Turn] = {}
         self._prompt_reason: str | None = None
+        #: Why content was withheld by this holder's judging: the final result says so.
+        self._withheld: str | None = None
+        #: Why the main agent's latest turn was denied (None once a later one passes).
+        self._turn_denial: str | None = None
+        self._live_structured: str | None = None
         self.dropped = 0
 
     def feed(self, message: Any) -> list[Any]:
-        if self._hold and (_type_name(message) == "StreamEvent" or _is_held_kind(message)):
-            self._pending.append(message)
-            return []
-        out = self._resolve()
-        out.append(self._rewrite(message))
-        return out
+        if _is_held_kind(message) or (self._hold and _type_name(message) == "StreamEvent"):
+            self._note(message)
+            if self._hold:
+                self._pending.append(message)
+                return []
+            return [message]
+        return self._release(message)
 
     def finish(self) -> list[Any]:
-        return self._resolve()
+        return self._release(None)
 
-    def _resolve(self) -> list[Any]:
-        """Release what is pending; a denied answer is dropped, and with it every
-        partial event pending (their deltas may spell it out)."""
+    def drain(self) -> list[Any]:
+        """What is held, taken out unjudged (after an internal error)."""
         pending, self._pending = self._pending, []
-        denied = {
-            id(m)
-            for m in pending
-            if any(self._ledger.denial_reason(t) is not None for t in _texts(m))
-        }
-        if not denied:
-            if self._judging:
-                unjudged = tuple(
-                    t for m in pending for t in _texts(m) if not self._ledger.was_judged(t)
-                )
-                if unjudged:
-                    return [Unjudged(tuple(pending), unjudged)]
-            return pending
-        self.dropped += len(denied)
-        return [m for m in pending if id(m) not in denied and _type_name(m) != "StreamEvent"]
+        return pending
+
+    def _note(self, message: Any) -> None:
+        if _type_name(message) != "AssistantMessage":
+            return
+        key = _key(message)
+        turn = self._turns.setdefault(key, _Turn())
+        texts, thinking = _texts(message), _thinking(message)
+        turn.texts += texts
+        turn.thinking += thinking
+        turn.dirty = turn.dirty or bool(texts or thinking)
+        structured = _structured(message)
+        if key is None:
+            self._live_structured = structured[-1] if structured else self._live_structured
+            self._ledger.set_live("".join(turn.texts), self._live_structured)
+
+    def _units(self, structured: list[Any], trailing: Any) -> list[_Unit]:
+        units: list[_Unit] = []
+        for key, turn in self._turns.items():
+            if not turn.dirty:
+                continue
+            turn.dirty = False
+            for kind, text in (("text", "".join(turn.texts)), ("thinking", "".join(turn.thinking))):
+                if text.strip():
+                    units.append(_Unit(key, kind, text))
+        shown = [s for m in structured for s in _structured(m)]
+        if _type_name(trailing) == "ResultMessage":
+            value = getattr(trailing, "structured_output", None)
+            if value is not None:
+                shown.append(structured_text(value))
+        units += [_Unit(None, "structured", s) for s in dict.fromkeys(shown)]
+        return units
+
+    def _release(self, trailing: Any) -> list[Any]:
+        pending = self._pending
+        structured = [m for m in pending if _structured(m)]
+        kept: list[Any] = []
+        if structured and trailing is not None and _type_name(trailing) != "ResultMessage":
+            # A structured output is the turn's answer: Stop judges it after its tool
+            # result, so it is held until the result (it may be regenerated first).
+            kept = structured
+            pending = [m for m in pending if not _structured(m)]
+            structured = []
+        units = tuple(self._units(structured, trailing))
+        unjudged = tuple(
+            u
+            for u in units
+            if self._judging
+            and self._ledger.denial_reason(u.text) is None
+            and not self._ledger.was_judged_exactly(u.text)
+        )
+        batch = Unjudged(tuple(pending), trailing, units, unjudged, tuple(kept))
+        if unjudged:
+            return [batch]
+        return self.settle(batch, {})
+
+    def settle(self, batch: Unjudged, judged: Mapping[_Unit, str | None]) -> list[Any]:
+        """Apply the hooks' and the judge's verdicts to ``batch``: what the app gets.
+
+        A denial the judge made here is final (no hook asked the model again), so the
+        result says so; a hook's denial was followed by a regeneration or ended the
+        turn, which the turn's own verdict decides.
+        """
+        denied_turns: dict[str | None, str] = {}
+        denied_structured: set[str] = set()
+        for unit in batch.units:
+            if unit in judged:
+                reason = judged[unit]
+                if reason is None:
+                    self._ledger.record_allowed(unit.text)
+                    continue
+                self._ledger.record_denial(unit.text, reason)
+                self._withheld = self._withheld or reason
+            else:
+                reason = self._ledger.denial_reason(unit.text)
+                if reason is None:
+                    continue
+            if unit.kind == "structured":
+                denied_structured.add(unit.text)
+            else:
+                denied_turns.setdefault(unit.key, reason)
+        if any(u.key is None and u.kind == "text" for u in batch.units):
+            self._turn_denial = denied_turns.get(None)
+        out = list(batch.messages)
+        if denied_turns or denied_structured:
+            kept = [
+                m
+                for m in out
+                if _type_name(m) != "StreamEvent"
+                and not (_key(m) in denied_turns and (_texts(m) or _thinking(m)))
+                and not denied_structured.intersection(_structured(m))
+            ]
+            self.dropped += len(out) - len(kept)
+            out = kept
+        if batch.trailing is not None:
+            out.append(self._rewrite(batch.trailing))
+        # Only now is the batch out of the holder: a failure before leaves it held.
+        self._pending = list(batch.kept)
+        return out
 
     def _rewrite(self, message: Any) -> Any:
         kind = _type_name(message)
@@ -252,20 +561,14 @@ class Holder:
             session_id = str(getattr(message, "data", {}).get("session_id") or "")
             self._prompt_reason = self._ledger.take_prompt_block(session_id)
             return message
+        if kind == "UserMessage":
+            key = _key(message)
+            self._turns.pop(key, None)
+            if key is None:
+                self._ledger.set_live(None, self._live_structured)
+            return self._rewrite_user(message)
         if kind == "ResultMessage":
-            prompt_reason, self._prompt_reason = self._prompt_reason, None
-            if prompt_reason is None and getattr(message, "num_turns", None) == 0:
-                # No model call happened: a blocked prompt even if no notice preceded it.
-                prompt_reason = self._ledger.take_prompt_block(
-                    str(getattr(message, "session_id", "") or "")
-                )
-            if prompt_reason is not None:
-                return _as_error(message, PROMPT_BLOCK_PREFIX + prompt_reason)
-            result = getattr(message, "result", None)
-            reason = self._ledger.denial_reason(result) if isinstance(result, str) else None
-            if reason is not None:
-                return _as_error(message, ANSWER_BLOCK_PREFIX + reason)
-            return message
+            return self._rewrite_result(message)
         if kind == "TaskNotificationMessage":
             summary = getattr(message, "summary", None)
             reason = self._ledger.denial_reason(summary) if isinstance(summary, str) else None
@@ -276,30 +579,136 @@ class Holder:
                 return dataclasses.replace(message, summary=shown, data=data)
         return message
 
+    def _rewrite_result(self, message: Any) -> Any:
+        self._turns.clear()
+        self._live_structured = None
+        self._ledger.set_live(None, None)
+        prompt_reason, self._prompt_reason = self._prompt_reason, None
+        if prompt_reason is None and getattr(message, "num_turns", None) == 0:
+            # No model call happened: a blocked prompt even if no notice preceded it.
+            prompt_reason = self._ledger.take_prompt_block(
+                str(getattr(message, "session_id", "") or "")
+            )
+        if prompt_reason is not None:
+            return _as_error(message, PROMPT_BLOCK_PREFIX + prompt_reason)
+        withheld, self._withheld = self._withheld, None
+        turn_denial, self._turn_denial = self._turn_denial, None
+        reason = withheld or turn_denial
+        shown = (getattr(message, "result", None), getattr(message, "structured_output", None))
+        for value in shown:
+            if reason is None and value is not None:
+                text = value if isinstance(value, str) else structured_text(value)
+                reason = self._ledger.denial_reason(text)
+        if reason is not None:
+            return _as_error(message, ANSWER_BLOCK_PREFIX + reason)
+        return message
+
+    def _rewrite_user(self, message: Any) -> Any:
+        """A tool result the guard withheld or replaced, or that carries a denied
+        (subagent) answer, in the form the model got (or the reason)."""
+        content = getattr(message, "content", None)
+        if not isinstance(content, list):
+            return message
+        changed = False
+        shown_result: Any = getattr(message, "tool_use_result", None)
+        blocks: list[Any] = []
+        for block in content:
+            tool_use_id = getattr(block, "tool_use_id", None)
+            if not isinstance(tool_use_id, str):
+                blocks.append(block)
+                continue
+            verdict = self._ledger.tool_output(tool_use_id)
+            if verdict is None:
+                answer_reason = _denied_in(self._ledger, getattr(block, "content", None))
+                if answer_reason is None:
+                    blocks.append(block)
+                    continue
+                verdict = (answer_reason, None, False)
+            reason, replacement, stopped = verdict
+            if stopped:
+                self._withheld = self._withheld or reason
+            shown = replacement if replacement is not None else _withheld_text(reason)
+            blocks.append(dataclasses.replace(block, content=_as_content(shown)))
+            shown_result = shown
+            changed = True
+        if not changed:
+            return message
+        return dataclasses.replace(message, content=blocks, tool_use_result=shown_result)
+
+
+def _withheld_text(reason: str) -> str:
+    return f"[tool output withheld: {PROMPT_BLOCK_PREFIX}{reason}]"
+
+
+def _as_content(shown: Any) -> Any:
+    if isinstance(shown, str):
+        return shown
+    if isinstance(shown, list):
+        return shown
+    if isinstance(shown, Mapping) and isinstance(shown.get("stdout"), str):
+        stderr = shown.get("stderr")
+        return shown["stdout"] + (f"\n{stderr}" if isinstance(stderr, str) and stderr else "")
+    return structured_text(shown)
+
+
+def _denied_in(ledger: AnswerLedger, content: Any) -> str | None:
+    """The denial reason of an answer carried by a tool result's content, if any."""
+    if isinstance(content, str):
+        return ledger.denial_reason(content)
+    if isinstance(content, list):
+        for part in content:
+            text = part.get("text") if isinstance(part, Mapping) else None
+            if isinstance(text, str):
+                reason = ledger.denial_reason(text)
+                if reason is not None:
+                    return reason
+    return None
+
 
 def _fallback(message: Any) -> list[Any]:
     """What passes when judging a message failed: nothing that carries an answer."""
-    if _is_held_kind(message):
+    if _type_name(message) in ("AssistantMessage", "StreamEvent", "UserMessage"):
         return []
     if _type_name(message) == "ResultMessage":
-        return [_as_error(message, ANSWER_BLOCK_PREFIX + "could not be checked")]
+        try:
+            return [_as_error(message, ANSWER_BLOCK_PREFIX + _CHECK_FAILED)]
+        except Exception:  # not the dataclass we know: better no result than its content
+            _log.error("akto_otel withheld a result it could not mark as an error")
+            return []
     return [message]
 
 
-async def _judged(batch: Unjudged, judge: Judge, ledger: AnswerLedger) -> list[Any]:
-    """The batch's messages if ``judge`` lets its texts through; without them if not."""
+async def _judged(
+    holder: Holder,
+    batch: Unjudged,
+    judge: Judge,
+    fail_open: bool,
+    on_unjudged: UnjudgedReporter | None,
+) -> list[Any]:
+    """The batch's messages, judged unit by unit; a judge that raises withholds
+    (fail-closed) or delivers and reports the unit unjudged (fail-open)."""
+    judged: dict[_Unit, str | None] = {}
+    for unit in batch.unjudged:
+        try:
+            judged[unit] = await judge(unit.text)
+        except Exception as exc:  # the judge must not fail open by accident
+            _log.error("akto_otel could not judge a held %s: %s", unit.kind, type(exc).__name__)
+            if fail_open:
+                judged[unit] = None
+                _report_unjudged(on_unjudged, f"held {unit.kind}", type(exc).__name__)
+            else:
+                judged[unit] = _CHECK_FAILED
+    return holder.settle(batch, judged)
+
+
+def _report_unjudged(on_unjudged: UnjudgedReporter | None, where: str, error: str) -> None:
+    if on_unjudged is None:
+        note_unjudged(None, where, error)
+        return
     try:
-        reason = await judge("\n\n".join(batch.texts))
-    except Exception as exc:  # the judge must not fail open by accident
-        _log.error("akto_otel could not judge a held text: %s", type(exc).__name__)
-        reason = "could not be checked"
-    if reason is None:
-        for text in batch.texts:
-            ledger.record_allowed(text)
-        return list(batch.messages)
-    for text in batch.texts:
-        ledger.record_denial(text, reason)
-    return [m for m in batch.messages if not _texts(m) and _type_name(m) != "StreamEvent"]
+        on_unjudged(where, error)
+    except Exception:
+        _log.debug("could not report an unjudged delivery", exc_info=True)
 
 
 async def hold_answers(
@@ -308,32 +717,62 @@ async def hold_answers(
     *,
     hold: bool = True,
     judge: Judge | None = None,
+    fail_open: bool = False,
+    on_unjudged: UnjudgedReporter | None = None,
 ) -> AsyncIterator[Any]:
     """``stream`` with denied answers withheld (see the module docstring).
 
-    ``hold=False`` passes assistant texts through at once (they cannot be
+    ``hold=False`` passes assistant messages through at once (they cannot be
     recalled then) but still turns a denied final result into an error. ``judge``
-    judges held texts that no Stop hook saw (a text the model wrote before a tool
-    call: Stop only receives the turn's last one); without it they are delivered.
+    judges what no hook judged: a turn's whole text (Stop judges the transcript's
+    turn, but a text written before a tool call never reaches Stop), thinking, a
+    structured output; without it they are delivered. An internal error while
+    holding withholds the message (the result becomes an error) unless
+    ``fail_open``: then it is delivered and reported to ``on_unjudged``.
     """
     holder = Holder(ledger, hold=hold, judging=judge is not None)
-    async for message in stream:
+    ledger.tracking = True
+    try:
+        async for out in _held(stream, holder, judge, fail_open, on_unjudged):
+            yield out
+    finally:
+        ledger.tracking = False
+        ledger.set_live(None, None)
+
+
+async def _held(
+    stream: AsyncIterator[Any],
+    holder: Holder,
+    judge: Judge | None,
+    fail_open: bool,
+    on_unjudged: UnjudgedReporter | None,
+) -> AsyncIterator[Any]:
+    done = False
+    while not done:
         try:
-            released = holder.feed(message)
-        except Exception as exc:  # a message shape we do not know: never leak a text
+            message = await stream.__anext__()
+        except StopAsyncIteration:
+            done = True
+            message = None
+        try:
+            released: list[Any] = []
+            for out in holder.finish() if done else holder.feed(message):
+                if not isinstance(out, Unjudged):
+                    released.append(out)
+                elif judge is None:
+                    released += holder.settle(out, {})
+                else:
+                    released += await _judged(holder, out, judge, fail_open, on_unjudged)
+        except Exception as exc:  # a message shape we do not know: never leak by accident
             _log.error("akto_otel could not judge a message for holding: %s", type(exc).__name__)
-            released = _fallback(message)
-        for out in released:
-            if isinstance(out, Unjudged) and judge is not None:
-                for judged in await _judged(out, judge, ledger):
-                    yield judged
+            held = holder.drain()
+            if fail_open:
+                _report_unjudged(on_unjudged, "held message", type(exc).__name__)
+                released = held if done else [*held, message]
             else:
-                yield out
-    for out in holder.finish():
-        if isinstance(out, Unjudged) and judge is not None:
-            for judged in await _judged(out, judge, ledger):
-                yield judged
-        else:
+                holder.dropped += len(held)
+                released = [] if done else _fallback(message)
+        for out in released:
             yield out
 
 

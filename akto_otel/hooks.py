@@ -48,7 +48,9 @@ from akto_otel.answers import (
     AnswerLedger,
     Judge,
     hold_answers,
+    hook_answer,
     note_hook_output,
+    whole_answer,
     withheld_agent_output,
 )
 from akto_otel.config import (
@@ -333,6 +335,8 @@ class AktoGuardrails:
                     session.answers,
                     hold=self.settings.hold_answers,
                     judge=self.answer_judge(session),
+                    fail_open=self.settings.fail_mode == "open",
+                    on_unjudged=self.unjudged_reporter(session),
                 ):
                     yield message
             except Exception as exc:
@@ -363,6 +367,15 @@ class AktoGuardrails:
             return None
 
         return armed.ArmingWatch(inner, refuse)
+
+    def unjudged_reporter(self, session: GuardedSession) -> Callable[[str, str], None]:
+        """Records content the held-answer path delivered without a verdict (fail-open)."""
+
+        def report(where: str, error: str) -> None:
+            # An answer (Stop's content) the app received without a verdict.
+            self.record_unjudged("Stop", "", error, session.span)
+
+        return report
 
     def answer_judge(self, session: GuardedSession) -> Judge | None:
         """Judges a held text no Stop hook saw (one the model wrote before a tool call;
@@ -561,7 +574,7 @@ class AktoGuardrails:
                 scope.tracing.get(_text(data, "session_id")),
                 event,
                 _text(data, "agent_id"),
-                _text(data, "last_assistant_message").strip(),
+                _answer_of(data),
                 outcome,
             )
         return outcome.output
@@ -957,7 +970,8 @@ class AktoGuardrails:
     async def _stop(self, scope: _Scope, data: Mapping[str, Any], call: _Call) -> HookOutput:
         session_id = _text(data, "session_id")
         state = scope.tracing.session(session_id)
-        response_text = _text(data, "last_assistant_message").strip()
+        # The whole turn the app assembles, not only its last text block.
+        response_text = _answer_of(data)
         span = scope.tracing.start_child(
             state.span, semconv.SPAN_STOP, hook="Stop", attributes=_conversation(session_id, "")
         )
@@ -1082,7 +1096,7 @@ class AktoGuardrails:
         agent_id = _text(data, "agent_id")
         state = scope.tracing.session(session_id)
         agent_span = scope.tracing.start_subagent(state, agent_id, _text(data, "agent_type"))
-        response_text = _text(data, "last_assistant_message").strip()
+        response_text = _answer_of(data)
         span = scope.tracing.start_child(
             agent_span,
             semconv.SPAN_SUBAGENT_STOP,
@@ -1104,6 +1118,8 @@ class AktoGuardrails:
                 state.subagent_regenerations.get(agent_id, 0),
             )
             finished = outcome.action != "regenerate"
+            if outcome.action == "give_up":
+                _quietly(_deny_last_block, state, data, response_text)
             return outcome.output
         finally:
             end_span(span)
@@ -1179,6 +1195,14 @@ def _plan_attributes(plan: windows.Plan) -> dict[str, Any]:
         semconv.AKTO_GUARDRAIL_WINDOWS: len(plan.records),
         semconv.AKTO_GUARDRAIL_CONTENT_CHARS: plan.size,
     }
+
+
+def _deny_last_block(state: SessionState, data: Mapping[str, Any], answer: str) -> None:
+    """The parent gets only a subagent's last text block: a denied answer's last block
+    (long enough not to match by chance) is withheld from it as well."""
+    last = _text(data, "last_assistant_message").strip()
+    if last and last != answer and len(last) >= 8:
+        state.denied_answers.add(last)
 
 
 def _carries_denied_answer(state: SessionState, tool_response: Any) -> bool:
@@ -1328,17 +1352,35 @@ def _warn_once(message: str) -> None:
 def _noting(event: str, scope: _Scope, callback: HookCallback) -> HookCallback:
     """``callback`` whose denials (from a verdict or the fail-closed error path) also
     reach the session's answer ledger, for the wrappers that hold answers."""
-    if event not in ("Stop", "SubagentStop", "UserPromptSubmit"):
+    if event not in ("Stop", "SubagentStop", "UserPromptSubmit", "PostToolUse"):
         return callback
 
     async def noted(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
-        output = await callback(input_data, tool_use_id, context)
-        note_hook_output(scope.answers, event, input_data, output)
+        answer: str | None = None
+        data = input_data
+        if event in ("Stop", "SubagentStop") and isinstance(input_data, Mapping):
+            # Stop names only the turn's last text block: judge what the app assembles.
+            answer = await whole_answer(scope.answers, input_data)
+            data = {**input_data, _WHOLE_ANSWER: answer}
+        output = await callback(data, tool_use_id, context)
+        if tool_use_id and isinstance(data, Mapping) and not data.get("tool_use_id"):
+            data = {**data, "tool_use_id": tool_use_id}
+        note_hook_output(scope.answers, event, data, output, answer=answer)
         return output
 
     setattr(noted, _MARK, True)
     noted.__name__ = callback.__name__
     return noted
+
+
+#: Where :func:`_noting` hands a Stop handler the whole answer it assembled.
+_WHOLE_ANSWER = "_akto_whole_answer"
+
+
+def _answer_of(data: Mapping[str, Any]) -> str:
+    """The answer a Stop or SubagentStop handler judges (see :func:`_noting`)."""
+    whole = data.get(_WHOLE_ANSWER)
+    return whole if isinstance(whole, str) else hook_answer(data)
 
 
 def _tag(options: Any, name: str, value: Any) -> None:

@@ -42,7 +42,6 @@ from akto_otel.answers import (
     ANSWER_BLOCK_PREFIX,
     PROMPT_BLOCK_PREFIX,
     AnswerLedger,
-    Judge,
     hold_answers,
 )
 from akto_otel.armed import not_armed_error
@@ -247,14 +246,19 @@ _Guard = AktoGuardrails | Lockdown
 _Session = GuardedSession | _LockedSession
 
 
-def _hold(session: _Session) -> bool:
-    return session.guard.settings.hold_answers if isinstance(session, GuardedSession) else True
-
-
-def _judge(session: _Session) -> Judge | None:
+def _held(stream: AsyncIterator[Any], session: _Session) -> AsyncIterator[Any]:
+    """``stream`` through the held-answer path of ``session`` (its guard's fail mode)."""
     if isinstance(session, GuardedSession):
-        return session.guard.answer_judge(session)
-    return None
+        guard = session.guard
+        return hold_answers(
+            stream,
+            session.answers,
+            hold=guard.settings.hold_answers,
+            judge=guard.answer_judge(session),
+            fail_open=guard.settings.fail_mode == "open",
+            on_unjudged=guard.unjudged_reporter(session),
+        )
+    return hold_answers(stream, session.answers, hold=True, judge=None)
 
 
 def _session_for(guard: _Guard, options: Any) -> tuple[_Session, bool]:
@@ -297,9 +301,7 @@ def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: _Guard) -> A
                     kwargs["transport"] = session.guard.armed_transport(given)
                 stream = original(*args, **kwargs)
                 try:
-                    async for message in hold_answers(
-                        stream, session.answers, hold=_hold(session), judge=_judge(session)
-                    ):
+                    async for message in _held(stream, session):
                         yield message
                 except Exception as exc:
                     not_armed = not_armed_error(kwargs.get("transport"))
@@ -324,9 +326,7 @@ def _wrap_receive(original: Callable[..., AsyncIterator[Any]], guard: _Guard) ->
             async for message in stream:
                 yield message
             return
-        async for message in hold_answers(
-            stream, session.answers, hold=_hold(session), judge=_judge(session)
-        ):
+        async for message in _held(stream, session):
             yield message
 
     return receive_messages

@@ -405,11 +405,19 @@ def _estimate_tokens(value: Any) -> int:
 
 
 def _message(
-    model: str, text: str | None, tool_uses: Sequence[Mapping[str, Any]], input_tokens: int
+    model: str,
+    text: str | Sequence[str] | None,
+    tool_uses: Sequence[Mapping[str, Any]],
+    input_tokens: int,
+    *,
+    thinking: str | None = None,
 ) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
-    if text is not None:
-        content.append({"type": "text", "text": text})
+    if thinking is not None:
+        content.append({"type": "thinking", "thinking": thinking, "signature": "fake-signature"})
+    texts = [text] if isinstance(text, str) else list(text or ())
+    for part in texts:
+        content.append({"type": "text", "text": part})
     for tool_use in tool_uses:
         content.append(
             {
@@ -436,7 +444,7 @@ def _message(
     }
 
 
-def _sse_events(message: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _sse_events(message: Mapping[str, Any], chunk: int = 0) -> list[tuple[str, dict[str, Any]]]:
     usage = dict(message["usage"])
     start_message = dict(message)
     start_message["content"] = []
@@ -447,9 +455,21 @@ def _sse_events(message: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         ("ping", {"type": "ping"}),
     ]
     for index, block in enumerate(message["content"]):
+        deltas: list[dict[str, Any]]
         if block["type"] == "text":
             start_block: dict[str, Any] = {"type": "text", "text": ""}
-            delta: dict[str, Any] = {"type": "text_delta", "text": block["text"]}
+            text = block["text"]
+            size = chunk or max(1, len(text))
+            deltas = [
+                {"type": "text_delta", "text": text[i : i + size]}
+                for i in range(0, max(1, len(text)), size)
+            ]
+        elif block["type"] == "thinking":
+            start_block = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas = [
+                {"type": "thinking_delta", "thinking": block["thinking"]},
+                {"type": "signature_delta", "signature": block["signature"]},
+            ]
         else:
             start_block = {
                 "type": "tool_use",
@@ -457,16 +477,20 @@ def _sse_events(message: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                 "name": block["name"],
                 "input": {},
             }
-            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+            deltas = [{"type": "input_json_delta", "partial_json": json.dumps(block["input"])}]
         events.append(
             (
                 "content_block_start",
                 {"type": "content_block_start", "index": index, "content_block": start_block},
             )
         )
-        events.append(
-            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
-        )
+        for delta in deltas:
+            events.append(
+                (
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+            )
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
     events.append(
         (
@@ -482,10 +506,10 @@ def _sse_events(message: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-def _sse_body(message: Mapping[str, Any]) -> bytes:
+def _sse_body(message: Mapping[str, Any], chunk: int = 0) -> bytes:
     return b"".join(
         f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
-        for name, data in _sse_events(message)
+        for name, data in _sse_events(message, chunk)
     )
 
 
@@ -669,7 +693,8 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.delay:
             time.sleep(reply.delay)
         if body.get("stream"):
-            self._send(200, _sse_body(reply.message), "text/event-stream; charset=utf-8")
+            body_bytes = _sse_body(reply.message, reply.chunk)
+            self._send(200, body_bytes, "text/event-stream; charset=utf-8")
         else:
             self._send_json(200, reply.message)
 
@@ -869,8 +894,15 @@ class FakeAnthropic:
         ]
         if step.input_tokens is not None:
             input_tokens = step.input_tokens
-        message = _message(model, step.text, tool_uses, input_tokens)
-        return _Reply(message, "conversation", scenario=label, step=index, delay=step.delay)
+        message = _message(model, step.texts, tool_uses, input_tokens, thinking=step.thinking)
+        return _Reply(
+            message,
+            "conversation",
+            scenario=label,
+            step=index,
+            delay=step.delay,
+            chunk=step.chunk,
+        )
 
 
 @dataclass(frozen=True)
@@ -881,3 +913,4 @@ class _Reply:
     scenario: str | None = None
     step: int | None = None
     delay: float = 0.0
+    chunk: int = 0

@@ -10,7 +10,10 @@ agent sessions can share one server.
 
 Step kinds:
 
-* :class:`Text` -- an assistant text reply (``stop_reason: end_turn``).
+* :class:`Text` -- an assistant text reply (``stop_reason: end_turn``);
+  ``Text("a", "b")`` replies with two text blocks in one turn, ``thinking=``
+  opens the turn with a thinking block, ``chunk=`` streams each text as
+  deltas of that many characters.
 * :class:`ToolUse` -- one ``tool_use`` block (``stop_reason: tool_use``); may be
   put directly in a step list.
 * :class:`ToolUses` -- several ``tool_use`` blocks in one assistant turn,
@@ -138,9 +141,21 @@ class Step:
     tool_uses: tuple[ToolUse, ...] = ()
     delay: float = 0.0
     input_tokens: int | None = None
+    #: Further text blocks of the same turn, after ``text`` (the CLI emits one
+    #: AssistantMessage per block).
+    more_text: tuple[str, ...] = ()
+    #: A thinking block that opens the turn.
+    thinking: str | None = None
+    #: Stream each text block as deltas of this many characters (0: one delta).
+    chunk: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tool_uses", tuple(self.tool_uses))
+        object.__setattr__(self, "more_text", tuple(self.more_text))
+        if self.more_text and self.text is None:
+            raise ValueError("more_text needs a first text")
+        if self.chunk < 0:
+            raise ValueError("Step.chunk must be >= 0")
         for tool_use in self.tool_uses:
             if not isinstance(tool_use, ToolUse):
                 raise TypeError(f"tool_uses must hold ToolUse objects, got {tool_use!r}")
@@ -152,7 +167,20 @@ class Step:
             raise ValueError("Step.input_tokens must be >= 0")
 
     def _key(self) -> tuple[Any, ...]:
-        return (self.text, self.tool_uses, self.delay, self.input_tokens)
+        return (
+            self.text,
+            self.tool_uses,
+            self.delay,
+            self.input_tokens,
+            self.more_text,
+            self.thinking,
+            self.chunk,
+        )
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """Every text block of the turn, in order."""
+        return () if self.text is None else (self.text, *self.more_text)
 
     def __eq__(self, other: object) -> bool:
         # Structural: Text("x") == Step(text="x").
@@ -228,8 +256,24 @@ class Step:
 class Text(Step):
     """An assistant text reply that ends the turn (``stop_reason: end_turn``)."""
 
-    def __init__(self, text: str, *, delay: float = 0.0, input_tokens: int | None = None) -> None:
-        super().__init__(text=text, tool_uses=(), delay=delay, input_tokens=input_tokens)
+    def __init__(
+        self,
+        text: str,
+        *more_text: str,
+        delay: float = 0.0,
+        input_tokens: int | None = None,
+        thinking: str | None = None,
+        chunk: int = 0,
+    ) -> None:
+        super().__init__(
+            text=text,
+            tool_uses=(),
+            delay=delay,
+            input_tokens=input_tokens,
+            more_text=more_text,
+            thinking=thinking,
+            chunk=chunk,
+        )
 
 
 @dataclass(frozen=True, init=False, eq=False)

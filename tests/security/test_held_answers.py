@@ -23,6 +23,7 @@ from claude_agent_sdk import (
     ResultMessage,
     StreamEvent,
     TextBlock,
+    UserMessage,
 )
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
@@ -361,6 +362,8 @@ def test_a_slow_consumer_still_drops_the_denied_text() -> None:
     holder = Holder(ledger)
     ledger.record_denial("leaked SECRET", "Secret in response")
     out = holder.feed(_assistant("leaked SECRET"))
+    # Stop's feedback ends the denied turn; the regenerated answer is a new turn.
+    out += holder.feed(UserMessage(content="Stop hook feedback: Secret in response"))
     out += holder.feed(_assistant("clean"))
     out += holder.feed(_result_of("clean"))
     assert _texts(out) == ["clean"] and holder.dropped == 1
