@@ -136,9 +136,12 @@ def test_when_the_queue_needs_room_the_oldest_records_give_way() -> None:
     assert snap["dropped"] + snap["exported"] == 200 and snap["failed"] == 0
     assert processor.stats.failures == {"queue_full": snap["dropped"]}
     assert len(delivered) == len(set(delivered)) == snap["exported"]
-    # The queue holds 50: what survives is the newest, never the oldest.
+    # The queue holds 50: what survives is the newest, never the oldest. (Records a
+    # request had in flight when they were given up on may still be delivered by it;
+    # how old they are depends on timing, so only the newest are pinned.)
     assert 40 <= len(delivered) <= 50
-    assert delivered[-1] == 199 and delivered[0] >= 140
+    assert set(range(170, 200)) <= set(delivered)
+    assert sum(1 for t in delivered if t >= 140) >= 30
 
 
 def test_a_flush_during_an_outage_returns_and_keeps_the_records_queued() -> None:

@@ -291,7 +291,8 @@ def test_local_recipe_fires_deny_rate_high_on_real_prometheus(tmp_path: Path) ->
                 recorded = _query(base, f'{DENY_SHARE}{{akto_hook="PreToolUse"}}')
             except OSError:
                 continue
-        assert [float(r["value"][1]) for r in recorded] == [1.0], recorded
+        # One series per (job, service): each says every PreToolUse span was a deny.
+        assert recorded and {float(r["value"][1]) for r in recorded} == {1.0}, recorded
         # The URLs the doc gives for Debian's Prometheus 2.42 work on it.
         for path in ("/classic/alerts", "/classic/graph", "/api/v1/alerts"):
             with urllib.request.urlopen(base + path, timeout=5) as response:

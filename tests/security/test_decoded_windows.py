@@ -124,7 +124,7 @@ def test_tool_call_windows_are_decoded_strings_and_cover_them(
 ) -> None:
     limits, effective = _limits(_call_overhead(name), capacity, overlap)
     plan = plan_tool_call(WIRE, name, value, limits)
-    assert not plan.failed and not plan.too_large
+    assert not plan.failed and not plan.too_large and plan.records
     assert all(len(r["requestPayload"]) <= limits.payload for r in plan.records)
     whole = contract.dumps(contract.tool_request_value(name, value))
     if len(whole) <= limits.payload:  # judged whole, as the contract encodes it
@@ -147,7 +147,7 @@ def test_tool_result_windows_are_decoded_strings_and_cover_them(
     overhead = len(contract.dumps(contract.tool_result_values(name[:1024], {}, [])[1]))
     limits, effective = _limits(overhead, capacity, overlap)
     plan = plan_tool_result(WIRE, name, {"q": "x"}, output, limits)
-    assert not plan.failed and not plan.too_large
+    assert not plan.failed and not plan.too_large and plan.records
     assert all(len(r["responsePayload"]) <= limits.payload for r in plan.records)
     if len(contract.dumps(contract.tool_result_values(name, {}, output)[1])) <= limits.payload:
         return  # judged whole, as the contract encodes it

@@ -603,6 +603,7 @@ def test_what_plain_json_cannot_encode_is_windowed_over_what_is_read(odd: Any) -
 def test_a_name_longer_than_the_label_is_cut_only_in_the_label() -> None:
     name = "n" * 1024 + "TAIL" + "m" * 300_000
     plan = plan_tool_call(WIRE, name, {}, LIMITS)
+    assert plan.records
     assert all(json.loads(r["requestPayload"])["toolName"] == "n" * 1024 for r in plan.records)
     first = json.loads(plan.records[0]["requestPayload"])["body"][0]
     assert first.startswith("n" * 1024 + "TAIL")
