@@ -1,0 +1,138 @@
+"""Outside review of the round's new paths: attacks that got past a verdict.
+
+Each test is an attack (real CLI, scripted model, Akto emulator where it matters)
+that succeeded on the code reviewed; a test still marked ``xfail(strict=True)``
+documents a bypass that is not fixed yet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from claude_agent_sdk import ResultMessage
+
+from akto_otel import windows
+from akto_otel.contract import Verdict
+from akto_otel.emulator import EmulatorServer, Policy
+from akto_otel.testing import FakeAnthropic, Scenario, Step, Text, ToolUse
+from akto_otel.unjudged import unjudged_fault
+from tests.conftest import TEST_RULES, SpanCapture
+from tests.security.attack_kit import guard as make_guard
+from tests.security.attack_kit import options, rule
+
+pytestmark = pytest.mark.timeout(180)
+
+KEY = "AKIAIOSFODNN7EXAMPLE"
+#: What the failing tool prints; built at run time so the command itself never holds it.
+LEAK = "SECRET-TOKEN-42"
+RULES = (
+    *TEST_RULES,
+    rule("aws-key", "Stop", KEY, reason="AWS key in response"),
+    rule("secret-read", "PostToolUse", "SECRET-TOKEN", reason="Secret in tool output"),
+)
+FAIL_MODES = ("open", "closed")
+
+
+@pytest.fixture
+def akto() -> Iterator[EmulatorServer]:
+    server = EmulatorServer(Policy(RULES))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _seen(messages: list[Any]) -> str:
+    return "\n".join(repr(m) for m in messages)
+
+
+# ----------------------------------------------------- 1. a failing tool's output
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review finding: PostToolUseFailure judges nothing; a failing tool's output "
+    "reaches the model and the app unjudged",
+)
+@pytest.mark.parametrize("fail_mode", FAIL_MODES)
+async def test_a_failing_tools_output_is_judged_before_the_model_sees_it(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, fail_mode: str
+) -> None:
+    """With ``AKTO_TOOL_RESPONSE_GUARDRAILS=true``, a tool output the guard denies must
+    reach neither the model nor the app. A tool that *fails* (Bash exiting non-zero, an
+    MCP tool answering ``isError``) fires PostToolUseFailure instead of PostToolUse, and
+    that hook judged nothing: ``cat poisoned.txt; false`` put any tool output, injection
+    or secret, into the model's context and the app's stream unjudged, in both fail
+    modes (no PostToolUse record reached Akto at all)."""
+    guard = make_guard(akto, capture, fail_mode=fail_mode, tool_response_guardrails=True)
+    command = "printf 'SECRET-%s' TOKEN-42; exit 3"
+    scenario = Scenario(
+        None, [Step(tool_uses=(ToolUse("Bash", {"command": command}),)), Text("ok")]
+    )
+    with FakeAnthropic(scenario) as fake:
+        messages = [m async for m in guard.query("go", options(fake, home, workdir))]
+        to_model = json.dumps(fake.conversation_requests)
+    guard.shutdown()
+    assert LEAK not in to_model, "a failing tool's denied output reached the model"
+    assert LEAK not in _seen(messages), "a failing tool's denied output reached the app"
+    results = [m for m in messages if isinstance(m, ResultMessage)]
+    assert results and results[-1].is_error is True
+
+
+# ------------------------------------------- 2. an answer written into a tool call
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review finding: a tool call's input is judged only as a request (PreToolUse), "
+    "never with the response guardrail, and reaches the app in the ToolUseBlock",
+)
+@pytest.mark.parametrize("fail_mode", FAIL_MODES)
+async def test_a_secret_the_model_writes_into_a_tool_call_never_reaches_the_app(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, fail_mode: str
+) -> None:
+    """The model (steered by an injection) writes the key the answer guardrail denies
+    into a harmless tool call's ``description`` instead of its answer. Stop and the held
+    path judge only text, thinking and StructuredOutput; the ToolUseBlock carrying the key
+    is delivered to the app (a chat UI renders it) after PreToolUse judged it against
+    the *request* policies only."""
+    guard = make_guard(akto, capture, fail_mode=fail_mode)
+    call = ToolUse("Bash", {"command": "true", "description": f"note: {KEY}"})
+    scenario = Scenario(None, [Step(tool_uses=(call,)), Text("done")])
+    with FakeAnthropic(scenario) as fake:
+        messages = [m async for m in guard.query("go", options(fake, home, workdir))]
+    guard.shutdown()
+    assert KEY not in _seen(messages)
+
+
+# ----------------------------------- 3. fail-open is loud: an unjudged window hidden
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review finding: strictest() ranks warn/alert above a fail-open window, "
+    "so the unjudged window is silent",
+)
+@pytest.mark.parametrize("first", ["warn", "alert"])
+async def test_an_unjudged_window_is_loud_even_next_to_a_warn(first: str) -> None:
+    """Fail-open, content judged in windows: one window gets ``warn`` (or ``alert``),
+    Akto fails on the other. The call goes through with one window never judged, but
+    ``strictest`` ranked the warn above the fail-open stand-in, so the verdict carried no
+    ``fail_open``: no WARNING, no ``akto.guardrail.unjudged``, no span mark."""
+    answers = {
+        0: Verdict(decision=first, allowed=True, behaviour=first, reason="policy note"),
+        1: Verdict.failure("timeout", fail_closed=False),
+    }
+    plan = windows.Plan(({"n": 0}, {"n": 1}), size=1)
+
+    async def check(record: dict[str, Any]) -> Verdict:
+        return answers[record["n"]]
+
+    verdict = await windows.judge(check, plan, windows.Limits())
+    assert verdict.allowed
+    assert unjudged_fault(verdict) == "timeout", "a window ran unjudged without a trace"
