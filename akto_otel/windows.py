@@ -500,6 +500,12 @@ def strictest(verdicts: Sequence[Verdict]) -> Verdict:
             allowed=False,
             reason="Akto masking verdict on part of a long content cannot be applied",
         )
+    if worst.allowed and not worst.fail_open:
+        # A window let through without a verdict (fail-open) stays unjudged, and loud,
+        # next to a warn or alert on another window.
+        unjudged = next((v for v in verdicts if v.allowed and v.fail_open), None)
+        if unjudged is not None:
+            worst = replace(worst, fail_open=True, error=unjudged.error or "fail_open")
     return replace(worst, latency_s=latency)
 
 

@@ -113,11 +113,6 @@ async def test_a_secret_the_model_writes_into_a_tool_call_never_reaches_the_app(
 # ----------------------------------- 3. fail-open is loud: an unjudged window hidden
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review finding: strictest() ranks warn/alert above a fail-open window, "
-    "so the unjudged window is silent",
-)
 @pytest.mark.parametrize("first", ["warn", "alert"])
 async def test_an_unjudged_window_is_loud_even_next_to_a_warn(first: str) -> None:
     """Fail-open, content judged in windows: one window gets ``warn`` (or ``alert``),
