@@ -565,6 +565,9 @@ class AktoGuardrails:
 
     def _fail_output(self, event: str, scope: _Scope, input_data: Any, call: _Call) -> HookOutput:
         """The answer of a hook that failed before it had a decision."""
+        if event == "PostToolUseFailure" and _judges("PostToolUse", self.settings):
+            # A failing tool's output is judged as PostToolUse judges an output.
+            return decide(Case("PostToolUse", None, self.rules, shape="unknown")).output
         outcome = decide(Case(event, None, self.rules))
         if event in ("Stop", "SubagentStop"):
             data = _as_mapping(input_data)
@@ -930,8 +933,51 @@ class AktoGuardrails:
                 },
             )
             self._capture(span, semconv.GEN_AI_TOOL_CALL_RESULT, _text(data, "error"))
-        self._end_tool(state, key, error="tool_interrupted" if interrupted else "tool_error")
-        return {}
+        try:
+            return await self._judge_failure_output(scope, state, span, data, call)
+        finally:
+            _quietly(
+                self._end_tool,
+                state,
+                key,
+                error="tool_interrupted" if interrupted else "tool_error",
+            )
+
+    async def _judge_failure_output(
+        self,
+        scope: _Scope,
+        state: SessionState,
+        span: Span,
+        data: Mapping[str, Any],
+        call: _Call,
+    ) -> HookOutput:
+        """A failing tool's output (Bash exiting non-zero, an MCP ``isError`` answer)
+        reaches the model as its error text: judged as the tool's output, like
+        PostToolUse. The CLI cannot replace it, so a denial ends the turn."""
+        error = data.get("error")
+        if not self.settings.sync_mode or not self.settings.tool_response_guardrails:
+            return {}
+        if error is None or (isinstance(error, str) and not error.strip()):
+            return {}
+        tool_name = _text(data, "tool_name")
+        raw_input = data.get("tool_input")
+        tool_input: Any = {} if raw_input is None else raw_input
+        plan = windows.plan_tool_result(
+            self._wire(scope, data), tool_name, tool_input, error, self.limits
+        )
+        verdict = await self._judge(
+            span,
+            "PostToolUse",
+            plan,
+            request=False,
+            response=True,
+            ingest=True,
+            target_id=_text(data, "tool_use_id"),
+            tool=tool_name,
+            session_id=state.session_id,
+        )
+        # The error text cannot be replaced: a mask is a deny too (shape "unknown").
+        return call.settle(decide(Case("PostToolUse", verdict, self.rules, shape="unknown")))
 
     def _breach(
         self,
@@ -1352,7 +1398,13 @@ def _warn_once(message: str) -> None:
 def _noting(event: str, scope: _Scope, callback: HookCallback) -> HookCallback:
     """``callback`` whose denials (from a verdict or the fail-closed error path) also
     reach the session's answer ledger, for the wrappers that hold answers."""
-    if event not in ("Stop", "SubagentStop", "UserPromptSubmit", "PostToolUse"):
+    if event not in (
+        "Stop",
+        "SubagentStop",
+        "UserPromptSubmit",
+        "PostToolUse",
+        "PostToolUseFailure",
+    ):
         return callback
 
     async def noted(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:

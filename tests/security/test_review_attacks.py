@@ -53,35 +53,53 @@ def _seen(messages: list[Any]) -> str:
 
 # ----------------------------------------------------- 1. a failing tool's output
 
+FAILING = "printf 'SECRET-%s' TOKEN-42; exit 3"
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review finding: PostToolUseFailure judges nothing; a failing tool's output "
-    "reaches the model and the app unjudged",
-)
-@pytest.mark.parametrize("fail_mode", FAIL_MODES)
-async def test_a_failing_tools_output_is_judged_before_the_model_sees_it(
+
+async def _run_failing_tool(
     akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, fail_mode: str
-) -> None:
-    """With ``AKTO_TOOL_RESPONSE_GUARDRAILS=true``, a tool output the guard denies must
-    reach neither the model nor the app. A tool that *fails* (Bash exiting non-zero, an
-    MCP tool answering ``isError``) fires PostToolUseFailure instead of PostToolUse, and
-    that hook judged nothing: ``cat poisoned.txt; false`` put any tool output, injection
-    or secret, into the model's context and the app's stream unjudged, in both fail
-    modes (no PostToolUse record reached Akto at all)."""
+) -> tuple[list[Any], str]:
     guard = make_guard(akto, capture, fail_mode=fail_mode, tool_response_guardrails=True)
-    command = "printf 'SECRET-%s' TOKEN-42; exit 3"
-    scenario = Scenario(
-        None, [Step(tool_uses=(ToolUse("Bash", {"command": command}),)), Text("ok")]
-    )
+    call = ToolUse("Bash", {"command": FAILING})
+    scenario = Scenario(None, [Step(tool_uses=(call,)), Text("ok")])
     with FakeAnthropic(scenario) as fake:
         messages = [m async for m in guard.query("go", options(fake, home, workdir))]
         to_model = json.dumps(fake.conversation_requests)
     guard.shutdown()
-    assert LEAK not in to_model, "a failing tool's denied output reached the model"
+    return messages, to_model
+
+
+@pytest.mark.parametrize("fail_mode", FAIL_MODES)
+async def test_a_failing_tools_denied_output_never_reaches_the_app(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, fail_mode: str
+) -> None:
+    """With ``AKTO_TOOL_RESPONSE_GUARDRAILS=true`` a tool output the guard denies must not
+    reach the app. A tool that *fails* (Bash exiting non-zero, an MCP tool answering
+    ``isError``) fires PostToolUseFailure instead of PostToolUse, and that hook judged
+    nothing: ``cat poisoned.txt; false`` put any output into the app's stream unjudged,
+    in both fail modes (no record reached Akto at all). Now PostToolUseFailure judges the
+    error text as the tool's output; denied, the app gets the withheld form and an
+    error result."""
+    messages, _ = await _run_failing_tool(akto, capture, home, workdir, fail_mode)
     assert LEAK not in _seen(messages), "a failing tool's denied output reached the app"
+    assert any(r.hook == "PostToolUse" and r.verdict for r in akto.records)
     results = [m for m in messages if isinstance(m, ResultMessage)]
     assert results and results[-1].is_error is True
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review finding, open: the CLI (2.1.337) ignores continue:false, "
+    "updatedToolOutput and decision:block on PostToolUseFailure, so a failing tool's "
+    "denied output still reaches the model",
+)
+@pytest.mark.parametrize("fail_mode", FAIL_MODES)
+async def test_a_failing_tools_denied_output_never_reaches_the_model(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, fail_mode: str
+) -> None:
+    """The same attack, seen from the model: the error text is its next request."""
+    _, to_model = await _run_failing_tool(akto, capture, home, workdir, fail_mode)
+    assert LEAK not in to_model, "a failing tool's denied output reached the model"
 
 
 # ------------------------------------------- 2. an answer written into a tool call
