@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from claude_agent_sdk import ResultMessage
 
+from akto_otel import hooks as hooks_module
 from akto_otel import windows
 from akto_otel.contract import Verdict
 from akto_otel.emulator import EmulatorServer, Policy
@@ -149,3 +150,58 @@ async def test_an_unjudged_window_is_loud_even_next_to_a_warn(first: str) -> Non
     verdict = await windows.judge(check, plan, windows.Limits())
     assert verdict.allowed
     assert unjudged_fault(verdict) == "timeout", "a window ran unjudged without a trace"
+
+
+# ------------------------------------------------- held: what the review tried
+
+
+@pytest.mark.parametrize("mode", ["acceptEdits", "dontAsk"])
+async def test_a_denied_call_stays_denied_under_any_permission_mode(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, mode: str
+) -> None:
+    """The app's most permissive permission mode does not turn a PreToolUse deny into
+    an allow (held on the code reviewed; ``bypassPermissions`` is refused by the CLI when
+    run as root, as here, so it is not among the modes)."""
+    target = workdir / "target"
+    target.mkdir()
+    guard = make_guard(akto, capture, fail_mode="open")
+    scenario = Scenario(None, [ToolUse("Bash", {"command": f"rm -rf {target}"}), Text("ok")])
+    with FakeAnthropic(scenario) as fake:
+        opts = options(fake, home, workdir, permission_mode=mode, allowed_tools=["Bash"])
+        [m async for m in guard.query("go", opts)]
+    guard.shutdown()
+    assert target.exists(), f"rm -rf ran under permission_mode={mode}"
+
+
+# -------------------------- 4. a deny from the fail-closed error path is not watched
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review finding: a PreToolUse deny from the fail-closed error path is not "
+    "remembered, so the breach check never sees that call run",
+)
+async def test_a_deny_from_the_error_path_is_watched_for_a_breach(
+    emulator: EmulatorServer, capture: SpanCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail-closed; a bug in the PreToolUse handler (stood in for by a planner that
+    raises) makes it deny through its error path, before a verdict. A CLI that runs the
+    call anyway (the stand-in of tests/security/test_breach.py) is a breach like any other; on the code reviewed only
+    a deny that came from a verdict was remembered, so this one went unnoticed and the
+    session went on."""
+    from claude_agent_sdk import ClaudeAgentOptions
+
+    from tests.security.cli_standin import ScriptedCLI
+    from tests.security.test_breach import RAN, TOOL_CALL
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the handler")
+
+    monkeypatch.setattr(hooks_module.windows, "plan_tool_call", broken)
+    guard = make_guard(emulator, capture, fail_mode="closed")
+    cli = ScriptedCLI([("PreToolUse", TOOL_CALL), ("PostToolUse", RAN)])
+    [m async for m in guard.query("tidy up", ClaudeAgentOptions(), transport=cli)]
+    [pre] = [a for name, a in cli.answers if name == "PreToolUse"]
+    assert pre["hookSpecificOutput"]["permissionDecision"] == "deny"  # precondition
+    [post] = [a for name, a in cli.answers if name == "PostToolUse"]
+    assert post.get("continue") is False, "the denied call ran and the session went on"
