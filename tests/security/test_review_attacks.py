@@ -186,9 +186,9 @@ async def test_a_deny_from_the_error_path_is_watched_for_a_breach(
 ) -> None:
     """Fail-closed; a bug in the PreToolUse handler (stood in for by a planner that
     raises) makes it deny through its error path, before a verdict. A CLI that runs the
-    call anyway (the stand-in of tests/security/test_breach.py) is a breach like any other; on the code reviewed only
-    a deny that came from a verdict was remembered, so this one went unnoticed and the
-    session went on."""
+    call anyway (the stand-in of tests/security/test_breach.py) is a breach like any
+    other; on the code reviewed only a deny that came from a verdict was remembered, so
+    this one went unnoticed and the session went on."""
     from claude_agent_sdk import ClaudeAgentOptions
 
     from tests.security.cli_standin import ScriptedCLI
