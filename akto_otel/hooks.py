@@ -535,6 +535,13 @@ class AktoGuardrails:
                 output = self._fail_output(event, scope, input_data, call)
                 if _judges(event, self.settings) and not self.rules.fail_closed:
                     _quietly(self._record_failed_hook, scope, event, input_data)
+                if event == "PreToolUse" and _denies_call(output):
+                    # A deny is a deny whichever path made it: watched for a breach too.
+                    _quietly(
+                        scope.denied.add,
+                        _text(_as_mapping(input_data), "session_id"),
+                        tool_use_id or _text(_as_mapping(input_data), "tool_use_id"),
+                    )
                 return output
             finally:
                 _quietly(self.metrics.record_hook_duration, event, time.perf_counter() - start)
@@ -1220,6 +1227,12 @@ class _Call:
 
 _Handler = Callable[[_Scope, Mapping[str, Any], _Call], Awaitable[HookOutput]]
 _R = TypeVar("_R")
+
+
+def _denies_call(output: Any) -> bool:
+    """Whether a PreToolUse output denies the call."""
+    specific = output.get("hookSpecificOutput") if isinstance(output, Mapping) else None
+    return isinstance(specific, Mapping) and specific.get("permissionDecision") == "deny"
 
 
 def _quietly(fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R | None:

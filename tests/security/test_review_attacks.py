@@ -176,11 +176,6 @@ async def test_a_denied_call_stays_denied_under_any_permission_mode(
 # -------------------------- 4. a deny from the fail-closed error path is not watched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review finding: a PreToolUse deny from the fail-closed error path is not "
-    "remembered, so the breach check never sees that call run",
-)
 async def test_a_deny_from_the_error_path_is_watched_for_a_breach(
     emulator: EmulatorServer, capture: SpanCapture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
