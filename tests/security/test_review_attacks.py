@@ -200,3 +200,44 @@ async def test_a_deny_from_the_error_path_is_watched_for_a_breach(
     assert pre["hookSpecificOutput"]["permissionDecision"] == "deny"  # precondition
     [post] = [a for name, a in cli.answers if name == "PostToolUse"]
     assert post.get("continue") is False, "the denied call ran and the session went on"
+
+
+# ------------------------------------- 5. a tool output split across content blocks
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review finding: tool output is judged string by string; a pattern split "
+    "across an MCP tool's text blocks (which the model reads back to back) is never seen",
+)
+@pytest.mark.parametrize("fail_mode", FAIL_MODES)
+async def test_a_secret_split_across_mcp_text_blocks_never_reaches_the_model(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, fail_mode: str
+) -> None:
+    """A malicious MCP server answers with two text blocks, ``SECRET-`` and ``TOKEN-42``.
+    The model reads them back to back (one tool_result with both blocks); Akto
+    gets them as two decoded strings, neither of which holds ``SECRET-TOKEN``. The
+    answers path learned this (a turn is judged as its blocks joined); tool output did
+    not."""
+    from claude_agent_sdk import create_sdk_mcp_server, tool
+
+    @tool("fetch", "Fetch a page", {"url": str})
+    async def fetch(args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "content": [{"type": "text", "text": "SECRET-"}, {"type": "text", "text": "TOKEN-42"}]
+        }
+
+    server = create_sdk_mcp_server("web", tools=[fetch])
+    guard = make_guard(akto, capture, fail_mode=fail_mode, tool_response_guardrails=True)
+    scenario = Scenario(None, [ToolUse("mcp__web__fetch", {"url": "https://x"}), Text("ok")])
+    with FakeAnthropic(scenario) as fake:
+        opts = options(
+            fake, home, workdir, mcp_servers={"web": server}, allowed_tools=["mcp__web__fetch"]
+        )
+        messages = [m async for m in guard.query("go", opts)]
+        to_model = json.dumps(fake.conversation_requests)
+    guard.shutdown()
+    assert "SECRET-" not in to_model or "TOKEN-42" not in to_model, (
+        "the split secret reached the model"
+    )
+    assert "TOKEN-42" not in _seen(messages)
