@@ -34,6 +34,7 @@ RULES = (
     *TEST_RULES,
     rule("aws-key", "Stop", KEY, reason="AWS key in response"),
     rule("secret-read", "PostToolUse", "SECRET-TOKEN", reason="Secret in tool output"),
+    rule("pem", "Stop", r"PRIVATE KEY-----\s+MII", reason="Private key in response"),
 )
 FAIL_MODES = ("open", "closed")
 
@@ -241,3 +242,48 @@ async def test_a_secret_split_across_mcp_text_blocks_never_reaches_the_model(
         "the split secret reached the model"
     )
     assert "TOKEN-42" not in _seen(messages)
+
+
+# ---------------------------- 6. a structured output is judged as JSON text, escaped
+
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA7dlk"
+_SCHEMA = {
+    "type": "json_schema",
+    "schema": {"type": "object", "properties": {"report": {"type": "object"}}},
+}
+
+
+@pytest.mark.parametrize("fail_mode", FAIL_MODES)
+async def test_a_private_key_in_a_plain_answer_is_denied(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, fail_mode: str
+) -> None:
+    """Control for the next test: the same key as text is denied (the rule works)."""
+    guard = make_guard(akto, capture, fail_mode=fail_mode, max_stop_regenerations=0)
+    with FakeAnthropic(Scenario(None, [Text(f"here: {PEM}")])) as fake:
+        messages = [m async for m in guard.query("go", options(fake, home, workdir))]
+    guard.shutdown()
+    assert "MIIEpAIBAAKCAQEA7dlk" not in _seen(messages)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review finding: a structured output is judged as its canonical JSON text, so "
+    "Akto sees a newline (or tab, quote, backslash) inside a value as an escape",
+)
+@pytest.mark.parametrize("fail_mode", FAIL_MODES)
+async def test_a_private_key_in_a_structured_output_is_denied(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, fail_mode: str
+) -> None:
+    """With ``output_format`` the StructuredOutput call *is* the answer; Stop and the
+    holder judge ``structured_text(value)``, JSON text in which the PEM's newline is a
+    backslash and an ``n``. ``PRIVATE KEY-----\\s+MII`` denies the key as text (the
+    control above) but not inside a structured output: the app gets it in
+    ``ResultMessage.structured_output``. The windows learned this for tool input
+    (decoded strings, issue 21); structured answers did not."""
+    guard = make_guard(akto, capture, fail_mode=fail_mode, max_stop_regenerations=0)
+    scenario = Scenario(None, [ToolUse("StructuredOutput", {"report": {"pem": PEM}}), Text("done")])
+    with FakeAnthropic(scenario) as fake:
+        opts = options(fake, home, workdir, output_format=_SCHEMA)
+        messages = [m async for m in guard.query("go", opts)]
+    guard.shutdown()
+    assert "MIIEpAIBAAKCAQEA7dlk" not in _seen(messages)
