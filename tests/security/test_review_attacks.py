@@ -287,3 +287,31 @@ async def test_a_private_key_in_a_structured_output_is_denied(
         messages = [m async for m in guard.query("go", opts)]
     guard.shutdown()
     assert "MIIEpAIBAAKCAQEA7dlk" not in _seen(messages)
+
+
+# ------------------------------------------ 7. an answer split around a tool call
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review finding (residual): a turn is judged from the last tool result on, "
+    "so a key split around a tool call is never judged whole",
+)
+@pytest.mark.parametrize("fail_mode", FAIL_MODES)
+async def test_a_key_split_around_a_tool_call_is_judged_whole(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, fail_mode: str
+) -> None:
+    """The fix for keys split across blocks joins the blocks of one turn; the model moves
+    the split to either side of a no-op tool call (``true``). The app, printing every
+    text block it gets (as the SDK's examples do), prints the whole key: no judgement
+    saw it, the result is ``success``."""
+    guard = make_guard(akto, capture, fail_mode=fail_mode, max_stop_regenerations=0)
+    first = Step(text="The key is AKIAIOSF", tool_uses=(ToolUse("Bash", {"command": "true"}),))
+    scenario = Scenario(None, [first, Text("ODNN7EXAMPLE, use it.")])
+    with FakeAnthropic(scenario) as fake:
+        messages = [m async for m in guard.query("go", options(fake, home, workdir))]
+    guard.shutdown()
+    printed = "".join(
+        b.text for m in messages for b in getattr(m, "content", None) or [] if hasattr(b, "text")
+    )
+    assert KEY not in printed
