@@ -894,6 +894,23 @@ class AktoGuardrails:
                     tool=tool_name,
                     session_id=session_id,
                 )
+                joined = _joined_blocks(tool_response) if verdict.allowed else None
+                if joined is not None and not verdict.fail_open:
+                    # The model reads an MCP output's text blocks back to back: a pattern
+                    # split across them is judged whole too (once the blocks passed; an
+                    # output already unjudged is not counted twice).
+                    whole = await self._judge(
+                        span,
+                        "PostToolUse",
+                        windows.plan_tool_result(wire, tool_name, tool_input, joined, self.limits),
+                        request=False,
+                        response=True,
+                        target_id=tool_use_id,
+                        tool=tool_name,
+                        session_id=session_id,
+                    )
+                    if whole.decision != "allow":
+                        verdict = windows.strictest([verdict, whole])
                 masked = None
                 if verdict.decision == "modify" and not plan.windowed:
                     masked = masked_tool_output(
@@ -1273,6 +1290,20 @@ def _carries_denied_answer(state: SessionState, tool_response: Any) -> bool:
         if answer in haystack or json.dumps(answer)[1:-1] in escaped:
             return True
     return False
+
+
+def _joined_blocks(tool_response: Any) -> str | None:
+    """The text blocks of a content-block output joined as the model reads them, when
+    there are several (else None: the output's own judgement covers it)."""
+    blocks = tool_response.get("content") if isinstance(tool_response, Mapping) else tool_response
+    if not isinstance(blocks, list):
+        return None
+    texts = [
+        b["text"]
+        for b in blocks
+        if isinstance(b, Mapping) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    ]
+    return "".join(texts) if len(texts) > 1 else None
 
 
 def output_shape(tool_name: str, tool_response: Any) -> OutputShape:

@@ -206,11 +206,6 @@ async def test_a_deny_from_the_error_path_is_watched_for_a_breach(
 # ------------------------------------- 5. a tool output split across content blocks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review finding: tool output is judged string by string; a pattern split "
-    "across an MCP tool's text blocks (which the model reads back to back) is never seen",
-)
 @pytest.mark.parametrize("fail_mode", FAIL_MODES)
 async def test_a_secret_split_across_mcp_text_blocks_never_reaches_the_model(
     akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, fail_mode: str
