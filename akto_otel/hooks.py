@@ -975,7 +975,7 @@ class AktoGuardrails:
         data: Mapping[str, Any],
         call: _Call,
     ) -> HookOutput:
-        """A failing tool's output (Bash exiting non-zero, an MCP ``isError`` answer)
+        """A failing tool's output (Bash exiting non-zero, for one)
         reaches the model as its error text: judged as the tool's output, like
         PostToolUse. The CLI cannot replace it, so a denial ends the turn."""
         error = data.get("error")

@@ -76,8 +76,8 @@ async def test_a_failing_tools_denied_output_never_reaches_the_app(
     akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, fail_mode: str
 ) -> None:
     """With ``AKTO_TOOL_RESPONSE_GUARDRAILS=true`` a tool output the guard denies must not
-    reach the app. A tool that *fails* (Bash exiting non-zero, an MCP tool answering
-    ``isError``) fires PostToolUseFailure instead of PostToolUse, and that hook judged
+    reach the app. A tool that *fails* (Bash exiting non-zero, for one) fires
+    PostToolUseFailure instead of PostToolUse, and that hook judged
     nothing: ``cat poisoned.txt; false`` put any output into the app's stream unjudged,
     in both fail modes (no record reached Akto at all). Now PostToolUseFailure judges the
     error text as the tool's output; denied, the app gets the withheld form and an
