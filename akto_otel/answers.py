@@ -227,7 +227,7 @@ def note_hook_output(
                 ledger.record_allowed(text)
         elif event == "UserPromptSubmit" and _denies(output):
             ledger.record_prompt_block(str(data.get("session_id") or ""), _output_reason(output))
-        elif event == "PostToolUse":
+        elif event in ("PostToolUse", "PostToolUseFailure"):
             tool_use_id = data.get("tool_use_id")
             if not isinstance(tool_use_id, str) or not tool_use_id:
                 return

@@ -535,6 +535,13 @@ class AktoGuardrails:
                 output = self._fail_output(event, scope, input_data, call)
                 if _judges(event, self.settings) and not self.rules.fail_closed:
                     _quietly(self._record_failed_hook, scope, event, input_data)
+                if event == "PreToolUse" and _denies_call(output):
+                    # A deny is a deny whichever path made it: watched for a breach too.
+                    _quietly(
+                        scope.denied.add,
+                        _text(_as_mapping(input_data), "session_id"),
+                        tool_use_id or _text(_as_mapping(input_data), "tool_use_id"),
+                    )
                 return output
             finally:
                 _quietly(self.metrics.record_hook_duration, event, time.perf_counter() - start)
@@ -565,6 +572,9 @@ class AktoGuardrails:
 
     def _fail_output(self, event: str, scope: _Scope, input_data: Any, call: _Call) -> HookOutput:
         """The answer of a hook that failed before it had a decision."""
+        if event == "PostToolUseFailure" and _judges("PostToolUse", self.settings):
+            # A failing tool's output is judged as PostToolUse judges an output.
+            return decide(Case("PostToolUse", None, self.rules, shape="unknown")).output
         outcome = decide(Case(event, None, self.rules))
         if event in ("Stop", "SubagentStop"):
             data = _as_mapping(input_data)
@@ -884,6 +894,23 @@ class AktoGuardrails:
                     tool=tool_name,
                     session_id=session_id,
                 )
+                joined = _joined_blocks(tool_response) if verdict.allowed else None
+                if joined is not None and not verdict.fail_open:
+                    # The model reads an MCP output's text blocks back to back: a pattern
+                    # split across them is judged whole too (once the blocks passed; an
+                    # output already unjudged is not counted twice).
+                    whole = await self._judge(
+                        span,
+                        "PostToolUse",
+                        windows.plan_tool_result(wire, tool_name, tool_input, joined, self.limits),
+                        request=False,
+                        response=True,
+                        target_id=tool_use_id,
+                        tool=tool_name,
+                        session_id=session_id,
+                    )
+                    if whole.decision != "allow":
+                        verdict = windows.strictest([verdict, whole])
                 masked = None
                 if verdict.decision == "modify" and not plan.windowed:
                     masked = masked_tool_output(
@@ -930,8 +957,51 @@ class AktoGuardrails:
                 },
             )
             self._capture(span, semconv.GEN_AI_TOOL_CALL_RESULT, _text(data, "error"))
-        self._end_tool(state, key, error="tool_interrupted" if interrupted else "tool_error")
-        return {}
+        try:
+            return await self._judge_failure_output(scope, state, span, data, call)
+        finally:
+            _quietly(
+                self._end_tool,
+                state,
+                key,
+                error="tool_interrupted" if interrupted else "tool_error",
+            )
+
+    async def _judge_failure_output(
+        self,
+        scope: _Scope,
+        state: SessionState,
+        span: Span,
+        data: Mapping[str, Any],
+        call: _Call,
+    ) -> HookOutput:
+        """A failing tool's output (Bash exiting non-zero, for one)
+        reaches the model as its error text: judged as the tool's output, like
+        PostToolUse. The CLI cannot replace it, so a denial ends the turn."""
+        error = data.get("error")
+        if not self.settings.sync_mode or not self.settings.tool_response_guardrails:
+            return {}
+        if error is None or (isinstance(error, str) and not error.strip()):
+            return {}
+        tool_name = _text(data, "tool_name")
+        raw_input = data.get("tool_input")
+        tool_input: Any = {} if raw_input is None else raw_input
+        plan = windows.plan_tool_result(
+            self._wire(scope, data), tool_name, tool_input, error, self.limits
+        )
+        verdict = await self._judge(
+            span,
+            "PostToolUse",
+            plan,
+            request=False,
+            response=True,
+            ingest=True,
+            target_id=_text(data, "tool_use_id"),
+            tool=tool_name,
+            session_id=state.session_id,
+        )
+        # The error text cannot be replaced: a mask is a deny too (shape "unknown").
+        return call.settle(decide(Case("PostToolUse", verdict, self.rules, shape="unknown")))
 
     def _breach(
         self,
@@ -1176,6 +1246,12 @@ _Handler = Callable[[_Scope, Mapping[str, Any], _Call], Awaitable[HookOutput]]
 _R = TypeVar("_R")
 
 
+def _denies_call(output: Any) -> bool:
+    """Whether a PreToolUse output denies the call."""
+    specific = output.get("hookSpecificOutput") if isinstance(output, Mapping) else None
+    return isinstance(specific, Mapping) and specific.get("permissionDecision") == "deny"
+
+
 def _quietly(fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R | None:
     """Run a recording step; its failure is logged and never changes a decision."""
     try:
@@ -1214,6 +1290,20 @@ def _carries_denied_answer(state: SessionState, tool_response: Any) -> bool:
         if answer in haystack or json.dumps(answer)[1:-1] in escaped:
             return True
     return False
+
+
+def _joined_blocks(tool_response: Any) -> str | None:
+    """The text blocks of a content-block output joined as the model reads them, when
+    there are several (else None: the output's own judgement covers it)."""
+    blocks = tool_response.get("content") if isinstance(tool_response, Mapping) else tool_response
+    if not isinstance(blocks, list):
+        return None
+    texts = [
+        b["text"]
+        for b in blocks
+        if isinstance(b, Mapping) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    ]
+    return "".join(texts) if len(texts) > 1 else None
 
 
 def output_shape(tool_name: str, tool_response: Any) -> OutputShape:
@@ -1352,7 +1442,13 @@ def _warn_once(message: str) -> None:
 def _noting(event: str, scope: _Scope, callback: HookCallback) -> HookCallback:
     """``callback`` whose denials (from a verdict or the fail-closed error path) also
     reach the session's answer ledger, for the wrappers that hold answers."""
-    if event not in ("Stop", "SubagentStop", "UserPromptSubmit", "PostToolUse"):
+    if event not in (
+        "Stop",
+        "SubagentStop",
+        "UserPromptSubmit",
+        "PostToolUse",
+        "PostToolUseFailure",
+    ):
         return callback
 
     async def noted(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:

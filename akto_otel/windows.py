@@ -461,20 +461,49 @@ def plan_tool_result(
         return _failed("a tool result", exc)
 
 
+def _decoded_json(text: str) -> Any:
+    """``text`` decoded when it is a JSON object or array (a structured answer), else None."""
+    if text.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, (dict, list)) else None
+
+
 def plan_turn(wire: WireContext, prompt: str, answer: str, hook: str, limits: Limits) -> Plan:
-    """A Stop/SubagentStop judgement of ``answer`` (response side)."""
+    """A Stop/SubagentStop judgement of ``answer`` (response side).
+
+    An answer that is JSON (a structured output, judged as its canonical JSON text) is
+    also judged over its decoded strings, as the app reads them: in the JSON text a
+    newline inside a value is a backslash and an ``n``.
+    """
     try:
         request = prompt if contract.fits_payload({"body": prompt}) else ""
         whole = None
         if contract.fits_payload({"body": answer}):
             whole = contract.turn_record(wire, request, answer, hook=hook)
-        return _plan(
+        plan = _plan(
             lambda: answer,
             whole,
             lambda w: contract.turn_record(wire, request, w, hook=hook),
             "responsePayload",
             limits,
         )
+        decoded = _decoded_json(answer) if plan.records else None
+        if decoded is None:
+            return plan
+        values = _plan_values(
+            decoded,
+            lambda w: {"body": w},
+            contract.turn_record(wire, request, "", hook=hook),
+            "responsePayload",
+            limits,
+        )
+        if not values.records:
+            return values
+        return Plan(plan.records + values.records, plan.size)
     except Exception as exc:
         return _failed("an answer", exc)
 
@@ -500,6 +529,12 @@ def strictest(verdicts: Sequence[Verdict]) -> Verdict:
             allowed=False,
             reason="Akto masking verdict on part of a long content cannot be applied",
         )
+    if worst.allowed and not worst.fail_open:
+        # A window let through without a verdict (fail-open) stays unjudged, and loud,
+        # next to a warn or alert on another window.
+        unjudged = next((v for v in verdicts if v.allowed and v.fail_open), None)
+        if unjudged is not None:
+            worst = replace(worst, fail_open=True, error=unjudged.error or "fail_open")
     return replace(worst, latency_s=latency)
 
 
