@@ -301,9 +301,17 @@ def _throughput(
         _gateway(binary, work, name, sink_url) as gw,
     ):
         _prime(gw.otlp, sink_url)
+        primed = gw.metric("otelcol_receiver_accepted_log_records")
         load = _load(gw.otlp, warmup + window + 1.0)
         try:
             time.sleep(warmup)
+            # The window starts once the generator sends (on a loaded machine its
+            # start-up can outlast the warm-up).
+            started = time.monotonic()
+            while gw.metric("otelcol_receiver_accepted_log_records") <= primed:
+                if load.poll() is not None or time.monotonic() - started > 60.0:
+                    raise RuntimeError("the load generator sent nothing")
+                time.sleep(0.1)
             s0, a0 = _sink_counts(sink_url), gw.metric("otelcol_receiver_accepted_log_records")
             cpu0 = {
                 "gateway": proc_cpu_seconds(gw.proc.pid),
