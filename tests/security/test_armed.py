@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +50,7 @@ from tests.security.attack_kit import guard as make_guard
 from tests.security.attack_kit import hook_of
 from tests.security.attack_kit import options as agent_options
 from tests.security.cli_standin import ARMED_REPLY, ScriptedCLI
+from tests.standin_http import StandInServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -129,54 +128,24 @@ async def test_fail_open_lets_a_failing_judging_callback_through_as_configured(
     assert (workdir / "marker").exists()
 
 
-class _SlowOnPreToolUse:
+class _SlowOnPreToolUse(StandInServer):
     """Akto that answers every check at once with an allow, except PreToolUse's,
     which it accepts and never answers (the prompt must get through to the tool call:
     a slow prompt check would block the prompt and the test would prove nothing)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.pre_tool_use_calls = 0
-        self._stop = threading.Event()
-        owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                try:
-                    record = json.loads(body)
-                except ValueError:
-                    record = None
-                if isinstance(record, dict) and hook_of(record) == "PreToolUse":
-                    owner.pre_tool_use_calls += 1
-                    owner._stop.wait(30)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(ALLOW)))
-                self.end_headers()
-                self.wfile.write(ALLOW)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> _SlowOnPreToolUse:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
+    def answer(self, path: str, body: bytes) -> bytes | None:
+        try:
+            record = json.loads(body)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and hook_of(record) == "PreToolUse":
+            self.pre_tool_use_calls += 1
+            return None
+        return ALLOW
 
 
 async def test_a_judging_callback_past_its_matcher_timeout_blocks_the_tool_in_fail_closed_mode(

@@ -13,9 +13,7 @@ ran in both modes.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from akto_otel import AktoGuardrails
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, run_agent
 from tests.conftest import SpanCapture
 from tests.security.attack_kit import hook_of, options
+from tests.standin_http import StandInServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,49 +36,21 @@ def _result(**fields: Any) -> bytes:
     ).encode()
 
 
-class StandInAkto:
+class StandInAkto(StandInServer):
     """Akto's endpoints; the PreToolUse check gets ``tool_answer``, everything else an allow."""
 
     def __init__(self, tool_answer: bytes) -> None:
+        super().__init__()
         self.tool_answer = tool_answer
         self.tool_checks = 0
-        owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("content-length", "0")))
-                answer = b'{"success": true, "message": "ingested"}'
-                if self.path.startswith("/api/http-proxy") and "guardrails=true" in self.path:
-                    answer = ALLOW
-                    if hook_of(json.loads(raw)) == "PreToolUse":
-                        owner.tool_checks += 1
-                        answer = owner.tool_answer
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> StandInAkto:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def answer(self, path: str, body: bytes) -> bytes | None:
+        if path.startswith("/api/http-proxy") and "guardrails=true" in path:
+            if hook_of(json.loads(body)) == "PreToolUse":
+                self.tool_checks += 1
+                return self.tool_answer
+            return ALLOW
+        return b'{"success": true, "message": "ingested"}'
 
 
 @pytest.fixture
