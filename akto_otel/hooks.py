@@ -330,14 +330,7 @@ class AktoGuardrails:
             watch = self.armed_transport(given) if given is not None else None
             stream = sdk_query(prompt=prompt, options=session.options, transport=watch, **kwargs)
             try:
-                async for message in hold_answers(
-                    stream,
-                    session.answers,
-                    hold=self.settings.hold_answers,
-                    judge=self.answer_judge(session),
-                    fail_open=self.settings.fail_mode == "open",
-                    on_unjudged=self.unjudged_reporter(session),
-                ):
+                async for message in self.held_answers(stream, session):
                     yield message
             except Exception as exc:
                 not_armed = armed.not_armed_error(watch)
@@ -367,6 +360,20 @@ class AktoGuardrails:
             return None
 
         return armed.ArmingWatch(inner, refuse)
+
+    def held_answers(
+        self, stream: AsyncIterator[Any], session: GuardedSession
+    ) -> AsyncIterator[Any]:
+        """``stream`` (the SDK's messages) through this guard's held-answer path for
+        ``session``: its hold setting, judge and fail mode."""
+        return hold_answers(
+            stream,
+            session.answers,
+            hold=self.settings.hold_answers,
+            judge=self.answer_judge(session),
+            fail_open=self.settings.fail_mode == "open",
+            on_unjudged=self.unjudged_reporter(session),
+        )
 
     def unjudged_reporter(self, session: GuardedSession) -> Callable[[str, str], None]:
         """Records content the held-answer path delivered without a verdict (fail-open)."""

@@ -249,15 +249,7 @@ _Session = GuardedSession | _LockedSession
 def _held(stream: AsyncIterator[Any], session: _Session) -> AsyncIterator[Any]:
     """``stream`` through the held-answer path of ``session`` (its guard's fail mode)."""
     if isinstance(session, GuardedSession):
-        guard = session.guard
-        return hold_answers(
-            stream,
-            session.answers,
-            hold=guard.settings.hold_answers,
-            judge=guard.answer_judge(session),
-            fail_open=guard.settings.fail_mode == "open",
-            on_unjudged=guard.unjudged_reporter(session),
-        )
+        return session.guard.held_answers(stream, session)
     return hold_answers(stream, session.answers, hold=True, judge=None)
 
 
