@@ -892,7 +892,7 @@ def test_stop_during_delayed_answer() -> None:
 
     thread = threading.Thread(target=call)
     thread.start()
-    time.sleep(0.2)
+    time.sleep(1.0)  # the request is in its 5 s delay (0.2 s was not always enough under load)
     started = time.monotonic()
     srv.stop()
     thread.join(5)
