@@ -37,11 +37,11 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 
 from akto_otel import armed, contract, semconv, windows
 from akto_otel.answers import (
@@ -72,15 +72,13 @@ from akto_otel.redaction import Redactor, agent_env_overrides
 from akto_otel.spans import (
     SessionState,
     SessionTracing,
-    capture_content,
     end_span,
     mark_error,
     record_verdict,
-    security_attributes,
     start_agent_span,
-    start_span,
 )
-from akto_otel.unjudged import StartupProbe, UnjudgedRecorder, unjudged_fault
+from akto_otel.unjudged import StartupProbe, UnjudgedRecorder
+from akto_otel.verdict import Verdicts, quietly
 from akto_otel.version import __version__
 
 if TYPE_CHECKING:
@@ -239,8 +237,16 @@ class AktoGuardrails:
         )
         self.metrics = metrics_for(meter_provider)
         self._unjudged = UnjudgedRecorder(self.metrics)
+        self.verdicts = Verdicts(
+            self.settings,
+            self.client,
+            self.tracer,
+            self.metrics,
+            self.processor,
+            self.redactor,
+            self._unjudged,
+        )
         self._probe = StartupProbe(self.client, self.settings)
-        self._server_attributes = _server_attributes(self.settings.ingestion_url)
         if self.metrics.record_export not in self.processor.stats.listeners:
             # A processor shared by several guards reports to each metrics set once.
             self.processor.stats.listeners.append(self.metrics.record_export)
@@ -352,7 +358,7 @@ class AktoGuardrails:
 
         def refuse(fault: str) -> str | None:
             message = armed.arming_message(fault, fail_closed=fail_closed)
-            _quietly(self.metrics.record_unarmed, fault)
+            quietly(self.metrics.record_unarmed, fault)
             if fail_closed:
                 _log.error("%s", message)
                 return message
@@ -401,7 +407,9 @@ class AktoGuardrails:
                 states = list(scope.tracing)
                 prompt = states[-1].last_prompt if states else ""
                 plan = windows.plan_turn(scope.wire, prompt, text, "Stop", self.limits)
-                verdict = await self._judge(span, "Stop", plan, request=False, response=True)
+                verdict = await self.verdicts.judge(
+                    span, "Stop", plan, request=False, response=True
+                )
                 # A masked answer is not delivered either: Stop would regenerate it.
                 if stance("Stop", verdict, self.rules) == "allow":
                     return None
@@ -444,7 +452,7 @@ class AktoGuardrails:
         span = start_agent_span(
             self.tracer, self.settings.agent_name, agent_id=self.settings.agent_id
         )
-        _quietly(self._probe.start)  # a session start: ask Akto now, off the hook path
+        quietly(self._probe.start)  # a session start: ask Akto now, off the hook path
         scope = _Scope(self, client_ip, span)
         return GuardedSession(span, scope, self._instrument(options, scope))
 
@@ -455,13 +463,13 @@ class AktoGuardrails:
     async def aclose(self) -> None:
         """End open spans, flush records and close connections."""
         self._default_scope.tracing.end_all(error="shutdown")
-        _quietly(self._unjudged.flush)
+        quietly(self._unjudged.flush)
         await self.client.aclose()
         self.processor.force_flush()
 
     def shutdown(self) -> None:
         self._default_scope.tracing.end_all(error="shutdown")
-        _quietly(self._unjudged.flush)
+        quietly(self._unjudged.flush)
         self.processor.shutdown()
 
     # ------------------------------------------------------------------ wiring
@@ -526,7 +534,7 @@ class AktoGuardrails:
         async def callback(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
             start = time.perf_counter()
             call = _Call()
-            _quietly(self._probe.start)
+            quietly(self._probe.start)
             try:
                 data = dict(input_data) if isinstance(input_data, Mapping) else {}
                 if tool_use_id and not data.get("tool_use_id"):
@@ -534,24 +542,24 @@ class AktoGuardrails:
                 return await handler(scope, data, call)
             except Exception as exc:  # never raise into the SDK
                 _log.error("akto_otel %s hook failed: %s", event, type(exc).__name__)
-                _quietly(self.metrics.record_hook_error, event)
-                _quietly(self._record_internal_error, scope, event, input_data, exc)
+                quietly(self.metrics.record_hook_error, event)
+                quietly(self._record_internal_error, scope, event, input_data, exc)
                 if call.output is not None:
                     # Decided before the failure (in recording): the decision stands.
                     return call.output
                 output = self._fail_output(event, scope, input_data, call)
                 if _judges(event, self.settings) and not self.rules.fail_closed:
-                    _quietly(self._record_failed_hook, scope, event, input_data)
+                    quietly(self._record_failed_hook, scope, event, input_data)
                 if event == "PreToolUse" and _denies_call(output):
                     # A deny is a deny whichever path made it: watched for a breach too.
-                    _quietly(
+                    quietly(
                         scope.denied.add,
                         _text(_as_mapping(input_data), "session_id"),
                         tool_use_id or _text(_as_mapping(input_data), "tool_use_id"),
                     )
                 return output
             finally:
-                _quietly(self.metrics.record_hook_duration, event, time.perf_counter() - start)
+                quietly(self.metrics.record_hook_duration, event, time.perf_counter() - start)
 
         setattr(callback, _MARK, True)
         callback.__name__ = f"akto_{event}"
@@ -585,7 +593,7 @@ class AktoGuardrails:
         outcome = decide(Case(event, None, self.rules))
         if event in ("Stop", "SubagentStop"):
             data = _as_mapping(input_data)
-            _quietly(
+            quietly(
                 self._settle_answer,
                 call,
                 scope.tracing.get(_text(data, "session_id")),
@@ -596,124 +604,10 @@ class AktoGuardrails:
             )
         return outcome.output
 
-    def _capture(self, span: Span, key: str, value: Any) -> None:
-        _quietly(capture_content, span, key, value, self.settings, self.redactor)
-
-    # ------------------------------------------------------------------ guard calls
-
-    async def _judge(
-        self,
-        span: Span,
-        hook: str,
-        plan: windows.Plan,
-        *,
-        request: bool = True,
-        response: bool = False,
-        ingest: bool = False,
-        target_id: str = "",
-        tool: str = "",
-        session_id: str = "",
-    ) -> Verdict:
-        """Judge ``plan`` (whole, or window by window) under a ``run_guardrail akto`` span.
-
-        The verdict is recorded after it is known; no recording step can change it.
-        A verdict that lets the call through unjudged (fail-open) is told and counted.
-        """
-        child = None
-        if self.settings.guardrail_spans:
-            child = _quietly(self._start_guardrail_span, span, hook, plan)
-        ingest = ingest and not plan.windowed
-
-        async def check(record: dict[str, Any]) -> Verdict:
-            return await self.client.check(
-                record, request=request, response=response, ingest=ingest
-            )
-
-        verdict = await windows.judge(check, plan, self.limits)
-        if child is not None:
-            _quietly(self._record_guardrail_span, child, hook, verdict, target_id)
-        else:
-            _quietly(self._record_guardrail_call, span, hook, plan, verdict, target_id)
-        _quietly(record_verdict, span, hook, verdict, self.settings)
-        _quietly(self.metrics.record_decision, hook, verdict)
-        fault = unjudged_fault(verdict)
-        if fault is not None:
-            self.record_unjudged(hook, tool, fault, span, session_id=session_id)
-        return verdict
-
-    def _start_guardrail_span(self, span: Span, hook: str, plan: windows.Plan) -> Span:
-        attributes: dict[str, Any] = {
-            semconv.AKTO_HOOK: hook,
-            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_RUN_GUARDRAIL,
-            semconv.HTTP_REQUEST_METHOD: "POST",
-            **self._server_attributes,
-        }
-        attributes.update(_plan_attributes(plan))
-        return start_span(
-            self.tracer,
-            semconv.SPAN_RUN_GUARDRAIL,
-            context=trace.set_span_in_context(span),
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-        )
-
-    def _record_guardrail_call(
-        self, span: Span, hook: str, plan: windows.Plan, verdict: Verdict, target_id: str
-    ) -> None:
-        """With ``guardrail_spans`` off: what the ``run_guardrail`` span would carry."""
-        if not span.is_recording():
-            return
-        attributes: dict[str, Any] = {
-            semconv.AKTO_GUARDRAIL_DURATION_MS: round(verdict.latency_s * 1000, 3),
-            **_plan_attributes(plan),
-        }
-        if self.settings.semconv_security:
-            # gen_ai.provider.name names Akto only on Akto's own span, not the hook's.
-            drafted = security_attributes(hook, verdict, target_id)
-            drafted.pop(semconv.GEN_AI_PROVIDER_NAME, None)
-            attributes.update(drafted)
-        span.set_attributes(attributes)
-
-    def _record_guardrail_span(
-        self, child: Span, hook: str, verdict: Verdict, target_id: str
-    ) -> None:
-        try:
-            if verdict.error:
-                mark_error(child, verdict.error)
-            child.set_attribute(semconv.AKTO_GUARDRAIL_DECISION, verdict.decision)
-            if self.settings.semconv_security:
-                child.set_attributes(security_attributes(hook, verdict, target_id))
-        finally:
-            end_span(child)
-
     def _wire(self, scope: _Scope, data: Mapping[str, Any]) -> WireContext:
         if not self.settings.session_headers:
             return scope.wire
         return scope.wire.with_session(_text(data, "session_id"), _text(data, "prompt_id"))
-
-    def _attach(
-        self,
-        span: Span,
-        record: dict[str, Any],
-        kind: str,
-        *,
-        guardrails: bool = False,
-        response_guardrails: bool = False,
-        truncated: bool = False,
-    ) -> None:
-        """Queue ``record`` for delivery with ``span``; never raises."""
-        if truncated:
-            # Delivery may cut what judging never does: say so where it shows.
-            _quietly(span.set_attribute, semconv.AKTO_RECORD_TRUNCATED, True)
-            _quietly(self.metrics.record_truncated, kind)
-        _quietly(
-            self.processor.attach,
-            span,
-            record,
-            kind=kind,
-            guardrails=guardrails,
-            response_guardrails=response_guardrails,
-        )
 
     # ------------------------------------------------------------------ handlers
 
@@ -735,7 +629,7 @@ class AktoGuardrails:
         )
         try:
             if prompt:
-                self._capture(
+                self.verdicts.capture(
                     span,
                     semconv.GEN_AI_INPUT_MESSAGES,
                     [{"role": "user", "parts": [{"type": "text", "content": prompt}]}],
@@ -744,11 +638,13 @@ class AktoGuardrails:
                 return {}
             wire = self._wire(scope, data)
             plan = windows.plan_prompt(wire, prompt, self.limits)
-            verdict = await self._judge(span, "UserPromptSubmit", plan, session_id=session_id)
+            verdict = await self.verdicts.judge(
+                span, "UserPromptSubmit", plan, session_id=session_id
+            )
             outcome = decide(Case("UserPromptSubmit", verdict, self.rules))
             call.settle(outcome)
             if outcome.blocked:
-                self._attach(
+                self.verdicts.attach(
                     span,
                     contract.prompt_record(wire, prompt, blocked_reason=outcome.reason),
                     "prompt.blocked",
@@ -768,7 +664,7 @@ class AktoGuardrails:
         tool_input: Any = {} if raw_input is None else raw_input
         state = scope.tracing.session(session_id)
         key, span = self._tool_span(scope, state, data, tool_name, tool_use_id)
-        self._capture(span, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, tool_input)
+        self.verdicts.capture(span, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, tool_input)
         if not self.settings.sync_mode:
             return {}
         wire = self._wire(scope, data)
@@ -777,7 +673,7 @@ class AktoGuardrails:
         # alongside the verdict, so the hook takes at most max(verdict, bound).
         probe = self._probe.pending()
         deadline = asyncio.get_running_loop().time() + _PROBE_WAIT_S if probe else 0.0
-        verdict = await self._judge(
+        verdict = await self.verdicts.judge(
             span,
             "PreToolUse",
             plan,
@@ -793,8 +689,8 @@ class AktoGuardrails:
         call.settle(outcome)
         if outcome.action == "deny":
             if verdict.decision == "modify":
-                _quietly(span.set_attribute, semconv.AKTO_GUARDRAIL_MASK_APPLIED, False)
-            self._attach(
+                quietly(span.set_attribute, semconv.AKTO_GUARDRAIL_MASK_APPLIED, False)
+            self.verdicts.attach(
                 span,
                 contract.tool_request_record(
                     wire, tool_name, tool_input, blocked_reason=outcome.reason
@@ -802,8 +698,8 @@ class AktoGuardrails:
                 "tool.blocked",
                 truncated=plan.windowed,
             )
-            _quietly(self._end_tool, state, key, error="blocked")
-            _quietly(scope.denied.add, session_id, tool_use_id)
+            quietly(self._end_tool, state, key, error="blocked")
+            quietly(scope.denied.add, session_id, tool_use_id)
         return outcome.output
 
     def _tool_span(
@@ -868,8 +764,8 @@ class AktoGuardrails:
                 return call.settle(breach)
             duration = data.get("duration_ms")
             if isinstance(duration, (int, float)) and not isinstance(duration, bool):
-                _quietly(span.set_attribute, semconv.AKTO_TOOL_DURATION_MS, duration)
-            self._capture(span, semconv.GEN_AI_TOOL_CALL_RESULT, tool_response)
+                quietly(span.set_attribute, semconv.AKTO_TOOL_DURATION_MS, duration)
+            self.verdicts.capture(span, semconv.GEN_AI_TOOL_CALL_RESULT, tool_response)
             if tool_response is None:
                 return {}
             shape = output_shape(tool_name, tool_response)
@@ -878,7 +774,7 @@ class AktoGuardrails:
                 denied = Verdict(
                     decision="deny", allowed=False, reason="Denied subagent answer withheld"
                 )
-                _quietly(record_verdict, span, "PostToolUse", denied, self.settings)
+                quietly(record_verdict, span, "PostToolUse", denied, self.settings)
                 # The Agent tool's own output shape takes the block reason, so the parent
                 # goes on without the answer; any other shape ends the turn.
                 replaced = withheld_agent_output(scope.answers, tool_name, tool_response)
@@ -890,7 +786,7 @@ class AktoGuardrails:
                 plan = windows.plan_tool_result(
                     wire, tool_name, tool_input, tool_response, self.limits
                 )
-                verdict = await self._judge(
+                verdict = await self.verdicts.judge(
                     span,
                     "PostToolUse",
                     plan,
@@ -906,7 +802,7 @@ class AktoGuardrails:
                     # The model reads an MCP output's text blocks back to back: a pattern
                     # split across them is judged whole too (once the blocks passed; an
                     # output already unjudged is not counted twice).
-                    whole = await self._judge(
+                    whole = await self.verdicts.judge(
                         span,
                         "PostToolUse",
                         windows.plan_tool_result(wire, tool_name, tool_input, joined, self.limits),
@@ -929,10 +825,10 @@ class AktoGuardrails:
                 call.settle(outcome)
                 if plan.windowed:
                     record = contract.tool_result_record(wire, tool_name, tool_input, tool_response)
-                    self._attach(span, record, "tool.result", truncated=True)
+                    self.verdicts.attach(span, record, "tool.result", truncated=True)
                 return outcome.output
             record = contract.tool_result_record(wire, tool_name, tool_input, tool_response)
-            self._attach(
+            self.verdicts.attach(
                 span,
                 record,
                 "tool.result",
@@ -941,7 +837,7 @@ class AktoGuardrails:
             )
             return {}
         finally:
-            _quietly(self._end_tool, state, key, error=None)
+            quietly(self._end_tool, state, key, error=None)
 
     async def _post_tool_use_failure(
         self, scope: _Scope, data: Mapping[str, Any], call: _Call
@@ -952,7 +848,7 @@ class AktoGuardrails:
         key, span = self._tool_span(scope, state, data, tool_name, tool_use_id)
         breach = self._breach(scope, state, span, "PostToolUseFailure", tool_name, tool_use_id)
         if breach is not None:
-            _quietly(self._end_tool, state, key, error="breach")
+            quietly(self._end_tool, state, key, error="breach")
             return call.settle(breach)
         interrupted = data.get("is_interrupt") is True
         if span.is_recording():
@@ -963,11 +859,11 @@ class AktoGuardrails:
                     semconv.AKTO_HOOK: "PostToolUseFailure",
                 },
             )
-            self._capture(span, semconv.GEN_AI_TOOL_CALL_RESULT, _text(data, "error"))
+            self.verdicts.capture(span, semconv.GEN_AI_TOOL_CALL_RESULT, _text(data, "error"))
         try:
             return await self._judge_failure_output(scope, state, span, data, call)
         finally:
-            _quietly(
+            quietly(
                 self._end_tool,
                 state,
                 key,
@@ -996,7 +892,7 @@ class AktoGuardrails:
         plan = windows.plan_tool_result(
             self._wire(scope, data), tool_name, tool_input, error, self.limits
         )
-        verdict = await self._judge(
+        verdict = await self.verdicts.judge(
             span,
             "PostToolUse",
             plan,
@@ -1039,9 +935,9 @@ class AktoGuardrails:
         }
         for target in (span, state.span):
             if target.is_recording():
-                _quietly(target.add_event, semconv.EVENT_GUARDRAIL_BREACH, attributes)
-        _quietly(mark_error, span, "guardrail_breach")
-        _quietly(self.metrics.record_breach, hook)
+                quietly(target.add_event, semconv.EVENT_GUARDRAIL_BREACH, attributes)
+        quietly(mark_error, span, "guardrail_breach")
+        quietly(self.metrics.record_breach, hook)
         return armed.breach_outcome(self.rules, tool_name, tool_use_id)
 
     async def _stop(self, scope: _Scope, data: Mapping[str, Any], call: _Call) -> HookOutput:
@@ -1054,13 +950,13 @@ class AktoGuardrails:
         )
         final = True
         try:
-            _quietly(
+            quietly(
                 span.set_attribute,
                 semconv.AKTO_STOP_HOOK_ACTIVE,
                 data.get("stop_hook_active") is True,
             )
             if response_text:
-                self._capture(
+                self.verdicts.capture(
                     span,
                     semconv.GEN_AI_OUTPUT_MESSAGES,
                     [
@@ -1087,7 +983,7 @@ class AktoGuardrails:
         finally:
             end_span(span)
             if final:
-                _quietly(scope.tracing.end_turn, session_id)
+                quietly(scope.tracing.end_turn, session_id)
 
     async def _judge_answer(
         self,
@@ -1109,26 +1005,26 @@ class AktoGuardrails:
         prompt = state.last_prompt
         if not self.settings.sync_mode:
             record = contract.turn_record(wire, prompt, answer, hook=hook)
-            self._attach(span, record, kind, response_guardrails=True)
+            self.verdicts.attach(span, record, kind, response_guardrails=True)
             return Outcome("allow", {})
         plan = windows.plan_turn(wire, prompt, answer, hook, self.limits)
-        verdict = await self._judge(
+        verdict = await self.verdicts.judge(
             span, hook, plan, request=False, response=True, session_id=state.session_id
         )
         outcome = decide(Case(hook, verdict, self.rules, regenerations=regenerations))
         self._settle_answer(call, state, hook, agent_id, answer, outcome)
         if outcome.blocked:
-            _quietly(span.set_attribute, semconv.AKTO_STOP_REGENERATIONS, regenerations)
+            quietly(span.set_attribute, semconv.AKTO_STOP_REGENERATIONS, regenerations)
             if outcome.action == "give_up":
-                _quietly(span.set_attribute, semconv.AKTO_STOP_GAVE_UP, True)
-                _quietly(mark_error, span, "regeneration_limit")
+                quietly(span.set_attribute, semconv.AKTO_STOP_GAVE_UP, True)
+                quietly(mark_error, span, "regeneration_limit")
             blocked = contract.turn_record(
                 wire, prompt, answer, hook=hook, blocked_reason=outcome.reason
             )
-            self._attach(span, blocked, f"{kind}.blocked", truncated=plan.windowed)
+            self.verdicts.attach(span, blocked, f"{kind}.blocked", truncated=plan.windowed)
         else:
             record = contract.turn_record(wire, prompt, answer, hook=hook)
-            self._attach(span, record, kind, truncated=plan.windowed)
+            self.verdicts.attach(span, record, kind, truncated=plan.windowed)
         return outcome
 
     def _settle_answer(
@@ -1196,7 +1092,7 @@ class AktoGuardrails:
             )
             finished = outcome.action != "regenerate"
             if outcome.action == "give_up":
-                _quietly(_deny_last_block, state, data, response_text)
+                quietly(_deny_last_block, state, data, response_text)
             return outcome.output
         finally:
             end_span(span)
@@ -1250,34 +1146,12 @@ class _Call:
 
 
 _Handler = Callable[[_Scope, Mapping[str, Any], _Call], Awaitable[HookOutput]]
-_R = TypeVar("_R")
 
 
 def _denies_call(output: Any) -> bool:
     """Whether a PreToolUse output denies the call."""
     specific = output.get("hookSpecificOutput") if isinstance(output, Mapping) else None
     return isinstance(specific, Mapping) and specific.get("permissionDecision") == "deny"
-
-
-def _quietly(fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R | None:
-    """Run a recording step; its failure is logged and never changes a decision."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as exc:
-        _log.warning(
-            "akto_otel could not record (%s): %s", getattr(fn, "__name__", fn), type(exc).__name__
-        )
-        return None
-
-
-def _plan_attributes(plan: windows.Plan) -> dict[str, Any]:
-    """How a judgement was cut: window count and size, for content judged in windows."""
-    if not (plan.windowed or plan.too_large):
-        return {}
-    return {
-        semconv.AKTO_GUARDRAIL_WINDOWS: len(plan.records),
-        semconv.AKTO_GUARDRAIL_CONTENT_CHARS: plan.size,
-    }
 
 
 def _deny_last_block(state: SessionState, data: Mapping[str, Any], answer: str) -> None:
@@ -1398,18 +1272,6 @@ def _conversation(session_id: str, prompt_id: str) -> dict[str, Any]:
         attributes[semconv.GEN_AI_CONVERSATION_ID] = session_id
     if prompt_id:
         attributes[semconv.AKTO_PROMPT_ID] = prompt_id
-    return attributes
-
-
-def _server_attributes(url: str) -> dict[str, Any]:
-    from urllib.parse import urlsplit
-
-    if not url:
-        return {}
-    parts = urlsplit(url)
-    attributes: dict[str, Any] = {semconv.SERVER_ADDRESS: parts.hostname or ""}
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    attributes[semconv.SERVER_PORT] = port
     return attributes
 
 
