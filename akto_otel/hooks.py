@@ -29,9 +29,7 @@ and answered with the configured fail decision.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -43,7 +41,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span
 
-from akto_otel import armed, contract, semconv, windows
+from akto_otel import armed, contract, hook_tools, semconv, windows
 from akto_otel.answers import (
     AnswerLedger,
     Judge,
@@ -51,7 +49,6 @@ from akto_otel.answers import (
     hook_answer,
     note_hook_output,
     whole_answer,
-    withheld_agent_output,
 )
 from akto_otel.config import (
     Settings,
@@ -61,20 +58,27 @@ from akto_otel.config import (
     unknown_names,
 )
 from akto_otel.configure import spans_not_exported
-from akto_otel.contract import Verdict, WireContext
-from akto_otel.decision import JUDGING_HOOKS, Case, Outcome, OutputShape, Rules, decide, stance
+from akto_otel.contract import WireContext
+from akto_otel.decision import JUDGING_HOOKS, Case, Outcome, Rules, decide, stance
 from akto_otel.errors import AktoConfigError, check_keywords
 from akto_otel.guardrails import GuardrailClient
+from akto_otel.hook_scope import (
+    Call,
+    Handler,
+    HookOutput,
+    HookScope,
+    as_mapping,
+    conversation,
+    text,
+)
 from akto_otel.logs import setup_logging
 from akto_otel.metrics import metrics_for
 from akto_otel.processor import AktoSpanProcessor, processor_for
 from akto_otel.redaction import Redactor, agent_env_overrides
 from akto_otel.spans import (
     SessionState,
-    SessionTracing,
     end_span,
     mark_error,
-    record_verdict,
     start_agent_span,
 )
 from akto_otel.unjudged import StartupProbe, UnjudgedRecorder
@@ -96,7 +100,6 @@ __all__ = [
 
 _log = logging.getLogger("akto_otel.hooks")
 
-HookOutput = dict[str, Any]
 HookCallback = Callable[[Any, "str | None", Any], Awaitable[HookOutput]]
 
 HOOK_EVENTS = (
@@ -112,8 +115,6 @@ HOOK_EVENTS = (
     "PermissionRequest",
 )
 _MARK = "_akto_otel_hook"
-#: How long the first tool call waits, at most, for the session-start probe of Akto.
-_PROBE_WAIT_S = 0.5
 _SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings) if f.init)
 _GUARD_KEYWORDS = ("settings", "tracer_provider", "meter_provider", "client", "processor")
 #: Set on the options copies we hand out: the guard that instrumented them, and the
@@ -124,38 +125,15 @@ _OPTIONS_SESSION = "_akto_otel_guarded_session"
 ORIGINAL_ATTR = "_akto_otel_original"
 
 
-def _text(data: Mapping[str, Any], key: str) -> str:
-    value = data.get(key)
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return contract.dumps(value)
-
-
-def _as_mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-class _Scope:
-    """Hook state shared by one set of callbacks: sessions, their spans, the IP."""
-
-    def __init__(self, guard: AktoGuardrails, client_ip: str, root: Span | None) -> None:
-        self.guard = guard
-        self.client_ip = client_ip
-        self.tracing = SessionTracing(guard.tracer, guard.settings, root=root)
-        self.wire = WireContext.from_settings(guard.settings, client_ip)
-        self.answers = AnswerLedger()
-        self.denied = armed.DeniedCalls()
-
-
 class GuardedSession:
     """One guarded agent session: its span, its instrumented options, its state."""
 
-    def __init__(self, span: Span, scope: _Scope, options: ClaudeAgentOptions) -> None:
+    def __init__(
+        self, span: Span, guard: AktoGuardrails, scope: HookScope, options: ClaudeAgentOptions
+    ) -> None:
         self.span = span
         self.options = options
-        self.guard = scope.guard
+        self.guard = guard
         self._scope = scope
         self._closed = False
         _tag(options, _OPTIONS_SESSION, self)
@@ -252,7 +230,7 @@ class AktoGuardrails:
             self.processor.stats.listeners.append(self.metrics.record_export)
             self.processor.stats.duration_listeners.append(self.metrics.record_export_duration)
             self.metrics.watch_queue(lambda: self.processor.queue_size)
-        self._default_scope = _Scope(self, "", None)
+        self._default_scope = self._scope()
 
     # ------------------------------------------------------------------ public API
 
@@ -281,7 +259,7 @@ class AktoGuardrails:
         Only hooks: the CLI's environment is the caller's to clean (see
         :func:`akto_otel.redaction.agent_env_overrides`); :meth:`instrument` does it.
         """
-        scope = self._default_scope if not client_ip else _Scope(self, client_ip, None)
+        scope = self._default_scope if not client_ip else self._scope(client_ip)
         return self._matchers(scope)
 
     def instrument(self, options: ClaudeAgentOptions) -> ClaudeAgentOptions:
@@ -453,8 +431,8 @@ class AktoGuardrails:
             self.tracer, self.settings.agent_name, agent_id=self.settings.agent_id
         )
         quietly(self._probe.start)  # a session start: ask Akto now, off the hook path
-        scope = _Scope(self, client_ip, span)
-        return GuardedSession(span, scope, self._instrument(options, scope))
+        scope = self._scope(client_ip, span)
+        return GuardedSession(span, self, scope, self._instrument(options, scope))
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Deliver every record whose span has ended."""
@@ -474,7 +452,10 @@ class AktoGuardrails:
 
     # ------------------------------------------------------------------ wiring
 
-    def _instrument(self, options: ClaudeAgentOptions, scope: _Scope) -> ClaudeAgentOptions:
+    def _scope(self, client_ip: str = "", root: Span | None = None) -> HookScope:
+        return HookScope(self.verdicts, self.rules, self._probe, self.tracer, client_ip, root)
+
+    def _instrument(self, options: ClaudeAgentOptions, scope: HookScope) -> ClaudeAgentOptions:
         from claude_agent_sdk import ClaudeAgentOptions
 
         if not isinstance(options, ClaudeAgentOptions):
@@ -496,7 +477,7 @@ class AktoGuardrails:
         _tag(instrumented, _OPTIONS_GUARD, self)
         return instrumented
 
-    def _matchers(self, scope: _Scope) -> dict[str, list[HookMatcher]]:
+    def _matchers(self, scope: HookScope) -> dict[str, list[HookMatcher]]:
         from claude_agent_sdk import HookMatcher
 
         callbacks = self._callbacks(scope)
@@ -512,12 +493,12 @@ class AktoGuardrails:
             for event in HOOK_EVENTS
         }
 
-    def _callbacks(self, scope: _Scope) -> dict[str, HookCallback]:
-        handlers: dict[str, _Handler] = {
+    def _callbacks(self, scope: HookScope) -> dict[str, HookCallback]:
+        handlers: dict[str, Handler] = {
             "UserPromptSubmit": self._user_prompt_submit,
-            "PreToolUse": self._pre_tool_use,
-            "PostToolUse": self._post_tool_use,
-            "PostToolUseFailure": self._post_tool_use_failure,
+            "PreToolUse": hook_tools.pre_tool_use,
+            "PostToolUse": hook_tools.post_tool_use,
+            "PostToolUseFailure": hook_tools.post_tool_use_failure,
             "Stop": self._stop,
             "SubagentStart": self._subagent_start,
             "SubagentStop": self._subagent_stop,
@@ -530,10 +511,10 @@ class AktoGuardrails:
             for event, handler in handlers.items()
         }
 
-    def _safe(self, event: str, scope: _Scope, handler: _Handler) -> HookCallback:
+    def _safe(self, event: str, scope: HookScope, handler: Handler) -> HookCallback:
         async def callback(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
             start = time.perf_counter()
-            call = _Call()
+            call = Call()
             quietly(self._probe.start)
             try:
                 data = dict(input_data) if isinstance(input_data, Mapping) else {}
@@ -550,12 +531,12 @@ class AktoGuardrails:
                 output = self._fail_output(event, scope, input_data, call)
                 if _judges(event, self.settings) and not self.rules.fail_closed:
                     quietly(self._record_failed_hook, scope, event, input_data)
-                if event == "PreToolUse" and _denies_call(output):
+                if event == "PreToolUse" and hook_tools.denies_call(output):
                     # A deny is a deny whichever path made it: watched for a breach too.
                     quietly(
                         scope.denied.add,
-                        _text(_as_mapping(input_data), "session_id"),
-                        tool_use_id or _text(_as_mapping(input_data), "tool_use_id"),
+                        text(as_mapping(input_data), "session_id"),
+                        tool_use_id or text(as_mapping(input_data), "tool_use_id"),
                     )
                 return output
             finally:
@@ -566,58 +547,53 @@ class AktoGuardrails:
         return callback
 
     def _record_internal_error(
-        self, scope: _Scope, event: str, input_data: Any, exc: Exception
+        self, scope: HookScope, event: str, input_data: Any, exc: Exception
     ) -> None:
-        data = _as_mapping(input_data)
-        state = scope.tracing.get(_text(data, "session_id"))
+        data = as_mapping(input_data)
+        state = scope.tracing.get(text(data, "session_id"))
         if state is not None and state.span.is_recording():
             state.span.add_event(
                 semconv.EVENT_HOOK_ERROR,
                 {semconv.AKTO_HOOK: event, semconv.ERROR_TYPE: type(exc).__name__},
             )
 
-    def _record_failed_hook(self, scope: _Scope, event: str, input_data: Any) -> None:
+    def _record_failed_hook(self, scope: HookScope, event: str, input_data: Any) -> None:
         """A judging hook that failed before its verdict and failed open: unjudged."""
-        data = _as_mapping(input_data)
-        session_id = _text(data, "session_id")
+        data = as_mapping(input_data)
+        session_id = text(data, "session_id")
         state = scope.tracing.get(session_id)
         span = state.span if state is not None else None
-        tool = _text(data, "tool_name") if event in ("PreToolUse", "PostToolUse") else ""
+        tool = text(data, "tool_name") if event in ("PreToolUse", "PostToolUse") else ""
         self.record_unjudged(event, tool, "internal_error", span, session_id=session_id)
 
-    def _fail_output(self, event: str, scope: _Scope, input_data: Any, call: _Call) -> HookOutput:
+    def _fail_output(self, event: str, scope: HookScope, input_data: Any, call: Call) -> HookOutput:
         """The answer of a hook that failed before it had a decision."""
         if event == "PostToolUseFailure" and _judges("PostToolUse", self.settings):
             # A failing tool's output is judged as PostToolUse judges an output.
             return decide(Case("PostToolUse", None, self.rules, shape="unknown")).output
         outcome = decide(Case(event, None, self.rules))
         if event in ("Stop", "SubagentStop"):
-            data = _as_mapping(input_data)
+            data = as_mapping(input_data)
             quietly(
                 self._settle_answer,
                 call,
-                scope.tracing.get(_text(data, "session_id")),
+                scope.tracing.get(text(data, "session_id")),
                 event,
-                _text(data, "agent_id"),
+                text(data, "agent_id"),
                 _answer_of(data),
                 outcome,
             )
         return outcome.output
 
-    def _wire(self, scope: _Scope, data: Mapping[str, Any]) -> WireContext:
-        if not self.settings.session_headers:
-            return scope.wire
-        return scope.wire.with_session(_text(data, "session_id"), _text(data, "prompt_id"))
-
     # ------------------------------------------------------------------ handlers
 
     async def _user_prompt_submit(
-        self, scope: _Scope, data: Mapping[str, Any], call: _Call
+        self, scope: HookScope, data: Mapping[str, Any], call: Call
     ) -> HookOutput:
-        session_id = _text(data, "session_id")
-        prompt = _text(data, "prompt")
+        session_id = text(data, "session_id")
+        prompt = text(data, "prompt")
         state = scope.tracing.session(session_id)
-        state.prompt_id = _text(data, "prompt_id")
+        state.prompt_id = text(data, "prompt_id")
         state.regenerations = 0
         if prompt.strip():
             state.last_prompt = prompt.strip()
@@ -625,7 +601,7 @@ class AktoGuardrails:
             state.span,
             semconv.SPAN_USER_PROMPT,
             hook="UserPromptSubmit",
-            attributes=_conversation(session_id, state.prompt_id),
+            attributes=conversation(session_id, state.prompt_id),
         )
         try:
             if prompt:
@@ -636,7 +612,7 @@ class AktoGuardrails:
                 )
             if not prompt.strip() or not self.settings.sync_mode:
                 return {}
-            wire = self._wire(scope, data)
+            wire = scope.wire_for(data)
             plan = windows.plan_prompt(wire, prompt, self.limits)
             verdict = await self.verdicts.judge(
                 span, "UserPromptSubmit", plan, session_id=session_id
@@ -654,299 +630,13 @@ class AktoGuardrails:
         finally:
             end_span(span)
 
-    async def _pre_tool_use(
-        self, scope: _Scope, data: Mapping[str, Any], call: _Call
-    ) -> HookOutput:
-        session_id = _text(data, "session_id")
-        tool_name = _text(data, "tool_name")
-        tool_use_id = _text(data, "tool_use_id")
-        raw_input = data.get("tool_input")
-        tool_input: Any = {} if raw_input is None else raw_input
-        state = scope.tracing.session(session_id)
-        key, span = self._tool_span(scope, state, data, tool_name, tool_use_id)
-        self.verdicts.capture(span, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, tool_input)
-        if not self.settings.sync_mode:
-            return {}
-        wire = self._wire(scope, data)
-        plan = windows.plan_tool_call(wire, tool_name, tool_input, self.limits)
-        # The session-start probe warns before the first tool call runs: waited for
-        # alongside the verdict, so the hook takes at most max(verdict, bound).
-        probe = self._probe.pending()
-        deadline = asyncio.get_running_loop().time() + _PROBE_WAIT_S if probe else 0.0
-        verdict = await self.verdicts.judge(
-            span,
-            "PreToolUse",
-            plan,
-            target_id=tool_use_id,
-            tool=tool_name,
-            session_id=session_id,
-        )
-        await self._probe.wait(probe, deadline)
-        masked = None
-        if verdict.decision == "modify" and not plan.windowed:
-            masked = masked_tool_input(tool_name, tool_input, verdict.modified_payload)
-        outcome = decide(Case("PreToolUse", verdict, self.rules, masked=masked))
-        call.settle(outcome)
-        if outcome.action == "deny":
-            if verdict.decision == "modify":
-                quietly(span.set_attribute, semconv.AKTO_GUARDRAIL_MASK_APPLIED, False)
-            self.verdicts.attach(
-                span,
-                contract.tool_request_record(
-                    wire, tool_name, tool_input, blocked_reason=outcome.reason
-                ),
-                "tool.blocked",
-                truncated=plan.windowed,
-            )
-            quietly(self._end_tool, state, key, error="blocked")
-            quietly(scope.denied.add, session_id, tool_use_id)
-        return outcome.output
-
-    def _tool_span(
-        self,
-        scope: _Scope,
-        state: SessionState,
-        data: Mapping[str, Any],
-        tool_name: str,
-        tool_use_id: str,
-    ) -> tuple[str, Span]:
-        """The open ``execute_tool`` span of this call (opened if new), with its key."""
-        key = tool_use_id or f"unkeyed-{len(state.tools)}-{time.monotonic_ns()}"
-        existing = state.tools.get(key)
-        if existing is not None:
-            return key, existing
-        is_mcp = contract.parse_claude_tool(tool_name)[0]
-        attributes: dict[str, Any] = {
-            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_EXECUTE_TOOL,
-            semconv.GEN_AI_TOOL_NAME: tool_name,
-            semconv.GEN_AI_TOOL_TYPE: "extension" if is_mcp else "function",
-            semconv.GEN_AI_CONVERSATION_ID: state.session_id,
-        }
-        if tool_use_id:
-            attributes[semconv.GEN_AI_TOOL_CALL_ID] = tool_use_id
-        if is_mcp:
-            attributes[semconv.MCP_METHOD_NAME] = semconv.MCP_METHOD_TOOLS_CALL
-        agent_id = _text(data, "agent_id")
-        if agent_id:
-            attributes[semconv.GEN_AI_AGENT_ID] = agent_id
-        span = scope.tracing.start_child(
-            scope.tracing.parent_for(state, agent_id),
-            semconv.execute_tool_span_name(tool_name or "unknown"),
-            hook="PreToolUse",
-            attributes=attributes,
-        )
-        state.tools[key] = span
-        return key, span
-
-    @staticmethod
-    def _end_tool(state: SessionState, key: str, *, error: str | None) -> None:
-        span = state.tools.pop(key, None)
-        if span is None:
-            return
-        if error:
-            mark_error(span, error)
-        end_span(span)
-
-    async def _post_tool_use(
-        self, scope: _Scope, data: Mapping[str, Any], call: _Call
-    ) -> HookOutput:
-        session_id = _text(data, "session_id")
-        tool_name = _text(data, "tool_name")
-        tool_use_id = _text(data, "tool_use_id")
-        raw_input = data.get("tool_input")
-        tool_input: Any = {} if raw_input is None else raw_input
-        tool_response: Any = data.get("tool_response")
-        state = scope.tracing.session(session_id)
-        key, span = self._tool_span(scope, state, data, tool_name, tool_use_id)
-        try:
-            breach = self._breach(scope, state, span, "PostToolUse", tool_name, tool_use_id)
-            if breach is not None:
-                return call.settle(breach)
-            duration = data.get("duration_ms")
-            if isinstance(duration, (int, float)) and not isinstance(duration, bool):
-                quietly(span.set_attribute, semconv.AKTO_TOOL_DURATION_MS, duration)
-            self.verdicts.capture(span, semconv.GEN_AI_TOOL_CALL_RESULT, tool_response)
-            if tool_response is None:
-                return {}
-            shape = output_shape(tool_name, tool_response)
-            if self.settings.sync_mode and _carries_denied_answer(state, tool_response):
-                # A subagent answer denied at the regeneration bound: not for the parent.
-                denied = Verdict(
-                    decision="deny", allowed=False, reason="Denied subagent answer withheld"
-                )
-                quietly(record_verdict, span, "PostToolUse", denied, self.settings)
-                # The Agent tool's own output shape takes the block reason, so the parent
-                # goes on without the answer; any other shape ends the turn.
-                replaced = withheld_agent_output(scope.answers, tool_name, tool_response)
-                if replaced is not None:
-                    return call.settle(Outcome("replace_output", replaced, denied.reason))
-                return call.settle(decide(Case("PostToolUse", denied, self.rules, shape=shape)))
-            wire = self._wire(scope, data)
-            if self.settings.sync_mode and self.settings.tool_response_guardrails:
-                plan = windows.plan_tool_result(
-                    wire, tool_name, tool_input, tool_response, self.limits
-                )
-                verdict = await self.verdicts.judge(
-                    span,
-                    "PostToolUse",
-                    plan,
-                    request=False,
-                    response=True,
-                    ingest=True,
-                    target_id=tool_use_id,
-                    tool=tool_name,
-                    session_id=session_id,
-                )
-                joined = _joined_blocks(tool_response) if verdict.allowed else None
-                if joined is not None and not verdict.fail_open:
-                    # The model reads an MCP output's text blocks back to back: a pattern
-                    # split across them is judged whole too (once the blocks passed; an
-                    # output already unjudged is not counted twice).
-                    whole = await self.verdicts.judge(
-                        span,
-                        "PostToolUse",
-                        windows.plan_tool_result(wire, tool_name, tool_input, joined, self.limits),
-                        request=False,
-                        response=True,
-                        target_id=tool_use_id,
-                        tool=tool_name,
-                        session_id=session_id,
-                    )
-                    if whole.decision != "allow":
-                        verdict = windows.strictest([verdict, whole])
-                masked = None
-                if verdict.decision == "modify" and not plan.windowed:
-                    masked = masked_tool_output(
-                        tool_name, tool_response, shape, verdict.modified_payload
-                    )
-                outcome = decide(
-                    Case("PostToolUse", verdict, self.rules, masked=masked, shape=shape)
-                )
-                call.settle(outcome)
-                if plan.windowed:
-                    record = contract.tool_result_record(wire, tool_name, tool_input, tool_response)
-                    self.verdicts.attach(span, record, "tool.result", truncated=True)
-                return outcome.output
-            record = contract.tool_result_record(wire, tool_name, tool_input, tool_response)
-            self.verdicts.attach(
-                span,
-                record,
-                "tool.result",
-                guardrails=not self.settings.sync_mode,
-                truncated=not contract.fits_payload(tool_response),
-            )
-            return {}
-        finally:
-            quietly(self._end_tool, state, key, error=None)
-
-    async def _post_tool_use_failure(
-        self, scope: _Scope, data: Mapping[str, Any], call: _Call
-    ) -> HookOutput:
-        state = scope.tracing.session(_text(data, "session_id"))
-        tool_use_id = _text(data, "tool_use_id")
-        tool_name = _text(data, "tool_name")
-        key, span = self._tool_span(scope, state, data, tool_name, tool_use_id)
-        breach = self._breach(scope, state, span, "PostToolUseFailure", tool_name, tool_use_id)
-        if breach is not None:
-            quietly(self._end_tool, state, key, error="breach")
-            return call.settle(breach)
-        interrupted = data.get("is_interrupt") is True
-        if span.is_recording():
-            span.add_event(
-                semconv.EVENT_TOOL_FAILURE,
-                {
-                    semconv.AKTO_TOOL_INTERRUPTED: interrupted,
-                    semconv.AKTO_HOOK: "PostToolUseFailure",
-                },
-            )
-            self.verdicts.capture(span, semconv.GEN_AI_TOOL_CALL_RESULT, _text(data, "error"))
-        try:
-            return await self._judge_failure_output(scope, state, span, data, call)
-        finally:
-            quietly(
-                self._end_tool,
-                state,
-                key,
-                error="tool_interrupted" if interrupted else "tool_error",
-            )
-
-    async def _judge_failure_output(
-        self,
-        scope: _Scope,
-        state: SessionState,
-        span: Span,
-        data: Mapping[str, Any],
-        call: _Call,
-    ) -> HookOutput:
-        """A failing tool's output (Bash exiting non-zero, for one)
-        reaches the model as its error text: judged as the tool's output, like
-        PostToolUse. The CLI cannot replace it, so a denial ends the turn."""
-        error = data.get("error")
-        if not self.settings.sync_mode or not self.settings.tool_response_guardrails:
-            return {}
-        if error is None or (isinstance(error, str) and not error.strip()):
-            return {}
-        tool_name = _text(data, "tool_name")
-        raw_input = data.get("tool_input")
-        tool_input: Any = {} if raw_input is None else raw_input
-        plan = windows.plan_tool_result(
-            self._wire(scope, data), tool_name, tool_input, error, self.limits
-        )
-        verdict = await self.verdicts.judge(
-            span,
-            "PostToolUse",
-            plan,
-            request=False,
-            response=True,
-            ingest=True,
-            target_id=_text(data, "tool_use_id"),
-            tool=tool_name,
-            session_id=state.session_id,
-        )
-        # The error text cannot be replaced: a mask is a deny too (shape "unknown").
-        return call.settle(decide(Case("PostToolUse", verdict, self.rules, shape="unknown")))
-
-    def _breach(
-        self,
-        scope: _Scope,
-        state: SessionState,
-        span: Span,
-        hook: str,
-        tool_name: str,
-        tool_use_id: str,
-    ) -> Outcome | None:
-        """A tool call we denied shows up as run: the deny did not hold. Recorded
-        (ERROR log, span event on the tool and session spans, counter); the outcome
-        ends the session in fail-closed mode, else None and the hook goes on."""
-        if not scope.denied.take(state.session_id, tool_use_id):
-            return None
-        _log.error(
-            "akto_otel: guardrail breach: %s reports tool call %s (%s) that Akto "
-            "guardrails denied; it ran anyway (fail mode %s)",
-            hook,
-            tool_use_id,
-            tool_name or "unknown tool",
-            self.settings.fail_mode,
-        )
-        attributes = {
-            semconv.AKTO_HOOK: hook,
-            semconv.GEN_AI_TOOL_NAME: tool_name,
-            semconv.GEN_AI_TOOL_CALL_ID: tool_use_id,
-        }
-        for target in (span, state.span):
-            if target.is_recording():
-                quietly(target.add_event, semconv.EVENT_GUARDRAIL_BREACH, attributes)
-        quietly(mark_error, span, "guardrail_breach")
-        quietly(self.metrics.record_breach, hook)
-        return armed.breach_outcome(self.rules, tool_name, tool_use_id)
-
-    async def _stop(self, scope: _Scope, data: Mapping[str, Any], call: _Call) -> HookOutput:
-        session_id = _text(data, "session_id")
+    async def _stop(self, scope: HookScope, data: Mapping[str, Any], call: Call) -> HookOutput:
+        session_id = text(data, "session_id")
         state = scope.tracing.session(session_id)
         # The whole turn the app assembles, not only its last text block.
         response_text = _answer_of(data)
         span = scope.tracing.start_child(
-            state.span, semconv.SPAN_STOP, hook="Stop", attributes=_conversation(session_id, "")
+            state.span, semconv.SPAN_STOP, hook="Stop", attributes=conversation(session_id, "")
         )
         final = True
         try:
@@ -974,7 +664,7 @@ class AktoGuardrails:
                 state,
                 "Stop",
                 "",
-                self._wire(scope, data),
+                scope.wire_for(data),
                 response_text,
                 state.regenerations,
             )
@@ -987,7 +677,7 @@ class AktoGuardrails:
 
     async def _judge_answer(
         self,
-        call: _Call,
+        call: Call,
         span: Span,
         state: SessionState,
         hook: str,
@@ -1029,7 +719,7 @@ class AktoGuardrails:
 
     def _settle_answer(
         self,
-        call: _Call,
+        call: Call,
         state: SessionState | None,
         hook: str,
         agent_id: str,
@@ -1056,25 +746,25 @@ class AktoGuardrails:
             state.denied_answers.add(answer)
 
     async def _subagent_start(
-        self, scope: _Scope, data: Mapping[str, Any], call: _Call
+        self, scope: HookScope, data: Mapping[str, Any], call: Call
     ) -> HookOutput:
-        state = scope.tracing.session(_text(data, "session_id"))
-        scope.tracing.start_subagent(state, _text(data, "agent_id"), _text(data, "agent_type"))
+        state = scope.tracing.session(text(data, "session_id"))
+        scope.tracing.start_subagent(state, text(data, "agent_id"), text(data, "agent_type"))
         return {}
 
     async def _subagent_stop(
-        self, scope: _Scope, data: Mapping[str, Any], call: _Call
+        self, scope: HookScope, data: Mapping[str, Any], call: Call
     ) -> HookOutput:
-        session_id = _text(data, "session_id")
-        agent_id = _text(data, "agent_id")
+        session_id = text(data, "session_id")
+        agent_id = text(data, "agent_id")
         state = scope.tracing.session(session_id)
-        agent_span = scope.tracing.start_subagent(state, agent_id, _text(data, "agent_type"))
+        agent_span = scope.tracing.start_subagent(state, agent_id, text(data, "agent_type"))
         response_text = _answer_of(data)
         span = scope.tracing.start_child(
             agent_span,
             semconv.SPAN_SUBAGENT_STOP,
             hook="SubagentStop",
-            attributes=_conversation(session_id, ""),
+            attributes=conversation(session_id, ""),
         )
         finished = True
         try:
@@ -1086,7 +776,7 @@ class AktoGuardrails:
                 state,
                 "SubagentStop",
                 agent_id,
-                self._wire(scope, data),
+                scope.wire_for(data),
                 response_text,
                 state.subagent_regenerations.get(agent_id, 0),
             )
@@ -1102,27 +792,27 @@ class AktoGuardrails:
                 if ended is not None:
                     end_span(ended)
 
-    def _observer(self, event: str) -> _Handler:
-        async def observe(scope: _Scope, data: Mapping[str, Any], call: _Call) -> HookOutput:
+    def _observer(self, event: str) -> Handler:
+        async def observe(scope: HookScope, data: Mapping[str, Any], call: Call) -> HookOutput:
             return await self._observe_event(event, scope, data)
 
         return observe
 
     async def _observe_event(
-        self, event: str, scope: _Scope, data: Mapping[str, Any]
+        self, event: str, scope: HookScope, data: Mapping[str, Any]
     ) -> HookOutput:
-        state = scope.tracing.session(_text(data, "session_id"))
-        tool_use_id = _text(data, "tool_use_id")
+        state = scope.tracing.session(text(data, "session_id"))
+        tool_use_id = text(data, "tool_use_id")
         parent = state.tools.get(tool_use_id) if tool_use_id else None
         if parent is None:
-            parent = scope.tracing.parent_for(state, _text(data, "agent_id"))
+            parent = scope.tracing.parent_for(state, text(data, "agent_id"))
         attributes: dict[str, Any] = {}
         if event == "PermissionRequest":
-            attributes[semconv.GEN_AI_TOOL_NAME] = _text(data, "tool_name")
+            attributes[semconv.GEN_AI_TOOL_NAME] = text(data, "tool_name")
         elif event == "Notification":
-            attributes[semconv.AKTO_NOTIFICATION_TYPE] = _text(data, "notification_type")
+            attributes[semconv.AKTO_NOTIFICATION_TYPE] = text(data, "notification_type")
         elif event == "PreCompact":
-            attributes[semconv.AKTO_COMPACT_TRIGGER] = _text(data, "trigger")
+            attributes[semconv.AKTO_COMPACT_TRIGGER] = text(data, "trigger")
         name = {
             "PermissionRequest": semconv.SPAN_PERMISSION_REQUEST,
             "Notification": semconv.SPAN_NOTIFICATION,
@@ -1132,147 +822,12 @@ class AktoGuardrails:
         return {}
 
 
-class _Call:
-    """One hook call: the decision, once made, is what the hook answers."""
-
-    __slots__ = ("output",)
-
-    def __init__(self) -> None:
-        self.output: HookOutput | None = None
-
-    def settle(self, outcome: Outcome) -> HookOutput:
-        self.output = outcome.output
-        return outcome.output
-
-
-_Handler = Callable[[_Scope, Mapping[str, Any], _Call], Awaitable[HookOutput]]
-
-
-def _denies_call(output: Any) -> bool:
-    """Whether a PreToolUse output denies the call."""
-    specific = output.get("hookSpecificOutput") if isinstance(output, Mapping) else None
-    return isinstance(specific, Mapping) and specific.get("permissionDecision") == "deny"
-
-
 def _deny_last_block(state: SessionState, data: Mapping[str, Any], answer: str) -> None:
     """The parent gets only a subagent's last text block: a denied answer's last block
     (long enough not to match by chance) is withheld from it as well."""
-    last = _text(data, "last_assistant_message").strip()
+    last = text(data, "last_assistant_message").strip()
     if last and last != answer and len(last) >= 8:
         state.denied_answers.add(last)
-
-
-def _carries_denied_answer(state: SessionState, tool_response: Any) -> bool:
-    if not state.denied_answers:
-        return False
-    haystack = tool_response if isinstance(tool_response, str) else contract.dumps(tool_response)
-    escaped = contract.dumps(tool_response) if isinstance(tool_response, str) else haystack
-    for answer in state.denied_answers:
-        if answer in haystack or json.dumps(answer)[1:-1] in escaped:
-            return True
-    return False
-
-
-def _joined_blocks(tool_response: Any) -> str | None:
-    """The text blocks of a content-block output joined as the model reads them, when
-    there are several (else None: the output's own judgement covers it)."""
-    blocks = tool_response.get("content") if isinstance(tool_response, Mapping) else tool_response
-    if not isinstance(blocks, list):
-        return None
-    texts = [
-        b["text"]
-        for b in blocks
-        if isinstance(b, Mapping) and b.get("type") == "text" and isinstance(b.get("text"), str)
-    ]
-    return "".join(texts) if len(texts) > 1 else None
-
-
-def output_shape(tool_name: str, tool_response: Any) -> OutputShape:
-    """Which replaceable schema a tool output has (each verified on the real CLI)."""
-    if contract.parse_claude_tool(tool_name)[0]:
-        if isinstance(tool_response, list) and all(isinstance(b, Mapping) for b in tool_response):
-            return "mcp"
-        return "unknown"
-    if tool_name == "Bash" and isinstance(tool_response, Mapping) and "stdout" in tool_response:
-        return "bash"
-    return "unknown"
-
-
-def _loads_object(payload: str | None) -> dict[str, Any] | None:
-    if not payload:
-        return None
-    try:
-        value = json.loads(payload)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _no_new_keys(masked: Mapping[str, Any], original: Mapping[str, Any]) -> bool:
-    return all(key in original for key in masked)
-
-
-def masked_tool_input(
-    tool_name: str, tool_input: Any, modified_payload: str | None
-) -> dict[str, Any] | None:
-    """The masked tool input inside a masked requestPayload, or None if unusable.
-
-    Usable means: for the same tool, an object, and no key the original lacked
-    (a mask that adds ``dangerouslyDisableSandbox`` is not a mask).
-    """
-    payload = _loads_object(modified_payload)
-    if payload is None or not isinstance(tool_input, Mapping):
-        return None
-    is_mcp, _, tool = contract.parse_claude_tool(tool_name)
-    if is_mcp:
-        params = payload.get("params")
-        if not isinstance(params, dict) or params.get("name") != tool:
-            return None
-        updated = params.get("arguments")
-    else:
-        if payload.get("toolName", tool_name) != tool_name:
-            return None
-        updated = payload.get("body")
-    if not isinstance(updated, dict) or not _no_new_keys(updated, tool_input):
-        return None
-    return updated
-
-
-def masked_tool_output(
-    tool_name: str, tool_response: Any, shape: OutputShape, modified_payload: str | None
-) -> Any:
-    """The masked tool output in its schema (``shape``), or None if unusable."""
-    payload = _loads_object(modified_payload)
-    if payload is None:
-        return None
-    if shape == "bash" and isinstance(tool_response, Mapping):
-        body = payload.get("body")
-        result = body.get("result") if isinstance(body, dict) else None
-        if not isinstance(result, dict) or not _no_new_keys(result, tool_response):
-            return None
-        stdout, stderr = result.get("stdout", ""), result.get("stderr", "")
-        if not isinstance(stdout, str) or not isinstance(stderr, str):
-            return None
-        return {"stdout": stdout, "stderr": stderr, "interrupted": False}
-    if shape == "mcp" and isinstance(tool_response, list):
-        result = payload.get("result")
-        output = result.get("output") if isinstance(result, dict) else None
-        if not isinstance(output, list) or len(output) != len(tool_response):
-            return None
-        for new, old in zip(output, tool_response, strict=True):
-            if not isinstance(new, dict) or not _no_new_keys(new, old):
-                return None
-        return output
-    return None
-
-
-def _conversation(session_id: str, prompt_id: str) -> dict[str, Any]:
-    attributes: dict[str, Any] = {}
-    if session_id:
-        attributes[semconv.GEN_AI_CONVERSATION_ID] = session_id
-    if prompt_id:
-        attributes[semconv.AKTO_PROMPT_ID] = prompt_id
-    return attributes
 
 
 def _judges(event: str, settings: Settings) -> bool:
@@ -1308,7 +863,7 @@ def _warn_once(message: str) -> None:
         _log.warning("akto_otel: %s", message)
 
 
-def _noting(event: str, scope: _Scope, callback: HookCallback) -> HookCallback:
+def _noting(event: str, scope: HookScope, callback: HookCallback) -> HookCallback:
     """``callback`` whose denials (from a verdict or the fail-closed error path) also
     reach the session's answer ledger, for the wrappers that hold answers."""
     if event not in (
@@ -1423,7 +978,7 @@ def create_hooks(
     bound to ``client_ip`` (``"0.0.0.0"`` when empty).
     """
     guard = _shared_guard()
-    scope = _Scope(guard, client_ip, None)
+    scope = guard._scope(client_ip)
     callbacks = guard._callbacks(scope)
     return (
         callbacks["UserPromptSubmit"],
