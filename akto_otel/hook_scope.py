@@ -29,7 +29,16 @@ from akto_otel.spans import SessionTracing
 from akto_otel.unjudged import StartupProbe
 from akto_otel.verdict import Verdicts
 
-__all__ = ["Call", "Handler", "HookOutput", "HookScope", "as_mapping", "conversation", "text"]
+__all__ = [
+    "Call",
+    "Handler",
+    "HookCallback",
+    "HookOutput",
+    "HookScope",
+    "as_mapping",
+    "conversation",
+    "text",
+]
 
 HookOutput = dict[str, Any]
 
@@ -78,6 +87,8 @@ class Call:
 
 
 Handler = Callable[[HookScope, Mapping[str, Any], Call], Awaitable[HookOutput]]
+#: A callback as the SDK calls it: (input, tool_use_id, context) -> output.
+HookCallback = Callable[[Any, "str | None", Any], Awaitable[HookOutput]]
 
 
 def text(data: Mapping[str, Any], key: str) -> str:

@@ -1,4 +1,10 @@
-"""Claude Agent SDK hook callbacks: Akto guardrails plus an OpenTelemetry span tree.
+"""The facade: Akto guardrails plus an OpenTelemetry span tree for Claude Agent SDK hooks.
+
+:class:`AktoGuardrails` holds the public API and wires the SDK to the handlers:
+:mod:`~akto_otel.hook_dispatch` runs the handler of each event, one module per hook
+family (:mod:`~akto_otel.hook_prompt`, :mod:`~akto_otel.hook_tools`,
+:mod:`~akto_otel.hook_answers`, :mod:`~akto_otel.hook_observe`), which share the
+guardrail call of :mod:`~akto_otel.verdict`.
 
 Usage::
 
@@ -32,8 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -41,15 +46,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span
 
-from akto_otel import armed, contract, hook_tools, semconv, windows
-from akto_otel.answers import (
-    AnswerLedger,
-    Judge,
-    hold_answers,
-    hook_answer,
-    note_hook_output,
-    whole_answer,
-)
+from akto_otel import armed, hook_answers, hook_dispatch, semconv, windows
+from akto_otel.answers import AnswerLedger, Judge, hold_answers
 from akto_otel.config import (
     Settings,
     connector_overrides,
@@ -58,29 +56,20 @@ from akto_otel.config import (
     unknown_names,
 )
 from akto_otel.configure import spans_not_exported
-from akto_otel.contract import WireContext
-from akto_otel.decision import JUDGING_HOOKS, Case, Outcome, Rules, decide, stance
+from akto_otel.decision import Rules
 from akto_otel.errors import AktoConfigError, check_keywords
 from akto_otel.guardrails import GuardrailClient
+from akto_otel.hook_dispatch import HOOK_EVENTS
 from akto_otel.hook_scope import (
-    Call,
-    Handler,
+    HookCallback,
     HookOutput,
     HookScope,
-    as_mapping,
-    conversation,
-    text,
 )
 from akto_otel.logs import setup_logging
 from akto_otel.metrics import metrics_for
 from akto_otel.processor import AktoSpanProcessor, processor_for
 from akto_otel.redaction import Redactor, agent_env_overrides
-from akto_otel.spans import (
-    SessionState,
-    end_span,
-    mark_error,
-    start_agent_span,
-)
+from akto_otel.spans import end_span, mark_error, start_agent_span
 from akto_otel.unjudged import StartupProbe, UnjudgedRecorder
 from akto_otel.verdict import Verdicts, quietly
 from akto_otel.version import __version__
@@ -100,20 +89,6 @@ __all__ = [
 
 _log = logging.getLogger("akto_otel.hooks")
 
-HookCallback = Callable[[Any, "str | None", Any], Awaitable[HookOutput]]
-
-HOOK_EVENTS = (
-    "UserPromptSubmit",
-    "PreToolUse",
-    "PostToolUse",
-    "PostToolUseFailure",
-    "Stop",
-    "SubagentStart",
-    "SubagentStop",
-    "PreCompact",
-    "Notification",
-    "PermissionRequest",
-)
 _MARK = "_akto_otel_hook"
 _SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings) if f.init)
 _GUARD_KEYWORDS = ("settings", "tracer_provider", "meter_provider", "client", "processor")
@@ -375,36 +350,7 @@ class AktoGuardrails:
         """
         if not self.settings.sync_mode:
             return None
-        scope = session._scope
-
-        async def judge(text: str) -> str | None:
-            span = scope.tracing.start_child(
-                session.span, semconv.SPAN_HELD_ANSWER, hook="Stop", attributes={}
-            )
-            try:
-                states = list(scope.tracing)
-                prompt = states[-1].last_prompt if states else ""
-                plan = windows.plan_turn(scope.wire, prompt, text, "Stop", self.limits)
-                verdict = await self.verdicts.judge(
-                    span, "Stop", plan, request=False, response=True
-                )
-                # A masked answer is not delivered either: Stop would regenerate it.
-                if stance("Stop", verdict, self.rules) == "allow":
-                    return None
-                return verdict.reason or contract.DEFAULT_BLOCK_REASON
-            except Exception as exc:
-                _log.error("akto_otel could not judge a held answer: %s", type(exc).__name__)
-                if self.settings.fail_mode == "open":
-                    self.record_unjudged("Stop", "", "internal_error", span)
-                    return None
-                return "Akto guardrails could not check this (internal error)"
-            finally:
-                try:
-                    span.end()
-                except Exception:
-                    _log.debug("could not end a held-answer span", exc_info=True)
-
-        return judge
+        return hook_answers.held_answer_judge(session._scope, session.span)
 
     @asynccontextmanager
     async def _guarded_session(
@@ -494,347 +440,10 @@ class AktoGuardrails:
         }
 
     def _callbacks(self, scope: HookScope) -> dict[str, HookCallback]:
-        handlers: dict[str, Handler] = {
-            "UserPromptSubmit": self._user_prompt_submit,
-            "PreToolUse": hook_tools.pre_tool_use,
-            "PostToolUse": hook_tools.post_tool_use,
-            "PostToolUseFailure": hook_tools.post_tool_use_failure,
-            "Stop": self._stop,
-            "SubagentStart": self._subagent_start,
-            "SubagentStop": self._subagent_stop,
-            "PreCompact": self._observer("PreCompact"),
-            "Notification": self._observer("Notification"),
-            "PermissionRequest": self._observer("PermissionRequest"),
-        }
         return {
-            event: _noting(event, scope, self._safe(event, scope, handler))
-            for event, handler in handlers.items()
+            event: _marked(hook_answers.noting(event, scope, _callback(event, scope)))
+            for event in HOOK_EVENTS
         }
-
-    def _safe(self, event: str, scope: HookScope, handler: Handler) -> HookCallback:
-        async def callback(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
-            start = time.perf_counter()
-            call = Call()
-            quietly(self._probe.start)
-            try:
-                data = dict(input_data) if isinstance(input_data, Mapping) else {}
-                if tool_use_id and not data.get("tool_use_id"):
-                    data["tool_use_id"] = tool_use_id
-                return await handler(scope, data, call)
-            except Exception as exc:  # never raise into the SDK
-                _log.error("akto_otel %s hook failed: %s", event, type(exc).__name__)
-                quietly(self.metrics.record_hook_error, event)
-                quietly(self._record_internal_error, scope, event, input_data, exc)
-                if call.output is not None:
-                    # Decided before the failure (in recording): the decision stands.
-                    return call.output
-                output = self._fail_output(event, scope, input_data, call)
-                if _judges(event, self.settings) and not self.rules.fail_closed:
-                    quietly(self._record_failed_hook, scope, event, input_data)
-                if event == "PreToolUse" and hook_tools.denies_call(output):
-                    # A deny is a deny whichever path made it: watched for a breach too.
-                    quietly(
-                        scope.denied.add,
-                        text(as_mapping(input_data), "session_id"),
-                        tool_use_id or text(as_mapping(input_data), "tool_use_id"),
-                    )
-                return output
-            finally:
-                quietly(self.metrics.record_hook_duration, event, time.perf_counter() - start)
-
-        setattr(callback, _MARK, True)
-        callback.__name__ = f"akto_{event}"
-        return callback
-
-    def _record_internal_error(
-        self, scope: HookScope, event: str, input_data: Any, exc: Exception
-    ) -> None:
-        data = as_mapping(input_data)
-        state = scope.tracing.get(text(data, "session_id"))
-        if state is not None and state.span.is_recording():
-            state.span.add_event(
-                semconv.EVENT_HOOK_ERROR,
-                {semconv.AKTO_HOOK: event, semconv.ERROR_TYPE: type(exc).__name__},
-            )
-
-    def _record_failed_hook(self, scope: HookScope, event: str, input_data: Any) -> None:
-        """A judging hook that failed before its verdict and failed open: unjudged."""
-        data = as_mapping(input_data)
-        session_id = text(data, "session_id")
-        state = scope.tracing.get(session_id)
-        span = state.span if state is not None else None
-        tool = text(data, "tool_name") if event in ("PreToolUse", "PostToolUse") else ""
-        self.record_unjudged(event, tool, "internal_error", span, session_id=session_id)
-
-    def _fail_output(self, event: str, scope: HookScope, input_data: Any, call: Call) -> HookOutput:
-        """The answer of a hook that failed before it had a decision."""
-        if event == "PostToolUseFailure" and _judges("PostToolUse", self.settings):
-            # A failing tool's output is judged as PostToolUse judges an output.
-            return decide(Case("PostToolUse", None, self.rules, shape="unknown")).output
-        outcome = decide(Case(event, None, self.rules))
-        if event in ("Stop", "SubagentStop"):
-            data = as_mapping(input_data)
-            quietly(
-                self._settle_answer,
-                call,
-                scope.tracing.get(text(data, "session_id")),
-                event,
-                text(data, "agent_id"),
-                _answer_of(data),
-                outcome,
-            )
-        return outcome.output
-
-    # ------------------------------------------------------------------ handlers
-
-    async def _user_prompt_submit(
-        self, scope: HookScope, data: Mapping[str, Any], call: Call
-    ) -> HookOutput:
-        session_id = text(data, "session_id")
-        prompt = text(data, "prompt")
-        state = scope.tracing.session(session_id)
-        state.prompt_id = text(data, "prompt_id")
-        state.regenerations = 0
-        if prompt.strip():
-            state.last_prompt = prompt.strip()
-        span = scope.tracing.start_child(
-            state.span,
-            semconv.SPAN_USER_PROMPT,
-            hook="UserPromptSubmit",
-            attributes=conversation(session_id, state.prompt_id),
-        )
-        try:
-            if prompt:
-                self.verdicts.capture(
-                    span,
-                    semconv.GEN_AI_INPUT_MESSAGES,
-                    [{"role": "user", "parts": [{"type": "text", "content": prompt}]}],
-                )
-            if not prompt.strip() or not self.settings.sync_mode:
-                return {}
-            wire = scope.wire_for(data)
-            plan = windows.plan_prompt(wire, prompt, self.limits)
-            verdict = await self.verdicts.judge(
-                span, "UserPromptSubmit", plan, session_id=session_id
-            )
-            outcome = decide(Case("UserPromptSubmit", verdict, self.rules))
-            call.settle(outcome)
-            if outcome.blocked:
-                self.verdicts.attach(
-                    span,
-                    contract.prompt_record(wire, prompt, blocked_reason=outcome.reason),
-                    "prompt.blocked",
-                    truncated=plan.windowed,
-                )
-            return outcome.output
-        finally:
-            end_span(span)
-
-    async def _stop(self, scope: HookScope, data: Mapping[str, Any], call: Call) -> HookOutput:
-        session_id = text(data, "session_id")
-        state = scope.tracing.session(session_id)
-        # The whole turn the app assembles, not only its last text block.
-        response_text = _answer_of(data)
-        span = scope.tracing.start_child(
-            state.span, semconv.SPAN_STOP, hook="Stop", attributes=conversation(session_id, "")
-        )
-        final = True
-        try:
-            quietly(
-                span.set_attribute,
-                semconv.AKTO_STOP_HOOK_ACTIVE,
-                data.get("stop_hook_active") is True,
-            )
-            if response_text:
-                self.verdicts.capture(
-                    span,
-                    semconv.GEN_AI_OUTPUT_MESSAGES,
-                    [
-                        {
-                            "role": "assistant",
-                            "parts": [{"type": "text", "content": response_text}],
-                        }
-                    ],
-                )
-            if not response_text:
-                return {}
-            outcome = await self._judge_answer(
-                call,
-                span,
-                state,
-                "Stop",
-                "",
-                scope.wire_for(data),
-                response_text,
-                state.regenerations,
-            )
-            final = outcome.action != "regenerate"
-            return outcome.output
-        finally:
-            end_span(span)
-            if final:
-                quietly(scope.tracing.end_turn, session_id)
-
-    async def _judge_answer(
-        self,
-        call: Call,
-        span: Span,
-        state: SessionState,
-        hook: str,
-        agent_id: str,
-        wire: WireContext,
-        answer: str,
-        regenerations: int,
-    ) -> Outcome:
-        """Response guardrail on an answer (Stop or SubagentStop) and its outcome.
-
-        In async mode the record goes to Akto with ``response_guardrails`` for
-        server-side judging and the answer passes.
-        """
-        kind = "turn" if hook == "Stop" else "subagent.turn"
-        prompt = state.last_prompt
-        if not self.settings.sync_mode:
-            record = contract.turn_record(wire, prompt, answer, hook=hook)
-            self.verdicts.attach(span, record, kind, response_guardrails=True)
-            return Outcome("allow", {})
-        plan = windows.plan_turn(wire, prompt, answer, hook, self.limits)
-        verdict = await self.verdicts.judge(
-            span, hook, plan, request=False, response=True, session_id=state.session_id
-        )
-        outcome = decide(Case(hook, verdict, self.rules, regenerations=regenerations))
-        self._settle_answer(call, state, hook, agent_id, answer, outcome)
-        if outcome.blocked:
-            quietly(span.set_attribute, semconv.AKTO_STOP_REGENERATIONS, regenerations)
-            if outcome.action == "give_up":
-                quietly(span.set_attribute, semconv.AKTO_STOP_GAVE_UP, True)
-                quietly(mark_error, span, "regeneration_limit")
-            blocked = contract.turn_record(
-                wire, prompt, answer, hook=hook, blocked_reason=outcome.reason
-            )
-            self.verdicts.attach(span, blocked, f"{kind}.blocked", truncated=plan.windowed)
-        else:
-            record = contract.turn_record(wire, prompt, answer, hook=hook)
-            self.verdicts.attach(span, record, kind, truncated=plan.windowed)
-        return outcome
-
-    def _settle_answer(
-        self,
-        call: Call,
-        state: SessionState | None,
-        hook: str,
-        agent_id: str,
-        answer: str,
-        outcome: Outcome,
-    ) -> None:
-        """Where every Stop and SubagentStop outcome is applied: the one place to watch.
-
-        Judged answers come here from :meth:`_judge_answer`, answers whose hook
-        failed before a verdict from the callback's error path (``state`` may
-        then be None).
-        """
-        call.settle(outcome)
-        if state is None:
-            return
-        if outcome.action == "regenerate":
-            if hook == "Stop":
-                state.regenerations += 1
-            else:
-                state.subagent_regenerations[agent_id] = (
-                    state.subagent_regenerations.get(agent_id, 0) + 1
-                )
-        elif outcome.action == "give_up" and hook == "SubagentStop":
-            state.denied_answers.add(answer)
-
-    async def _subagent_start(
-        self, scope: HookScope, data: Mapping[str, Any], call: Call
-    ) -> HookOutput:
-        state = scope.tracing.session(text(data, "session_id"))
-        scope.tracing.start_subagent(state, text(data, "agent_id"), text(data, "agent_type"))
-        return {}
-
-    async def _subagent_stop(
-        self, scope: HookScope, data: Mapping[str, Any], call: Call
-    ) -> HookOutput:
-        session_id = text(data, "session_id")
-        agent_id = text(data, "agent_id")
-        state = scope.tracing.session(session_id)
-        agent_span = scope.tracing.start_subagent(state, agent_id, text(data, "agent_type"))
-        response_text = _answer_of(data)
-        span = scope.tracing.start_child(
-            agent_span,
-            semconv.SPAN_SUBAGENT_STOP,
-            hook="SubagentStop",
-            attributes=conversation(session_id, ""),
-        )
-        finished = True
-        try:
-            if not response_text:
-                return {}
-            outcome = await self._judge_answer(
-                call,
-                span,
-                state,
-                "SubagentStop",
-                agent_id,
-                scope.wire_for(data),
-                response_text,
-                state.subagent_regenerations.get(agent_id, 0),
-            )
-            finished = outcome.action != "regenerate"
-            if outcome.action == "give_up":
-                quietly(_deny_last_block, state, data, response_text)
-            return outcome.output
-        finally:
-            end_span(span)
-            if finished:
-                state.subagent_regenerations.pop(agent_id, None)
-                ended = state.agents.pop(agent_id, None)
-                if ended is not None:
-                    end_span(ended)
-
-    def _observer(self, event: str) -> Handler:
-        async def observe(scope: HookScope, data: Mapping[str, Any], call: Call) -> HookOutput:
-            return await self._observe_event(event, scope, data)
-
-        return observe
-
-    async def _observe_event(
-        self, event: str, scope: HookScope, data: Mapping[str, Any]
-    ) -> HookOutput:
-        state = scope.tracing.session(text(data, "session_id"))
-        tool_use_id = text(data, "tool_use_id")
-        parent = state.tools.get(tool_use_id) if tool_use_id else None
-        if parent is None:
-            parent = scope.tracing.parent_for(state, text(data, "agent_id"))
-        attributes: dict[str, Any] = {}
-        if event == "PermissionRequest":
-            attributes[semconv.GEN_AI_TOOL_NAME] = text(data, "tool_name")
-        elif event == "Notification":
-            attributes[semconv.AKTO_NOTIFICATION_TYPE] = text(data, "notification_type")
-        elif event == "PreCompact":
-            attributes[semconv.AKTO_COMPACT_TRIGGER] = text(data, "trigger")
-        name = {
-            "PermissionRequest": semconv.SPAN_PERMISSION_REQUEST,
-            "Notification": semconv.SPAN_NOTIFICATION,
-            "PreCompact": semconv.SPAN_PRE_COMPACT,
-        }.get(event, semconv.SPAN_HOOK_EVENT)
-        end_span(scope.tracing.start_child(parent, name, hook=event, attributes=attributes))
-        return {}
-
-
-def _deny_last_block(state: SessionState, data: Mapping[str, Any], answer: str) -> None:
-    """The parent gets only a subagent's last text block: a denied answer's last block
-    (long enough not to match by chance) is withheld from it as well."""
-    last = text(data, "last_assistant_message").strip()
-    if last and last != answer and len(last) >= 8:
-        state.denied_answers.add(last)
-
-
-def _judges(event: str, settings: Settings) -> bool:
-    """Whether ``event`` asks Akto for a verdict before the call proceeds (pure)."""
-    if not settings.sync_mode or event not in JUDGING_HOOKS:
-        return False
-    return event != "PostToolUse" or settings.tool_response_guardrails
 
 
 def setting_warnings(settings: Settings) -> list[str]:
@@ -863,44 +472,20 @@ def _warn_once(message: str) -> None:
         _log.warning("akto_otel: %s", message)
 
 
-def _noting(event: str, scope: HookScope, callback: HookCallback) -> HookCallback:
-    """``callback`` whose denials (from a verdict or the fail-closed error path) also
-    reach the session's answer ledger, for the wrappers that hold answers."""
-    if event not in (
-        "Stop",
-        "SubagentStop",
-        "UserPromptSubmit",
-        "PostToolUse",
-        "PostToolUseFailure",
-    ):
-        return callback
+def _callback(event: str, scope: HookScope) -> HookCallback:
+    """The SDK's callback for ``event``: its handler run by :func:`hook_dispatch.dispatch`."""
 
-    async def noted(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
-        answer: str | None = None
-        data = input_data
-        if event in ("Stop", "SubagentStop") and isinstance(input_data, Mapping):
-            # Stop names only the turn's last text block: judge what the app assembles.
-            answer = await whole_answer(scope.answers, input_data)
-            data = {**input_data, _WHOLE_ANSWER: answer}
-        output = await callback(data, tool_use_id, context)
-        if tool_use_id and isinstance(data, Mapping) and not data.get("tool_use_id"):
-            data = {**data, "tool_use_id": tool_use_id}
-        note_hook_output(scope.answers, event, data, output, answer=answer)
-        return output
+    async def callback(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
+        return await hook_dispatch.dispatch(scope, event, input_data, tool_use_id)
 
-    setattr(noted, _MARK, True)
-    noted.__name__ = callback.__name__
-    return noted
+    callback.__name__ = f"akto_{event}"
+    return callback
 
 
-#: Where :func:`_noting` hands a Stop handler the whole answer it assembled.
-_WHOLE_ANSWER = "_akto_whole_answer"
-
-
-def _answer_of(data: Mapping[str, Any]) -> str:
-    """The answer a Stop or SubagentStop handler judges (see :func:`_noting`)."""
-    whole = data.get(_WHOLE_ANSWER)
-    return whole if isinstance(whole, str) else hook_answer(data)
+def _marked(callback: HookCallback) -> HookCallback:
+    """``callback`` marked as ours, so a second ``instrument`` replaces it, never doubles it."""
+    setattr(callback, _MARK, True)
+    return callback
 
 
 def _tag(options: Any, name: str, value: Any) -> None:
