@@ -62,7 +62,6 @@ __all__ = [
     "configure",
     "exporter_plan",
     "otlp_endpoint",
-    "spans_not_exported",
     "tell_where_spans_go",
     "where_spans_go",
 ]
@@ -366,32 +365,6 @@ def where_spans_go(env: Mapping[str, str] | None = None) -> str:
             )
         places.append(place)
     return "spans are " + "; and ".join(places)
-
-
-def spans_not_exported(env: Mapping[str, str]) -> str:
-    """The warning for a guard built with no SDK TracerProvider while ``env`` asks for
-    span export (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_TRACES_EXPORTER``), else "".
-
-    ``AktoGuardrails()`` alone installs no exporter: without :func:`configure` (or the
-    app's own provider, or ``opentelemetry-instrument``) those variables do nothing.
-    """
-    asked = [
-        name
-        for name in (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_TRACES_EXPORTER",
-        )
-        if env.get(name, "").strip()
-    ]
-    if not asked or env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
-        return ""
-    return (
-        f"{' and '.join(asked)} set, but no OpenTelemetry SDK TracerProvider is: spans "
-        "go nowhere (Akto still receives its records). Call akto_otel.configure() "
-        "instead of AktoGuardrails() to export them, set your own provider first, or run "
-        "under opentelemetry-instrument"
-    )
 
 
 def tell_where_spans_go(env: Mapping[str, str] | None = None) -> None:

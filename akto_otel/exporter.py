@@ -39,7 +39,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from opentelemetry.sdk.resources import Resource
@@ -60,14 +60,10 @@ from akto_otel.contract import (
 from akto_otel.credentials import akto_auth
 from akto_otel.guardrails import environment_proxy, error_kind, tls_context
 
-if TYPE_CHECKING:
-    from akto_otel.processor import AktoSpanProcessor
-
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_RECORDS",
     "AktoSpanExporter",
-    "AktoSpanProcessor",
     "ExportStats",
     "PendingRecord",
     "RecordExporter",
@@ -672,12 +668,3 @@ def _chunks(
         chunks.append(rest[:count])
         rest = rest[count:]
     return chunks
-
-
-def __getattr__(name: str) -> Any:
-    # AktoSpanProcessor moved to akto_otel.processor; the old import path still works.
-    if name == "AktoSpanProcessor":
-        from akto_otel.processor import AktoSpanProcessor
-
-        return AktoSpanProcessor
-    raise AttributeError(f"module 'akto_otel.exporter' has no attribute {name!r}")

@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +55,6 @@ from akto_otel.config import (
     unknown_name_message,
     unknown_names,
 )
-from akto_otel.configure import spans_not_exported
 from akto_otel.decision import Rules
 from akto_otel.errors import AktoConfigError, check_keywords
 from akto_otel.guardrails import GuardrailClient
@@ -85,6 +84,7 @@ __all__ = [
     "instrumented_by",
     "live_session_of",
     "setting_warnings",
+    "spans_not_exported",
 ]
 
 _log = logging.getLogger("akto_otel.hooks")
@@ -176,10 +176,10 @@ class AktoGuardrails:
             raise AktoConfigError.combine(unknown_name_errors(os.environ))
         for name, suggestion in unknown:
             _warn_once(unknown_name_message(name, suggestion))
-        self.redactor = Redactor(self.settings.redact_patterns)
+        redactor = Redactor(self.settings.redact_patterns)
         self.rules = Rules.from_settings(self.settings)
         self.limits = windows.Limits.from_settings(self.settings)
-        self.client = client or GuardrailClient(self.settings, redactor=self.redactor)
+        self.client = client or GuardrailClient(self.settings, redactor=redactor)
         if tracer_provider is None and not isinstance(trace.get_tracer_provider(), TracerProvider):
             unexported = spans_not_exported(os.environ)
             if unexported:
@@ -196,7 +196,7 @@ class AktoGuardrails:
             self.tracer,
             self.metrics,
             self.processor,
-            self.redactor,
+            redactor,
             self._unjudged,
         )
         self._probe = StartupProbe(self.client, self.settings)
@@ -208,6 +208,15 @@ class AktoGuardrails:
         self._default_scope = self._scope()
 
     # ------------------------------------------------------------------ public API
+
+    @property
+    def redactor(self) -> Redactor:
+        """What captured content and logs are redacted with (replaceable)."""
+        return self.verdicts.redactor
+
+    @redactor.setter
+    def redactor(self, redactor: Redactor) -> None:
+        self.verdicts.redactor = redactor
 
     def record_unjudged(
         self,
@@ -461,6 +470,32 @@ def setting_warnings(settings: Settings) -> list[str]:
             "so the closed fail mode has no effect"
         )
     return warnings
+
+
+def spans_not_exported(env: Mapping[str, str]) -> str:
+    """The warning for a guard built with no SDK TracerProvider while ``env`` asks for
+    span export (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_TRACES_EXPORTER``), else "".
+
+    ``AktoGuardrails()`` alone installs no exporter: without :func:`akto_otel.configure` (or the
+    app's own provider, or ``opentelemetry-instrument``) those variables do nothing.
+    """
+    asked = [
+        name
+        for name in (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_TRACES_EXPORTER",
+        )
+        if env.get(name, "").strip()
+    ]
+    if not asked or env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return ""
+    return (
+        f"{' and '.join(asked)} set, but no OpenTelemetry SDK TracerProvider is: spans "
+        "go nowhere (Akto still receives its records). Call akto_otel.configure() "
+        "instead of AktoGuardrails() to export them, set your own provider first, or run "
+        "under opentelemetry-instrument"
+    )
 
 
 _WARNED: set[str] = set()

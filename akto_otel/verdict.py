@@ -78,7 +78,7 @@ class Verdicts:
         self.metrics = metrics
         self.processor = processor
         self._tracer = tracer
-        self._redactor = redactor
+        self.redactor = redactor
         self._unjudged = unjudged
         self._server_attributes = _server_attributes(settings.ingestion_url)
 
@@ -154,7 +154,7 @@ class Verdicts:
 
     def capture(self, span: Span, key: str, value: Any) -> None:
         """Content on ``span`` when capture is on, redacted; never raises."""
-        quietly(capture_content, span, key, value, self.settings, self._redactor)
+        quietly(capture_content, span, key, value, self.settings, self.redactor)
 
     def _start_guardrail_span(self, span: Span, hook: str, plan: windows.Plan) -> Span:
         attributes: dict[str, Any] = {

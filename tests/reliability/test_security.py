@@ -11,8 +11,8 @@ import pytest
 from akto_otel import AktoGuardrails
 from akto_otel.config import Settings
 from akto_otel.emulator import EmulatorServer
-from akto_otel.exporter import AktoSpanProcessor
 from akto_otel.guardrails import GuardrailClient
+from akto_otel.processor import AktoSpanProcessor
 from tests.conftest import SpanCapture
 
 TOKEN = "akto-token-" + "Q7" * 16
