@@ -44,7 +44,9 @@ HookOutput = dict[str, Any]
 
 
 class HookScope:
-    """Hook state shared by one set of callbacks: sessions, their spans, the IP."""
+    """What one set of callbacks shares: the guard's verdicts (the judge and the
+    recorder), rules and probe, and its own sessions, their spans, the client IP,
+    the answer ledger and the tool calls it denied."""
 
     def __init__(
         self,

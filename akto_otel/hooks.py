@@ -211,7 +211,7 @@ class AktoGuardrails:
 
     @property
     def redactor(self) -> Redactor:
-        """What captured content and logs are redacted with (replaceable)."""
+        """What content captured on spans is redacted with; replacing it reaches every handler."""
         return self.verdicts.redactor
 
     @redactor.setter

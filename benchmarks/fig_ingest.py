@@ -24,11 +24,11 @@ from akto_otel.contract import (
     join_ingest_items,
 )
 from akto_otel.exporter import (
-    AktoSpanProcessor,
     ExportStats,
     PendingRecord,
     RecordExporter,
 )
+from akto_otel.processor import AktoSpanProcessor
 
 from .common import Config, FigureResult, Table, Verdict, fmt_ratio
 from .environment import Environment
