@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry._logs import get_logger_provider, set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -114,6 +117,35 @@ def capture() -> Iterator[SpanCapture]:
     cap = SpanCapture()
     yield cap
     cap.provider.shutdown()
+
+
+class LogCapture:
+    """What reached the process's global SDK ``LoggerProvider`` during one test."""
+
+    def __init__(self, exporter: InMemoryLogRecordExporter) -> None:
+        self.exporter = exporter
+
+    @property
+    def records(self) -> list[ReadableLogRecord]:
+        return list(self.exporter.get_finished_logs())
+
+    def events(self, name: str) -> list[ReadableLogRecord]:
+        return [r for r in self.records if r.log_record.event_name == name]
+
+
+@pytest.fixture
+def global_logs() -> Iterator[LogCapture]:
+    """An in-memory exporter on the global LoggerProvider (set once per process,
+    as an app sets it); it stops taking records when the test ends."""
+    provider = get_logger_provider()
+    if not isinstance(provider, LoggerProvider):
+        set_logger_provider(LoggerProvider(shutdown_on_exit=False))
+        provider = get_logger_provider()
+    assert isinstance(provider, LoggerProvider), "another global LoggerProvider is set"
+    exporter = InMemoryLogRecordExporter()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    yield LogCapture(exporter)
+    exporter.shutdown()
 
 
 @pytest.fixture
