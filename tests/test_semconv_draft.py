@@ -347,6 +347,21 @@ def _names(attributes: Any) -> set[str]:
     return set(attributes or {})
 
 
+#: Every name the package spells: all of them live in akto_otel/semconv.py.
+DECLARED = frozenset(v for k, v in vars(semconv).items() if k.isupper() and isinstance(v, str))
+
+
+def _session_names(capture: SpanCapture, logs: LogCapture | None = None) -> set[str]:
+    seen: set[str] = set()
+    for span in capture.spans:
+        seen |= _names(span.attributes) | {e.name for e in span.events}
+        for event in span.events:
+            seen |= _names(event.attributes)
+    for record in logs.records if logs is not None else []:
+        seen |= _names(record.log_record.attributes) | {str(record.log_record.event_name)}
+    return seen
+
+
 async def test_a_real_session_with_the_opt_in_emits_the_draft(
     emulator: EmulatorServer,
     capture: SpanCapture,
@@ -404,21 +419,20 @@ async def test_a_real_session_with_the_opt_in_emits_the_draft(
     allowed = [c for c in calls if (c.attributes or {}).get("akto.guardrail.decision") == "allow"]
     assert allowed and all(not c.events for c in allowed)  # no finding, no event
     # Every name of every span, span event and content log event of the session.
-    seen: set[str] = set()
+    assert global_logs.events(semconv.EVENT_CONTENT), "EVENT_ONLY emitted no log event"
+    attributes: set[str] = set()
     for span in capture.spans:
-        seen |= _names(span.attributes)
+        attributes |= _names(span.attributes)
         for event in span.events:
-            seen |= _names(event.attributes)
-    content = global_logs.events(semconv.EVENT_CONTENT)
-    assert content, "EVENT_ONLY emitted no content log event"
-    for record in content:
-        seen |= _names(record.log_record.attributes)
-    unknown = {n for n in seen if n not in IN_MODEL and not _other(n)}
+            attributes |= _names(event.attributes)
+    for record in global_logs.records:
+        attributes |= _names(record.log_record.attributes)
+    unknown = {n for n in attributes if n not in IN_MODEL and not _other(n)}
     assert not unknown, f"names in neither the draft nor the package's namespaces: {unknown}"
     event_names = {e.name for s in capture.spans for e in s.events}
-    assert event_names - {"gen_ai.guardrail.result"} <= {
-        n for n in event_names if n.startswith("akto.")
-    }
+    assert {n for n in event_names if not n.startswith("akto.")} == {"gen_ai.guardrail.result"}
+    # ... and each one is spelled in akto_otel/semconv.py, the one place names live.
+    assert _session_names(capture, global_logs) <= DECLARED
 
 
 async def test_a_real_session_without_the_opt_in_keeps_today_s_names(
@@ -440,3 +454,4 @@ async def test_a_real_session_without_the_opt_in_keeps_today_s_names(
         assert "gen_ai.provider.name" not in attributes
         assert all(e.name != "gen_ai.guardrail.result" for e in call.events)
     assert any((c.attributes or {}).get("akto.guardrail.decision") == "deny" for c in calls)
+    assert _session_names(capture) <= DECLARED
