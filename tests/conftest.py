@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry._logs import get_logger_provider, set_logger_provider
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -134,18 +133,19 @@ class LogCapture:
 
 
 @pytest.fixture
-def global_logs() -> Iterator[LogCapture]:
-    """An in-memory exporter on the global LoggerProvider (set once per process,
-    as an app sets it); it stops taking records when the test ends."""
-    provider = get_logger_provider()
-    if not isinstance(provider, LoggerProvider):
-        set_logger_provider(LoggerProvider(shutdown_on_exit=False))
-        provider = get_logger_provider()
-    assert isinstance(provider, LoggerProvider), "another global LoggerProvider is set"
+def content_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[LogCapture]:
+    """A real SDK LoggerProvider, exporting to memory, as the one the package's content
+    events see as global. The process's global provider is left alone (it can be set
+    only once, and other tests need none); tests/test_configure.py checks the real
+    global path in a fresh interpreter."""
+    from akto_otel import spans
+
     exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider(shutdown_on_exit=False)
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    monkeypatch.setattr(spans, "get_logger_provider", lambda: provider)
     yield LogCapture(exporter)
-    exporter.shutdown()
+    provider.shutdown()
 
 
 @pytest.fixture

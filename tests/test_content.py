@@ -91,12 +91,12 @@ async def _session(
 async def test_no_content_on_spans_by_default(
     emulator: EmulatorServer,
     capture: SpanCapture,
-    global_logs: LogCapture,
+    content_logs: LogCapture,
     home: Path,
     workdir: Path,
 ) -> None:
     await _session(capture, emulator, home, workdir)
-    text = _all_text(capture, global_logs)
+    text = _all_text(capture, content_logs)
     for mark in (PROMPT_MARK, INPUT_MARK, OUTPUT_MARK, ANSWER_MARK, *SECRET_VALUES):
         assert mark not in text
     # Akto still received the content it judges.
@@ -108,13 +108,13 @@ async def test_no_content_on_spans_by_default(
 async def test_captured_content_is_truncated_and_redacted(
     emulator: EmulatorServer,
     capture: SpanCapture,
-    global_logs: LogCapture,
+    content_logs: LogCapture,
     home: Path,
     workdir: Path,
     mode: str,
 ) -> None:
     await _session(capture, emulator, home, workdir, capture_content=mode, capture_max_length=2000)
-    text = _all_text(capture, global_logs)
+    text = _all_text(capture, content_logs)
     for mark in (PROMPT_MARK, INPUT_MARK, OUTPUT_MARK, ANSWER_MARK):
         assert mark in text, mark
     for secret in SECRET_VALUES:
@@ -128,7 +128,7 @@ async def test_captured_content_is_truncated_and_redacted(
     else:
         assert "gen_ai.output.messages" not in stop.attributes
     # Events are log records through the global LoggerProvider, in the spans' trace.
-    events = global_logs.events(EVENT_CONTENT)
+    events = content_logs.events(EVENT_CONTENT)
     assert bool(events) is (mode != "SPAN_ONLY")
     assert not any(e.name == EVENT_CONTENT for s in capture.spans for e in s.events)
     trace_ids = {s.context.trace_id for s in capture.spans}

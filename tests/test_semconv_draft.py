@@ -269,8 +269,8 @@ def test_recording_a_verdict_on_the_call_span() -> None:
 # --- content as log events -------------------------------------------------------------
 
 
-def test_content_events_go_through_the_global_logger_provider_redacted(
-    global_logs: LogCapture,
+def test_content_events_are_log_records_redacted_like_span_content(
+    content_logs: LogCapture,
 ) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -288,7 +288,7 @@ def test_content_events_go_through_the_global_logger_provider_redacted(
         span.end()
         found = [
             r
-            for r in global_logs.events(semconv.EVENT_CONTENT)
+            for r in content_logs.events(semconv.EVENT_CONTENT)
             if r.log_record.span_id == span.get_span_context().span_id
         ]
         assert len(found) == events, mode
@@ -365,7 +365,7 @@ def _session_names(capture: SpanCapture, logs: LogCapture | None = None) -> set[
 async def test_a_real_session_with_the_opt_in_emits_the_draft(
     emulator: EmulatorServer,
     capture: SpanCapture,
-    global_logs: LogCapture,
+    content_logs: LogCapture,
     home: Path,
     workdir: Path,
     no_opt_in: pytest.MonkeyPatch,
@@ -419,20 +419,20 @@ async def test_a_real_session_with_the_opt_in_emits_the_draft(
     allowed = [c for c in calls if (c.attributes or {}).get("akto.guardrail.decision") == "allow"]
     assert allowed and all(not c.events for c in allowed)  # no finding, no event
     # Every name of every span, span event and content log event of the session.
-    assert global_logs.events(semconv.EVENT_CONTENT), "EVENT_ONLY emitted no log event"
+    assert content_logs.events(semconv.EVENT_CONTENT), "EVENT_ONLY emitted no log event"
     attributes: set[str] = set()
     for span in capture.spans:
         attributes |= _names(span.attributes)
         for event in span.events:
             attributes |= _names(event.attributes)
-    for record in global_logs.records:
+    for record in content_logs.records:
         attributes |= _names(record.log_record.attributes)
     unknown = {n for n in attributes if n not in IN_MODEL and not _other(n)}
     assert not unknown, f"names in neither the draft nor the package's namespaces: {unknown}"
     event_names = {e.name for s in capture.spans for e in s.events}
     assert {n for n in event_names if not n.startswith("akto.")} == {"gen_ai.guardrail.result"}
     # ... and each one is spelled in akto_otel/semconv.py, the one place names live.
-    assert _session_names(capture, global_logs) <= DECLARED
+    assert _session_names(capture, content_logs) <= DECLARED
 
 
 async def test_a_real_session_without_the_opt_in_keeps_today_s_names(

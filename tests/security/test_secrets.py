@@ -84,7 +84,7 @@ async def test_agent_cannot_read_the_akto_token(
     form: str,
     emulator: EmulatorServer,
     capture: SpanCapture,
-    global_logs: LogCapture,
+    content_logs: LogCapture,
     home: Path,
     workdir: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -104,9 +104,9 @@ async def test_agent_cannot_read_the_akto_token(
     assert "AKTO_API_TOKEN=" in requests
     results = [r for r in emulator.records if r.hook == "PostToolUse"]
     assert len(results) == 2
-    spans = _span_text(capture, global_logs)
+    spans = _span_text(capture, content_logs)
     assert "gen_ai.tool.call.result" in spans
-    assert global_logs.events("gen_ai.client.inference.operation.details")
+    assert content_logs.events("gen_ai.client.inference.operation.details")
     for secret in SECRETS:
         assert secret not in requests
         assert all(secret not in json.dumps(r.record) for r in results)
