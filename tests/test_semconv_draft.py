@@ -68,6 +68,26 @@ def no_opt_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     yield monkeypatch
 
 
+def test_the_draft_list_says_where_it_comes_from_and_holds_together() -> None:
+    source = DRAFT["source"]
+    assert source["repository"] == "open-telemetry/semantic-conventions-genai"
+    assert len(source["commit"]) == 40 and source["spans_from"].startswith("model/")
+    for span in DRAFT["spans"].values():
+        assert set(span["attributes"]) <= IN_MODEL
+        assert set(span["attributes"].values()) <= {
+            "required",
+            "conditionally_required",
+            "recommended",
+            "opt_in",
+        }
+    assert set(RESULT_EVENT["attributes"]) <= IN_MODEL
+    assert set(RESULT_EVENT["types"]) == set(RESULT_EVENT["attributes"])
+    assert set(APPLY["at_creation"]) <= set(APPLY["attributes"])
+    # The names semconv.py spells for the draft are the draft's.
+    drafted = {v for k, v in vars(semconv).items() if k.startswith("GEN_AI_GUARDRAIL_")}
+    assert drafted <= IN_MODEL
+
+
 # --- the opt-in ----------------------------------------------------------------
 
 
