@@ -153,6 +153,33 @@ def _parse_capture(name: str, raw: str) -> CaptureMode:
     raise AktoConfigError(name, raw, "true, false, " + ", ".join(_CAPTURE_MODES))
 
 
+#: The OpenTelemetry semconv opt-in; the package's old switch is read after it.
+_OTEL_OPT_IN_VAR = "OTEL_SEMCONV_STABILITY_OPT_IN"
+_OLD_SEMCONV_VAR = "AKTO_SEMCONV_SECURITY"
+_GEN_AI_LATEST = "gen_ai_latest_experimental"
+
+
+def _parse_semconv_opt_in(name: str, raw: str) -> bool:
+    """Whether the latest experimental GenAI conventions are on.
+
+    ``OTEL_SEMCONV_STABILITY_OPT_IN`` is a comma-separated list read as the
+    opentelemetry-python-contrib instrumentations read it (each item stripped, exact
+    match): on when it holds ``gen_ai_latest_experimental``. The old
+    ``AKTO_SEMCONV_SECURITY`` (and the ``semconv_security`` argument) take a boolean;
+    the variable is deprecated and says so.
+    """
+    if name == _OTEL_OPT_IN_VAR:
+        return _GEN_AI_LATEST in [item.strip() for item in raw.split(",")]
+    if name == _OLD_SEMCONV_VAR:
+        _log.warning(
+            "%s is deprecated: set %s=%s (it now also gives the revised draft's names)",
+            _OLD_SEMCONV_VAR,
+            _OTEL_OPT_IN_VAR,
+            _GEN_AI_LATEST,
+        )
+    return _parse_bool(name, raw)
+
+
 def _parse_log_level(name: str, raw: str) -> str:
     value = raw.strip().upper()
     if value == "WARN":
@@ -397,7 +424,7 @@ _ENV_VARS: dict[str, _Var] = {
         "AKTO_CAPTURE_MAX_LENGTH", parse=lambda n, r: _parse_int(n, r, minimum=16, maximum=1 << 20)
     ),
     "redact_patterns": _var("AKTO_REDACT_PATTERNS", parse=_parse_patterns),
-    "semconv_security": _var("AKTO_SEMCONV_SECURITY", parse=_parse_bool),
+    "semconv_security": _var(_OTEL_OPT_IN_VAR, _OLD_SEMCONV_VAR, parse=_parse_semconv_opt_in),
     "guardrail_spans": _var("AKTO_GUARDRAIL_SPANS", parse=_parse_bool),
     "max_sessions": _var(
         "AKTO_MAX_SESSIONS", parse=lambda n, r: _parse_int(n, r, minimum=1, maximum=10_000_000)

@@ -10,7 +10,10 @@ else ``none``), ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``http/protobuf`` default, or
 the Akto records travel as logs: the app's global ``LoggerProvider`` is used, else one
 is installed exporting per ``OTEL_LOGS_EXPORTER`` (default ``otlp``, to
 ``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`` or the local collector's default port; ``none``
-is refused, since the records would go nowhere). The Akto span processor is
+is refused, since the records would go nowhere). Content events (capture
+``EVENT_ONLY`` / ``SPAN_AND_EVENT``) also go through the global ``LoggerProvider``;
+for them alone one is installed as for traces (``otlp`` when an OTLP endpoint is
+set). The Akto span processor is
 added once (or the app's own ``AktoSpanProcessor`` is used). Calling it again
 returns the same guard; calling it again with *different* settings raises
 :class:`~akto_otel.errors.AktoConfigError` instead of ignoring them.
@@ -96,11 +99,11 @@ class PlannedExporter:
 
 
 def _exporter_names(
-    env: Mapping[str, str], signal: str, problems: list[AktoConfigError]
+    env: Mapping[str, str], signal: str, problems: list[AktoConfigError], *, records: bool = False
 ) -> list[str]:
     name = f"OTEL_{signal.upper()}_EXPORTER"
     raw = env.get(name)
-    if raw is None and signal == "logs":
+    if raw is None and records:
         return ["otlp"]  # the spec's default; only planned when the records need it
     if raw is None:
         endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
@@ -126,12 +129,14 @@ def _protocol(env: Mapping[str, str], signal: str, problems: list[AktoConfigErro
 
 
 def exporter_plan(
-    env: Mapping[str, str] | None = None, *, logs: bool = False
+    env: Mapping[str, str] | None = None, *, logs: bool = False, content_logs: bool = False
 ) -> list[PlannedExporter]:
     """The exporters :func:`configure` builds from ``env`` (default ``os.environ``).
 
     ``logs`` plans the logs exporters too (``AKTO_DELIVERY=otlp`` with no app
     ``LoggerProvider``); then ``OTEL_LOGS_EXPORTER=none`` is a problem.
+    ``content_logs`` plans them for the content events alone (``EVENT_ONLY`` /
+    ``SPAN_AND_EVENT`` capture): ``none`` is then just no events.
 
     Raises :class:`AktoConfigError` listing every problem at once: an unknown
     exporter name (``OTEL_TRACES_EXPORTER=jaeger``), an unknown protocol, an OTLP
@@ -146,11 +151,12 @@ def exporter_plan(
     problems: list[AktoConfigError] = []
     plan: list[PlannedExporter] = []
     signals: tuple[Literal["traces", "metrics", "logs"], ...] = ("traces", "metrics")
-    if logs:
+    if logs or content_logs:
         signals += ("logs",)
     for signal in signals:
-        kinds = _exporter_names(source, signal, problems)
-        if signal == "logs" and not kinds:
+        records = signal == "logs" and logs
+        kinds = _exporter_names(source, signal, problems, records=records)
+        if records and not kinds:
             problems.append(
                 AktoConfigError(
                     "OTEL_LOGS_EXPORTER",
@@ -422,8 +428,13 @@ def configure(settings: Settings | None = None, **overrides: Any) -> AktoGuardra
         plan: list[PlannedExporter] = []
         if existing is None:
             logs = resolved is not None and resolved.delivery == "otlp"
+            content = resolved is not None and resolved.capture_in_events
             try:
-                plan = exporter_plan(env, logs=logs and not _has_logger_provider())
+                plan = exporter_plan(
+                    env,
+                    logs=logs and not _has_logger_provider(),
+                    content_logs=content and not _has_logger_provider(),
+                )
             except AktoConfigError as exc:
                 problems.extend(exc.problems)
         if problems:
@@ -431,7 +442,7 @@ def configure(settings: Settings | None = None, **overrides: Any) -> AktoGuardra
         assert resolved is not None
         if existing is None:
             resource = Resource.create({"service.name": resolved.agent_name})
-            if resolved.delivery == "otlp":
+            if resolved.delivery == "otlp" or any(p.signal == "logs" for p in plan):
                 _logger_provider(plan, resource, 2 * resolved.export_queue_size)
             tracer_provider = _tracer_provider(plan, resource)
             if tracer_provider is not current:

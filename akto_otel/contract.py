@@ -586,6 +586,9 @@ class Verdict:
     rule_violated: str = ""
     severity: str = ""
     ran: bool = True
+    #: ``Allowed`` as Akto sent it (None: no result, or unreadable); telemetry only,
+    #: never read for a decision, so it takes no part in comparing verdicts.
+    akto_allowed: bool | None = field(default=None, compare=False)
 
     @classmethod
     def allow(cls, *, ran: bool = False) -> Verdict:
@@ -669,7 +672,7 @@ _PASSING = ("warn", "alert")
 def _side_verdict(result: Mapping[str, Any]) -> Verdict | VerdictFault:
     """One side's result: a verdict, or the fault that makes it none."""
     behaviour = _as_str(result.get("behaviour") or result.get("Behaviour")).strip().lower()
-    allowed = _allowed(result.get("Allowed"))
+    allowed = given = _allowed(result.get("Allowed"))
     if allowed is None:
         if not behaviour or behaviour in _PASSING:
             return VerdictFault("invalid_response", "'Allowed' is missing or unreadable")
@@ -685,6 +688,7 @@ def _side_verdict(result: Mapping[str, Any]) -> Verdict | VerdictFault:
         "policy_name": _as_str(meta.get("policy_name")),
         "rule_violated": _as_str(meta.get("rule_violated")),
         "severity": _as_str(meta.get("severity")),
+        "akto_allowed": given,
     }
     passes = allowed or behaviour in _PASSING
     if passes and _as_bool(result.get("failOpen"), False):

@@ -1,8 +1,12 @@
 """Every span name, event name, attribute and metric name akto_otel emits.
 
 A rename is one edit here. Stable and incubating OpenTelemetry names come from
-the ``opentelemetry-semantic-conventions`` package; the ``akto.*`` names and the
-draft GenAI security names (behind ``AKTO_SEMCONV_SECURITY``) are defined here.
+the ``opentelemetry-semantic-conventions`` package; names in no released version of
+it (the draft GenAI guardrail names behind
+``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``, MCP) are spelled here
+with the document and commit they come from, as are the ``akto.*`` names.
+tests/test_semconv_draft.py checks a real session's telemetry against the draft's
+machine-readable list in tests/fixtures/genai_semconv_draft.json.
 
 Usage::
 
@@ -55,14 +59,15 @@ MCP_METHOD_TOOLS_CALL: Final = "tools/call"
 
 OPERATION_INVOKE_AGENT: Final = _gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
 OPERATION_EXECUTE_TOOL: Final = _gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
-#: Draft (gen-ai-security.md); not in the package's operation-name enum yet.
+#: The guardrail call's operation without the opt-in (the earlier draft's name, kept
+#: so dashboards and recording rules keep matching).
 OPERATION_RUN_GUARDRAIL: Final = "run_guardrail"
 
-#: Span event carrying content when capture is EVENT_ONLY or SPAN_AND_EVENT.
+#: Log event carrying content when capture is EVENT_ONLY or SPAN_AND_EVENT
+#: (semantic-conventions-genai model/gen-ai/events.yaml).
 EVENT_CONTENT: Final = "gen_ai.client.inference.operation.details"
 
-#: ``gen_ai.guardrail.component.name`` of Akto; the guardrail span is
-#: ``run_guardrail {gen_ai.guardrail.component.name}``.
+#: Without the opt-in, the guardrail span is ``run_guardrail akto``.
 GUARDRAIL_COMPONENT: Final = "akto"
 
 # --- Span names --------------------------------------------------------------
@@ -74,7 +79,7 @@ SPAN_PERMISSION_REQUEST: Final = "akto.permission_request"
 SPAN_NOTIFICATION: Final = "akto.notification"
 SPAN_PRE_COMPACT: Final = "akto.pre_compact"
 SPAN_HOOK_EVENT: Final = "akto.hook_event"
-#: The guardrail call span, ``run_guardrail {component}`` as the draft names it.
+#: The guardrail call span without the opt-in (the earlier draft's ``run_guardrail {component}``).
 SPAN_RUN_GUARDRAIL: Final = f"{OPERATION_RUN_GUARDRAIL} {GUARDRAIL_COMPONENT}"
 
 
@@ -124,20 +129,50 @@ AKTO_NOTIFICATION_TYPE: Final = "akto.notification.type"
 AKTO_COMPACT_TRIGGER: Final = "akto.compact.trigger"
 AKTO_PROMPT_ID: Final = "akto.prompt.id"
 
-# --- Draft GenAI guardrail attributes (behind AKTO_SEMCONV_SECURITY) ---------
-# semantic-conventions-genai docs/gen-ai/gen-ai-security.md (Development). It
-# replaced the earlier gen_ai.security.* / gen_ai.guardian.* draft and keeps none
-# of those names, so neither do we.
+# --- Draft GenAI guardrail conventions (OTEL_SEMCONV_STABILITY_OPT_IN) ------
+# Source: open-telemetry/semantic-conventions-genai at commit
+# f5e3733b19bdb5cb9074c2ec26da9e375d52a40a, docs/gen-ai/gen-ai-guardrails.md and
+# model/gen-ai/spans.yaml (span ``gen_ai.apply_guardrail.client``, event
+# ``gen_ai.guardrail.result``), Development status. It replaced the
+# gen-ai-security.md draft (run_guardrail, gen_ai.guardrail.verdict.type/target.*),
+# whose names the package no longer emits.
+#: The ``OTEL_SEMCONV_STABILITY_OPT_IN`` value that turns these names on, as the
+#: opentelemetry-python-contrib GenAI instrumentations read it.
+OPT_IN_GEN_AI_LATEST_EXPERIMENTAL: Final = "gen_ai_latest_experimental"
+OPERATION_APPLY_GUARDRAIL: Final = "apply_guardrail"
+#: ``gen_ai.guardrail.component.name``: the guardrail service, as the draft's
+#: examples name theirs ("Amazon Bedrock Guardrails", "Azure AI Content Safety").
+GUARDRAIL_COMPONENT_NAME: Final = "Akto"
+#: ``gen_ai.provider.name`` (required on the span): no well-known value names a
+#: guardrail service other than the clouds', so the custom value names Akto, the
+#: provider this CLIENT call goes to (not ``anthropic``: no model is called here).
+GUARDRAIL_PROVIDER_NAME: Final = "akto"
+#: ``apply_guardrail {gen_ai.guardrail.component.name}``
+SPAN_APPLY_GUARDRAIL: Final = f"{OPERATION_APPLY_GUARDRAIL} {GUARDRAIL_COMPONENT_NAME}"
+EVENT_GUARDRAIL_RESULT: Final = "gen_ai.guardrail.result"
 GEN_AI_GUARDRAIL_COMPONENT_NAME: Final = "gen_ai.guardrail.component.name"
-GEN_AI_GUARDRAIL_TARGET_TYPE: Final = "gen_ai.guardrail.target.type"
-GEN_AI_GUARDRAIL_TARGET_SUBTYPE: Final = "gen_ai.guardrail.target.subtype"
-GEN_AI_GUARDRAIL_TARGET_ID: Final = "gen_ai.guardrail.target.id"
-GEN_AI_GUARDRAIL_VERDICT_TYPE: Final = "gen_ai.guardrail.verdict.type"
-GEN_AI_GUARDRAIL_POLICY_ID: Final = "gen_ai.guardrail.security.policy.id"
-GEN_AI_GUARDRAIL_POLICY_RULE_ID: Final = "gen_ai.guardrail.security.policy.rule.id"
+GEN_AI_GUARDRAIL_POLICY_ID: Final = "gen_ai.guardrail.policy.id"
+GEN_AI_GUARDRAIL_POLICY_VERSION: Final = "gen_ai.guardrail.policy.version"
+GEN_AI_GUARDRAIL_POLICY_RULE_ID: Final = "gen_ai.guardrail.policy.rule.id"
+GEN_AI_GUARDRAIL_RESULT_TYPE: Final = "gen_ai.guardrail.result.type"
+GEN_AI_GUARDRAIL_RESULT_VALUE: Final = "gen_ai.guardrail.result.value"
+GEN_AI_GUARDRAIL_RESULT_REASON: Final = "gen_ai.guardrail.result.reason"
+GEN_AI_GUARDRAIL_SOURCE: Final = "gen_ai.guardrail.source"
+GEN_AI_GUARDRAIL_RISK_CATEGORY: Final = "gen_ai.guardrail.risk.category"
+GEN_AI_GUARDRAIL_RISK_SCORE: Final = "gen_ai.guardrail.risk.score"
+#: Akto's own result fields, kept as Akto names them (``result.type``), with their
+#: values as Akto gave them (``result.value``): never a generalized allow/deny.
+AKTO_RESULT_ALLOWED: Final = "Allowed"
+AKTO_RESULT_BEHAVIOUR: Final = "behaviour"
+#: ``gen_ai.guardrail.source``: Akto's terms for the side it judges (the
+#: ``guardrails`` / ``response_guardrails`` flags, ``requestResult`` / ``responseResult``).
+AKTO_SOURCE_REQUEST: Final = "request"
+AKTO_SOURCE_RESPONSE: Final = "response"
 
 # --- Instrumentation scopes and metric names ---------------------------------
 SCOPE_RECORDS: Final = "akto.records"
+#: The logger scope of the content events (EVENT_ONLY / SPAN_AND_EVENT).
+SCOPE_CONTENT: Final = "akto_otel"
 METRIC_GUARDRAIL_DECISIONS: Final = "akto.guardrail.decisions"
 METRIC_GUARDRAIL_DURATION: Final = "akto.guardrail.duration"
 METRIC_GUARDRAIL_UNJUDGED: Final = "akto.guardrail.unjudged"

@@ -25,24 +25,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
+
+# The logs signal's API lives under this underscore path in every released
+# opentelemetry-api (it is "development" upstream); it is the documented one.
+from opentelemetry._logs import LogRecord, SeverityNumber, get_logger_provider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from akto_otel import semconv
 from akto_otel.config import Settings
 from akto_otel.contract import Verdict, dumps
 from akto_otel.redaction import Redactor
+from akto_otel.version import __version__
 
 __all__ = [
     "ATTR_DECISION",
     "EVENT_CONTENT",
     "EVENT_VERDICT",
+    "GuardrailSpanStart",
     "SessionState",
     "SessionTracing",
     "capture_content",
+    "emit_content_event",
     "end_span",
+    "guardrail_findings",
+    "guardrail_result_attributes",
+    "guardrail_source",
+    "guardrail_span_start",
     "mark_error",
+    "record_guardrail_result",
     "record_verdict",
-    "security_attributes",
     "start_agent_span",
     "start_span",
 ]
@@ -302,54 +313,152 @@ def record_verdict(span: Span, hook: str, verdict: Verdict, settings: Settings) 
         span.set_attribute(semconv.ERROR_TYPE, verdict.error)
 
 
-#: Span event that carries content when capture is EVENT_ONLY or SPAN_AND_EVENT.
+#: Log event that carries content when capture is EVENT_ONLY or SPAN_AND_EVENT.
 EVENT_CONTENT = semconv.EVENT_CONTENT
 #: Room kept past the length limit before redacting, so a secret cut by the limit
 #: is still whole (and matched) when redaction runs.
 _REDACTION_MARGIN = 4096
 
 
-#: The draft GenAI guardrail conventions (semantic-conventions-genai,
-#: gen-ai-security.md, Development): Akto's decision -> gen_ai.guardrail.verdict.type.
-_VERDICT_TYPE = {
-    "allow": "allow",
-    "deny": "deny",
-    "warn": "warn",
-    "alert": "audit",
-    "ask": "escalate",
-    "modify": "modify",
-}
-#: hook -> (gen_ai.guardrail.target.type, gen_ai.guardrail.target.subtype)
-_TARGET = {
-    "UserPromptSubmit": ("input", "llm"),
-    "PreToolUse": ("input", "tool_call"),
-    "PostToolUse": ("output", "tool_call"),
-    "Stop": ("output", "llm"),
-    "SubagentStop": ("output", "llm"),
-}
+def guardrail_source(*, request: bool, response: bool) -> str | None:
+    """``gen_ai.guardrail.source``: the side Akto judged, in Akto's own terms.
+
+    Akto's API expresses the source through the flag the call sets (``guardrails``
+    for the request side, ``response_guardrails`` for the response side) and answers
+    under ``requestResult`` / ``responseResult``; the draft says to use that term.
+    Both sides at once have no single term: None (the attribute is left out).
+    """
+    if request == response:
+        return None
+    return semconv.AKTO_SOURCE_REQUEST if request else semconv.AKTO_SOURCE_RESPONSE
 
 
-def security_attributes(hook: str, verdict: Verdict, target_id: str = "") -> dict[str, Any]:
-    """The draft ``gen_ai.guardrail.*`` attributes of a guardrail span."""
-    target_type, target_subtype = _TARGET.get(hook, ("input", "message"))
-    attributes: dict[str, Any] = {
-        semconv.GEN_AI_GUARDRAIL_COMPONENT_NAME: semconv.GUARDRAIL_COMPONENT,
-        semconv.GEN_AI_PROVIDER_NAME: semconv.GUARDRAIL_COMPONENT,
-        semconv.GEN_AI_GUARDRAIL_TARGET_TYPE: target_type,
-        semconv.GEN_AI_GUARDRAIL_TARGET_SUBTYPE: target_subtype,
+@dataclass(frozen=True)
+class GuardrailSpanStart:
+    """How the guardrail call's span starts: its name, kind and creation-time attributes."""
+
+    name: str
+    kind: SpanKind
+    attributes: dict[str, Any]
+
+
+def guardrail_span_start(
+    settings: Settings,
+    hook: str,
+    *,
+    request: bool = True,
+    response: bool = False,
+    server: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> GuardrailSpanStart:
+    """The guardrail call's span as the settings ask for it.
+
+    With ``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``
+    (``settings.semconv_security``): the draft's ``apply_guardrail Akto`` CLIENT
+    span, with the attributes the draft wants at creation (operation, provider,
+    ``server.*``) and the component and source. Without it: today's
+    ``run_guardrail akto``. Either way ``akto.hook`` (and ``extra``, the package's
+    ``akto.*`` window attributes) say what the hook judged.
+    """
+    attributes: dict[str, Any] = {ATTR_HOOK: hook}
+    if settings.semconv_security:
+        attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_APPLY_GUARDRAIL
+        attributes[semconv.GEN_AI_PROVIDER_NAME] = semconv.GUARDRAIL_PROVIDER_NAME
+        attributes[semconv.GEN_AI_GUARDRAIL_COMPONENT_NAME] = semconv.GUARDRAIL_COMPONENT_NAME
+        source = guardrail_source(request=request, response=response)
+        if source is not None:
+            attributes[semconv.GEN_AI_GUARDRAIL_SOURCE] = source
+        name = semconv.SPAN_APPLY_GUARDRAIL
+    else:
+        attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_RUN_GUARDRAIL
+        attributes[semconv.HTTP_REQUEST_METHOD] = "POST"
+        name = semconv.SPAN_RUN_GUARDRAIL
+    attributes.update(server or {})
+    attributes.update(extra or {})
+    return GuardrailSpanStart(name, SpanKind.CLIENT, attributes)
+
+
+def guardrail_result_attributes(verdict: Verdict) -> dict[str, Any]:
+    """The draft's overall result of one call: Akto's ``Allowed``, as Akto gave it.
+
+    ``gen_ai.guardrail.result.type`` is Akto's field name and ``result.value`` its
+    value in canonical text (``true``/``false``), never the hook's decision: a
+    ``warn`` verdict is ``Allowed: false`` here though the hook let it pass (that is
+    ``akto.guardrail.decision``). Nothing when Akto reported no result (nothing
+    ran, or it could not answer: then ``error.type`` says why).
+    """
+    if verdict.akto_allowed is None:
+        return {}
+    return {
+        semconv.GEN_AI_GUARDRAIL_RESULT_TYPE: semconv.AKTO_RESULT_ALLOWED,
+        semconv.GEN_AI_GUARDRAIL_RESULT_VALUE: "true" if verdict.akto_allowed else "false",
     }
-    verdict_type = _VERDICT_TYPE.get(verdict.decision)
-    if verdict_type is not None:  # an error has no verdict, only error.type
-        attributes[semconv.GEN_AI_GUARDRAIL_VERDICT_TYPE] = verdict_type
+
+
+def guardrail_findings(
+    verdict: Verdict, *, request: bool = True, response: bool = False
+) -> list[dict[str, Any]]:
+    """The ``gen_ai.guardrail.result`` events of a verdict: one per finding Akto reported.
+
+    Akto reports at most one finding per verdict (the strictest side and window win):
+    its ``behaviour`` as the result, the policy and the rule. Left out on purpose:
+    ``result.reason`` (Akto's ``Reason`` is free text that may quote the content
+    judged, which the draft forbids there), ``risk.category`` and ``risk.score``
+    (Akto reports no category, and its severity is a label, not a score: it stays in
+    ``akto.guardrail.severity``).
+    """
+    if not verdict.ran or verdict.error:
+        return []
+    if not (verdict.behaviour or verdict.policy_name or verdict.rule_violated):
+        return []
+    event: dict[str, Any] = {
+        semconv.GEN_AI_GUARDRAIL_COMPONENT_NAME: semconv.GUARDRAIL_COMPONENT_NAME,
+        semconv.GEN_AI_PROVIDER_NAME: semconv.GUARDRAIL_PROVIDER_NAME,
+    }
+    source = guardrail_source(request=request, response=response)
+    if source is not None:
+        event[semconv.GEN_AI_GUARDRAIL_SOURCE] = source
+    if verdict.behaviour:
+        event[semconv.GEN_AI_GUARDRAIL_RESULT_TYPE] = semconv.AKTO_RESULT_BEHAVIOUR
+        event[semconv.GEN_AI_GUARDRAIL_RESULT_VALUE] = verdict.behaviour
     if verdict.policy_name:
-        attributes[semconv.GEN_AI_GUARDRAIL_POLICY_ID] = verdict.policy_name
+        event[semconv.GEN_AI_GUARDRAIL_POLICY_ID] = verdict.policy_name
     if verdict.rule_violated:
-        # The rule name, never Akto's free-text reason: verdict.reason MUST NOT
-        # carry user content, and Akto's reason may quote it.
-        attributes[semconv.GEN_AI_GUARDRAIL_POLICY_RULE_ID] = verdict.rule_violated
-    if target_id:
-        attributes[semconv.GEN_AI_GUARDRAIL_TARGET_ID] = target_id
-    return attributes
+        event[semconv.GEN_AI_GUARDRAIL_POLICY_RULE_ID] = verdict.rule_violated
+    if verdict.severity:
+        event[ATTR_SEVERITY] = verdict.severity
+    return [event]
+
+
+def record_guardrail_result(
+    span: Span,
+    verdict: Verdict,
+    settings: Settings,
+    *,
+    request: bool = True,
+    response: bool = False,
+    own_span: bool = True,
+) -> None:
+    """Put a verdict on the guardrail call's span (``own_span``) or, with
+    ``AKTO_GUARDRAIL_SPANS=false``, on the hook's span; does not end it.
+
+    ``own_span``: ``error.type`` and status when Akto could not answer, and
+    ``akto.guardrail.decision`` (what the hook enforces). With the opt-in, the
+    draft's overall result on the call's span and one ``gen_ai.guardrail.result``
+    event per finding on whichever span is given.
+    """
+    if not span.is_recording():
+        return
+    if own_span:
+        if verdict.error:
+            mark_error(span, verdict.error)
+        span.set_attribute(ATTR_DECISION, verdict.decision)
+    if not settings.semconv_security:
+        return
+    if own_span:
+        span.set_attributes(guardrail_result_attributes(verdict))
+    for event in guardrail_findings(verdict, request=request, response=response):
+        span.add_event(semconv.EVENT_GUARDRAIL_RESULT, event)
 
 
 def content_text(value: Any, settings: Settings, redactor: Redactor) -> str | None:
@@ -373,7 +482,13 @@ def content_text(value: Any, settings: Settings, redactor: Redactor) -> str | No
 def capture_content(
     span: Span, key: str, value: Any, settings: Settings, redactor: Redactor
 ) -> None:
-    """Record ``value`` under ``key`` as the capture mode says (nothing by default)."""
+    """Record ``value`` under ``key`` as the capture mode says (nothing by default).
+
+    SPAN_ONLY and SPAN_AND_EVENT put it on ``span``; EVENT_ONLY and SPAN_AND_EVENT
+    emit a ``gen_ai.client.inference.operation.details`` log event in ``span``'s
+    context through the global ``LoggerProvider`` (no provider: no event). Both
+    carry the same redacted, truncated text.
+    """
     if settings.capture_content == "NO_CONTENT" or not span.is_recording():
         return
     text = content_text(value, settings, redactor)
@@ -383,4 +498,21 @@ def capture_content(
     if settings.capture_on_spans:
         span.set_attribute(key, text)
     if settings.capture_in_events:
-        span.add_event(EVENT_CONTENT, {key: text})
+        emit_content_event(span, {key: text})
+
+
+def emit_content_event(span: Span, attributes: Mapping[str, Any]) -> None:
+    """One content log event under ``span``, on the global ``LoggerProvider``."""
+    logger = get_logger_provider().get_logger(
+        semconv.SCOPE_CONTENT, __version__, schema_url=semconv.SCHEMA_URL
+    )
+    logger.emit(
+        LogRecord(
+            timestamp=time.time_ns(),
+            context=trace.set_span_in_context(span),
+            severity_number=SeverityNumber.INFO,
+            severity_text=SeverityNumber.INFO.name,
+            attributes=dict(attributes),
+            event_name=EVENT_CONTENT,
+        )
+    )

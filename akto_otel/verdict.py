@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 
 from akto_otel import semconv, windows
 from akto_otel.config import Settings
@@ -33,9 +33,9 @@ from akto_otel.redaction import Redactor
 from akto_otel.spans import (
     capture_content,
     end_span,
-    mark_error,
+    guardrail_span_start,
+    record_guardrail_result,
     record_verdict,
-    security_attributes,
     start_span,
 )
 from akto_otel.unjudged import UnjudgedRecorder, unjudged_fault
@@ -95,14 +95,15 @@ class Verdicts:
         tool: str = "",
         session_id: str = "",
     ) -> Verdict:
-        """Judge ``plan`` (whole, or window by window) under a ``run_guardrail akto`` span.
+        """Judge ``plan`` (whole, or window by window) under the guardrail call's span
+        (``run_guardrail akto``, or ``apply_guardrail Akto`` with the semconv opt-in).
 
         The verdict is recorded after it is known; no recording step can change it.
         A verdict that lets the call through unjudged (fail-open) is told and counted.
         """
         child = None
         if self.settings.guardrail_spans:
-            child = quietly(self._start_guardrail_span, span, hook, plan)
+            child = quietly(self._start_guardrail_span, span, hook, plan, request, response)
         ingest = ingest and not plan.windowed
 
         async def check(record: dict[str, Any]) -> Verdict:
@@ -111,10 +112,11 @@ class Verdicts:
             )
 
         verdict = await windows.judge(check, plan, self.limits)
+        sides = {"request": request, "response": response}
         if child is not None:
-            quietly(self._record_guardrail_span, child, hook, verdict, target_id)
+            quietly(self._record_guardrail_span, child, verdict, sides)
         else:
-            quietly(self._record_guardrail_call, span, hook, plan, verdict, target_id)
+            quietly(self._record_guardrail_call, span, plan, verdict, sides)
         quietly(record_verdict, span, hook, verdict, self.settings)
         quietly(self.metrics.record_decision, hook, verdict)
         fault = unjudged_fault(verdict)
@@ -156,48 +158,41 @@ class Verdicts:
         """Content on ``span`` when capture is on, redacted; never raises."""
         quietly(capture_content, span, key, value, self.settings, self.redactor)
 
-    def _start_guardrail_span(self, span: Span, hook: str, plan: windows.Plan) -> Span:
-        attributes: dict[str, Any] = {
-            semconv.AKTO_HOOK: hook,
-            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_RUN_GUARDRAIL,
-            semconv.HTTP_REQUEST_METHOD: "POST",
-            **self._server_attributes,
-        }
-        attributes.update(_plan_attributes(plan))
+    def _start_guardrail_span(
+        self, span: Span, hook: str, plan: windows.Plan, request: bool, response: bool
+    ) -> Span:
+        start = guardrail_span_start(
+            self.settings,
+            hook,
+            request=request,
+            response=response,
+            server=self._server_attributes,
+            extra=_plan_attributes(plan),
+        )
         return start_span(
             self._tracer,
-            semconv.SPAN_RUN_GUARDRAIL,
+            start.name,
             context=trace.set_span_in_context(span),
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
+            kind=start.kind,
+            attributes=start.attributes,
         )
 
     def _record_guardrail_call(
-        self, span: Span, hook: str, plan: windows.Plan, verdict: Verdict, target_id: str
+        self, span: Span, plan: windows.Plan, verdict: Verdict, sides: dict[str, bool]
     ) -> None:
-        """With ``guardrail_spans`` off: what the ``run_guardrail`` span would carry."""
+        """With ``guardrail_spans`` off: the call's timing (and findings) on the hook span."""
         if not span.is_recording():
             return
         attributes: dict[str, Any] = {
             semconv.AKTO_GUARDRAIL_DURATION_MS: round(verdict.latency_s * 1000, 3),
             **_plan_attributes(plan),
         }
-        if self.settings.semconv_security:
-            # gen_ai.provider.name names Akto only on Akto's own span, not the hook's.
-            drafted = security_attributes(hook, verdict, target_id)
-            drafted.pop(semconv.GEN_AI_PROVIDER_NAME, None)
-            attributes.update(drafted)
         span.set_attributes(attributes)
+        record_guardrail_result(span, verdict, self.settings, own_span=False, **sides)
 
-    def _record_guardrail_span(
-        self, child: Span, hook: str, verdict: Verdict, target_id: str
-    ) -> None:
+    def _record_guardrail_span(self, child: Span, verdict: Verdict, sides: dict[str, bool]) -> None:
         try:
-            if verdict.error:
-                mark_error(child, verdict.error)
-            child.set_attribute(semconv.AKTO_GUARDRAIL_DECISION, verdict.decision)
-            if self.settings.semconv_security:
-                child.set_attributes(security_attributes(hook, verdict, target_id))
+            record_guardrail_result(child, verdict, self.settings, **sides)
         finally:
             end_span(child)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -114,6 +116,36 @@ def capture() -> Iterator[SpanCapture]:
     cap = SpanCapture()
     yield cap
     cap.provider.shutdown()
+
+
+class LogCapture:
+    """What reached the process's global SDK ``LoggerProvider`` during one test."""
+
+    def __init__(self, exporter: InMemoryLogRecordExporter) -> None:
+        self.exporter = exporter
+
+    @property
+    def records(self) -> list[ReadableLogRecord]:
+        return list(self.exporter.get_finished_logs())
+
+    def events(self, name: str) -> list[ReadableLogRecord]:
+        return [r for r in self.records if r.log_record.event_name == name]
+
+
+@pytest.fixture
+def content_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[LogCapture]:
+    """A real SDK LoggerProvider, exporting to memory, as the one the package's content
+    events see as global. The process's global provider is left alone (it can be set
+    only once, and other tests need none); tests/test_configure.py checks the real
+    global path in a fresh interpreter."""
+    from akto_otel import spans
+
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider(shutdown_on_exit=False)
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    monkeypatch.setattr(spans, "get_logger_provider", lambda: provider)
+    yield LogCapture(exporter)
+    provider.shutdown()
 
 
 @pytest.fixture

@@ -172,6 +172,51 @@ def test_exporter_plan_says_what_configure_builds() -> None:
     assert all(p.module.startswith("opentelemetry.exporter.otlp.proto.") for p in plan)
 
 
+def test_content_events_plan_logs_like_traces_never_as_a_requirement() -> None:
+    from akto_otel.configure import exporter_plan
+
+    # Content events alone: no endpoint, no logs exporter (nothing sent to a default port).
+    assert exporter_plan({}, content_logs=True) == []
+    assert exporter_plan({"OTEL_LOGS_EXPORTER": "none"}, content_logs=True) == []
+    plan = exporter_plan(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, content_logs=True
+    )
+    assert [(p.signal, p.kind) for p in plan] == [
+        ("traces", "otlp"),
+        ("metrics", "otlp"),
+        ("logs", "otlp"),
+    ]
+
+
+def test_configure_sends_content_events_through_its_logs_pipeline() -> None:
+    with OtlpReceiver() as receiver, EmulatorServer() as akto:
+        _run(
+            """
+            import asyncio
+            from opentelemetry import trace
+            from opentelemetry._logs import get_logger_provider
+            import akto_otel
+
+            guard = akto_otel.configure()
+            hooks = guard.hooks()
+            data = {"session_id": "s1", "prompt": "CONTENT-MARK-1 AKIAIOSFODNN7EXAMPLE",
+                    "hook_event_name": "UserPromptSubmit"}
+            asyncio.run(hooks["UserPromptSubmit"][0].hooks[0](data, None, {}))
+            guard.shutdown()
+            trace.get_tracer_provider().shutdown()
+            get_logger_provider().shutdown()
+            """,
+            {
+                "AKTO_DATA_INGESTION_URL": akto.url,
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "EVENT_ONLY",
+            },
+        )
+        sent = b"".join(body for _, body, _ in receiver.log_requests)
+    assert b"gen_ai.client.inference.operation.details" in sent
+    assert b"CONTENT-MARK-1" in sent and b"AKIAIOSFODNN7EXAMPLE" not in sent
+
+
 def test_exporter_plan_rejects_what_configure_cannot_build() -> None:
     from akto_otel.configure import exporter_plan
     from akto_otel.errors import AktoConfigError

@@ -15,7 +15,7 @@ from akto_otel.emulator import EmulatorServer
 from akto_otel.redaction import REDACTED, Redactor
 from akto_otel.spans import EVENT_CONTENT
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
-from tests.conftest import SpanCapture
+from tests.conftest import LogCapture, SpanCapture
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,9 +47,12 @@ OUTPUT_MARK = "OUTPUT-MARK-9902"
 ANSWER_MARK = "ANSWER-MARK-5567"
 
 
-def _all_text(capture: SpanCapture) -> str:
-    """Every attribute and event attribute of every span, as one string."""
+def _all_text(capture: SpanCapture, logs: LogCapture | None = None) -> str:
+    """Every attribute and event attribute of every span (and log record), as one string."""
     parts: list[str] = []
+    for record in logs.records if logs is not None else []:
+        parts.append(str(record.log_record.event_name))
+        parts.extend(f"{k}={v}" for k, v in (record.log_record.attributes or {}).items())
     for span in capture.spans:
         parts.append(span.name)
         parts.extend(f"{k}={v}" for k, v in (span.attributes or {}).items())
@@ -86,10 +89,14 @@ async def _session(
 
 
 async def test_no_content_on_spans_by_default(
-    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+    emulator: EmulatorServer,
+    capture: SpanCapture,
+    content_logs: LogCapture,
+    home: Path,
+    workdir: Path,
 ) -> None:
     await _session(capture, emulator, home, workdir)
-    text = _all_text(capture)
+    text = _all_text(capture, content_logs)
     for mark in (PROMPT_MARK, INPUT_MARK, OUTPUT_MARK, ANSWER_MARK, *SECRET_VALUES):
         assert mark not in text
     # Akto still received the content it judges.
@@ -99,10 +106,15 @@ async def test_no_content_on_spans_by_default(
 
 @pytest.mark.parametrize("mode", ["SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT"])
 async def test_captured_content_is_truncated_and_redacted(
-    emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, mode: str
+    emulator: EmulatorServer,
+    capture: SpanCapture,
+    content_logs: LogCapture,
+    home: Path,
+    workdir: Path,
+    mode: str,
 ) -> None:
     await _session(capture, emulator, home, workdir, capture_content=mode, capture_max_length=2000)
-    text = _all_text(capture)
+    text = _all_text(capture, content_logs)
     for mark in (PROMPT_MARK, INPUT_MARK, OUTPUT_MARK, ANSWER_MARK):
         assert mark in text, mark
     for secret in SECRET_VALUES:
@@ -115,8 +127,17 @@ async def test_captured_content_is_truncated_and_redacted(
         assert "gen_ai.tool.call.arguments" in capture.one("execute_tool Bash").attributes
     else:
         assert "gen_ai.output.messages" not in stop.attributes
-    has_events = any(e.name == EVENT_CONTENT for s in capture.spans for e in s.events)
-    assert has_events is (mode != "SPAN_ONLY")
+    # Events are log records through the global LoggerProvider, in the spans' trace.
+    events = content_logs.events(EVENT_CONTENT)
+    assert bool(events) is (mode != "SPAN_ONLY")
+    assert not any(e.name == EVENT_CONTENT for s in capture.spans for e in s.events)
+    trace_ids = {s.context.trace_id for s in capture.spans}
+    assert all(e.log_record.trace_id in trace_ids for e in events)
+    if mode == "EVENT_ONLY":
+        answers = [e for e in events if "gen_ai.output.messages" in (e.log_record.attributes or {})]
+        assert answers and all(
+            "truncated" in str(e.log_record.attributes["gen_ai.output.messages"]) for e in answers
+        )
 
 
 def test_custom_patterns_and_every_builtin_rule() -> None:

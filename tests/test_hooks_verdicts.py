@@ -178,7 +178,7 @@ async def test_an_aborted_session_closes_its_spans_as_errors(
     assert all(t.attributes.get("error.type") == "session_aborted" for t in tools)
 
 
-async def test_draft_security_semconv_behind_the_switch(
+async def test_draft_guardrail_semconv_behind_the_opt_in(
     emulator: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
 ) -> None:
     scenario = Scenario(
@@ -191,25 +191,31 @@ async def test_draft_security_semconv_behind_the_switch(
     tool = capture.one("execute_tool Bash")
     check = next(
         s
-        for s in capture.named("run_guardrail")
+        for s in capture.named("apply_guardrail")
         if s.parent is not None and s.parent.span_id == tool.context.span_id
     )
-    assert check.attributes["gen_ai.guardrail.verdict.type"] == "deny"
-    assert check.attributes["gen_ai.guardrail.target.type"] == "input"
-    assert check.attributes["gen_ai.guardrail.target.subtype"] == "tool_call"
-    assert check.attributes["gen_ai.guardrail.target.id"] == tool.attributes["gen_ai.tool.call.id"]
-    assert check.attributes["gen_ai.guardrail.security.policy.id"] == "rm-rf"
-    assert check.attributes["gen_ai.guardrail.component.name"] == "akto"
-    assert check.name == "run_guardrail akto"
+    assert check.name == "apply_guardrail Akto"
+    assert check.attributes["gen_ai.operation.name"] == "apply_guardrail"
+    assert check.attributes["gen_ai.guardrail.result.type"] == "Allowed"
+    assert check.attributes["gen_ai.guardrail.result.value"] == "false"
+    assert check.attributes["akto.guardrail.decision"] == "deny"
+    (finding,) = check.events
+    assert finding.attributes["gen_ai.guardrail.policy.id"] == "rm-rf"
     assert check.instrumentation_scope is not None
     assert check.instrumentation_scope.schema_url == "https://opentelemetry.io/schemas/1.37.0"
-    assert not any(k.startswith(("gen_ai.security.", "gen_ai.guardian.")) for k in check.attributes)
-    prompt_check = next(
-        s for s in capture.named("run_guardrail") if s.attributes["akto.hook"] == "UserPromptSubmit"
+    # The earlier drafts' names are gone.
+    assert not any(
+        k.startswith(("gen_ai.security.", "gen_ai.guardian.", "gen_ai.guardrail.target."))
+        or k == "gen_ai.guardrail.verdict.type"
+        for k in check.attributes
     )
-    assert prompt_check.attributes["gen_ai.guardrail.target.type"] == "input"
-    assert prompt_check.attributes["gen_ai.guardrail.target.subtype"] == "llm"
-    assert prompt_check.attributes["gen_ai.guardrail.verdict.type"] == "allow"
+    prompt_check = next(
+        s
+        for s in capture.named("apply_guardrail")
+        if s.attributes["akto.hook"] == "UserPromptSubmit"
+    )
+    assert prompt_check.attributes["gen_ai.guardrail.result.value"] == "true"
+    assert prompt_check.events == ()
 
 
 async def test_no_security_semconv_by_default(
@@ -239,14 +245,16 @@ async def test_guardrail_spans_off_folds_the_call_into_the_hook_span(
     assert victim.exists(), "the denied command ran"
     guard.force_flush()
     assert capture.spans
-    assert capture.named("run_guardrail") == []
+    assert capture.named("run_guardrail") == [] and capture.named("apply_guardrail") == []
     tool = capture.one("execute_tool Bash")
     assert _verdict(tool)["akto.guardrail.decision"] == "deny"
     attributes = tool.attributes or {}
     assert attributes["akto.guardrail.decision"] == "deny"
     assert attributes["akto.guardrail.duration_ms"] > 0
-    assert attributes["gen_ai.guardrail.verdict.type"] == "deny"
-    assert attributes["gen_ai.guardrail.target.id"] == attributes["gen_ai.tool.call.id"]
+    # The findings go on the hook span as events; the call's own result needs its span.
+    assert "gen_ai.guardrail.result.type" not in attributes
     assert "gen_ai.provider.name" not in attributes
+    (finding,) = [e for e in tool.events if e.name == "gen_ai.guardrail.result"]
+    assert finding.attributes["gen_ai.guardrail.result.value"] == "block"
     prompt = capture.one("akto.user_prompt")
     assert _verdict(prompt)["akto.guardrail.decision"] == "allow"

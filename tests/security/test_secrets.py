@@ -32,7 +32,7 @@ from akto_otel.redaction import (
     url_without_credentials,
 )
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
-from tests.conftest import SpanCapture
+from tests.conftest import LogCapture, SpanCapture
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,11 +50,16 @@ ATTACK = Scenario(
 SECRETS = (TOKEN, ALT_TOKEN, URL_PASSWORD)
 
 
-def _span_text(capture: SpanCapture) -> str:
+def _span_text(capture: SpanCapture, logs: LogCapture | None = None) -> str:
+    """Every span, span event and (content) log record, as text."""
+    records = logs.records if logs is not None else []
     return "\n".join(
-        f"{s.name} {dict(s.attributes or {})} "
-        f"{[(e.name, dict(e.attributes or {})) for e in s.events]}"
-        for s in capture.spans
+        [
+            f"{s.name} {dict(s.attributes or {})} "
+            f"{[(e.name, dict(e.attributes or {})) for e in s.events]}"
+            for s in capture.spans
+        ]
+        + [f"{r.log_record.event_name} {dict(r.log_record.attributes or {})}" for r in records]
     )
 
 
@@ -79,6 +84,7 @@ async def test_agent_cannot_read_the_akto_token(
     form: str,
     emulator: EmulatorServer,
     capture: SpanCapture,
+    content_logs: LogCapture,
     home: Path,
     workdir: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -98,8 +104,9 @@ async def test_agent_cannot_read_the_akto_token(
     assert "AKTO_API_TOKEN=" in requests
     results = [r for r in emulator.records if r.hook == "PostToolUse"]
     assert len(results) == 2
-    spans = _span_text(capture)
+    spans = _span_text(capture, content_logs)
     assert "gen_ai.tool.call.result" in spans
+    assert content_logs.events("gen_ai.client.inference.operation.details")
     for secret in SECRETS:
         assert secret not in requests
         assert all(secret not in json.dumps(r.record) for r in results)
