@@ -53,6 +53,19 @@ def _mib(value: Any) -> int:
     return int(value or 4) * 1024 * 1024  # gRPC's default receive limit is 4 MiB
 
 
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(value: Any) -> float:
+    """A collector duration ("90s", "1m30s", "500ms", 0) in seconds."""
+    text = str(value).strip()
+    if text in ("0", ""):
+        return 0.0
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    assert "".join(n + u for n, u in parts) == text, f"not a duration: {value!r}"
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
 def wiring_problems(config: dict[str, Any]) -> list[str]:
     """Components used but not defined, defined but not used, old names for exporters."""
     problems: list[str] = []
@@ -115,6 +128,8 @@ def agent_problems(config: dict[str, Any]) -> list[str]:
             problems.append(f"{balancer}: retry_on_failure must be enabled")
         if isinstance(otlp, dict) and (otlp.get("sending_queue") or {}).get("enabled", True):
             problems.append(f"{balancer}: protocol.otlp.sending_queue must be disabled")
+        if isinstance(otlp, dict):
+            problems += _split_retry_problems(balancer, spec, otlp)
         resolver = spec.get("resolver") or {}
         hosts = (resolver.get("static") or {}).get("hostnames") or []
         if len(hosts) < 2 and not (resolver.get("dns") or resolver.get("k8s")):
@@ -133,6 +148,40 @@ def agent_problems(config: dict[str, Any]) -> list[str]:
     limit = agent_receive_limit(config)
     if limit <= MAX_REQUEST_BYTES:
         problems.append(f"the receivers must take the app's largest request ({MAX_REQUEST_BYTES})")
+    return problems
+
+
+def _split_retry_problems(balancer: str, spec: dict[str, Any], otlp: dict[str, Any]) -> list[str]:
+    """A request split across gateways is retried per gateway, not as a whole.
+
+    The exporter-wide retry re-sends every gateway's share, the ones the live gateways
+    took too (tests/test_stack_real_scaleout.py measured 48 copies in a 30 s outage):
+    the per-gateway exporters retry their own share first, within one attempt's
+    timeout, and the exporter-wide retry backs off for real.
+    """
+    problems: list[str] = []
+    whole = spec.get("retry_on_failure") or {}
+    if float(whole.get("multiplier") or 0) <= 1:
+        # load_balancing's default is 0: a retry of the whole request every
+        # initial_interval, whatever max_interval says.
+        problems.append(f"{balancer}: retry_on_failure.multiplier must be set above 1")
+    share = otlp.get("retry_on_failure") or {}
+    if not share.get("enabled"):
+        problems.append(f"{balancer}: protocol.otlp.retry_on_failure must be enabled")
+        return problems
+    window = _seconds(share.get("max_elapsed_time", "300s"))
+    attempt = _seconds(spec.get("timeout") or "5s")  # the exporter's default: 5 s
+    needed = (
+        window
+        + _seconds(otlp.get("timeout") or "5s")
+        + _seconds(share.get("max_interval") or "30s")
+    )
+    if window <= 0:
+        problems.append(f"{balancer}: protocol.otlp.retry_on_failure.max_elapsed_time must be set")
+    elif attempt < needed:
+        problems.append(
+            f"{balancer}: timeout must outlast the per-gateway retries ({needed:.0f} s)"
+        )
     return problems
 
 
@@ -307,6 +356,35 @@ def test_the_checks_catch_broken_configs(agent: dict[str, Any], gateway: dict[st
         "enabled": True
     }
     assert any("must be disabled" in p for p in agent_problems(broken))
+
+
+def test_the_retry_checks_catch_whole_request_retries(agent: dict[str, Any]) -> None:
+    # Each is a way back to re-sending the live gateways' shares with every retry.
+    def broken_with(change: Any) -> list[str]:
+        broken = copy.deepcopy(agent)
+        change(broken["exporters"]["load_balancing/akto"])
+        return agent_problems(broken)
+
+    assert "load_balancing/akto: retry_on_failure.multiplier must be set above 1" in broken_with(
+        lambda lb: lb["retry_on_failure"].pop("multiplier")
+    )
+    assert "load_balancing/akto: protocol.otlp.retry_on_failure must be enabled" in broken_with(
+        lambda lb: lb["protocol"]["otlp"]["retry_on_failure"].update(enabled=False)
+    )
+    assert any("timeout must outlast" in p for p in broken_with(lambda lb: lb.pop("timeout")))
+    assert any(
+        "timeout must outlast" in p
+        for p in broken_with(
+            lambda lb: lb["protocol"]["otlp"]["retry_on_failure"].update(max_elapsed_time="120s")
+        )
+    )
+    assert any(
+        "max_elapsed_time must be set" in p
+        for p in broken_with(
+            lambda lb: lb["protocol"]["otlp"]["retry_on_failure"].update(max_elapsed_time=0)
+        )
+    )
+    assert _seconds("1m30s") == 90 and _seconds("500ms") == 0.5 and _seconds(0) == 0
 
 
 def test_compose_runs_both_tiers_against_the_emulator() -> None:
