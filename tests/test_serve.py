@@ -241,3 +241,45 @@ def test_the_serve_command_listens_answers_and_stops_cleanly_on_sigterm(
             proc.kill()
             proc.wait()
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+
+
+async def test_doctor_checks_the_settings_it_finds_and_the_running_server(
+    server: HookServer, tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    import asyncio
+    import io
+
+    from akto_otel.doctor import run_doctor
+    from akto_otel.serve import blocking_events, claude_settings
+
+    project = tmp_path / "project"
+    (project / ".claude").mkdir(parents=True)
+    settings = claude_settings(
+        server.url,  # type: ignore[attr-defined]
+        SECRET,
+        blocking_events(server.guard.rules),
+    )
+    del settings["hooks"]["Stop"]
+    settings["hooks"]["PreToolUse"][0]["hooks"][0].pop("onFailure")
+    (project / ".claude" / "settings.json").write_text(json.dumps(settings))
+    env = {
+        "HOME": str(tmp_path / "home"),
+        "AKTO_DATA_INGESTION_URL": emulator.url,
+        "AKTO_FAIL_MODE": "closed",
+    }
+
+    def report(environment: dict[str, str]) -> str:
+        out = io.StringIO()
+        run_doctor(environment, out, cwd=project)
+        return (
+            out.getvalue().split("Claude Code hooks (akto-otel serve):", 1)[1].split("\nAkto:")[0]
+        )
+
+    found = await asyncio.to_thread(report, env)
+    assert "not sent: Stop" in found
+    assert "without onFailure block in fail-closed mode: PreToolUse" in found
+    assert "AKTO_FAIL_MODE=closed, 0 sessions" in found
+    assert SECRET not in found
+    await server.close()
+    gone = await asyncio.to_thread(report, env)
+    assert "is akto-otel serve running?" in gone
