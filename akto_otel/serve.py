@@ -174,7 +174,10 @@ def claude_settings(
         hook: dict[str, Any] = {
             "type": "http",
             "url": f"{base}/hook/{event}",
-            "headers": {SECRET_HEADER: secret},
+            # A CLI started with TRACEPARENT (its own spans join that trace) hands it
+            # on, so the session's guard spans join the same trace.
+            "headers": {SECRET_HEADER: secret, "traceparent": "${TRACEPARENT}"},
+            "allowedEnvVars": ["TRACEPARENT"],
             "timeout": timeout,
         }
         if event in blocking:

@@ -183,7 +183,7 @@ def test_claude_settings_wire_every_event_and_block_only_the_judging_ones_when_c
         for event, (entry,) in hooks.items():
             (hook,) = entry["hooks"]
             assert hook["url"] == f"http://h:1/hook/{event}"
-            assert hook["headers"] == {SECRET_HEADER: secret_file.read_text().strip()}
+            assert hook["headers"][SECRET_HEADER] == secret_file.read_text().strip()
             if hook.get("onFailure") == "block":
                 blocked.add(event)
         assert blocking <= blocked and blocked <= blocking | {"PostToolUse", "PostToolUseFailure"}

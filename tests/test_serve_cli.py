@@ -63,12 +63,13 @@ async def run_cli(
     workdir: Path,
     *,
     allowed: tuple[str, ...] = ("Bash",),
+    extra: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One ``claude -p`` session; its stream-json messages."""
     path = home.parent / "hook-settings.json"
     path.write_text(json.dumps(settings))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AKTO_", "OTEL_"))}
-    env.update(offline_agent_env(fake, home))
+    env.update(offline_agent_env(fake, home, extra=extra))
     args = [str(CLI), "-p", prompt, "--settings", str(path), "--output-format", "stream-json"]
     args += ["--verbose", "--allowedTools", ",".join(allowed)] if allowed else ["--verbose"]
     proc = await asyncio.create_subprocess_exec(
@@ -325,3 +326,43 @@ async def test_the_records_at_akto_are_the_sdk_paths(
         through_cli = list(akto.records)
     assert target.exists()
     assert through_sdk and _shape(through_cli) == _shape(through_sdk)
+
+
+async def test_the_guard_spans_join_the_clis_trace_through_traceparent(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """A CLI started with TRACEPARENT (and its telemetry on) puts its own spans in
+    that trace; the printed settings hand TRACEPARENT to the server, so the session's
+    root (and every guard span) is in the same trace, under the same parent."""
+    from tests.otlp_receiver import OtlpReceiver
+
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    scenario = Scenario(None, [ToolUse("Bash", {"command": "echo joined"}), Text("ok")])
+    telemetry = {
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+        "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA": "1",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+        "OTEL_TRACES_EXPORT_INTERVAL": "100",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "TRACEPARENT": f"00-{trace_id}-{parent_id}-01",
+    }
+    with (
+        OtlpReceiver() as receiver,
+        EmulatorServer(Policy(())) as akto,
+        FakeAnthropic(scenario) as fake,
+    ):
+        telemetry["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.url
+        async with served(akto, capture) as server:
+            await run_cli("join", settings_for(server), fake, home, workdir, extra=telemetry)
+        for _ in range(75):
+            if any(s["name"] == "claude_code.interaction" for s in receiver.spans):
+                break
+            await asyncio.sleep(0.2)
+        cli = [s for s in receiver.spans if s["name"].startswith("claude_code.")]
+    (root,) = capture.named("invoke_agent")
+    assert f"{root.context.trace_id:032x}" == trace_id
+    assert root.parent is not None and f"{root.parent.span_id:016x}" == parent_id
+    assert capture.spans and all(s.context.trace_id == root.context.trace_id for s in capture.spans)
+    assert cli, "the CLI exported no spans"
+    assert {s["trace_id"] for s in cli} == {trace_id}
