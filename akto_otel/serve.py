@@ -44,7 +44,7 @@ from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from akto_otel import armed, hook_answers, hook_dispatch, semconv
-from akto_otel.decision import Rules
+from akto_otel.decision import JUDGING_HOOKS, Rules
 from akto_otel.hook_scope import HookOutput, HookScope, text
 from akto_otel.hooks import AktoGuardrails
 from akto_otel.spans import end_span, mark_error, start_agent_span
@@ -296,16 +296,16 @@ class HookServer:
         try:
             data = json.loads(await request.read())
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, "request too large")
+            return self._refuse(event, 413, "request_too_large")
         except ValueError:
-            return _error(400, "the body is not JSON")
+            return self._refuse(event, 400, "bad_request")
         if not isinstance(data, dict):
-            return _error(400, "the body is not a JSON object")
+            return self._refuse(event, 400, "bad_request")
         named = data.get("hook_event_name")
         if named is not None and named != event:
-            return _error(400, "the body's hook_event_name is not the URL's event")
+            return self._refuse(event, 400, "bad_request")
         if self._waiting >= self._max_concurrency * _PENDING_FACTOR:
-            return _error(503, "too many hook requests")
+            return self._refuse(event, 503, "overloaded")
         self._waiting += 1
         try:
             await self._slots.acquire()
@@ -316,6 +316,18 @@ class HookServer:
         finally:
             self._slots.release()
         return web.json_response(cli_output(output))
+
+    def _refuse(self, event: str, status: int, fault: str) -> web.Response:
+        """Refuse a hook request. The CLI blocks a judging event it guards with
+        ``onFailure: block``; in fail-open mode it goes on, so the call is told and
+        counted as unjudged, as any call Akto could not judge."""
+        settings = self.guard.settings
+        judged = event in JUDGING_HOOKS and settings.sync_mode
+        if event == "PostToolUse":
+            judged = judged and settings.tool_response_guardrails
+        if judged and not self.guard.rules.fail_closed:
+            quietly(self.guard.record_unjudged, event, "", fault)
+        return _error(status, fault)
 
     # ------------------------------------------------------------------ answers
 

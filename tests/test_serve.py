@@ -283,3 +283,27 @@ async def test_doctor_checks_the_settings_it_finds_and_the_running_server(
     await server.close()
     gone = await asyncio.to_thread(report, env)
     assert "is akto-otel serve running?" in gone
+
+
+@pytest.mark.parametrize("fail_mode", ["open", "closed"])
+async def test_a_refused_judging_request_is_told_as_unjudged_in_fail_open(
+    fail_mode: str, emulator: EmulatorServer, capture: SpanCapture
+) -> None:
+    """In fail-open mode the CLI goes on past a refused hook: the call ran unjudged
+    and is counted as such; fail-closed relies on the CLI's onFailure block."""
+    srv = HookServer(guard(emulator, capture, fail_mode=fail_mode), SECRET, max_body=1024)
+    srv.url = await srv.start("127.0.0.1", 0)  # type: ignore[attr-defined]
+    try:
+        status, _ = await _post(srv, "/hook/PreToolUse", _pre_tool_use("x" * 2048), AUTH)
+        await _post(srv, "/hook/Notification", {"pad": "x" * 2048}, AUTH)
+    finally:
+        await srv.close()
+    assert status == 413
+    points = capture.metric_points("akto.guardrail.unjudged")
+    counted = {
+        (p.attributes.get("hook"), p.attributes.get("fault")): p.value for p in points if p.value
+    }
+    if fail_mode == "open":
+        assert counted == {("PreToolUse", "request_too_large"): 1}, counted
+    else:
+        assert counted == {}
