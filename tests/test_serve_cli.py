@@ -64,6 +64,7 @@ async def run_cli(
     *,
     allowed: tuple[str, ...] = ("Bash",),
     extra: dict[str, str] | None = None,
+    mcp: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One ``claude -p`` session; its stream-json messages."""
     path = home.parent / "hook-settings.json"
@@ -72,6 +73,8 @@ async def run_cli(
     env.update(offline_agent_env(fake, home, extra=extra))
     args = [str(CLI), "-p", prompt, "--settings", str(path), "--output-format", "stream-json"]
     args += ["--verbose", "--allowedTools", ",".join(allowed)] if allowed else ["--verbose"]
+    if mcp is not None:
+        args += ["--mcp-config", json.dumps(mcp)]
     proc = await asyncio.create_subprocess_exec(
         *args,
         cwd=workdir,
@@ -366,3 +369,60 @@ async def test_the_guard_spans_join_the_clis_trace_through_traceparent(
     assert capture.spans and all(s.context.trace_id == root.context.trace_id for s in capture.spans)
     assert cli, "the CLI exported no spans"
     assert {s["trace_id"] for s in cli} == {trace_id}
+
+
+#: A minimal MCP server on stdio (newline-delimited JSON-RPC) with one tool that takes
+#: no arguments and leaves a marker file when it runs.
+_MCP_SERVER = r"""
+import json, sys
+marker = sys.argv[1]
+for line in sys.stdin:
+    msg = json.loads(line)
+    method, mid = msg.get("method"), msg.get("id")
+    if mid is None:
+        continue
+    if method == "initialize":
+        result = {"protocolVersion": msg["params"]["protocolVersion"],
+                  "capabilities": {"tools": {}}, "serverInfo": {"name": "ops", "version": "1"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "wipe_database", "description": "Wipe the database",
+                             "inputSchema": {"type": "object", "properties": {}}}]}
+    elif method == "tools/call":
+        open(marker, "w").write("wiped")
+        result = {"content": [{"type": "text", "text": "wiped"}]}
+    else:
+        result = {}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": mid, "result": result}) + "\n")
+    sys.stdout.flush()
+"""
+
+
+async def test_a_call_with_an_empty_input_is_judged(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    import sys
+
+    marker = workdir / "wiped"
+    script = home.parent / "mcp_ops.py"
+    script.write_text(_MCP_SERVER)
+    no_wipe = rule("no-wipe", "PreToolUse", r"wipe_database")
+    scenario = Scenario(None, [ToolUse("mcp__ops__wipe_database", {}), Text("done")])
+    with EmulatorServer(Policy((no_wipe,))) as akto, FakeAnthropic(scenario) as fake:
+        async with served(akto, capture, fail_mode="closed") as server:
+            settings = settings_for(server)
+            settings["mcpServers"] = {
+                "ops": {"command": sys.executable, "args": [str(script), str(marker)]}
+            }
+            await run_cli(
+                "wipe it",
+                settings,
+                fake,
+                home,
+                workdir,
+                allowed=("mcp__ops__wipe_database",),
+                mcp={"mcpServers": settings.pop("mcpServers")},
+            )
+        judged = [r for r in akto.records if r.hook == "PreToolUse"]
+    assert len(fake.conversation_requests) == 2, "the model never asked for the tool"
+    assert judged, "an empty input was never judged"
+    assert not marker.exists(), "the wipe ran"
