@@ -136,15 +136,24 @@ def read_secret(path: Path) -> str:
 
 
 def load_secret(path: Path) -> str:
-    """The secret in ``path``, made (random, 0600, in a 0700 directory) when absent."""
+    """The secret in ``path``, made (random, 0600, in a 0700 directory) when absent.
+
+    Made whole in a private temporary file, then linked into place, so a reader
+    never sees a half-written secret and of two starts at once, one secret wins.
+    """
     if not path.exists():
+        import tempfile
+
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".hook-secret.")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:  # mkstemp makes it 0600
+                handle.write(secrets.token_urlsafe(32) + "\n")
+            os.link(temporary, path)
         except FileExistsError:
-            return read_secret(path)  # another server made it first
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
+            pass  # another start made it first: use that one
+        finally:
+            os.unlink(temporary)
     return read_secret(path)
 
 

@@ -426,3 +426,54 @@ async def test_a_call_with_an_empty_input_is_judged(
     assert len(fake.conversation_requests) == 2, "the model never asked for the tool"
     assert judged, "an empty input was never judged"
     assert not marker.exists(), "the wipe ran"
+
+
+@pytest.mark.timeout(240)
+def test_the_documented_setup_guards_the_cli(home: Path, workdir: Path) -> None:
+    """docs/claude-code.md's three commands, as written, with the bundled CLI in
+    print mode for ``claude`` and the emulator for Akto: the rm -rf is denied."""
+    import shlex
+    import subprocess
+    import time
+
+    import httpx
+
+    from tests.test_docs import base_env, commands, doc_block, run_commands
+
+    target = workdir / "target"
+    target.mkdir()
+    scenario = Scenario(None, [ToolUse("Bash", {"command": f"rm -rf {target}"}), Text("done")])
+    port = str(_free_port())
+    cli = f"{shlex.quote(str(CLI))} -p 'clean up' --allowedTools Bash --settings"
+    with EmulatorServer(Policy((RM_RF,))) as akto, FakeAnthropic(scenario) as fake:
+        lines = commands(
+            doc_block("claude-code-setup"),
+            {"https://akto.example.com": akto.url, "claude --settings": cli},
+        )
+        serve = next(i for i, line in enumerate(lines) if line.startswith("akto-otel serve"))
+        lines[serve] = lines[serve].replace("serve", f"serve --port {port}", 1)
+        lines = [
+            line.replace("claude-settings", f"claude-settings --url http://127.0.0.1:{port}")
+            for line in lines
+        ]
+        env = base_env(
+            **offline_agent_env(fake, home), PYTHONPATH=str(Path(__file__).parent.parent)
+        )
+        with run_commands(lines[: serve + 1], env, workdir):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the documented server did not start"
+                    time.sleep(0.2)
+            for line in lines[serve + 1 :]:  # as a shell runs them: > and ~ too
+                done = subprocess.run(
+                    ["bash", "-c", line], env=env, cwd=workdir, capture_output=True, timeout=180
+                )
+                assert done.returncode == 0, (line, done.stderr[-2000:])
+        judged = [r for r in akto.records if r.hook == "PreToolUse"]
+    assert len(fake.conversation_requests) == 2, "the model never asked for the tool"
+    assert judged, "the documented setup never judged the call"
+    assert target.exists(), "the documented setup let rm -rf run"
