@@ -329,6 +329,23 @@ async def test_the_records_at_akto_are_the_sdk_paths(
         through_cli = list(akto.records)
     assert target.exists()
     assert through_sdk and _shape(through_cli) == _shape(through_sdk)
+    roots = [s for s in capture.named("invoke_agent") if s.parent is None]
+    assert len(roots) == 2
+    sdk_trace, cli_trace = (_spans_of(capture, root.context.trace_id) for root in roots)
+    assert sdk_trace and cli_trace == sdk_trace, "the CLI path's spans differ from the SDK's"
+
+
+def _spans_of(capture: SpanCapture, trace_id: int) -> list[tuple[str, str, str]]:
+    """A trace's guard spans as (name, hook, decision), the CLI-only events left out."""
+    return sorted(
+        (
+            s.name,
+            str((s.attributes or {}).get("akto.hook")),
+            str((s.attributes or {}).get("akto.guardrail.decision")),
+        )
+        for s in capture.spans
+        if s.context.trace_id == trace_id and s.name != "akto.hook_event"
+    )
 
 
 async def test_the_guard_spans_join_the_clis_trace_through_traceparent(
