@@ -235,6 +235,8 @@ class HookServer:
         self._waiting = 0
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._probe = StartupProbe(guard.client, guard.settings)
+        #: The base URL once :meth:`start` has bound the port.
+        self.url = ""
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.app = web.Application(client_max_size=max_body, middlewares=[self._auth])
@@ -261,7 +263,8 @@ class HookServer:
         self._sweeper = asyncio.ensure_future(self._sweep())
         bound = runner.addresses[0]
         shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
-        return f"http://{shown}:{bound[1]}"
+        self.url = f"http://{shown}:{bound[1]}"
+        return self.url
 
     async def close(self) -> None:
         """Stop listening (requests in flight finish), end every session, flush."""

@@ -49,7 +49,7 @@ def _pre_tool_use(command: str, session_id: str = "sess-1") -> dict[str, Any]:
 @pytest.fixture
 async def server(emulator: EmulatorServer, capture: SpanCapture) -> AsyncIterator[HookServer]:
     srv = HookServer(guard(emulator, capture, fail_mode="closed"), SECRET, max_body=64 * 1024)
-    srv.url = await srv.start("127.0.0.1", 0)  # type: ignore[attr-defined]
+    await srv.start("127.0.0.1", 0)
     yield srv
     await srv.close()
 
@@ -60,7 +60,7 @@ async def _post(
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     async with (
         aiohttp.ClientSession() as http,
-        http.post(f"{srv.url}{path}", data=data, headers=headers or {}) as response,  # type: ignore[attr-defined]
+        http.post(f"{srv.url}{path}", data=data, headers=headers or {}) as response,
     ):
         return response.status, await response.json(content_type=None)
 
@@ -74,7 +74,7 @@ async def test_a_request_without_the_secret_is_refused_and_not_judged(
     assert status == 401
     async with (
         aiohttp.ClientSession() as http,
-        http.get(f"{server.url}/health", headers=headers) as health,  # type: ignore[attr-defined]
+        http.get(f"{server.url}/health", headers=headers) as health,
     ):
         assert health.status == 401
     assert emulator.records == [], "an unauthenticated request reached Akto"
@@ -145,7 +145,7 @@ async def test_a_traced_event_joins_the_session_and_session_end_closes_its_trace
 async def test_health_answers_with_the_secret(server: HookServer) -> None:
     async with (
         aiohttp.ClientSession() as http,
-        http.get(f"{server.url}/health", headers=AUTH) as response,  # type: ignore[attr-defined]
+        http.get(f"{server.url}/health", headers=AUTH) as response,
     ):
         health = await response.json()
     assert response.status == 200
@@ -255,7 +255,7 @@ async def test_doctor_checks_the_settings_it_finds_and_the_running_server(
     project = tmp_path / "project"
     (project / ".claude").mkdir(parents=True)
     settings = claude_settings(
-        server.url,  # type: ignore[attr-defined]
+        server.url,
         SECRET,
         blocking_events(server.guard.rules),
     )
@@ -292,7 +292,7 @@ async def test_a_refused_judging_request_is_told_as_unjudged_in_fail_open(
     """In fail-open mode the CLI goes on past a refused hook: the call ran unjudged
     and is counted as such; fail-closed relies on the CLI's onFailure block."""
     srv = HookServer(guard(emulator, capture, fail_mode=fail_mode), SECRET, max_body=1024)
-    srv.url = await srv.start("127.0.0.1", 0)  # type: ignore[attr-defined]
+    await srv.start("127.0.0.1", 0)
     try:
         status, _ = await _post(srv, "/hook/PreToolUse", _pre_tool_use("x" * 2048), AUTH)
         await _post(srv, "/hook/Notification", {"pad": "x" * 2048}, AUTH)

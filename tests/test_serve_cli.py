@@ -39,7 +39,7 @@ async def served(
     akto: EmulatorServer, capture: SpanCapture, **kw: Any
 ) -> AsyncIterator[HookServer]:
     server = HookServer(guard(akto, capture, **kw), SECRET)
-    server.url = await server.start("127.0.0.1", 0)  # type: ignore[attr-defined]
+    await server.start("127.0.0.1", 0)
     try:
         yield server
     finally:
@@ -48,7 +48,7 @@ async def served(
 
 def settings_for(server: HookServer, *, secret: str = SECRET, url: str = "") -> dict[str, Any]:
     return claude_settings(
-        url or server.url,  # type: ignore[attr-defined]
+        url or server.url,
         secret,
         blocking_events(server.guard.rules),
         timeout=30,
@@ -93,6 +93,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _rm_rf(workdir: Path) -> tuple[Path, Scenario]:
+    """A directory and a scripted model that asks to ``rm -rf`` it."""
+    target = workdir / "target"
+    target.mkdir()
+    return target, Scenario(None, [ToolUse("Bash", {"command": f"rm -rf {target}"}), Text("done")])
+
+
 def _session_id(messages: list[dict[str, Any]]) -> str:
     return next(str(m["session_id"]) for m in messages if m.get("session_id"))
 
@@ -100,9 +107,7 @@ def _session_id(messages: list[dict[str, Any]]) -> str:
 async def test_a_denied_rm_rf_does_not_run_and_the_session_is_one_trace(
     capture: SpanCapture, home: Path, workdir: Path
 ) -> None:
-    target = workdir / "target"
-    target.mkdir()
-    scenario = Scenario(None, [ToolUse("Bash", {"command": f"rm -rf {target}"}), Text("done")])
+    target, scenario = _rm_rf(workdir)
     with EmulatorServer(Policy((RM_RF,))) as akto, FakeAnthropic(scenario) as fake:
         async with served(akto, capture, fail_mode="closed") as server:
             messages = await run_cli("clean up", settings_for(server), fake, home, workdir)
@@ -238,9 +243,7 @@ async def test_fail_closed_blocks_the_judging_events_when_the_server_cannot_answ
 ) -> None:
     """With ``onFailure: block``, a server that is gone, hangs or refuses the
     request (401) blocks the prompt: the model is never asked, nothing runs."""
-    target = workdir / "target"
-    target.mkdir()
-    scenario = Scenario(None, [ToolUse("Bash", {"command": f"rm -rf {target}"}), Text("done")])
+    target, scenario = _rm_rf(workdir)
     hung: list[asyncio.StreamWriter] = []
 
     async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -274,9 +277,7 @@ async def test_fail_closed_blocks_the_judging_events_when_the_server_cannot_answ
 async def test_fail_closed_blocks_a_tool_call_when_only_its_hook_is_down(
     capture: SpanCapture, home: Path, workdir: Path
 ) -> None:
-    target = workdir / "target"
-    target.mkdir()
-    scenario = Scenario(None, [ToolUse("Bash", {"command": f"rm -rf {target}"}), Text("done")])
+    target, scenario = _rm_rf(workdir)
     with EmulatorServer(Policy(())) as akto, FakeAnthropic(scenario) as fake:
         async with served(akto, capture, fail_mode="closed") as server:
             settings = settings_for(server, url=f"http://127.0.0.1:{_free_port()}")
@@ -457,9 +458,7 @@ def test_the_documented_setup_guards_the_cli(home: Path, workdir: Path) -> None:
 
     from tests.test_docs import base_env, commands, doc_block, run_commands
 
-    target = workdir / "target"
-    target.mkdir()
-    scenario = Scenario(None, [ToolUse("Bash", {"command": f"rm -rf {target}"}), Text("done")])
+    target, scenario = _rm_rf(workdir)
     port = str(_free_port())
     cli = f"{shlex.quote(str(CLI))} -p 'clean up' --allowedTools Bash --settings"
     with EmulatorServer(Policy((RM_RF,))) as akto, FakeAnthropic(scenario) as fake:
