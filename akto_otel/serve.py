@@ -232,7 +232,7 @@ class HookServer:
         self._secret = secret.encode()
         self._max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._waiting = 0
+        self._inside = 0
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._probe = StartupProbe(guard.client, guard.settings)
         #: The base URL once :meth:`start` has bound the port.
@@ -305,6 +305,18 @@ class HookServer:
         event = request.match_info["event"]
         if not _EVENT_NAME.fullmatch(event):
             return _error(404, "unknown event")
+        if self._inside >= self._max_concurrency * (1 + _PENDING_FACTOR):
+            return self._refuse(event, 503, "overloaded")
+        # Counted before the body is read, and read only once judging may start:
+        # at most max_concurrency bodies are held in memory.
+        self._inside += 1
+        try:
+            async with self._slots:
+                return await self._judge(event, request)
+        finally:
+            self._inside -= 1
+
+    async def _judge(self, event: str, request: web.Request) -> web.Response:
         try:
             data = json.loads(await request.read())
         except web.HTTPRequestEntityTooLarge:
@@ -316,17 +328,7 @@ class HookServer:
         named = data.get("hook_event_name")
         if named is not None and named != event:
             return self._refuse(event, 400, "bad_request")
-        if self._waiting >= self._max_concurrency * _PENDING_FACTOR:
-            return self._refuse(event, 503, "overloaded")
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-        try:
-            output = await self._answer(event, data, request.headers)
-        finally:
-            self._slots.release()
+        output = await self._answer(event, data, request.headers)
         return web.json_response(cli_output(output))
 
     def _refuse(self, event: str, status: int, fault: str) -> web.Response:

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from akto_otel.cli import main
-from akto_otel.emulator import EmulatorServer
+from akto_otel.emulator import EmulatorServer, Policy
 from akto_otel.serve import (
     SECRET_HEADER,
     SERVED_EVENTS,
@@ -27,7 +27,7 @@ from akto_otel.serve import (
     read_secret,
 )
 from tests.conftest import SpanCapture
-from tests.security.attack_kit import guard
+from tests.security.attack_kit import guard, rule
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-for-tests"
@@ -307,3 +307,25 @@ async def test_a_refused_judging_request_is_told_as_unjudged_in_fail_open(
         assert counted == {("PreToolUse", "request_too_large"): 1}, counted
     else:
         assert counted == {}
+
+
+async def test_requests_past_the_concurrency_bound_are_refused_not_queued(
+    capture: SpanCapture,
+) -> None:
+    """One judged at a time, four waiting: of eight at once, three are refused (503,
+    which onFailure block turns into a block) and the rest are judged."""
+    import asyncio
+
+    with EmulatorServer(Policy((rule("rm-rf", "PreToolUse", r"rm -rf"),)), latency_s=0.5) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode="closed"), SECRET, max_concurrency=1)
+        await srv.start("127.0.0.1", 0)
+        try:
+            answers = await asyncio.gather(
+                *(_post(srv, "/hook/PreToolUse", _pre_tool_use("rm -rf x"), AUTH) for _ in range(8))
+            )
+        finally:
+            await srv.close()
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] * 5 + [503] * 3, statuses
+    judged = [a for status, a in answers if status == 200]
+    assert all(a["hookSpecificOutput"]["permissionDecision"] == "deny" for a in judged)
