@@ -493,3 +493,38 @@ def test_the_documented_setup_guards_the_cli(home: Path, workdir: Path) -> None:
     assert len(fake.conversation_requests) == 2, "the model never asked for the tool"
     assert judged, "the documented setup never judged the call"
     assert target.exists(), "the documented setup let rm -rf run"
+
+
+async def test_a_subagents_denied_call_holds_and_nests_under_its_agent_span(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    from akto_otel.testing import delegation
+
+    target = workdir / "target"
+    target.mkdir()
+    aws = rule("aws-key", "SubagentStop", r"AKIA[0-9A-Z]{16}")
+    scenarios = [
+        Scenario(
+            "Research the repo",
+            [ToolUse("Bash", {"command": f"rm -rf {target}"}), Text("key AKIAABCDEFGHIJKLMNOP")],
+        ),
+        delegation("delegate", "Research the repo"),
+    ]
+    with EmulatorServer(Policy((RM_RF, aws))) as akto, FakeAnthropic(scenarios) as fake:
+        async with served(akto, capture, fail_mode="closed") as server:
+            await run_cli(
+                "please delegate",
+                settings_for(server),
+                fake,
+                home,
+                workdir,
+                allowed=("Bash", "Agent"),
+            )
+    assert target.exists(), "the subagent's rm -rf ran"
+    (root,) = [s for s in capture.named("invoke_agent") if s.parent is None]
+    (sub,) = [s for s in capture.named("invoke_agent") if s.parent is not None]
+    assert sub.parent is not None and sub.parent.span_id == root.context.span_id
+    tool = capture.one("execute_tool Bash")
+    assert tool.parent is not None and tool.parent.span_id == sub.context.span_id
+    stops = capture.named("akto.subagent_stop")
+    assert stops and (stops[0].attributes or {}).get("akto.guardrail.decision") == "deny"
