@@ -320,6 +320,7 @@ async def test_the_records_at_akto_are_the_sdk_paths(
         await g.aclose()
         await asyncio.sleep(0.5)
         through_sdk = list(akto.records)
+        sdk_decisions = _decisions(capture)
         akto.clear()
         fake.clear()
         async with served(
@@ -328,12 +329,23 @@ async def test_the_records_at_akto_are_the_sdk_paths(
             await run_cli("clean up", settings_for(server), fake, home / "cli", workdir)
         await asyncio.sleep(0.5)
         through_cli = list(akto.records)
+        both_decisions = _decisions(capture)
     assert target.exists()
     assert through_sdk and _shape(through_cli) == _shape(through_sdk)
     roots = [s for s in capture.named("invoke_agent") if s.parent is None]
     assert len(roots) == 2
     sdk_trace, cli_trace = (_spans_of(capture, root.context.trace_id) for root in roots)
     assert sdk_trace and cli_trace == sdk_trace, "the CLI path's spans differ from the SDK's"
+    # The decision counter the alerts read: the CLI run added what the SDK run did.
+    assert any(sdk_decisions.values())
+    assert both_decisions == {key: 2 * value for key, value in sdk_decisions.items()}
+
+
+def _decisions(capture: SpanCapture) -> dict[tuple[tuple[str, Any], ...], int]:
+    return {
+        tuple(sorted(p.attributes.items())): int(p.value)
+        for p in capture.metric_points("akto.guardrail.decisions")
+    }
 
 
 def _spans_of(capture: SpanCapture, trace_id: int) -> list[tuple[str, str, str]]:
