@@ -45,7 +45,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from akto_otel import armed, hook_answers, hook_dispatch, semconv
 from akto_otel.decision import JUDGING_HOOKS, Rules
-from akto_otel.hook_scope import HookOutput, HookScope, text
+from akto_otel.hook_scope import HookCallback, HookOutput, HookScope, text
 from akto_otel.hooks import AktoGuardrails
 from akto_otel.spans import end_span, mark_error, start_agent_span
 from akto_otel.unjudged import StartupProbe
@@ -328,7 +328,11 @@ class HookServer:
         named = data.get("hook_event_name")
         if named is not None and named != event:
             return self._refuse(event, 400, "bad_request")
-        output = await self._answer(event, data, request.headers)
+        try:
+            output = await self._answer(event, data, request.headers)
+        except Exception as exc:  # dispatch never raises; this is the server's own bug
+            _log.error("akto-otel serve could not answer %s: %s", event, type(exc).__name__)
+            return self._refuse(event, 500, "internal_error")
         return web.json_response(cli_output(output))
 
     def _refuse(self, event: str, status: int, fault: str) -> web.Response:
@@ -410,7 +414,7 @@ class HookServer:
             quietly(self._evict, time.monotonic())
 
 
-def _dispatcher(event: str, scope: HookScope) -> Any:
+def _dispatcher(event: str, scope: HookScope) -> HookCallback:
     async def callback(input_data: Any, tool_use_id: str | None, context: Any) -> HookOutput:
         return await hook_dispatch.dispatch(scope, event, input_data, tool_use_id)
 

@@ -329,3 +329,26 @@ async def test_requests_past_the_concurrency_bound_are_refused_not_queued(
     assert statuses == [200] * 5 + [503] * 3, statuses
     judged = [a for status, a in answers if status == 200]
     assert all(a["hookSpecificOutput"]["permissionDecision"] == "deny" for a in judged)
+
+
+async def test_a_server_bug_is_a_500_and_an_unjudged_call_in_fail_open(
+    emulator: EmulatorServer, capture: SpanCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv = HookServer(guard(emulator, capture, fail_mode="open"), SECRET)
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(srv, "_answer", broken)
+    await srv.start("127.0.0.1", 0)
+    try:
+        status, _ = await _post(srv, "/hook/UserPromptSubmit", {"prompt": "hi"}, AUTH)
+    finally:
+        await srv.close()
+    assert status == 500
+    counted = {
+        (p.attributes.get("hook"), p.attributes.get("fault")): p.value
+        for p in capture.metric_points("akto.guardrail.unjudged")
+        if p.value
+    }
+    assert counted == {("UserPromptSubmit", "internal_error"): 1}
