@@ -328,7 +328,7 @@ async def test_requests_past_the_concurrency_bound_are_refused_not_queued(
     statuses = sorted(status for status, _ in answers)
     assert statuses == [200] * 5 + [503] * 3, statuses
     judged = [a for status, a in answers if status == 200]
-    assert all(a["hookSpecificOutput"]["permissionDecision"] == "deny" for a in judged)
+    assert judged and all(a["hookSpecificOutput"]["permissionDecision"] == "deny" for a in judged)
 
 
 async def test_a_server_bug_is_a_500_and_an_unjudged_call_in_fail_open(
