@@ -450,42 +450,42 @@ def _served_hooks(path: Path) -> dict[str, dict[str, Any]]:
 
 def claude_code_findings(settings: Settings, env: Mapping[str, str], cwd: Path) -> list[Finding]:
     """Warnings only: whether the settings Claude Code reads here send the judging
-    events to ``akto-otel serve``, arm them in fail-closed mode, and reach it."""
+    events to ``akto-otel serve``, reach it, and arm the events its fail mode blocks
+    (the running server's, else this environment's)."""
     from akto_otel.decision import JUDGING_HOOKS, Rules
     from akto_otel.serve import SECRET_HEADER, blocking_events
 
-    judging = JUDGING_HOOKS
-    blocking = set(blocking_events(Rules.from_settings(settings)))
+    ours = set(blocking_events(Rules.from_settings(settings)))
     findings: list[Finding] = []
-    asked: set[tuple[str, str]] = set()
     for path in claude_settings_files(env, cwd):
         served = _served_hooks(path)
         if not served:
             continue
-        missing = [e for e in judging if e not in served]
-        unarmed = [
-            e for e in sorted(blocking) if e in served and served[e].get("onFailure") != "block"
-        ]
-        text = f"{path}: sends {len(served)} events to akto-otel serve"
-        findings.append(Finding(True, text))
+        findings.append(Finding(True, f"{path}: sends {len(served)} events to akto-otel serve"))
+        missing = [e for e in JUDGING_HOOKS if e not in served]
         if missing:
             findings.append(Finding(False, f"{path}: not sent: {', '.join(missing)}", warning=True))
+        blocking = set(ours)
+        servers = {
+            (str(h.get("url", "")).rsplit("/hook/", 1)[0], str(h["headers"][SECRET_HEADER]))
+            for h in served.values()
+        }
+        for base, secret in sorted(servers):
+            finding, health = _server_health(base, secret)
+            findings.append(finding)
+            if health is not None and isinstance(health.get("blocking_events"), list):
+                blocking = {str(e) for e in health["blocking_events"]}
+        unarmed = [e for e in sorted(blocking) if served.get(e, {}).get("onFailure") != "block"]
+        unarmed = [e for e in unarmed if e in served]
         if unarmed:
             findings.append(
                 Finding(
                     False,
                     f"{path}: without onFailure block in fail-closed mode: {', '.join(unarmed)} "
-                    "(a server that is down lets them through)",
+                    "(a server that is down lets them through; rerun akto-otel claude-settings)",
                     warning=True,
                 )
             )
-        for hook in served.values():
-            url = str(hook.get("url", ""))
-            base = url.rsplit("/hook/", 1)[0]
-            key = (base, str(hook["headers"][SECRET_HEADER]))
-            if base and key not in asked:
-                asked.add(key)
-                findings.append(_server_health(base, key[1]))
     if not findings:
         findings.append(
             Finding(
@@ -498,28 +498,30 @@ def claude_code_findings(settings: Settings, env: Mapping[str, str], cwd: Path) 
     return findings
 
 
-def _server_health(base: str, secret: str) -> Finding:
+def _server_health(base: str, secret: str) -> tuple[Finding, dict[str, Any] | None]:
+    """The server's /health as a finding, and its answer when it is akto-otel serve."""
     from akto_otel.serve import SECRET_HEADER
 
     label = f"GET  {redact_url(base)}/health"
     with httpx.Client(timeout=5.0, trust_env=False) as client:
         answer = _request(client, "GET", f"{base}/health", {SECRET_HEADER: secret}, None)
     if isinstance(answer, str):
-        return Finding(False, f"{label}: {answer} (is akto-otel serve running?)", warning=True)
+        cause = f"{label}: {answer} (is akto-otel serve running?)"
+        return Finding(False, cause, warning=True), None
     status, _, body = answer
     if status == 401:
-        return Finding(False, f"{label}: 401, the server has another secret", warning=True)
+        return Finding(False, f"{label}: 401, the server has another secret", warning=True), None
     try:
         health = json.loads(body)
     except ValueError:
         health = None
     if status != 200 or not isinstance(health, dict) or health.get("status") != "ok":
-        return Finding(False, f"{label}: HTTP {status}, not akto-otel serve", warning=True)
-    return Finding(
-        True,
+        return Finding(False, f"{label}: HTTP {status}, not akto-otel serve", warning=True), None
+    text = (
         f"{label}: akto-otel serve {health.get('version')}, "
-        f"AKTO_FAIL_MODE={health.get('fail_mode')}, {health.get('sessions')} sessions",
+        f"AKTO_FAIL_MODE={health.get('fail_mode')}, {health.get('sessions')} sessions"
     )
+    return Finding(True, text), health
 
 
 # -------------------------------------------------------------------------- report
