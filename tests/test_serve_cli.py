@@ -540,3 +540,21 @@ async def test_a_subagents_denied_call_holds_and_nests_under_its_agent_span(
     assert tool.parent is not None and tool.parent.span_id == sub.context.span_id
     stops = capture.named("akto.subagent_stop")
     assert stops and (stops[0].attributes or {}).get("akto.guardrail.decision") == "deny"
+
+
+async def test_denied_output_of_an_unreplaceable_shape_stops_the_turn(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """A Read output cannot be replaced in its schema: ``continue: false`` ends the
+    turn before the model sees it."""
+    secret_file = workdir / "notes.txt"
+    secret_file.write_text("PRIVATE-" + "KEY-555\n")
+    leak = rule("leaky-output", "PostToolUse", r"PRIVATE-KEY-\d+")
+    scenario = Scenario(None, [ToolUse("Read", {"file_path": str(secret_file)}), Text("ok")])
+    with EmulatorServer(Policy((leak,))) as akto, FakeAnthropic(scenario) as fake:
+        async with served(akto, capture, tool_response_guardrails=True) as server:
+            await run_cli("read it", settings_for(server), fake, home, workdir, allowed=("Read",))
+        everything = requests_text(fake)
+    assert capture.named("execute_tool Read"), "the Read ran"
+    assert fake.conversation_requests, "the model was never asked"
+    assert "PRIVATE-KEY-555" not in everything, "a denied Read output reached the model"
