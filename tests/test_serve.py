@@ -353,3 +353,20 @@ async def test_a_server_bug_is_a_500_and_an_unjudged_call_in_fail_open(
         if p.value
     }
     assert counted == {("UserPromptSubmit", "internal_error"): 1}
+
+
+async def test_close_lets_a_request_in_flight_finish_with_its_verdict(capture: SpanCapture) -> None:
+    import asyncio
+
+    with EmulatorServer(Policy((rule("rm-rf", "PreToolUse", r"rm -rf"),)), latency_s=1.0) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode="closed"), SECRET)
+        await srv.start("127.0.0.1", 0)
+        pending = asyncio.ensure_future(
+            _post(srv, "/hook/PreToolUse", _pre_tool_use("rm -rf x"), AUTH)
+        )
+        await asyncio.sleep(0.3)  # judging, waiting on the slow Akto
+        await srv.close()
+        status, answer = await pending
+    assert status == 200
+    assert answer["hookSpecificOutput"]["permissionDecision"] == "deny"
+    assert capture.one("execute_tool Bash").end_time is not None
