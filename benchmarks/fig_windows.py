@@ -22,7 +22,17 @@ from akto_otel import windows
 from akto_otel.contract import WireContext
 from akto_otel.guardrails import GuardrailClient
 
-from .common import Config, FigureResult, Summary, Table, Verdict, fmt_ratio, fmt_us, summarize
+from .common import (
+    Config,
+    FigureResult,
+    Summary,
+    Table,
+    Verdict,
+    fmt_ratio,
+    fmt_us,
+    rotated,
+    summarize,
+)
 from .contenders import settings_for
 from .environment import Environment
 from .workload import hook_callbacks, make_guard, make_provider, post_tool_input, pre_tool_input
@@ -108,7 +118,7 @@ async def _measure(url: str, cfg: Config) -> dict[str, Any]:
     cpu: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+        for name in rotated(names, r):
             samples[name] += await _time(calls[name], n, cpu[name])
     await client.aclose()
     await guard.aclose()
@@ -126,10 +136,10 @@ async def _measure(url: str, cfg: Config) -> dict[str, Any]:
 
 
 def run(cfg: Config, env: Environment) -> FigureResult:
-    server = env.guard_server()
+    server = env
     result = FigureResult("windows", HEADER)
     m = asyncio.run(_measure(server.url, cfg))
-    env.after_load(server)
+    env.clear_stub()
     summary: dict[str, Summary] = m["summary"]
     cpu: dict[str, float] = m["cpu_us"]
     table = Table(
