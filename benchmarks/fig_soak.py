@@ -23,7 +23,6 @@ filed under the phase it started in.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import gc
@@ -300,18 +299,12 @@ async def _soak(plan: SoakPlan, akto: str, model: str, control: str) -> dict[str
 
 
 def child_main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.fig_soak")
-    parser.add_argument("--akto", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--control", required=True)
-    parser.add_argument("--sessions", type=int, required=True)
-    parser.add_argument("--seconds", type=float, required=True)
-    parser.add_argument("--phase-seconds", type=float, required=True)
-    parser.add_argument("--tools", type=int, required=True)
-    args = parser.parse_args(argv)
+    """``python -m benchmarks.fig_soak PLAN URLS``: the plan and the servers' URLs as JSON."""
+    plan_json, urls_json = sys.argv[1:] if argv is None else argv
     quiet_logs()
-    plan = SoakPlan(args.sessions, args.seconds, args.phase_seconds, args.tools)
-    result = asyncio.run(_soak(plan, args.akto, args.model, args.control))
+    urls = json.loads(urls_json)
+    plan = SoakPlan(**json.loads(plan_json))
+    result = asyncio.run(_soak(plan, urls["akto"], urls["model"], urls["control"]))
     print(json.dumps(result), flush=True)
 
 
@@ -349,13 +342,8 @@ def _servers(tools: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
 def _agent(plan: SoakPlan, urls: dict[str, str]) -> dict[str, Any]:
     # The warm-up round, sessions still running at the deadline, the drain (bounded),
     # two probes and the shutdown come on top of the soak's own time.
-    return run_child(
-        "fig_soak",
-        *("--akto", urls["akto"], "--model", urls["model"], "--control", urls["control"]),
-        *("--sessions", plan.sessions, "--seconds", plan.seconds),
-        *("--phase-seconds", plan.phase_seconds, "--tools", plan.tools),
-        timeout=plan.seconds + _DRAIN_S + 600,
-    )
+    plan_json = json.dumps(dataclasses.asdict(plan))
+    return run_child("fig_soak", plan_json, json.dumps(urls), timeout=plan.seconds + _DRAIN_S + 600)
 
 
 def _mib(n: int) -> str:
