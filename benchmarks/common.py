@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import statistics
@@ -151,12 +152,7 @@ class Table:
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "title": self.title,
-            "columns": self.columns,
-            "rows": self.rows,
-            "notes": self.notes,
-        }
+        return dataclasses.asdict(self)
 
 
 def _cell(value: Cell) -> str:
@@ -181,12 +177,7 @@ class Verdict:
     detail: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "measured": self.measured,
-            "met": self.met,
-            "detail": self.detail,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass

@@ -296,7 +296,7 @@ def _delivery_stall(url: str, cfg: Config) -> dict[str, tuple[float, float, floa
 
     from akto_otel import exporter as akto_exporter
     from akto_otel.config import Settings
-    from akto_otel.processor import PendingRecord
+    from akto_otel.exporter import PendingRecord
 
     from .workload import tool_result
 
