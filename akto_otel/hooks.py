@@ -1453,6 +1453,7 @@ def _noting(event: str, scope: _Scope, callback: HookCallback) -> HookCallback:
         "Stop",
         "SubagentStop",
         "UserPromptSubmit",
+        "PreToolUse",
         "PostToolUse",
         "PostToolUseFailure",
     ):
