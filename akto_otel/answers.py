@@ -63,7 +63,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from akto_otel import semconv
+from akto_otel.metrics import GuardrailMetrics, metrics_for
+from akto_otel.unjudged import UnjudgedRecorder
 
 __all__ = [
     "GUARDRAIL_ERROR_SUBTYPE",
@@ -289,19 +290,28 @@ STRUCTURED_OUTPUT_TOOL = "StructuredOutput"
 _CHECK_FAILED = "could not be checked"
 
 
-def note_unjudged(span: Any, where: str, error: str) -> None:
-    """Record that content reached the app unjudged (fail-open after an internal error):
-    a WARNING, and on ``span`` (when given and recording) the unjudged and fault attributes.
+_recorder: tuple[GuardrailMetrics, UnjudgedRecorder] | None = None
 
-    The one place an ``akto.guardrail.unjudged`` counter belongs. Never raises.
+
+def _default_recorder() -> UnjudgedRecorder:
+    """The recorder on the global MeterProvider's instruments (made anew if it changed)."""
+    global _recorder
+    shared = metrics_for(None)
+    if _recorder is None or _recorder[0] is not shared:
+        _recorder = (shared, UnjudgedRecorder(shared))
+    return _recorder[1]
+
+
+def note_unjudged(span: Any, where: str, error: str) -> None:
+    """Record that content reached the app unjudged (fail-open after an internal error)
+    when no reporter was given: as :class:`~akto_otel.unjudged.UnjudgedRecorder` records
+    a Stop call let through unjudged, on the global MeterProvider: a WARNING, one on
+    ``akto.guardrail.unjudged{hook="Stop", fault=error}``, and on ``span`` (when given
+    and recording) the unjudged and fault attributes. Never raises.
     """
     try:
-        _log.warning(
-            "akto_otel delivered %s without a verdict (AKTO_FAIL_MODE=open): %s", where, error
-        )
-        if span is not None and span.is_recording():
-            span.set_attribute(semconv.AKTO_GUARDRAIL_UNJUDGED, True)
-            span.set_attribute(semconv.AKTO_GUARDRAIL_FAULT, error)
+        _log.debug("akto_otel delivered %s without a verdict: %s", where, error)
+        _default_recorder().record("Stop", "", error, span)
     except Exception:
         _log.debug("could not record an unjudged delivery", exc_info=True)
 
