@@ -768,8 +768,14 @@ class Holder:
         return message
 
     def _with_denials(self, message: Any) -> Any:
-        """The result with the input of each denied call (``permission_denials``) as the
-        app got it in the call's block: withheld when it was."""
+        """The result with the input of each denied call (``permission_denials``) and of
+        a deferred one as the app got it in the call's block: withheld when it was."""
+        deferred = getattr(message, "deferred_tool_use", None)
+        reason = self._withheld_inputs.get(str(getattr(deferred, "id", "")))
+        if reason is not None and dataclasses.is_dataclass(deferred):
+            # A call the app's own PreToolUse deferred: the run stops on it.
+            shown_call = dataclasses.replace(deferred, input=_withheld_input(reason))  # type: ignore[type-var]
+            message = dataclasses.replace(message, deferred_tool_use=shown_call)
         denials = getattr(message, "permission_denials", None)
         if not isinstance(denials, list) or not denials:
             return message

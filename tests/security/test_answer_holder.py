@@ -468,3 +468,20 @@ def test_an_unjudged_tool_input_is_withheld_when_the_judge_fails() -> None:
 
     out = asyncio.run(run())
     assert _KEY not in repr(out) and out[-1].is_error is True
+
+
+def test_a_deferred_call_whose_input_was_withheld_is_withheld_in_the_result() -> None:
+    from claude_agent_sdk.types import DeferredToolUse
+
+    holder = Holder(AnswerLedger(), judging=True)
+    holder.feed(_call("Bash", {"description": _KEY}, "t1"))
+    batch = _batch(holder.feed(_result("done")))
+    deferred = DeferredToolUse(id="t1", name="Bash", input={"description": _KEY})
+    batch = dataclasses.replace(
+        batch, trailing=dataclasses.replace(batch.trailing, deferred_tool_use=deferred)
+    )
+    out = holder.settle(batch, {u: "AWS key" for u in batch.unjudged})
+    assert len(out) == 2 and _KEY not in repr(out)
+    result = out[-1]
+    assert result.deferred_tool_use.id == "t1" and "AWS key" in str(result.deferred_tool_use.input)
+    assert result.is_error is True
