@@ -859,3 +859,187 @@ def test_a_reporter_that_raises_does_not_break_the_stream() -> None:
     out = asyncio.run(run())
     assert [type(m).__name__ for m in out] == ["AssistantMessage", "ResultMessage"]
     assert out[-1].is_error is False
+
+
+# ------------------------------------------------------------ second round of pins
+
+
+def test_a_prompt_outcome_notice_takes_its_own_sessions_block() -> None:
+    ledger = AnswerLedger()
+    ledger.record_prompt_block("s1", "First")
+    ledger.record_prompt_block("s2", "Second")
+    holder = Holder(ledger)
+    holder.feed(_prompt_outcome("hook", session_id="s2"))
+    [result] = holder.feed(_result())
+    assert result.result == PROMPT_BLOCK_PREFIX + "Second"
+    assert ledger.take_prompt_block("s1") == "First"
+
+
+def test_a_result_with_no_session_and_no_model_call_takes_the_lone_block() -> None:
+    ledger = AnswerLedger()
+    ledger.record_prompt_block("q", "Lone")
+    [result] = Holder(ledger).feed(_result(num_turns=0, session_id=""))
+    assert result.result == PROMPT_BLOCK_PREFIX + "Lone"
+
+
+def test_a_stop_denial_notes_a_last_block_that_is_not_part_of_the_judged_answer() -> None:
+    ledger = AnswerLedger()
+    data = {"last_assistant_message": " a different last block "}
+    output = {"decision": "block", "reason": "Policy X"}
+    note_hook_output(ledger, "Stop", data, output, answer="the whole judged turn")
+    assert ledger.denial_reason("a different last block") == "Policy X"
+    assert ledger.denial_reason("the whole judged turn") == "Policy X"
+    ledger = AnswerLedger()
+    note_hook_output(ledger, "Stop", {"last_assistant_message": 5}, output, answer="whole turn")
+    assert ledger.denial_reason("whole turn") == "Policy X"
+
+
+def test_a_prompt_block_without_a_session_is_noted_under_no_session() -> None:
+    ledger = AnswerLedger()
+    ledger.record_prompt_block("a", "First")
+    note_hook_output(ledger, "UserPromptSubmit", {}, {"continue_": False, "stopReason": "Q"})
+    assert ledger.take_prompt_block("") == "Q"
+
+
+def test_a_tool_output_without_a_call_id_is_not_noted() -> None:
+    ledger = AnswerLedger()
+    note_hook_output(ledger, "PostToolUse", {"tool_use_id": ""}, {"continue_": False})
+    assert ledger.tool_output("") is None
+
+
+def test_whole_answer_polls_often() -> None:
+    import time
+
+    ledger = AnswerLedger()
+    ledger.tracking = True
+
+    async def run() -> str:
+        async def later() -> None:
+            await asyncio.sleep(0.02)
+            ledger.set_live("head tail", None)
+
+        task = asyncio.create_task(later())
+        text = await whole_answer(ledger, {"last_assistant_message": "tail"}, wait=5.0)
+        await task
+        return text
+
+    start = time.monotonic()
+    assert asyncio.run(run()) == "head tail"
+    assert time.monotonic() - start < 0.5
+
+
+def test_an_unjudged_delivery_through_the_holder_without_a_reporter_is_told() -> None:
+    import logging
+
+    from akto_otel.unjudged import LOGGER_NAME
+
+    told: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = told.append  # type: ignore[method-assign]
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+
+    async def judge(text: str) -> str | None:
+        raise KeyError("down")
+
+    async def stream() -> Any:
+        yield _text("words")
+        yield _result(result="words")
+
+    async def run() -> list[Any]:
+        return [
+            m async for m in hold_answers(stream(), AnswerLedger(), judge=judge, fail_open=True)
+        ]
+
+    try:
+        out = asyncio.run(run())
+    finally:
+        logger.removeHandler(handler)
+    assert len(out) == 2
+    assert [getattr(r, "akto_fault", None) for r in told] == ["KeyError"]
+
+
+def test_a_deferred_call_that_was_not_withheld_is_left_alone() -> None:
+    from claude_agent_sdk.types import DeferredToolUse
+
+    deferred = DeferredToolUse(id="t1", name="Bash", input={"command": "ls"})
+    result = _result(deferred_tool_use=deferred)
+    assert Holder(AnswerLedger()).feed(result) == [result]
+
+
+def test_a_progress_message_without_a_text_description_is_not_judged() -> None:
+    from claude_agent_sdk import TaskProgressMessage
+
+    holder = Holder(AnswerLedger(), judging=True)
+    progress = TaskProgressMessage(
+        subtype="task_progress",
+        data={},
+        task_id="k",
+        description=None,  # type: ignore[arg-type]
+        usage={},
+        uuid="u",
+        session_id="s",
+        tool_use_id="a1",
+    )
+    holder.feed(progress)
+    out = holder.feed(_tool_result("x", parent="a1"))
+    assert out == [progress, _tool_result("x", parent="a1")]
+
+
+def test_after_the_result_no_structured_output_is_live() -> None:
+    ledger = AnswerLedger()
+    holder = Holder(ledger)
+    holder.feed(_call("StructuredOutput", {"a": 1}, "s1"))
+    holder.feed(_result(structured_output={"a": 1}))
+    holder.feed(_tool_result("t1"))
+    assert ledger.live_structured() is None
+
+
+def test_a_subagents_turn_does_not_clear_the_main_turns_denial() -> None:
+    ledger = AnswerLedger()
+    ledger.record_denial("a hook denied main turn", "Main no")
+    holder = Holder(ledger, judging=True)
+    holder.feed(_text("a hook denied main turn"))
+    holder.feed(SystemMessage(subtype="status", data={}))
+    holder.feed(_text("sub words", parent="a1"))
+    _settled(holder, holder.feed(_tool_result("t1", parent="a1")), None)
+    [result] = holder.feed(_result())
+    assert result.result == ANSWER_BLOCK_PREFIX + "Main no"
+
+
+def test_a_denied_subagent_turn_drops_only_its_own_messages_and_drops_add_up() -> None:
+    holder = Holder(AnswerLedger(), judging=True)
+    holder.feed(_text("main words"))
+    holder.feed(_text("sub words", parent="a1"))
+    [batch] = holder.feed(_tool_result("t1", parent="a1"))
+    out = holder.settle(batch, {u: ("no" if u.key == "a1" else None) for u in batch.unjudged})
+    assert [type(m).__name__ for m in out] == ["AssistantMessage", "UserMessage"]
+    assert out[0].content[0].text == "main words" and holder.dropped == 1
+    holder.feed(_text("more sub", parent="a1"))
+    _settled(holder, holder.feed(_tool_result("t2", parent="a1")), "no")
+    assert holder.dropped == 2
+
+
+def test_a_withheld_progress_and_the_withheld_inputs_bound() -> None:
+    from claude_agent_sdk import TaskProgressMessage
+
+    holder = Holder(AnswerLedger(), judging=True)
+    progress = TaskProgressMessage(
+        subtype="task_progress",
+        data={"description": "Running KEY"},
+        task_id="k",
+        description="Running KEY",
+        usage={},
+        uuid="u",
+        session_id="s",
+        tool_use_id="a1",
+    )
+    holder.feed(progress)
+    out = _settled(holder, holder.feed(_tool_result("x", parent="a1")), "Key")
+    assert out[0].description == _WITHHELD.format("Key")
+    assert out[0].data == {"description": _WITHHELD.format("Key")}
+    for i in range(1030):
+        holder.feed(_call("Bash", {"n": i}, f"c{i}"))
+        _settled(holder, holder.feed(_tool_result(f"c{i}")), f"r{i}")
+    assert holder.feed(_started("c5")) == [_started("c5")]
+    assert holder.feed(_started("c6"))[0].description == _WITHHELD.format("r6")
