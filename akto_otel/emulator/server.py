@@ -210,6 +210,15 @@ def _combined(req: dict[str, Any] | None, resp: dict[str, Any] | None) -> dict[s
     return req if req is not None else resp
 
 
+def _timed_judgement(
+    policy: Policy, record: Mapping[str, Any], want_request: bool, want_response: bool
+) -> tuple[dict[str, Any] | None, float]:
+    """:func:`_judge_record` and the seconds it took, on the judge worker thread."""
+    start = time.monotonic()
+    verdict = _judge_record(policy, record, want_request, want_response)
+    return verdict, time.monotonic() - start
+
+
 def _judge_record(
     policy: Policy, record: Mapping[str, Any], want_request: bool, want_response: bool
 ) -> dict[str, Any] | None:
@@ -612,10 +621,15 @@ class EmulatorServer:
         assert judges is not None
         budget = self.judge_budget_s
         work = asyncio.get_running_loop().run_in_executor(
-            judges, _judge_record, self.policy, record, want_request, want_response
+            judges, _timed_judgement, self.policy, record, want_request, want_response
         )
         try:
-            return await asyncio.wait_for(work, budget)
+            verdict, took = await asyncio.wait_for(work, budget)
+            # A pattern that backtracks holds the GIL, so the loop may see the result
+            # before its timer: the judgement's own time decides, not which came first.
+            if took > budget:
+                raise asyncio.TimeoutError
+            return verdict
         except asyncio.TimeoutError:
             self.judge_timeouts += 1
             _log.warning(
