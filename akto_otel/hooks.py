@@ -35,11 +35,12 @@ and answered with the configured fail decision.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -83,6 +84,7 @@ __all__ = [
     "create_hooks",
     "instrumented_by",
     "live_session_of",
+    "session_current",
     "setting_warnings",
     "spans_not_exported",
 ]
@@ -104,9 +106,18 @@ class GuardedSession:
     """One guarded agent session: its span, its instrumented options, its state."""
 
     def __init__(
-        self, span: Span, guard: AktoGuardrails, scope: HookScope, options: ClaudeAgentOptions
+        self,
+        span: Span,
+        guard: AktoGuardrails,
+        scope: HookScope,
+        options: ClaudeAgentOptions,
+        *,
+        owns_span: bool = True,
     ) -> None:
         self.span = span
+        #: False with ``AKTO_SPANS=guard``: ``span`` is the app's (or another
+        #: instrumentation's), made current by its owner, never ended or marked here.
+        self.owns_span = owns_span
         self.options = options
         self.guard = guard
         self._scope = scope
@@ -134,6 +145,8 @@ class GuardedSession:
             self._scope.tracing.end_all(error=error)
         except Exception as exc:
             _log.error("akto_otel could not end a session's spans: %s", type(exc).__name__)
+        if not self.owns_span:
+            return
         try:
             if error:
                 mark_error(self.span, error)
@@ -368,7 +381,7 @@ class AktoGuardrails:
         session = self.open_session(options, client_ip=client_ip)
         failed = True
         try:
-            with trace.use_span(session.span, end_on_exit=False, record_exception=True):
+            with session_current(session):
                 yield session
             failed = False
         finally:
@@ -382,12 +395,18 @@ class AktoGuardrails:
         its own, the caller wraps it: ``akto_otel.answers.hold_answers(stream,
         handle.answers, judge=guard.answer_judge(handle))``.
         """
-        span = start_agent_span(
-            self.tracer, self.settings.agent_name, agent_id=self.settings.agent_id
-        )
+        owns = self.settings.spans == "full"
+        if owns:
+            span = start_agent_span(
+                self.tracer, self.settings.agent_name, agent_id=self.settings.agent_id
+            )
+        else:
+            # AKTO_SPANS=guard: the agent's span is whoever's is current (the app's,
+            # another instrumentation's); the guardrail calls nest under it.
+            span = trace.get_current_span()
         quietly(self._probe.start)  # a session start: ask Akto now, off the hook path
         scope = self._scope(client_ip, span)
-        return GuardedSession(span, self, scope, self._instrument(options, scope))
+        return GuardedSession(span, self, scope, self._instrument(options, scope), owns_span=owns)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Deliver every record whose span has ended."""
@@ -455,6 +474,15 @@ class AktoGuardrails:
         }
 
 
+def session_current(session: Any) -> AbstractContextManager[Any]:
+    """``session.span`` made current while the SDK starts the CLI (so it becomes the
+    CLI's TRACEPARENT); a span the session does not own is current already and is
+    never touched (no exception recorded on the app's span)."""
+    if not getattr(session, "owns_span", True):
+        return contextlib.nullcontext()
+    return trace.use_span(session.span, end_on_exit=False, record_exception=True)
+
+
 def setting_warnings(settings: Settings) -> list[str]:
     """What is risky in ``settings``: each entry is logged once per process."""
     warnings: list[str] = []
@@ -463,6 +491,11 @@ def setting_warnings(settings: Settings) -> list[str]:
             "AKTO_DATA_INGESTION_URL is not set: no guardrail call is made; every judging "
             f"hook applies AKTO_FAIL_MODE={settings.fail_mode}"
             + (" (everything passes unjudged)" if settings.fail_mode == "open" else "")
+        )
+    if settings.spans == "guard" and not settings.guardrail_spans:
+        warnings.append(
+            "AKTO_GUARDRAIL_SPANS=false with AKTO_SPANS=guard: the guardrail spans are the "
+            "only ones guard mode emits, so they are kept (AKTO_GUARDRAIL_SPANS has no effect)"
         )
     if not settings.sync_mode and settings.fail_mode == "closed":
         warnings.append(
