@@ -446,6 +446,8 @@ class AktoGuardrails:
             merged[event] = [*ours.get(event, []), *theirs]
         # The CLI inherits os.environ: its tools (Bash `env`) must not see Akto's secrets.
         env = dict(options.env or {})
+        if self.settings.spans == "full" and _cli_telemetry_on({**os.environ, **env}):
+            _warn_once(_COUNTED_TWICE)
         env.update(agent_env_overrides(os.environ, env))
         instrumented = dataclasses.replace(options, hooks=merged, env=env)  # type: ignore[arg-type]
         _tag(instrumented, _OPTIONS_GUARD, self)
@@ -532,6 +534,27 @@ def spans_not_exported(env: Mapping[str, str]) -> str:
 
 
 _WARNED: set[str] = set()
+_COUNTED_TWICE = (
+    "the Claude Code CLI's own telemetry is on (CLAUDE_CODE_ENABLE_TELEMETRY): its "
+    "claude_code.interaction and claude_code.tool spans are invoke_agent and execute_tool "
+    "spans too, so with AKTO_SPANS=full each agent turn and tool call is traced twice; "
+    "AKTO_SPANS=guard leaves them to the CLI and adds only the guardrail spans"
+)
+
+
+def _cli_telemetry_on(env: Mapping[str, str]) -> bool:
+    """Whether ``env`` turns on the CLI's own spans: its telemetry, the enhanced
+    (tracing) beta and a traces exporter, as docs/architecture.md lists them."""
+
+    def on(name: str) -> bool:
+        return env.get(name, "").strip().lower() in ("1", "true")
+
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    return (
+        on("CLAUDE_CODE_ENABLE_TELEMETRY")
+        and on("CLAUDE_CODE_ENHANCED_TELEMETRY_BETA")
+        and exporter not in ("", "none")
+    )
 
 
 def _warn_once(message: str) -> None:

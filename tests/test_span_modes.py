@@ -24,6 +24,7 @@ from akto_otel.errors import AktoConfigError
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
 from tests.conftest import TEST_RULES, SpanCapture
 from tests.otlp_receiver import OtlpReceiver
+from tests.test_stack_real_trace import cli_telemetry_env
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,30 +32,13 @@ GUARDRAIL_SPANS = ("run_guardrail akto", "apply_guardrail Akto")
 
 
 def _guard(url: str, capture: SpanCapture, **kw: Any) -> AktoGuardrails:
-    kw.setdefault("timeout", 3.0)
-    kw.setdefault("export_retry_timeout", 1.0)
-    kw.setdefault("export_shutdown_timeout", 2.0)
+    """A guard on ``capture``'s providers, judging at ``url`` ("" is no Akto)."""
     return AktoGuardrails(
         tracer_provider=capture.provider,
         meter_provider=capture.meter_provider,
         ingestion_url=url,
-        **kw,
+        **{"timeout": 3.0, "export_retry_timeout": 1.0, "export_shutdown_timeout": 2.0, **kw},
     )
-
-
-def _cli_telemetry(receiver: OtlpReceiver) -> dict[str, str]:
-    """The CLI's own OpenTelemetry export, to ``receiver`` (as probed on the bundled CLI)."""
-    return {
-        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
-        "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA": "1",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_LOGS_EXPORTER": "none",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-        "OTEL_TRACES_EXPORT_INTERVAL": "100",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    }
 
 
 async def _wait_for(receiver: OtlpReceiver, name: str, count: int = 1) -> None:
@@ -102,6 +86,30 @@ def test_guard_mode_keeps_the_guardrail_spans_and_says_so(
     assert [e.name for e in call.events] == ["akto.guardrail.verdict"]
 
 
+@pytest.mark.parametrize("mode", ["full", "guard"])
+def test_full_mode_says_when_the_clis_own_spans_would_count_twice(
+    capture: SpanCapture,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+) -> None:
+    monkeypatch.setattr(hooks_module, "_WARNED", set())
+    guard = _guard("", capture, spans=mode)
+    cli = {
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+        "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA": "1",
+        "OTEL_TRACES_EXPORTER": "otlp",
+    }
+    with caplog.at_level(logging.WARNING, logger="akto_otel.hooks"):
+        guard.instrument(ClaudeAgentOptions(env={**cli, "OTEL_TRACES_EXPORTER": "none"}))
+        assert not [r for r in caplog.records if "traced twice" in r.getMessage()]
+        guard.instrument(ClaudeAgentOptions(env=cli))
+        guard.instrument(ClaudeAgentOptions(env=cli))
+    told = [r for r in caplog.records if "traced twice" in r.getMessage()]
+    assert len(told) == (1 if mode == "full" else 0)
+    guard.shutdown()
+
+
 # ------------------------------------------------------- coexistence with the CLI
 
 
@@ -115,7 +123,7 @@ async def test_guard_mode_joins_the_clis_own_spans_with_nothing_counted_twice(
     guard = _guard(emulator.url, capture, spans="guard")
     app = capture.provider.get_tracer("my-app")
     with OtlpReceiver() as receiver, FakeAnthropic(scenario) as fake:
-        env = {**offline_agent_env(fake, home), **_cli_telemetry(receiver)}
+        env = {**offline_agent_env(fake, home), **cli_telemetry_env(receiver.url)}
         options = ClaudeAgentOptions(env=env, cwd=str(workdir), allowed_tools=["Bash"])
         with app.start_as_current_span("handle request") as request:
             async with guard.session(options) as guarded:
