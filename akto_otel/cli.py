@@ -1,4 +1,4 @@
-"""The ``akto-otel`` command: ``demo``, ``emulator`` and ``doctor``.
+"""The ``akto-otel`` command: ``demo``, ``emulator``, ``serve``, ``claude-settings`` and ``doctor``.
 
 Usage::
 
@@ -7,6 +7,8 @@ Usage::
     akto-otel demo --prometheus 9464 [--runs N] [--pause S] [--linger S] [--deny-heavy]
                    [--fault akto-down] [--fault akto-slow]
     akto-otel emulator [--port 18090] [--policy policy.yaml] [--token T]
+    akto-otel serve [--host 127.0.0.1] [--port 18091] [--secret-file PATH]
+    akto-otel claude-settings [--url URL] [--secret-file PATH] [--timeout S]
     akto-otel doctor
 
 Errors are one line on stderr: exit 2 for a bad argument or input file (usage, policy),
@@ -155,6 +157,62 @@ def _emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _secret_path(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from akto_otel.serve import default_secret_path
+
+    return Path(args.secret_file) if args.secret_file else default_secret_path()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from akto_otel.errors import AktoConfigError
+    from akto_otel.serve import ServeError, run_serve
+
+    try:
+        run_serve(
+            args.host,
+            args.port,
+            _secret_path(args),
+            max_body=args.max_body,
+            max_concurrency=args.max_concurrency,
+        )
+    except ServeError as exc:
+        raise _CommandError(str(exc), 1) from None
+    except AktoConfigError as exc:
+        raise _CommandError(str(exc), 2) from None
+    except OSError as exc:
+        raise _listen_error(exc, "listen", args.host, args.port) from None
+    return 0
+
+
+def _claude_settings(args: argparse.Namespace) -> int:
+    import json
+
+    from akto_otel.config import Settings
+    from akto_otel.decision import Rules
+    from akto_otel.errors import AktoConfigError
+    from akto_otel.serve import (
+        DEFAULT_PORT,
+        ServeError,
+        blocking_events,
+        claude_settings,
+        load_secret,
+    )
+
+    try:
+        rules = Rules.from_settings(Settings.from_env())
+        secret = load_secret(_secret_path(args))
+    except AktoConfigError as exc:
+        raise _CommandError(str(exc), 2) from None
+    except ServeError as exc:
+        raise _CommandError(str(exc), 1) from None
+    url = args.url or f"http://127.0.0.1:{DEFAULT_PORT}"
+    settings = claude_settings(url, secret, blocking_events(rules), timeout=args.timeout)
+    print(json.dumps(settings, indent=2))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="akto-otel", description=_DESCRIPTION, epilog=_EPILOG)
     parser.add_argument("--version", action="version", version=f"akto-otel {__version__}")
@@ -257,6 +315,69 @@ def _parser() -> argparse.ArgumentParser:
         help="require this exact Authorization header on /api/* (as Akto does with auth on)",
     )
 
+    serve = sub.add_parser(
+        "serve",
+        help="answer Claude Code's HTTP hooks with the guard (run it, then claude-settings)",
+        description=(
+            "Serve Claude Code's HTTP hooks: each event is judged and traced exactly as "
+            "the SDK hooks do (AKTO_* and OTEL_* settings). Every request must carry the "
+            "shared secret (made at first start, mode 0600). SIGINT or SIGTERM finishes "
+            "the requests in flight, ends the sessions' spans and flushes the records."
+        ),
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", metavar="HOST", help="address (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port",
+        type=port_argument,
+        default=18091,
+        metavar="PORT",
+        help="port (default 18091; 0 picks a free port and prints it)",
+    )
+    serve.add_argument(
+        "--secret-file",
+        metavar="PATH",
+        help="the shared secret (default $XDG_CONFIG_HOME/akto-otel/hook-secret)",
+    )
+    serve.add_argument(
+        "--max-body",
+        type=int,
+        default=32 * 1024 * 1024,
+        metavar="BYTES",
+        help="refuse (413) a larger hook request (default 32 MiB)",
+    )
+    serve.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=64,
+        metavar="N",
+        help="hook requests judged at once; 4N more wait, beyond that 503 (default 64)",
+    )
+    claude = sub.add_parser(
+        "claude-settings",
+        help="print the Claude Code settings JSON that sends every hook to 'akto-otel serve'",
+        description=(
+            "Print the settings (for .claude/settings.json or 'claude --settings FILE') "
+            "that wire every hook event to the server, with the shared secret; in "
+            "fail-closed mode the judging events carry onFailure: block, so a server "
+            "that is down or refuses a request blocks them."
+        ),
+    )
+    claude.add_argument(
+        "--url", metavar="URL", help="the server's base URL (default http://127.0.0.1:18091)"
+    )
+    claude.add_argument(
+        "--secret-file", metavar="PATH", help="as for serve (made when absent, mode 0600)"
+    )
+    claude.add_argument(
+        "--timeout",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="how long the CLI waits for each hook answer (default 60)",
+    )
+
     sub.add_parser(
         "doctor",
         help="check the settings, the OpenTelemetry exporters and that Akto takes the token",
@@ -283,6 +404,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "emulator":
             return _emulator(args)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "claude-settings":
+            return _claude_settings(args)
         return _doctor()
     except _CommandError as exc:
         print(f"akto-otel {args.command}: error: {exc}", file=sys.stderr)

@@ -31,6 +31,7 @@ import ssl
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -416,6 +417,113 @@ def akto_findings(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
     return findings
 
 
+# ------------------------------------------------------------ Claude Code hook server
+
+
+def claude_settings_files(env: Mapping[str, str], cwd: Path) -> list[Path]:
+    """The Claude Code settings files a CLI started in ``cwd`` reads (user, project, local)."""
+    config = env.get("CLAUDE_CONFIG_DIR", "").strip()
+    user = Path(config) if config else Path(env.get("HOME") or Path.home()) / ".claude"
+    found = [user / "settings.json", cwd / ".claude" / "settings.json"]
+    found.append(cwd / ".claude" / "settings.local.json")
+    return [path for path in found if path.is_file()]
+
+
+def _served_hooks(path: Path) -> dict[str, dict[str, Any]]:
+    """Event -> the HTTP hook in ``path`` that posts it to an ``akto-otel serve`` URL."""
+    from akto_otel.serve import SECRET_HEADER
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    hooks = data.get("hooks") if isinstance(data, dict) else None
+    served: dict[str, dict[str, Any]] = {}
+    for event, entries in (hooks if isinstance(hooks, dict) else {}).items():
+        for entry in entries if isinstance(entries, list) else []:
+            for hook in entry.get("hooks", []) if isinstance(entry, dict) else []:
+                headers = hook.get("headers") if isinstance(hook, dict) else None
+                if isinstance(headers, dict) and SECRET_HEADER in headers:
+                    served[str(event)] = hook
+    return served
+
+
+def claude_code_findings(settings: Settings, env: Mapping[str, str], cwd: Path) -> list[Finding]:
+    """Warnings only: whether the settings Claude Code reads here send the judging
+    events to ``akto-otel serve``, reach it, and arm the events its fail mode blocks
+    (the running server's, else this environment's)."""
+    from akto_otel.decision import JUDGING_HOOKS, Rules
+    from akto_otel.serve import SECRET_HEADER, blocking_events
+
+    ours = set(blocking_events(Rules.from_settings(settings)))
+    findings: list[Finding] = []
+    for path in claude_settings_files(env, cwd):
+        served = _served_hooks(path)
+        if not served:
+            continue
+        findings.append(Finding(True, f"{path}: sends {len(served)} events to akto-otel serve"))
+        missing = [e for e in JUDGING_HOOKS if e not in served]
+        if missing:
+            findings.append(Finding(False, f"{path}: not sent: {', '.join(missing)}", warning=True))
+        blocking = set(ours)
+        servers = {
+            (str(h.get("url", "")).rsplit("/hook/", 1)[0], str(h["headers"][SECRET_HEADER]))
+            for h in served.values()
+        }
+        for base, secret in sorted(servers):
+            finding, health = _server_health(base, secret)
+            findings.append(finding)
+            if health is not None and isinstance(health.get("blocking_events"), list):
+                blocking = {str(e) for e in health["blocking_events"]}
+        unarmed = [e for e in sorted(blocking) if served.get(e, {}).get("onFailure") != "block"]
+        unarmed = [e for e in unarmed if e in served]
+        if unarmed:
+            findings.append(
+                Finding(
+                    False,
+                    f"{path}: without onFailure block in fail-closed mode: {', '.join(unarmed)} "
+                    "(a server that is down lets them through; rerun akto-otel claude-settings)",
+                    warning=True,
+                )
+            )
+    if not findings:
+        findings.append(
+            Finding(
+                False,
+                "no Claude Code settings here send hooks to akto-otel serve "
+                "(only needed to guard the claude CLI itself: akto-otel claude-settings)",
+                warning=True,
+            )
+        )
+    return findings
+
+
+def _server_health(base: str, secret: str) -> tuple[Finding, dict[str, Any] | None]:
+    """The server's /health as a finding, and its answer when it is akto-otel serve."""
+    from akto_otel.serve import SECRET_HEADER
+
+    label = f"GET  {redact_url(base)}/health"
+    with httpx.Client(timeout=5.0, trust_env=False) as client:
+        answer = _request(client, "GET", f"{base}/health", {SECRET_HEADER: secret}, None)
+    if isinstance(answer, str):
+        cause = f"{label}: {answer} (is akto-otel serve running?)"
+        return Finding(False, cause, warning=True), None
+    status, _, body = answer
+    if status == 401:
+        return Finding(False, f"{label}: 401, the server has another secret", warning=True), None
+    try:
+        health = json.loads(body)
+    except ValueError:
+        health = None
+    if status != 200 or not isinstance(health, dict) or health.get("status") != "ok":
+        return Finding(False, f"{label}: HTTP {status}, not akto-otel serve", warning=True), None
+    text = (
+        f"{label}: akto-otel serve {health.get('version')}, "
+        f"AKTO_FAIL_MODE={health.get('fail_mode')}, {health.get('sessions')} sessions"
+    )
+    return Finding(True, text), health
+
+
 # -------------------------------------------------------------------------- report
 
 
@@ -446,7 +554,7 @@ def _scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
-def run_doctor(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
+def run_doctor(env: Mapping[str, str], out: TextIO = sys.stdout, cwd: Path | None = None) -> int:
     """Print the report for ``env`` to ``out``; returns the exit code (:data:`EXIT_CODES`)."""
     problems, bad = setting_problems(env)
     unknown = unknown_names(env)
@@ -468,6 +576,12 @@ def run_doctor(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
     otel = otel_findings(env, logs=settings.delivery == "otlp")
     lines += ["", "OpenTelemetry, as akto_otel.configure() would export:"]
     lines += [f"  {f.mark}  {f.text}" for f in otel]
+    lines += ["", "Claude Code hooks (akto-otel serve):"]
+    try:
+        served = claude_code_findings(settings, env, cwd or Path.cwd())
+    except Exception as exc:  # a diagnostic must report, never crash
+        served = [Finding(False, f"cannot check ({type(exc).__name__})", warning=True)]
+    lines += [f"  {f.mark}  {f.text}" for f in served]
     lines += ["", "Akto:"]
     akto: list[Finding]
     if "AKTO_DATA_INGESTION_URL" in bad:

@@ -71,6 +71,10 @@ STARTING_FAULTS = (
     "http_5xx",
     "akto_fail_open",
     "internal_error",
+    # refusals of akto-otel serve (a hook request it could not judge)
+    "request_too_large",
+    "bad_request",
+    "overloaded",
 )
 
 

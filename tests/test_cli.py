@@ -373,7 +373,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def test_every_command_and_option_has_help_without_markup() -> None:
     parser = cli._parser()
     commands = _subparsers(parser)
-    assert set(commands) == {"demo", "emulator", "doctor"}
+    assert set(commands) == {"demo", "emulator", "serve", "claude-settings", "doctor"}
     texts = [parser.format_help()]
     for name, sub in commands.items():
         assert sub.description, name
