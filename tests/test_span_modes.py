@@ -21,9 +21,11 @@ from akto_otel import hooks as hooks_module
 from akto_otel.config import Settings, unknown_names
 from akto_otel.emulator import EmulatorServer, Policy
 from akto_otel.errors import AktoConfigError
+from akto_otel.serve import HookServer
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
 from tests.conftest import TEST_RULES, SpanCapture
 from tests.otlp_receiver import OtlpReceiver
+from tests.test_serve import AUTH, SECRET, _post, _pre_tool_use
 from tests.test_stack_real_trace import cli_telemetry_env
 
 pytestmark = pytest.mark.timeout(180)
@@ -158,6 +160,33 @@ async def test_guard_mode_joins_the_clis_own_spans_with_nothing_counted_twice(
     session = tool["attributes"].get("gen_ai.conversation.id") or tool["attributes"]["session.id"]
     assert pre.attributes["gen_ai.conversation.id"] == session
     assert all((s.attributes or {}).get("gen_ai.conversation.id") == session for s in ours)
+
+
+async def test_the_hook_server_in_guard_mode_nests_its_calls_under_the_clis_span(
+    emulator: EmulatorServer, capture: SpanCapture
+) -> None:
+    """``akto-otel serve`` gets the CLI's TRACEPARENT: in guard mode its guardrail calls are
+    children of that span, and it makes no ``invoke_agent`` of its own."""
+    server = HookServer(_guard(emulator.url, capture, spans="guard"), SECRET)
+    await server.start("127.0.0.1", 0)
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    start = {"session_id": "s9", "hook_event_name": "SessionStart", "source": "startup"}
+    try:
+        await _post(server, "/hook/SessionStart", start, {**AUTH, "traceparent": parent})
+        status, answer = await _post(
+            server, "/hook/PreToolUse", _pre_tool_use("rm -rf /", "s9"), AUTH
+        )
+        await _post(server, "/hook/SessionEnd", {**start, "hook_event_name": "SessionEnd"}, AUTH)
+    finally:
+        await server.close()
+    assert status == 200 and answer["hookSpecificOutput"]["permissionDecision"] == "deny"
+    [call] = capture.spans
+    assert call.name == "run_guardrail akto" and call.parent is not None
+    assert format(call.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    assert format(call.parent.span_id, "016x") == "b7ad6b7169203331"
+    assert call.attributes is not None
+    assert call.attributes["gen_ai.tool.call.id"] == "toolu_1"
+    assert call.attributes["akto.guardrail.decision"] == "deny"
 
 
 # ---------------------------------------------------- the mode changes telemetry only
