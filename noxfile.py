@@ -60,7 +60,8 @@ QUICK = (
 #: the SDK protocol the attacker suite exercises: they run the quick subset with the
 #: core attacks only, which keeps CI's four sessions well inside its time budget
 #: (the whole quick subset took 5 min a session on a loaded 2-CPU machine).
-QUICK_CORE = tuple(p for p in QUICK if p != "tests/security") + (
+QUICK_CORE = (
+    *(p for p in QUICK if p != "tests/security"),
     "tests/security/test_attacks_core.py",
     "tests/security/test_unguarded.py",
 )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "Cell",
@@ -19,13 +20,16 @@ __all__ = [
     "fmt_ratio",
     "fmt_us",
     "load_average",
+    "median_by",
     "percentile",
     "proc_cpu_seconds",
+    "rotated",
     "rss_bytes",
     "summarize",
 ]
 
 Cell = str | float | int | None
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,18 @@ class Config:
 
     def pickf(self, full: float, quick: float) -> float:
         return quick if self.quick else full
+
+
+def rotated(items: Sequence[_T], shift: int) -> list[_T]:
+    """``items`` starting at ``shift`` (mod length): rounds rotate the contenders' order,
+    so slow drifts of a shared machine hit all of them."""
+    shift %= len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+def median_by(items: Sequence[_T], key: Callable[[_T], float]) -> _T:
+    """The median item by ``key`` (the lower one of an even count)."""
+    return sorted(items, key=key)[(len(items) - 1) // 2]
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -136,12 +152,7 @@ class Table:
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "title": self.title,
-            "columns": self.columns,
-            "rows": self.rows,
-            "notes": self.notes,
-        }
+        return dataclasses.asdict(self)
 
 
 def _cell(value: Cell) -> str:
@@ -166,12 +177,7 @@ class Verdict:
     detail: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "measured": self.measured,
-            "met": self.met,
-            "detail": self.detail,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass

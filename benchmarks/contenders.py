@@ -42,6 +42,7 @@ __all__ = [
     "errors_of",
     "folded_hook_spec",
     "guardrail_specs",
+    "hook_contender",
     "settings_for",
 ]
 
@@ -95,7 +96,7 @@ def check_contender(name: str, client: GuardrailClient, note: str = "") -> Conte
     )
 
 
-def _hook_contender(
+def hook_contender(
     name: str, url: str, client: GuardrailClient | None, *, guardrail_spans: bool = True
 ) -> Contender:
     provider = make_provider()
@@ -151,7 +152,7 @@ def folded_hook_spec(url: str) -> Spec:
     """The package hook with its guardrail call folded into the tool span."""
 
     async def build() -> Contender:
-        return _hook_contender(HOOK_FOLDED, url, None, guardrail_spans=False)
+        return hook_contender(HOOK_FOLDED, url, None, guardrail_spans=False)
 
     return Spec(HOOK_FOLDED, build)
 
@@ -198,7 +199,7 @@ def guardrail_specs(url: str) -> list[Spec]:
         return check_contender(CHECK_DEFAULT, GuardrailClient(settings_for(url)))
 
     async def hook_default() -> Contender:
-        return _hook_contender(HOOK_DEFAULT, url, None)
+        return hook_contender(HOOK_DEFAULT, url, None)
 
     return [
         Spec(FLOOR, floor),

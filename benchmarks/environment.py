@@ -3,36 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from .common import Config
-from .servers import StubProcess
+from .servers import StandIn
 
-__all__ = ["Environment", "ServerHandle"]
-
-
-@dataclass(frozen=True)
-class ServerHandle:
-    name: str
-    url: str
-    cpu_seconds: Callable[[], float]
+__all__ = ["Environment"]
 
 
 class Environment:
-    """The stub Akto (:mod:`benchmarks.stub_server`) in its own process."""
+    """The stand-in server (:mod:`benchmarks.standin`) in its own process."""
+
+    name = "stub server"
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.stub = StubProcess().start()
+        self.stub = StandIn()
+        self.url = self.stub.url
 
-    def guard_server(self) -> ServerHandle:
-        """The server of the guardrail-call figures."""
-        return ServerHandle("stub server", self.stub.url, self.stub.cpu_seconds)
-
-    def after_load(self, server: ServerHandle) -> None:
-        """Reset the server's record count between figures."""
-        self.clear_stub()
+    def cpu_seconds(self) -> float:
+        return self.stub.cpu_seconds()
 
     def clear_stub(self) -> int:
         """Records the server received since the last clear (0 if it cannot be asked)."""

@@ -12,9 +12,9 @@ import os
 import statistics
 from typing import Any
 
-from .common import Config, FigureResult, Table, Verdict, fmt_ratio, fmt_us
+from .common import Config, FigureResult, Table, Verdict, fmt_ratio, fmt_us, median_by, rotated
 from .contenders import HOOK_DEFAULT, REFERENCE, STDLIB, errors_of, guardrail_specs
-from .environment import Environment, ServerHandle
+from .environment import Environment
 from .harness import Contender, Throughput, run_throughput
 
 __all__ = ["run"]
@@ -23,7 +23,7 @@ HEADER = "Figure 2: throughput under concurrency K (calls/s and p99)"
 KS = (1, 16, 64)
 
 
-async def _measure(server: ServerHandle, cfg: Config) -> dict[str, Any]:
+async def _measure(server: Environment, cfg: Config) -> dict[str, Any]:
     duration = cfg.pickf(0.8, 0.1)
     warmup = cfg.pickf(0.2, 0.05)
     reps = cfg.pick(2, 1)
@@ -33,8 +33,7 @@ async def _measure(server: ServerHandle, cfg: Config) -> dict[str, Any]:
     for rep in range(reps):
         for k in KS:
             specs = guardrail_specs(server.url)
-            specs = specs[rep % len(specs) :] + specs[: rep % len(specs)]
-            for spec in specs:
+            for spec in rotated(specs, rep):
                 contender: Contender = await spec.build()
                 await contender.setup()
                 got = await run_throughput(
@@ -47,15 +46,14 @@ async def _measure(server: ServerHandle, cfg: Config) -> dict[str, Any]:
 
 
 def _median(runs: list[Throughput]) -> Throughput:
-    ordered = sorted(runs, key=lambda t: t.rate)
-    return ordered[(len(ordered) - 1) // 2]
+    return median_by(runs, lambda t: t.rate)
 
 
 def run(cfg: Config, env: Environment) -> FigureResult:
-    server = env.guard_server()
+    server = env
     result = FigureResult("concurrency", HEADER)
     m = asyncio.run(_measure(server, cfg))
-    env.after_load(server)
+    env.clear_stub()
     results: dict[str, dict[int, list[Throughput]]] = m["results"]
     med = {name: {k: _median(runs) for k, runs in by_k.items()} for name, by_k in results.items()}
     table = Table(

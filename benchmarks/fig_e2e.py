@@ -10,7 +10,6 @@ mode; sync mode (the stub Akto in its own process answering every guardrail call
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import resource
 import statistics
 import tempfile
@@ -32,9 +31,9 @@ from akto_otel.config import Settings
 from akto_otel.hooks import HOOK_EVENTS
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
 
-from .common import Config, FigureResult, Table, Verdict
+from .common import Config, FigureResult, Table, Verdict, rotated
 from .environment import Environment
-from .workload import make_guard, make_provider
+from .workload import make_guard, make_provider, timed_hooks
 
 __all__ = ["run"]
 
@@ -44,26 +43,6 @@ NOOP = "no-op hooks (10 events)"
 OBSERVE = "observe mode"
 SYNC = "sync mode"
 VARIANTS = (BASELINE, NOOP, OBSERVE, SYNC)
-
-
-def _timed(options: ClaudeAgentOptions, inside: list[float]) -> ClaudeAgentOptions:
-    """``options`` with every hook callback wrapped to add its own time to ``inside[0]``."""
-
-    def wrap(callback: Any) -> Any:
-        async def timed(input_data: Any, tool_use_id: str | None, context: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return await callback(input_data, tool_use_id, context)
-            finally:
-                inside[0] += time.perf_counter() - start
-
-        return timed
-
-    hooks = {
-        event: [dataclasses.replace(m, hooks=[wrap(cb) for cb in m.hooks]) for m in matchers]
-        for event, matchers in (options.hooks or {}).items()
-    }
-    return dataclasses.replace(options, hooks=hooks)
 
 
 async def _noop(
@@ -107,15 +86,14 @@ async def _sessions(url: str, tools: int, reps: int, clear: Any) -> dict[str, An
             hooks=noop_hooks,  # type: ignore[arg-type]
         )
         for rep in range(reps + 1):  # repetition 0 warms the CLI and the caches, discarded
-            shift = rep % len(VARIANTS)
-            for name in VARIANTS[shift:] + VARIANTS[:shift]:
+            for name in rotated(VARIANTS, rep):
                 guard = guards[name]
                 if guard is not None:
                     options = guard.instrument(base)
                 else:
                     options = with_noop if name == NOOP else base
-                timer = [0.0]
-                options = _timed(options, timer)
+                timer: dict[Any, list[int]] = {}
+                options = timed_hooks(options, timer)
                 fake.clear()
                 clear()
                 cpu0 = _cpu()
@@ -132,7 +110,7 @@ async def _sessions(url: str, tools: int, reps: int, clear: Any) -> dict[str, An
                 if rep > 0:
                     walls[name].append(wall)
                     cpus[name].append(cpu)
-                    inside[name].append(timer[0])
+                    inside[name].append(sum(timer.get(None, [])) / 1e9)
                     records[name].append(seen)
     for guard in guards.values():
         if guard is not None:
@@ -157,7 +135,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     result = FigureResult("e2e", HEADER)
     tools = cfg.pick(20, 2)
     reps = cfg.pick(9, 1)
-    m = asyncio.run(_sessions(env.stub.url, tools, reps, env.clear_stub))
+    m = asyncio.run(_sessions(env.url, tools, reps, env.clear_stub))
     walls: dict[str, list[float]] = m["walls"]
     base = walls[BASELINE]
     noop = walls[NOOP]

@@ -5,7 +5,7 @@ Three processes on 127.0.0.1, free ports, all stopped after:
 * the real collector built by ``collector/build.sh`` running the committed
   ``collector/gateway.yaml`` unchanged (its own disk queue in a temp dir; only its
   own metrics port is moved off 8888);
-* :mod:`benchmarks.otlp_sink` as Akto's ``POST /v1/logs``: it decodes each request
+* :mod:`benchmarks.standin` as Akto's ``POST /v1/logs``: it decodes each request
   to count records and answers at once (the emulator maps every event in Python and
   would bound the figure itself);
 * :mod:`benchmarks.otlp_load` as the agent collectors: pre-encoded Claude Code
@@ -34,8 +34,6 @@ import contextlib
 import json
 import os
 import re
-import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,7 +47,7 @@ from typing import Any
 
 from .common import Config, FigureResult, Table, load_average, proc_cpu_seconds
 from .environment import Environment
-from .servers import closed_port_url, free_port
+from .servers import StandIn, closed_port_url, free_port, stop
 
 __all__ = ["HEADER", "run"]
 
@@ -88,28 +86,6 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return int(error.code), b""
     except OSError:
         return 0, b""
-
-
-def _stop(proc: subprocess.Popen[Any], group: bool = False) -> None:
-    """SIGTERM, a bounded wait, then SIGKILL (the whole group for the collector)."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            if group:
-                os.killpg(proc.pid, signal.SIGTERM)
-            else:
-                proc.terminate()
-        try:
-            proc.wait(_STOP_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                if group:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                else:
-                    proc.kill()
-            proc.wait(_STOP_S)
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
 def memory_bytes(pid: int) -> dict[str, int]:
@@ -213,35 +189,7 @@ def _gateway(binary: Path, work: Path, name: str, akto_url: str) -> Iterator[_Ga
             time.sleep(0.2)
         yield gateway
     finally:
-        _stop(proc, group=True)
-
-
-@contextlib.contextmanager
-def _sink() -> Iterator[tuple[subprocess.Popen[str], str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.otlp_sink", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], _READY_S)
-        match = re.search(r"http://\S+", proc.stdout.readline()) if ready else None
-        if match is None:
-            raise RuntimeError("the OTLP sink did not start")
-        yield proc, match.group(0)
-    finally:
-        _stop(proc)
-
-
-def _sink_counts(url: str) -> dict[str, int]:
-    status, body = _get(f"{url}/_count")
-    if status != 200:
-        raise RuntimeError(f"the OTLP sink did not answer its count: HTTP {status}")
-    counts: dict[str, int] = json.loads(body)
-    return counts
+        stop(proc, group=True)
 
 
 def _load(target: str, seconds: float) -> subprocess.Popen[str]:
@@ -268,7 +216,7 @@ def _load_result(proc: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
     try:
         out, err = proc.communicate(timeout=seconds + 60)
     except subprocess.TimeoutExpired:
-        _stop(proc)
+        stop(proc)
         raise RuntimeError("the load generator did not finish") from None
     if proc.returncode != 0 or not out.strip():
         raise RuntimeError(f"the load generator failed: {err[-2000:]}")
@@ -276,13 +224,13 @@ def _load_result(proc: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
     return result
 
 
-def _prime(target: str, sink_url: str, deadline_s: float = 90.0) -> None:
+def _prime(target: str, sink: StandIn, deadline_s: float = 90.0) -> None:
     """One second of load, then wait until the sink has seen a record: the window is
     measured on a pipeline that delivers (on a loaded machine the first export can
     come later than a fixed warm-up)."""
     _load_result(_load(target, 1.0), 1.0)
     start = time.monotonic()
-    while _sink_counts(sink_url)["records"] == 0:
+    while sink.log_counts()["records"] == 0:
         if time.monotonic() - start > deadline_s:
             raise RuntimeError(f"the gateway delivered nothing within {deadline_s:g} s")
         time.sleep(0.2)
@@ -296,11 +244,8 @@ def _throughput(
 ) -> dict[str, Any]:
     """Flood one gateway for ``warmup + window`` s, then watch it drain for ``drain`` s."""
     warmup, window, drain = times
-    with (
-        _sink() as (sink, sink_url),
-        _gateway(binary, work, name, sink_url) as gw,
-    ):
-        _prime(gw.otlp, sink_url)
+    with StandIn() as sink, _gateway(binary, work, name, sink.url) as gw:
+        _prime(gw.otlp, sink)
         primed = gw.metric("otelcol_receiver_accepted_log_records")
         load = _load(gw.otlp, warmup + window + 1.0)
         try:
@@ -312,7 +257,7 @@ def _throughput(
                 if load.poll() is not None or time.monotonic() - started > 60.0:
                     raise RuntimeError("the load generator sent nothing")
                 time.sleep(0.1)
-            s0, a0 = _sink_counts(sink_url), gw.metric("otelcol_receiver_accepted_log_records")
+            s0, a0 = sink.log_counts(), gw.metric("otelcol_receiver_accepted_log_records")
             cpu0 = {
                 "gateway": proc_cpu_seconds(gw.proc.pid),
                 "sink": proc_cpu_seconds(sink.pid),
@@ -320,7 +265,7 @@ def _throughput(
             }
             t0 = time.perf_counter()
             time.sleep(window)
-            s1, a1 = _sink_counts(sink_url), gw.metric("otelcol_receiver_accepted_log_records")
+            s1, a1 = sink.log_counts(), gw.metric("otelcol_receiver_accepted_log_records")
             cpu1 = {
                 "gateway": proc_cpu_seconds(gw.proc.pid),
                 "sink": proc_cpu_seconds(sink.pid),
@@ -331,14 +276,14 @@ def _throughput(
             memory = memory_bytes(gw.proc.pid)
             generator = _load_result(load, warmup + window)
             # No inflow now: what the exporter delivers from the backlog on its own.
-            d0, g0, t2 = _sink_counts(sink_url), proc_cpu_seconds(gw.proc.pid), time.perf_counter()
+            d0, g0, t2 = sink.log_counts(), proc_cpu_seconds(gw.proc.pid), time.perf_counter()
             time.sleep(drain)
-            d1, g1 = _sink_counts(sink_url), proc_cpu_seconds(gw.proc.pid)
+            d1, g1 = sink.log_counts(), proc_cpu_seconds(gw.proc.pid)
             drained_s = time.perf_counter() - t2
             left = gw.metric("otelcol_exporter_queue_size")
         finally:
             if load.poll() is None:
-                _stop(load)
+                stop(load)
     delivered = s1["records"] - s0["records"]
     return {
         "seconds": elapsed,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -30,7 +31,7 @@ from akto_otel.exporter import (
 )
 from akto_otel.processor import AktoSpanProcessor
 
-from .common import Config, FigureResult, Table, Verdict, fmt_ratio
+from .common import Config, FigureResult, Table, Verdict, fmt_ratio, median_by, rotated
 from .environment import Environment
 from .reference import ReferenceConnector
 from .workload import TOOL_INPUT, TOOL_RESPONSE, tool_result
@@ -44,9 +45,33 @@ PROXY = "akto_otel proxy (/api/http-proxy per record)"
 REFERENCE = "reference (urllib per record, to_thread)"
 
 
+def _measured(env: Environment, n: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``work()`` timed against the stub: wall, this process's and the server's CPU, and
+    the records the server counted. ``work`` may return its own ``seconds``,
+    ``produce_seconds`` and ``flushed``."""
+    env.clear_stub()
+    server0 = env.cpu_seconds()
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    got = work()
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
+    server = env.cpu_seconds() - server0
+    delivered = env.clear_stub()
+    return {
+        "n": n,
+        "delivered": delivered,
+        "seconds": elapsed,
+        "produce_seconds": float("nan"),
+        "cpu": cpu,
+        "server_cpu": server,
+        "flushed": True,
+    } | got
+
+
 def _akto(env: Environment, delivery: str, n: int) -> dict[str, Any]:
     settings = Settings(
-        ingestion_url=env.stub.url,
+        ingestion_url=env.url,
         delivery="batch" if delivery == "batch" else "proxy",
         export_queue_size=n + 1024,
         timeout=30.0,
@@ -56,62 +81,39 @@ def _akto(env: Environment, delivery: str, n: int) -> dict[str, Any]:
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("bench")
     records = [tool_result(i) for i in range(n)]
-    env.clear_stub()
-    server0 = env.stub.cpu_seconds()
-    cpu0 = time.process_time()
-    start = time.perf_counter()
-    for record in records:
-        span = tracer.start_span("execute_tool Bash")
-        processor.attach(span, record, kind="tool.result")
-        span.end()
-    produced = time.perf_counter() - start
-    flushed = processor.force_flush(600_000)
-    elapsed = time.perf_counter() - start
-    cpu = time.process_time() - cpu0
-    server = env.stub.cpu_seconds() - server0
-    delivered = env.clear_stub()
-    stats = processor.stats.snapshot()
+
+    def work() -> dict[str, Any]:
+        start = time.perf_counter()
+        for record in records:
+            span = tracer.start_span("execute_tool Bash")
+            processor.attach(span, record, kind="tool.result")
+            span.end()
+        produced = time.perf_counter() - start
+        flushed = processor.force_flush(600_000)
+        return {"produce_seconds": produced, "flushed": flushed}
+
+    got = _measured(env, n, work)
+    got["stats"] = processor.stats.snapshot()
     processor.shutdown()
     provider.shutdown()
-    return {
-        "n": n,
-        "delivered": delivered,
-        "seconds": elapsed,
-        "produce_seconds": produced,
-        "cpu": cpu,
-        "server_cpu": server,
-        "flushed": flushed,
-        "stats": stats,
-    }
+    return got
 
 
 def _exporter_only(env: Environment, n: int) -> dict[str, Any]:
     """RecordExporter.export on ready 512-record batches: delivery without spans or queue."""
-    settings = Settings(ingestion_url=env.stub.url, delivery="batch", timeout=30.0)
+    settings = Settings(ingestion_url=env.url, delivery="batch", timeout=30.0)
     stats = ExportStats()
     exporter = RecordExporter(settings, stats)
     items = [PendingRecord(record=tool_result(i), key=f"k-{i}") for i in range(n)]
-    env.clear_stub()
-    server0 = env.stub.cpu_seconds()
-    cpu0 = time.process_time()
-    start = time.perf_counter()
-    for at in range(0, n, 512):
-        exporter.export(items[at : at + 512])
-    elapsed = time.perf_counter() - start
-    cpu = time.process_time() - cpu0
-    server = env.stub.cpu_seconds() - server0
-    delivered = env.clear_stub()
+
+    def work() -> dict[str, Any]:
+        for at in range(0, n, 512):
+            exporter.export(items[at : at + 512])
+        return {}
+
+    got = _measured(env, n, work)
     exporter.shutdown()
-    return {
-        "n": n,
-        "delivered": delivered,
-        "seconds": elapsed,
-        "produce_seconds": float("nan"),
-        "cpu": cpu,
-        "server_cpu": server,
-        "flushed": True,
-        "stats": stats.snapshot(),
-    }
+    return got | {"stats": stats.snapshot()}
 
 
 def _pieces(cfg: Config) -> list[tuple[str, float]]:
@@ -177,24 +179,10 @@ async def _reference_async(ref: ReferenceConnector, n: int) -> float:
 
 
 def _reference(env: Environment, n: int) -> dict[str, Any]:
-    ref = ReferenceConnector(env.stub.url)
-    env.clear_stub()
-    server0 = env.stub.cpu_seconds()
-    cpu0 = time.process_time()
-    elapsed = asyncio.run(_reference_async(ref, n))
-    cpu = time.process_time() - cpu0
-    server = env.stub.cpu_seconds() - server0
-    delivered = env.clear_stub()
-    return {
-        "n": n,
-        "delivered": delivered,
-        "seconds": elapsed,
-        "produce_seconds": float("nan"),
-        "cpu": cpu,
-        "server_cpu": server,
-        "flushed": True,
-        "stats": {"failed": ref.failures},
-    }
+    ref = ReferenceConnector(env.url)
+    # The wall time is the loop's own, as the reference's tasks see it.
+    got = _measured(env, n, lambda: {"seconds": asyncio.run(_reference_async(ref, n))})
+    return got | {"stats": {"failed": ref.failures}}
 
 
 def run(cfg: Config, env: Environment) -> FigureResult:
@@ -208,9 +196,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sizes}
     for rep in range(reps):
-        names = list(sizes)
-        names = names[rep % len(names) :] + names[: rep % len(names)]
-        for name in names:
+        for name in rotated(list(sizes), rep):
             n = sizes[name]
             if name == REFERENCE:
                 runs[name].append(_reference(env, n))
@@ -234,8 +220,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     )
     medians: dict[str, dict[str, Any]] = {}
     for name, got in runs.items():
-        ordered = sorted(got, key=lambda r: r["delivered"] / r["seconds"])
-        medians[name] = ordered[(len(ordered) - 1) // 2]
+        medians[name] = median_by(got, lambda r: r["delivered"] / r["seconds"])
     ref = medians[REFERENCE]
     ref_rate = ref["delivered"] / ref["seconds"]
     for name, med in medians.items():

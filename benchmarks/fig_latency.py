@@ -11,7 +11,7 @@ import asyncio
 import statistics
 from typing import Any
 
-from .common import Config, FigureResult, Table, Verdict, fmt_ratio, fmt_us, summarize
+from .common import Config, FigureResult, Table, Verdict, fmt_ratio, fmt_us, rotated, summarize
 from .contenders import (
     AIOHTTP,
     CHECK_DEFAULT,
@@ -45,8 +45,7 @@ async def _measure(url: str, cfg: Config) -> dict[str, Any]:
     round_p50: dict[str, list[float]] = {c.name: [] for c in built}
     cpu: dict[str, list[float]] = {c.name: [] for c in built}
     for r in range(rounds):
-        order = built[r % len(built) :] + built[: r % len(built)]
-        for contender in order:
+        for contender in rotated(built, r):
             got = await run_sequential(contender, n, warmup, cpu_out=cpu[contender.name])
             samples[contender.name].extend(got)
             round_p50[contender.name].append(summarize(got).p50)
@@ -65,10 +64,10 @@ async def _measure(url: str, cfg: Config) -> dict[str, Any]:
 
 
 def run(cfg: Config, env: Environment) -> FigureResult:
-    server = env.guard_server()
+    server = env
     result = FigureResult("latency", HEADER)
     m = asyncio.run(_measure(server.url, cfg))
-    env.after_load(server)
+    env.clear_stub()
     summary = m["summary"]
     floor = summary[FLOOR]
     ref = summary[REFERENCE]

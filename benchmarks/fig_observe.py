@@ -21,9 +21,9 @@ from typing import Any
 
 from akto_otel.config import Settings
 
-from .common import Config, FigureResult, Table, Verdict, fmt_ratio
+from .common import Config, FigureResult, Table, Verdict, fmt_ratio, median_by, rotated
 from .environment import Environment
-from .workload import TOOL_INPUT, TOOL_RESPONSE, make_guard, quiet_logs
+from .workload import TOOL_INPUT, TOOL_RESPONSE, make_guard
 
 __all__ = ["HEADER", "run"]
 
@@ -52,7 +52,7 @@ async def _drive(callback: Any, n: int) -> None:
 
 def _one(env: Environment, delivery: str, n: int) -> dict[str, Any]:
     settings = Settings(
-        ingestion_url="" if delivery == HOOKS else env.stub.url,
+        ingestion_url="" if delivery == HOOKS else env.url,
         sync_mode=False,
         observe_delivery="batch" if delivery == BATCH else "proxy",
         export_queue_size=n + 1024,
@@ -92,8 +92,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     reps = cfg.pick(cfg.repeats, 1)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sizes}
     for rep in range(reps):
-        names = list(sizes)[rep % 3 :] + list(sizes)[: rep % 3]
-        for name in names:
+        for name in rotated(list(sizes), rep):
             runs[name].append(_one(env, name, sizes[name]))
     table = Table(
         f"records delivered per second ({reps} repetition(s), median shown)",
@@ -110,8 +109,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     )
     rates: dict[str, float] = {}
     for name, got in runs.items():
-        ordered = sorted(got, key=lambda r: r["delivered"] / r["seconds"])
-        med = ordered[(len(ordered) - 1) // 2]
+        med = median_by(got, lambda r: r["delivered"] / r["seconds"])
         rate = med["delivered"] / med["seconds"]
         rates[name] = rate
         spread = [r["delivered"] / r["seconds"] for r in got]
@@ -162,21 +160,9 @@ def run(cfg: Config, env: Environment) -> FigureResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    quiet_logs()
-    cfg = Config(quick="--quick" in args)
-    env = Environment(cfg)
-    try:
-        result = run(cfg, env)
-    finally:
-        env.close()
-    print(result.render())
-    for verdict in result.verdicts:
-        print(
-            f"{'MET' if verdict.met else 'NOT MET'}: {verdict.target}: {verdict.measured}"
-            f" ({verdict.detail})"
-        )
-    return 0
+    from .runner import main as run_suite
+
+    return run_suite(["--only", "observe", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ import argparse
 import asyncio
 import gc
 import json
-import subprocess
-import sys
 import time
 from array import array
 from typing import Any
@@ -33,7 +31,7 @@ from .common import (
     summarize,
 )
 from .environment import Environment
-from .servers import closed_port_url
+from .servers import closed_port_url, run_child
 from .workload import (
     hook_callbacks,
     make_guard,
@@ -140,11 +138,7 @@ async def _play(url: str, n_events: int, warm_events: int) -> dict[str, Any]:
 
 
 def _child(url: str, n: int, warm: int) -> dict[str, Any]:
-    command = [sys.executable, "-m", "benchmarks.fig_outage", url, str(n), str(warm)]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"outage child failed: {proc.stderr[-2000:]}")
-    got: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = run_child("fig_outage", url, n, warm, timeout=600)
     lat = got["latency"]
     got["latency"] = Summary(
         n=int(lat["n"]),
@@ -172,7 +166,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     n = cfg.pick(200_000, 5_000)
     warm = cfg.pick(5_000, 500)
     down = _child(closed_port_url(), n, warm)
-    up = _child(env.stub.url, n, warm)
+    up = _child(env.url, n, warm)
     env.clear_stub()
     table = Table(
         f"{n:,} hook events back to back, observe mode (sync_mode=False)",

@@ -13,12 +13,22 @@ import asyncio
 import cProfile
 import pstats
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from .common import Config, FigureResult, Table, Verdict, fmt_us
-from .contenders import AIOHTTP, CHECK_DEFAULT, HOOK_DEFAULT, guardrail_specs, settings_for
+from .contenders import (
+    AIOHTTP,
+    CHECK_DEFAULT,
+    HOOK_DEFAULT,
+    errors_of,
+    guardrail_specs,
+    hook_contender,
+    settings_for,
+)
 from .environment import Environment
 from .harness import run_sequential
+from .servers import ALLOWED_VERDICT_BODY
 
 __all__ = ["run"]
 
@@ -100,7 +110,6 @@ def _components(cfg: Config) -> list[tuple[str, float]]:
     )
     from akto_otel.spans import record_verdict
 
-    from .servers import ALLOWED_VERDICT_BODY
     from .workload import TOOL_INPUT, make_provider
 
     provider = make_provider()
@@ -165,26 +174,22 @@ def _components(cfg: Config) -> list[tuple[str, float]]:
 
 
 def _hook_loop(url: str, guardrail_spans: bool, instant: bool) -> Any:
-    """(run n calls, close) for PreToolUse + the span-closing PostToolUse of the package.
+    """(run n calls, close) for the package hook contender: PreToolUse + the
+    span-closing PostToolUse.
 
     ``instant``: the guardrail call is replaced by the stub server's allow answer
     parsed in process (no network), so only the hook's own layers are left.
     """
-    import dataclasses
-    import itertools
     import json
 
     from akto_otel.contract import Verdict as AktoVerdict
     from akto_otel.contract import parse_verdict
     from akto_otel.guardrails import GuardrailClient
 
-    from .servers import ALLOWED_VERDICT_BODY
-    from .workload import hook_callbacks, make_guard, make_provider, post_tool_input, pre_tool_input
-
     class _InProcess(GuardrailClient):
         async def check(
             self,
-            record: dict[str, Any],
+            record: Mapping[str, Any],
             *,
             request: bool = True,
             response: bool = False,
@@ -192,29 +197,19 @@ def _hook_loop(url: str, guardrail_spans: bool, instant: bool) -> Any:
         ) -> AktoVerdict:
             return parse_verdict(json.loads(ALLOWED_VERDICT_BODY))
 
-    settings = dataclasses.replace(settings_for(url), guardrail_spans=guardrail_spans)
-    provider = make_provider()
-    guard = make_guard(
-        settings, provider=provider, client=_InProcess(settings) if instant else None
-    )
-    hooks = hook_callbacks(guard)
-    pre, post = hooks["PreToolUse"], hooks["PostToolUse"]
-    pre_input, post_input = pre_tool_input(), post_tool_input(with_result=False)
-    ids = itertools.count()
+    client = _InProcess(settings_for(url)) if instant else None
+    hook = hook_contender(HOOK_DEFAULT, url, client, guardrail_spans=guardrail_spans)
 
     async def calls(n: int) -> None:
+        call, after = hook.call, hook.after
+        assert after is not None
         for _ in range(n):
-            tool_use_id = f"toolu_{next(ids)}"
-            if await pre(pre_input, tool_use_id, {}):
-                raise RuntimeError("profile: expected an allow (empty) hook output")
-            await post(post_input, tool_use_id, {})
+            await call(0)
+            await after(0)
+        if errors_of(hook):
+            raise RuntimeError("profile: expected an allow (empty) hook output")
 
-    async def close() -> None:
-        await guard.aclose()
-        guard.shutdown()
-        provider.shutdown()
-
-    return calls, close
+    return calls, hook.close
 
 
 async def _own_layers(url: str, cfg: Config) -> dict[str, float]:
@@ -301,7 +296,7 @@ def _delivery_stall(url: str, cfg: Config) -> dict[str, tuple[float, float, floa
 
     from akto_otel import exporter as akto_exporter
     from akto_otel.config import Settings
-    from akto_otel.processor import PendingRecord
+    from akto_otel.exporter import PendingRecord
 
     from .workload import tool_result
 
@@ -337,14 +332,14 @@ def _delivery_stall(url: str, cfg: Config) -> dict[str, tuple[float, float, floa
 
 
 def run(cfg: Config, env: Environment) -> FigureResult:
-    server = env.guard_server()
+    server = env
     result = FigureResult("profile", HEADER)
     n = cfg.pick(2000, 100)
     profiles = {
         name: asyncio.run(_profile(server.url, name, n))
         for name in (HOOK_DEFAULT, CHECK_DEFAULT, AIOHTTP)
     }
-    env.after_load(server)
+    env.clear_stub()
     components = sorted(
         {c for by, _, _, _ in profiles.values() for c in by},
         key=lambda c: -profiles[HOOK_DEFAULT][0].get(c, 0.0),
@@ -397,7 +392,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     result.tables.append(standalone)
     own = asyncio.run(_own_layers(server.url, cfg))
     pressure = asyncio.run(_gc_pressure(server.url, cfg))
-    env.after_load(server)
+    env.clear_stub()
     layers = Table(
         "the hook's own layers: CPU of the event loop thread per guarded call, the guardrail "
         "call answered in process (PreToolUse + the span-closing PostToolUse, best of rounds)",
@@ -420,7 +415,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     )
     result.tables.append(layers)
     stall = _delivery_stall(server.url, cfg)
-    env.after_load(server)
+    env.clear_stub()
     waits = Table(
         "GIL wait of another thread while the delivery worker exports 512-record batches "
         "(a 200 µs sleep, measured late by)",

@@ -6,7 +6,7 @@ bundled CLI against the scripted model, all guarded by one
 :class:`~akto_otel.AktoGuardrails` in sync mode (``AKTO_TIMEOUT`` 1 s), for ten minutes
 (``--quick``: 30 s; ``AKTO_BENCH_SOAK_SECONDS``). Akto is the emulator behind a fault
 proxy and the model is :class:`~akto_otel.testing.FakeAnthropic`, both in their own process
-(:mod:`benchmarks.soak_server`); the agent is a fresh ``python -m benchmarks.fig_soak``
+(``python -m benchmarks.standin --soak``); the agent is a fresh ``python -m benchmarks.fig_soak``
 process, so nothing earlier figures left behind counts. The proxy cycles through the
 phases up, down (port refusing), up, slow (answers late, some past ``AKTO_TIMEOUT``),
 up, 5xx (503).
@@ -23,7 +23,6 @@ filed under the phase it started in.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import gc
@@ -34,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +46,8 @@ from akto_otel.testing import FakeAnthropic, offline_agent_env, run_agent
 
 from .common import Config, FigureResult, Table, Verdict, fmt_us, load_average, rss_bytes, summarize
 from .environment import Environment
-from .workload import make_guard, make_provider, quiet_logs
+from .servers import get_json, run_child, stop
+from .workload import make_guard, make_provider, quiet_logs, timed_hooks
 
 __all__ = ["HEADER", "SoakPlan", "accounting", "phase_schedule", "run"]
 
@@ -193,34 +192,8 @@ async def _probe(control: str) -> dict[str, Any]:
 
 
 def _control(url: str, path: str, method: str = "GET") -> dict[str, Any]:
-    # Blocking on purpose: a thread pool would be threads the probe counts.
-    request = urllib.request.Request(f"{url}{path}", method=method)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        answer: dict[str, Any] = json.loads(response.read())
+    answer: dict[str, Any] = get_json(f"{url}{path}", method)
     return answer
-
-
-def _timed(
-    options: ClaudeAgentOptions, phase: list[str], samples: dict[str, list[int]]
-) -> ClaudeAgentOptions:
-    """``options`` with each guardrail-calling callback timed into ``samples[phase]``."""
-
-    def wrap(event: str, callback: Any) -> Any:
-        async def timed(input_data: Any, tool_use_id: str | None, context: Any) -> Any:
-            current = phase[0]
-            start = time.perf_counter_ns()
-            try:
-                return await callback(input_data, tool_use_id, context)
-            finally:
-                samples[current].append(time.perf_counter_ns() - start)
-
-        return timed if event in VERDICT_EVENTS else callback
-
-    hooks = {
-        event: [dataclasses.replace(m, hooks=[wrap(event, cb) for cb in m.hooks]) for m in matchers]
-        for event, matchers in (options.hooks or {}).items()
-    }
-    return dataclasses.replace(options, hooks=hooks)
 
 
 async def _soak(plan: SoakPlan, akto: str, model: str, control: str) -> dict[str, Any]:
@@ -247,7 +220,11 @@ async def _soak(plan: SoakPlan, akto: str, model: str, control: str) -> dict[str
                 cwd=str(work),
                 allowed_tools=["Bash"],
             )
-            options.append(_timed(guard.instrument(base), phase, samples))
+            options.append(
+                timed_hooks(
+                    guard.instrument(base), samples, key=lambda: phase[0], events=VERDICT_EVENTS
+                )
+            )
 
         async def session(worker: int, number: int) -> None:
             prompt = f"soak worker {worker} session {number}: run all the steps"
@@ -322,18 +299,12 @@ async def _soak(plan: SoakPlan, akto: str, model: str, control: str) -> dict[str
 
 
 def child_main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.fig_soak")
-    parser.add_argument("--akto", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--control", required=True)
-    parser.add_argument("--sessions", type=int, required=True)
-    parser.add_argument("--seconds", type=float, required=True)
-    parser.add_argument("--phase-seconds", type=float, required=True)
-    parser.add_argument("--tools", type=int, required=True)
-    args = parser.parse_args(argv)
+    """``python -m benchmarks.fig_soak PLAN URLS``: the plan and the servers' URLs as JSON."""
+    plan_json, urls_json = sys.argv[1:] if argv is None else argv
     quiet_logs()
-    plan = SoakPlan(args.sessions, args.seconds, args.phase_seconds, args.tools)
-    result = asyncio.run(_soak(plan, args.akto, args.model, args.control))
+    urls = json.loads(urls_json)
+    plan = SoakPlan(**json.loads(plan_json))
+    result = asyncio.run(_soak(plan, urls["akto"], urls["model"], urls["control"]))
     print(json.dumps(result), flush=True)
 
 
@@ -341,16 +312,17 @@ def child_main(argv: Sequence[str] | None = None) -> None:
 
 
 def _servers(tools: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    slow = [str(SLOW_S[0] * TIMEOUT_S), str(SLOW_S[1] * TIMEOUT_S)]
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "benchmarks.soak_server",
+            "benchmarks.standin",
+            "--soak",
             "--tools",
             str(tools),
             "--slow",
-            str(SLOW_S[0] * TIMEOUT_S),
-            str(SLOW_S[1] * TIMEOUT_S),
+            *slow,
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -362,52 +334,16 @@ def _servers(tools: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
     try:
         urls: dict[str, str] = json.loads(line)
     except ValueError:
-        _stop(proc)
+        stop(proc)
         raise RuntimeError(f"the soak servers did not start: {line!r}") from None
     return proc, urls
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.stdin is not None:
-        proc.stdin.close()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 def _agent(plan: SoakPlan, urls: dict[str, str]) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.fig_soak",
-        "--akto",
-        urls["akto"],
-        "--model",
-        urls["model"],
-        "--control",
-        urls["control"],
-        "--sessions",
-        str(plan.sessions),
-        "--seconds",
-        str(plan.seconds),
-        "--phase-seconds",
-        str(plan.phase_seconds),
-        "--tools",
-        str(plan.tools),
-    ]
     # The warm-up round, sessions still running at the deadline, the drain (bounded),
     # two probes and the shutdown come on top of the soak's own time.
-    limit = plan.seconds + _DRAIN_S + 600
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=False)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"soak agent failed ({proc.returncode}): {proc.stderr[-3000:]}")
-    got: dict[str, Any] = json.loads(lines[-1])
-    return got
+    plan_json = json.dumps(dataclasses.asdict(plan))
+    return run_child("fig_soak", plan_json, json.dumps(urls), timeout=plan.seconds + _DRAIN_S + 600)
 
 
 def _mib(n: int) -> str:
@@ -422,7 +358,7 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     try:
         got = _agent(plan, urls)
     finally:
-        _stop(servers)
+        stop(servers)
     load_end = load_average()
     start, end = got["start"], got["end"]
     resources = Table(

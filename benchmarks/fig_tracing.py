@@ -114,7 +114,7 @@ async def _measure(url: str, cfg: Config) -> dict[str, Any]:
 
 def run(cfg: Config, env: Environment) -> FigureResult:
     result = FigureResult("tracing", HEADER)
-    m = asyncio.run(_measure(env.stub.url, cfg))
+    m = asyncio.run(_measure(env.url, cfg))
     env.clear_stub()
     bare = m["bare async callback"]["samples"]
     table = Table(

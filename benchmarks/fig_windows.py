@@ -15,16 +15,26 @@ from __future__ import annotations
 import asyncio
 import itertools
 import statistics
-import time
 from typing import Any
 
 from akto_otel import windows
 from akto_otel.contract import WireContext
 from akto_otel.guardrails import GuardrailClient
 
-from .common import Config, FigureResult, Summary, Table, Verdict, fmt_ratio, fmt_us, summarize
+from .common import (
+    Config,
+    FigureResult,
+    Summary,
+    Table,
+    Verdict,
+    fmt_ratio,
+    fmt_us,
+    rotated,
+    summarize,
+)
 from .contenders import settings_for
 from .environment import Environment
+from .harness import Contender, run_sequential
 from .workload import hook_callbacks, make_guard, make_provider, post_tool_input, pre_tool_input
 
 __all__ = ["HEADER", "run"]
@@ -40,17 +50,6 @@ _MIB = 1024 * 1024
 def _command(size: int) -> str:
     line = "echo 'build step output line with some ordinary text in it' >> build.log\n"
     return (line * (size // len(line) + 1))[:size]
-
-
-async def _time(call: Any, n: int, cpu: list[float]) -> list[int]:
-    samples: list[int] = []
-    cpu0 = time.process_time()
-    for _ in range(n):
-        start = time.perf_counter_ns()
-        await call()
-        samples.append(time.perf_counter_ns() - start)
-    cpu.append((time.process_time() - cpu0) / n)
-    return samples
 
 
 async def _measure(url: str, cfg: Config) -> dict[str, Any]:
@@ -73,7 +72,7 @@ async def _measure(url: str, cfg: Config) -> dict[str, Any]:
     errors = {SMALL: 0, LARGE: 0, CONCURRENT: 0, SERIAL: 0}
 
     def hook_call(name: str) -> Any:
-        async def call() -> None:
+        async def call(_: int = 0) -> None:
             tool_use_id = f"toolu_{next(ids)}"
             if await pre(inputs[name], tool_use_id, {}):
                 errors[name] += 1
@@ -81,13 +80,13 @@ async def _measure(url: str, cfg: Config) -> dict[str, Any]:
 
         return call
 
-    async def serial() -> None:
+    async def serial(_: int = 0) -> None:
         for record in plan.records:
             verdict = await client.check(record)
             if verdict.decision != "allow" or verdict.error is not None:
                 errors[SERIAL] += 1
 
-    async def concurrent() -> None:
+    async def concurrent(_: int = 0) -> None:
         verdict = await windows.judge(client.check, plan, limits)
         if verdict.decision != "allow" or verdict.error is not None:
             errors[CONCURRENT] += 1
@@ -108,8 +107,9 @@ async def _measure(url: str, cfg: Config) -> dict[str, Any]:
     cpu: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            samples[name] += await _time(calls[name], n, cpu[name])
+        for name in rotated(names, r):
+            timed = Contender(name, calls[name])
+            samples[name] += await run_sequential(timed, n, 0, collect=False, cpu_out=cpu[name])
     await client.aclose()
     await guard.aclose()
     guard.shutdown()
@@ -126,10 +126,10 @@ async def _measure(url: str, cfg: Config) -> dict[str, Any]:
 
 
 def run(cfg: Config, env: Environment) -> FigureResult:
-    server = env.guard_server()
+    server = env
     result = FigureResult("windows", HEADER)
     m = asyncio.run(_measure(server.url, cfg))
-    env.after_load(server)
+    env.clear_stub()
     summary: dict[str, Summary] = m["summary"]
     cpu: dict[str, float] = m["cpu_us"]
     table = Table(

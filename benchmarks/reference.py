@@ -120,42 +120,45 @@ class ReferenceConnector:
             "contextSource": "AGENTIC",
         }
 
-    def tool_request_record(self, tool_name: str, tool_input: Any) -> dict[str, Any]:
-        """The PreToolUse record of a built-in tool (the contract's shape)."""
+    def _tool_record(
+        self,
+        hook: str,
+        tool_name: str,
+        request_body: Any,
+        response_body: Any,
+        response_headers: Mapping[str, str],
+    ) -> dict[str, Any]:
         return self._record(
             path=f"/tool/{tool_name}",
             request_headers=json.dumps(
-                {
-                    "host": self.akto_host,
-                    "x-claude-hook": "PreToolUse",
-                    "content-type": "application/json",
-                }
+                {"host": self.akto_host, "x-claude-hook": hook, "content-type": "application/json"}
             ),
-            response_headers=json.dumps({"x-claude-hook": "PreToolUse"}),
-            request_payload=json.dumps({"body": tool_input, "toolName": tool_name}),
-            response_payload=json.dumps({}),
+            response_headers=json.dumps(response_headers),
+            request_payload=json.dumps(request_body),
+            response_payload=json.dumps(response_body),
             tags={"gen-ai": "Gen AI", _TOOL_TAGS_KEY: self.connector_value},
+        )
+
+    def tool_request_record(self, tool_name: str, tool_input: Any) -> dict[str, Any]:
+        """The PreToolUse record of a built-in tool (the contract's shape)."""
+        return self._tool_record(
+            "PreToolUse",
+            tool_name,
+            {"body": tool_input, "toolName": tool_name},
+            {},
+            {"x-claude-hook": "PreToolUse"},
         )
 
     def tool_result_record(
         self, tool_name: str, tool_input: Any, tool_response: Any
     ) -> dict[str, Any]:
         """The PostToolUse record of a built-in tool."""
-        return self._record(
-            path=f"/tool/{tool_name}",
-            request_headers=json.dumps(
-                {
-                    "host": self.akto_host,
-                    "x-claude-hook": "PostToolUse",
-                    "content-type": "application/json",
-                }
-            ),
-            response_headers=json.dumps(
-                {"x-claude-hook": "PostToolUse", "content-type": "application/json"}
-            ),
-            request_payload=json.dumps({"body": {"toolName": tool_name, "toolArgs": tool_input}}),
-            response_payload=json.dumps({"body": {"result": tool_response}}),
-            tags={"gen-ai": "Gen AI", _TOOL_TAGS_KEY: self.connector_value},
+        return self._tool_record(
+            "PostToolUse",
+            tool_name,
+            {"body": {"toolName": tool_name, "toolArgs": tool_input}},
+            {"body": {"result": tool_response}},
+            {"x-claude-hook": "PostToolUse", "content-type": "application/json"},
         )
 
     # ------------------------------------------------------------------ hooks

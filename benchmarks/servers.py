@@ -1,16 +1,21 @@
-"""The server the benchmarks talk to, in its own process (no shared GIL).
+"""The processes the benchmarks start, and how they stop.
 
-* :class:`StubProcess`: ``python -m benchmarks.stub_server`` (fixed answers, near-zero
-  cost; see :mod:`benchmarks.stub_server`) on a free port.
+* :class:`StandIn`: ``python -m benchmarks.standin`` (Akto's routes and the OTLP
+  logs sink, fixed answers at near-zero cost) on a free port.
 * :func:`closed_port_url`: an address where nothing listens (Akto down).
+* :func:`run_child`: ``python -m benchmarks.<module>`` to the end, its last line as JSON.
+* :func:`stop`: SIGTERM (or stdin closed), a bounded wait, then SIGKILL.
 
-Both bind 127.0.0.1; the process is stopped by its context manager.
+Everything binds 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -19,9 +24,17 @@ from types import TracebackType
 from typing import Any
 
 from .common import proc_cpu_seconds
-from .stub_server import ALLOWED_VERDICT_BODY
+from .standin import ALLOWED_VERDICT_BODY
 
-__all__ = ["ALLOWED_VERDICT_BODY", "StubProcess", "closed_port_url", "free_port"]
+__all__ = [
+    "ALLOWED_VERDICT_BODY",
+    "StandIn",
+    "closed_port_url",
+    "free_port",
+    "get_json",
+    "run_child",
+    "stop",
+]
 
 
 def free_port() -> int:
@@ -35,52 +48,55 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-class _Process:
-    name = "server"
+def get_json(url: str, method: str = "GET") -> Any:
+    """One blocking request (no thread pool: the soak counts threads); its JSON answer."""
+    request = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def stop(proc: subprocess.Popen[Any], *, group: bool = False, wait: float = 15.0) -> None:
+    """End ``proc`` (its whole process group with ``group``): stdin closed if it is a
+    pipe (the soak's servers stop on EOF), else SIGTERM; after ``wait`` s, SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+            elif group:
+                os.killpg(proc.pid, signal.SIGTERM)
+            else:
+                proc.terminate()
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                if group:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
+            proc.wait(wait)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def run_child(module: str, *args: object, timeout: float) -> dict[str, Any]:
+    """Run ``python -m benchmarks.<module> args`` to its end; its last output line, as JSON."""
+    command = [sys.executable, "-m", f"benchmarks.{module}", *map(str, args)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{module} failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+class StandIn:
+    """The stand-in server (:mod:`benchmarks.standin`) in a child process of its own."""
 
     def __init__(self) -> None:
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def cpu_seconds(self) -> float:
-        return proc_cpu_seconds(self.pid)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class StubProcess(_Process):
-    """The stub Akto (``python -m benchmarks.stub_server``) in a child process."""
-
-    name = "stub"
-
-    def start(self) -> StubProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.stub_server", "--port", "0"],
+            [sys.executable, "-m", "benchmarks.standin", "--port", "0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -90,16 +106,35 @@ class StubProcess(_Process):
         match = re.search(r"http://\S+", line)
         if match is None:
             self.stop()
-            raise RuntimeError(f"the stub server did not start: {line!r}")
+            raise RuntimeError(f"the stand-in server did not start: {line!r}")
         self.url = match.group(0)
-        return self
 
-    def __enter__(self) -> StubProcess:
-        return self.start()
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        return proc_cpu_seconds(self.pid)
 
     def take_records(self) -> int:
-        """How many records the server counted since the last call; resets the count."""
-        request = urllib.request.Request(f"{self.url}/_emulator/records", method="DELETE")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body: dict[str, Any] = json.loads(response.read())
-        return int(body["cleared"])
+        """Akto records the server counted since the last call; resets the count."""
+        return int(get_json(f"{self.url}/_emulator/records", "DELETE")["cleared"])
+
+    def log_counts(self) -> dict[str, int]:
+        """``{"records", "requests", "bytes"}`` received at ``/v1/logs`` so far."""
+        counts: dict[str, int] = get_json(f"{self.url}/_count")
+        return counts
+
+    def stop(self) -> None:
+        stop(self.proc, wait=5.0)
+
+    def __enter__(self) -> StandIn:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

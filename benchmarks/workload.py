@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any, TypeVar, cast
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -28,6 +30,7 @@ __all__ = [
     "prompt_input",
     "quiet_logs",
     "stop_input",
+    "timed_hooks",
     "tool_record",
     "tool_result",
 ]
@@ -46,6 +49,8 @@ TOOL_RESPONSE: dict[str, Any] = {
 }
 
 
+_Options = TypeVar("_Options", bound=Any)
+
 #: A hook callback as the SDK calls it: (input, tool_use_id, context) -> output.
 Hook = Callable[[Any, "str | None", Any], Awaitable[Any]]
 
@@ -53,6 +58,37 @@ Hook = Callable[[Any, "str | None", Any], Awaitable[Any]]
 def hook_callbacks(guard: AktoGuardrails) -> dict[str, Hook]:
     """Event name -> akto_otel's callback for it, from ``guard.hooks()``."""
     return {event: cast(Hook, matchers[0].hooks[0]) for event, matchers in guard.hooks().items()}
+
+
+def timed_hooks(
+    options: _Options,
+    samples: dict[Any, list[int]],
+    *,
+    key: Callable[[], Any] = lambda: None,
+    events: Collection[str] | None = None,
+) -> _Options:
+    """``options`` with each hook callback (of ``events``; default every one) timed:
+    its nanoseconds appended to ``samples[key()]``, ``key()`` taken before the call."""
+
+    def wrap(event: str, callback: Any) -> Any:
+        if events is not None and event not in events:
+            return callback
+
+        async def timed(input_data: Any, tool_use_id: str | None, context: Any) -> Any:
+            into = samples.setdefault(key(), [])
+            began = time.perf_counter_ns()
+            try:
+                return await callback(input_data, tool_use_id, context)
+            finally:
+                into.append(time.perf_counter_ns() - began)
+
+        return timed
+
+    hooks = {
+        event: [dataclasses.replace(m, hooks=[wrap(event, cb) for cb in m.hooks]) for m in matchers]
+        for event, matchers in (options.hooks or {}).items()
+    }
+    return dataclasses.replace(options, hooks=hooks)
 
 
 def _common(session_id: str, event: str) -> dict[str, Any]:

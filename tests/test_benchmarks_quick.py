@@ -51,7 +51,7 @@ def test_unknown_figure_is_rejected() -> None:
 
 
 def test_quick_gateway_figure_measures_a_real_gateway_and_stops_it(tmp_path: Path) -> None:
-    # The real collector (collector/build.sh), the OTLP sink and the load generator,
+    # The real collector (collector/build.sh), the stand-in sink and the load generator,
     # each in its own process; a tiny window.
     from tests.test_stack_real_programs import require_program
 
@@ -100,7 +100,7 @@ def _not_ours(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True
-    return not any(p in cmdline for p in (b"otelcol", b"otlp_sink", b"otlp_load"))
+    return not any(p in cmdline for p in (b"otelcol", b"benchmarks.standin", b"otlp_load"))
 
 
 def test_quick_soak_accounts_for_every_record_exactly_once(tmp_path: Path) -> None:
