@@ -470,10 +470,14 @@ class AktoGuardrails:
         }
 
     def _callbacks(self, scope: HookScope) -> dict[str, HookCallback]:
-        return {
+        callbacks = {
             event: _marked(hook_answers.noting(event, scope, _callback(event, scope)))
             for event in HOOK_EVENTS
         }
+        for callback in callbacks.values():
+            # Options built from hooks() or create_hooks() keep this guard under zero-code.
+            setattr(callback, _OPTIONS_GUARD, self)
+        return callbacks
 
 
 def session_current(session: Any) -> AbstractContextManager[Any]:
@@ -595,15 +599,17 @@ def _tagged(options: Any, name: str) -> Any:
         return found
     for matchers in (getattr(options, "hooks", None) or {}).values():
         for matcher in matchers:
-            found = getattr(matcher, name, None)
-            if found is not None:
-                return found
+            for holder in (matcher, *(getattr(matcher, "hooks", None) or [])):
+                found = getattr(holder, name, None)
+                if found is not None:
+                    return found
     return None
 
 
 def instrumented_by(options: Any) -> AktoGuardrails | None:
     """The guard whose :meth:`~AktoGuardrails.instrument` or session made ``options``
-    (or the options they were copied from)."""
+    (or the options they were copied from), or whose :meth:`~AktoGuardrails.hooks`
+    (or :func:`create_hooks`) callbacks they hold."""
     guard = _tagged(options, _OPTIONS_GUARD)
     return guard if isinstance(guard, AktoGuardrails) else None
 

@@ -272,18 +272,19 @@ def _operations(spans: list[dict[str, Any]]) -> list[Any]:
     return [s.get("attributes", {}).get("gen_ai.operation.name") for s in spans]
 
 
-@pytest.mark.parametrize("copied", [False, True], ids=["as-given", "copied-by-the-app"])
+@pytest.mark.parametrize("made", ["as-given", "copied-by-the-app", "from-hooks"])
 async def test_zero_code_keeps_the_apps_guard_for_options_it_instrumented(
     instrumentor: ClaudeAgentSDKInstrumentor,
     capture: SpanCapture,
     home: Path,
     workdir: Path,
-    copied: bool,
+    made: str,
 ) -> None:
     """The attack: the app asked for fail-closed (its Akto is down, so every tool call must
     be denied); the zero-code wrapper must not swap its hooks for the instrumentor's
     environment guard (fail open, Akto up, which allows the command), also when the app
-    tweaks a copy of the options (``dataclasses.replace``)."""
+    tweaks a copy of the options (``dataclasses.replace``) or builds them with
+    ``hooks=guard.hooks()``."""
     marker = workdir / "ran"
     strict = AktoGuardrails(
         tracer_provider=capture.provider,
@@ -293,12 +294,14 @@ async def test_zero_code_keeps_the_apps_guard_for_options_it_instrumented(
     )
     scenario = Scenario(None, [ToolUse("Bash", {"command": f"touch {marker}"}), Text("done")])
     with FakeAnthropic(scenario) as fake:
-        options = strict.instrument(
-            ClaudeAgentOptions(
-                env=offline_agent_env(fake, home), cwd=str(workdir), allowed_tools=["Bash"]
-            )
+        base = ClaudeAgentOptions(
+            env=offline_agent_env(fake, home), cwd=str(workdir), allowed_tools=["Bash"]
         )
-        if copied:
+        if made == "from-hooks":
+            options = dataclasses.replace(base, hooks=strict.hooks())  # type: ignore[arg-type]
+        else:
+            options = strict.instrument(base)
+        if made == "copied-by-the-app":
             options = dataclasses.replace(options, max_turns=5)
         await _run_query(options)
     assert not marker.exists()
