@@ -136,6 +136,8 @@ MUTATION_TARGETS: dict[str, tuple[str, ...]] = {
         "akto_otel.exporter.x__chunks__mutmut_*",
         "akto_otel.exporter.x__leading_fit__mutmut_*",
     ),
+    # The held-answer path: what the app gets of what the model said, and when.
+    "answers": ("akto_otel.answers.*",),
 }
 
 

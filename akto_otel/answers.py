@@ -16,6 +16,12 @@ wraps a Claude Agent SDK message stream and applies the ledger:
   read from the transcript: :func:`hook_answer`) comes from the ledger; the rest
   goes to ``judge`` (the guard's response guardrail). A denied turn is dropped
   with every partial event held beside it;
+- a tool call's input reaches the app only as PreToolUse let it through: withheld
+  when it denied the call (the result becomes an error), masked when it masked it
+  (verdicts noted by ``tool_use_id``; the CLI runs PreToolUse before it emits the
+  next message). The rest is judged with the turn's text, in the same check; the
+  task messages, the subagent prompt and the result's ``permission_denials`` that
+  repeat a withheld input get the reason instead;
 - a tool result PostToolUse withheld (Read, Grep: outputs the CLI cannot
   replace) or replaced reaches the app as the model got it, never the original;
 - a ``ResultMessage`` after any of that, or whose ``result`` or
@@ -57,7 +63,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from akto_otel import semconv
+from akto_otel.metrics import GuardrailMetrics, metrics_for
+from akto_otel.unjudged import UnjudgedRecorder
 
 __all__ = [
     "GUARDRAIL_ERROR_SUBTYPE",
@@ -110,6 +117,7 @@ class AnswerLedger:
         self._judged: deque[str] = deque(maxlen=_MAX_DENIALS)
         self._prompt_blocks: dict[str, str] = {}
         self._tool_outputs: dict[str, tuple[str, Any, bool]] = {}
+        self._tool_calls: dict[str, tuple[str, Any]] = {}
         #: Set while a holder reads this session's stream: Stop may wait for it.
         self.tracking = False
         self._live_text: str | None = None
@@ -133,6 +141,17 @@ class AnswerLedger:
         if len(self._tool_outputs) >= _MAX_PROMPT_BLOCKS:
             self._tool_outputs.pop(next(iter(self._tool_outputs)))
         self._tool_outputs[tool_use_id] = (reason, copy.deepcopy(replacement), stopped)
+
+    def record_tool_call(self, tool_use_id: str, verdict: str, detail: Any = None) -> None:
+        """PreToolUse's verdict on a call: ``"deny"`` (``detail``: the reason),
+        ``"mask"`` (``detail``: the input the tool got instead) or ``"allow"``."""
+        if len(self._tool_calls) >= _MAX_PROMPT_BLOCKS:
+            self._tool_calls.pop(next(iter(self._tool_calls)))
+        self._tool_calls[tool_use_id] = (verdict, copy.deepcopy(detail))
+
+    def tool_call(self, tool_use_id: str) -> tuple[str, Any] | None:
+        """``(verdict, detail)`` PreToolUse recorded for a call, None if it did not run."""
+        return self._tool_calls.get(tool_use_id)
 
     def tool_output(self, tool_use_id: str) -> tuple[str, Any, bool] | None:
         """``(reason, replacement or None, stopped)`` for a withheld or replaced tool output."""
@@ -225,6 +244,8 @@ def note_hook_output(
                     ledger.record_denial(last, _output_reason(output))
             else:
                 ledger.record_allowed(text)
+        elif event == "PreToolUse":
+            _note_tool_call(ledger, data, output)
         elif event == "UserPromptSubmit" and _denies(output):
             ledger.record_prompt_block(str(data.get("session_id") or ""), _output_reason(output))
         elif event in ("PostToolUse", "PostToolUseFailure"):
@@ -242,6 +263,24 @@ def note_hook_output(
         _log.debug("could not note a hook output", exc_info=True)
 
 
+def _note_tool_call(
+    ledger: AnswerLedger, data: Mapping[str, Any], output: Mapping[str, Any]
+) -> None:
+    tool_use_id = data.get("tool_use_id")
+    if not isinstance(tool_use_id, str) or not tool_use_id:
+        return
+    specific = output.get("hookSpecificOutput")
+    specific = specific if isinstance(specific, Mapping) else {}
+    if _denies(output) or specific.get("permissionDecision") == "deny":
+        reason = specific.get("permissionDecisionReason")
+        shown = {"reason": reason} if isinstance(reason, str) and reason else output
+        ledger.record_tool_call(tool_use_id, "deny", _output_reason(shown))
+    elif "updatedInput" in specific:
+        ledger.record_tool_call(tool_use_id, "mask", specific["updatedInput"])
+    else:
+        ledger.record_tool_call(tool_use_id, "allow")
+
+
 #: Judges a text nobody judged yet: the reason to withhold it, or None to deliver it.
 Judge = Callable[[str], Awaitable["str | None"]]
 #: Told when a held text is delivered without a verdict (fail-open): where, and the error.
@@ -251,19 +290,28 @@ STRUCTURED_OUTPUT_TOOL = "StructuredOutput"
 _CHECK_FAILED = "could not be checked"
 
 
-def note_unjudged(span: Any, where: str, error: str) -> None:
-    """Record that content reached the app unjudged (fail-open after an internal error):
-    a WARNING, and on ``span`` (when given and recording) the unjudged and fault attributes.
+_recorder: tuple[GuardrailMetrics, UnjudgedRecorder] | None = None
 
-    The one place an ``akto.guardrail.unjudged`` counter belongs. Never raises.
+
+def _default_recorder() -> UnjudgedRecorder:
+    """The recorder on the global MeterProvider's instruments (made anew if it changed)."""
+    global _recorder
+    shared = metrics_for(None)
+    if _recorder is None or _recorder[0] is not shared:
+        _recorder = (shared, UnjudgedRecorder(shared))
+    return _recorder[1]
+
+
+def note_unjudged(span: Any, where: str, error: str) -> None:
+    """Record that content reached the app unjudged (fail-open after an internal error)
+    when no reporter was given: as :class:`~akto_otel.unjudged.UnjudgedRecorder` records
+    a Stop call let through unjudged, on the global MeterProvider: a WARNING, one on
+    ``akto.guardrail.unjudged{hook="Stop", fault=error}``, and on ``span`` (when given
+    and recording) the unjudged and fault attributes. Never raises.
     """
     try:
-        _log.warning(
-            "akto_otel delivered %s without a verdict (AKTO_FAIL_MODE=open): %s", where, error
-        )
-        if span is not None and span.is_recording():
-            span.set_attribute(semconv.AKTO_GUARDRAIL_UNJUDGED, True)
-            span.set_attribute(semconv.AKTO_GUARDRAIL_FAULT, error)
+        _log.debug("akto_otel delivered %s without a verdict: %s", where, error)
+        _default_recorder().record("Stop", "", error, span)
     except Exception:
         _log.debug("could not record an unjudged delivery", exc_info=True)
 
@@ -358,6 +406,10 @@ class Unjudged:
 class _Turn:
     texts: list[str] = field(default_factory=list)
     thinking: list[str] = field(default_factory=list)
+    #: The turn's tool calls (not StructuredOutput): ``(tool_use_id, input)``.
+    tools: list[tuple[str, Any]] = field(default_factory=list)
+    #: What the CLI reports of the subagent's calls (``TaskProgressMessage.description``).
+    progress: list[str] = field(default_factory=list)
     dirty: bool = False
 
 
@@ -386,12 +438,51 @@ def _structured(message: Any) -> list[str]:
     ]
 
 
+def _tool_calls(message: Any) -> list[Any]:
+    """The tool-call blocks of ``message`` whose input reaches the app (a
+    ``StructuredOutput`` call is the answer itself, judged as one)."""
+    return [
+        b
+        for b in _blocks(message)
+        if isinstance(getattr(b, "id", None), str)
+        and hasattr(b, "input")
+        and getattr(b, "name", None) != STRUCTURED_OUTPUT_TOOL
+    ]
+
+
+def _withheld_input(reason: str) -> dict[str, Any]:
+    return {"withheld": _withheld_text(reason, "tool input")}
+
+
+_PROGRESS = "TaskProgressMessage"
+#: Task messages whose ``description`` the CLI takes from a tool call's input.
+_TASK_DESCRIBED = frozenset({"TaskStartedMessage", _PROGRESS})
+
+
 def _is_held_kind(message: Any) -> bool:
-    return _type_name(message) == "AssistantMessage" and bool(_blocks(message))
+    kind = _type_name(message)
+    return (kind == "AssistantMessage" and bool(_blocks(message))) or kind == _PROGRESS
+
+
+def _progress(message: Any) -> str:
+    description = (
+        getattr(message, "description", None) if _type_name(message) == _PROGRESS else None
+    )
+    return description if isinstance(description, str) else ""
+
+
+def _described(message: Any, text: str) -> Any:
+    """A task message whose ``description`` (from a withheld tool input) is ``text``."""
+    data = dict(getattr(message, "data", {}) or {})
+    if "description" in data:
+        data["description"] = text
+    return dataclasses.replace(message, description=text, data=data)
 
 
 def _key(message: Any) -> str | None:
-    key = getattr(message, "parent_tool_use_id", None)
+    """The agent ``message`` belongs to: a subagent's Agent call id, None for the main one."""
+    attr = "tool_use_id" if _type_name(message) == _PROGRESS else "parent_tool_use_id"
+    key = getattr(message, attr, None)
     return key if isinstance(key, str) and key else None
 
 
@@ -438,6 +529,8 @@ class Holder:
         #: Why the main agent's latest turn was denied (None once a later one passes).
         self._turn_denial: str | None = None
         self._live_structured: str | None = None
+        #: Tool calls whose input the app did not get (id: why), for what repeats it.
+        self._withheld_inputs: dict[str, str] = {}
         self.dropped = 0
 
     def feed(self, message: Any) -> list[Any]:
@@ -458,14 +551,22 @@ class Holder:
         return pending
 
     def _note(self, message: Any) -> None:
+        if _type_name(message) == _PROGRESS:
+            described = _progress(message)
+            turn = self._turns.setdefault(_key(message), _Turn())
+            turn.progress.append(described)
+            turn.dirty = turn.dirty or bool(described)
+            return
         if _type_name(message) != "AssistantMessage":
             return
         key = _key(message)
         turn = self._turns.setdefault(key, _Turn())
         texts, thinking = _texts(message), _thinking(message)
+        calls = [(b.id, b.input) for b in _tool_calls(message)]
         turn.texts += texts
         turn.thinking += thinking
-        turn.dirty = turn.dirty or bool(texts or thinking)
+        turn.tools += calls
+        turn.dirty = turn.dirty or bool(texts or thinking or calls)
         structured = _structured(message)
         if key is None:
             self._live_structured = structured[-1] if structured else self._live_structured
@@ -477,7 +578,10 @@ class Holder:
             if not turn.dirty:
                 continue
             turn.dirty = False
-            for kind, text in (("text", "".join(turn.texts)), ("thinking", "".join(turn.thinking))):
+            # A turn's tool inputs reach the app too: judged with its text, in one check.
+            said = ["".join(turn.texts), *self._shown_inputs(turn), *turn.progress]
+            whole = "\n".join(part for part in said if part.strip())
+            for kind, text in (("text", whole), ("thinking", "".join(turn.thinking))):
                 if text.strip():
                     units.append(_Unit(key, kind, text))
         shown = [s for m in structured for s in _structured(m)]
@@ -487,6 +591,56 @@ class Holder:
                 shown.append(structured_text(value))
         units += [_Unit(None, "structured", s) for s in dict.fromkeys(shown)]
         return units
+
+    def _shown_inputs(self, turn: _Turn) -> list[str]:
+        """The inputs of ``turn``'s calls as the app would get them (a call PreToolUse
+        denied is withheld whatever the judge says, so it is not judged)."""
+        shown: list[str] = []
+        for tool_use_id, value in turn.tools:
+            verdict = self._ledger.tool_call(tool_use_id)
+            if verdict is not None and verdict[0] == "deny":
+                continue
+            if verdict is not None and verdict[0] == "mask":
+                value = verdict[1]
+            shown.append(structured_text(value))
+        return shown
+
+    def _input_view(self, block: Any, denied: str | None) -> tuple[Any, str | None]:
+        """What the app gets as ``block``'s input, and why it was withheld (None: it was
+        not). ``denied``: why the turn carrying it was denied."""
+        verdict = self._ledger.tool_call(block.id)
+        if verdict is not None and verdict[0] == "deny":
+            reason = str(verdict[1])
+            return _withheld_input(reason), reason
+        if denied is not None:
+            return _withheld_input(denied), denied
+        if verdict is not None and verdict[0] == "mask":
+            return verdict[1], None
+        return block.input, None
+
+    def _with_inputs(self, message: Any, denied: str | None) -> Any:
+        """``message`` with each tool call's input as the app may see it."""
+        if _type_name(message) == _PROGRESS and denied is not None and _progress(message):
+            return _described(message, _withheld_text(denied, "tool input"))
+        calls = {id(b) for b in _tool_calls(message)}
+        if not calls or _type_name(message) != "AssistantMessage":
+            return message
+        blocks: list[Any] = []
+        for block in _blocks(message):
+            if id(block) not in calls:
+                blocks.append(block)
+                continue
+            shown, reason = self._input_view(block, denied)
+            if reason is not None:
+                self._withheld = self._withheld or reason
+                if len(self._withheld_inputs) >= _MAX_PROMPT_BLOCKS:
+                    self._withheld_inputs.pop(next(iter(self._withheld_inputs)))
+                self._withheld_inputs[block.id] = reason
+            same = shown is block.input
+            blocks.append(block if same else dataclasses.replace(block, input=shown))
+        if all(a is b for a, b in zip(blocks, _blocks(message), strict=True)):
+            return message
+        return dataclasses.replace(message, content=blocks)
 
     def _release(self, trailing: Any) -> list[Any]:
         pending = self._pending
@@ -520,6 +674,7 @@ class Holder:
         """
         denied_turns: dict[str | None, str] = {}
         denied_structured: set[str] = set()
+        denied_inputs: dict[str | None, str] = {}
         for unit in batch.units:
             if unit in judged:
                 reason = judged[unit]
@@ -536,10 +691,14 @@ class Holder:
                 denied_structured.add(unit.text)
             else:
                 denied_turns.setdefault(unit.key, reason)
+            if unit.kind == "text":
+                # The turn's tool inputs were judged with its text: withheld with it.
+                denied_inputs.setdefault(unit.key, reason)
         if any(u.key is None and u.kind == "text" for u in batch.units):
             self._turn_denial = denied_turns.get(None)
-        out = list(batch.messages)
-        if denied_turns or denied_structured:
+        out = [self._with_inputs(m, denied_inputs.get(_key(m))) for m in batch.messages]
+        changed = any(a is not b for a, b in zip(out, batch.messages, strict=True))
+        if denied_turns or denied_structured or changed:
             kept = [
                 m
                 for m in out
@@ -569,6 +728,10 @@ class Holder:
             return self._rewrite_user(message)
         if kind == "ResultMessage":
             return self._rewrite_result(message)
+        if kind in _TASK_DESCRIBED:
+            reason = self._withheld_inputs.get(str(getattr(message, "tool_use_id", "")))
+            if reason is not None:
+                return _described(message, _withheld_text(reason, "tool input"))
         if kind == "TaskNotificationMessage":
             summary = getattr(message, "summary", None)
             reason = self._ledger.denial_reason(summary) if isinstance(summary, str) else None
@@ -589,6 +752,7 @@ class Holder:
             prompt_reason = self._ledger.take_prompt_block(
                 str(getattr(message, "session_id", "") or "")
             )
+        message = self._with_denials(message)
         if prompt_reason is not None:
             return _as_error(message, PROMPT_BLOCK_PREFIX + prompt_reason)
         withheld, self._withheld = self._withheld, None
@@ -603,10 +767,43 @@ class Holder:
             return _as_error(message, ANSWER_BLOCK_PREFIX + reason)
         return message
 
+    def _with_denials(self, message: Any) -> Any:
+        """The result with the input of each denied call (``permission_denials``) and of
+        a deferred one as the app got it in the call's block: withheld when it was."""
+        deferred = getattr(message, "deferred_tool_use", None)
+        reason = self._withheld_inputs.get(str(getattr(deferred, "id", "")))
+        if reason is not None and dataclasses.is_dataclass(deferred):
+            # A call the app's own PreToolUse deferred: the run stops on it.
+            shown_call = dataclasses.replace(deferred, input=_withheld_input(reason))  # type: ignore[type-var]
+            message = dataclasses.replace(message, deferred_tool_use=shown_call)
+        denials = getattr(message, "permission_denials", None)
+        if not isinstance(denials, list) or not denials:
+            return message
+        shown: list[Any] = []
+        for denial in denials:
+            tool_use_id = denial.get("tool_use_id") if isinstance(denial, Mapping) else None
+            verdict = self._ledger.tool_call(tool_use_id) if isinstance(tool_use_id, str) else None
+            reason = self._withheld_inputs.get(str(tool_use_id))
+            if reason is None and verdict is not None and verdict[0] == "deny":
+                reason = str(verdict[1])
+            if not isinstance(denial, Mapping):
+                shown.append(denial)
+            elif reason is not None:
+                shown.append({**denial, "tool_input": _withheld_input(reason)})
+            elif verdict is not None and verdict[0] == "mask":
+                shown.append({**denial, "tool_input": verdict[1]})
+            else:
+                shown.append(denial)
+        return dataclasses.replace(message, permission_denials=shown)
+
     def _rewrite_user(self, message: Any) -> Any:
         """A tool result the guard withheld or replaced, or that carries a denied
         (subagent) answer, in the form the model got (or the reason)."""
         content = getattr(message, "content", None)
+        prompted = self._withheld_inputs.get(_key(message) or "")
+        if prompted is not None and not any(_tool_result_id(b) for b in _blocks(message)):
+            # A subagent's prompt: the input of the Agent call the app did not get.
+            return dataclasses.replace(message, content=_withheld_text(prompted, "tool input"))
         if not isinstance(content, list):
             return message
         changed = False
@@ -636,8 +833,13 @@ class Holder:
         return dataclasses.replace(message, content=blocks, tool_use_result=shown_result)
 
 
-def _withheld_text(reason: str) -> str:
-    return f"[tool output withheld: {PROMPT_BLOCK_PREFIX}{reason}]"
+def _withheld_text(reason: str, what: str = "tool output") -> str:
+    return f"[{what} withheld: {PROMPT_BLOCK_PREFIX}{reason}]"
+
+
+def _tool_result_id(block: Any) -> str | None:
+    tool_use_id = getattr(block, "tool_use_id", None)
+    return tool_use_id if isinstance(tool_use_id, str) else None
 
 
 def _as_content(shown: Any) -> Any:

@@ -254,6 +254,7 @@ def noting(event: str, scope: HookScope, callback: HookCallback) -> HookCallback
         "Stop",
         "SubagentStop",
         "UserPromptSubmit",
+        "PreToolUse",
         "PostToolUse",
         "PostToolUseFailure",
     ):

@@ -231,6 +231,9 @@ def lockdown_output(
         message = PROMPT_BLOCK_PREFIX + reason
         return {"continue_": False, "stopReason": message, "systemMessage": message}
     if event == "PreToolUse":
+        tool_use_id = data.get("tool_use_id") if isinstance(data, dict) else None
+        if isinstance(tool_use_id, str) and tool_use_id:
+            ledger.record_tool_call(tool_use_id, "deny", reason)
         return {
             "hookSpecificOutput": {
                 "hookEventName": "PreToolUse",

@@ -42,6 +42,7 @@ __all__ = [
     "ATTR_DECISION",
     "EVENT_CONTENT",
     "EVENT_VERDICT",
+    "DeniedAnswers",
     "GuardrailSpanStart",
     "SessionState",
     "SessionTracing",
@@ -74,6 +75,62 @@ _REASON_MAX = 1024
 _log = logging.getLogger("akto_otel.spans")
 
 
+class DeniedAnswers:
+    """Subagent answers denied past the regeneration bound, newest last; bounded.
+
+    Holds at most :attr:`MAX_ANSWERS` answers and :attr:`MAX_CHARS` characters (the
+    newest answer is always held, whatever its size). What it holds is matched by
+    containment, so a hash cannot stand in for an answer; instead, once an answer has
+    been evicted the set is *saturated*: iterating it also yields ``""``, which every
+    output contains, so from then on every tool output of the session counts as
+    carrying a denied answer (fail-closed: an evicted answer can never reach the
+    parent). Only a session flooded with denials gets there. ``add``, iteration and
+    truthiness are those of the ``set`` it replaces.
+    """
+
+    #: The newest answers held by count, and by total characters.
+    MAX_ANSWERS = 256
+    MAX_CHARS = 4_000_000
+
+    def __init__(self) -> None:
+        self._answers: OrderedDict[str, None] = OrderedDict()
+        self._chars = 0
+        self.saturated = False
+
+    def add(self, answer: str) -> None:
+        if answer in self._answers:
+            self._answers.move_to_end(answer)
+            return
+        self._answers[answer] = None
+        self._chars += len(answer)
+        while len(self._answers) > 1 and (
+            len(self._answers) > self.MAX_ANSWERS or self._chars > self.MAX_CHARS
+        ):
+            evicted, _ = self._answers.popitem(last=False)
+            self._chars -= len(evicted)
+            if not self.saturated:
+                self.saturated = True
+                _log.warning(
+                    "akto_otel: more than %d denied subagent answers in one session; "
+                    "every further tool output of the session is withheld from the parent",
+                    self.MAX_ANSWERS,
+                )
+
+    def __iter__(self) -> Iterator[str]:
+        if self.saturated:
+            yield ""
+        yield from reversed(self._answers)
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def __bool__(self) -> bool:
+        return bool(self._answers) or self.saturated
+
+    def __contains__(self, answer: object) -> bool:
+        return answer in self._answers
+
+
 @dataclass
 class SessionState:
     """What the hooks remember about one CLI session."""
@@ -86,7 +143,7 @@ class SessionState:
     regenerations: int = 0
     subagent_regenerations: dict[str, int] = field(default_factory=dict)
     #: Subagent answers denied past the regeneration bound: they must not reach the parent.
-    denied_answers: set[str] = field(default_factory=set)
+    denied_answers: DeniedAnswers = field(default_factory=DeniedAnswers)
     tools: dict[str, Span] = field(default_factory=dict)
     agents: dict[str, Span] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)

@@ -325,3 +325,66 @@ def test_the_probe_starts_nothing_without_a_running_loop() -> None:
     observe = Settings(ingestion_url="http://127.0.0.1:9", sync_mode=False)
     assert not StartupProbe(GuardrailClient(observe), observe).enabled
     assert not StartupProbe(GuardrailClient(Settings()), Settings()).enabled
+
+
+_NO_REPORTER = r"""
+import asyncio, json, logging
+from claude_agent_sdk import AssistantMessage, ResultMessage, TextBlock
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from akto_otel.answers import AnswerLedger, hold_answers
+from akto_otel.unjudged import LOGGER_NAME
+
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+told = []
+logging.getLogger(LOGGER_NAME).addHandler(type("H", (logging.Handler,), {
+    "emit": lambda self, r: told.append(getattr(r, "akto_fault", None))})())
+
+async def judge(text):
+    raise RuntimeError("akto down")
+
+async def stream():
+    yield AssistantMessage(content=[TextBlock(text="unjudged words")], model="m")
+    yield ResultMessage(subtype="success", duration_ms=1, duration_api_ms=1, is_error=False,
+                        num_turns=1, session_id="s", result="unjudged words")
+
+async def main():
+    return [m async for m in hold_answers(stream(), AnswerLedger(), judge=judge, fail_open=True)]
+
+out = asyncio.run(main())
+counts = {}
+data = reader.get_metrics_data()
+for rm in data.resource_metrics if data is not None else []:
+    for sm in rm.scope_metrics:
+        for m in sm.metrics:
+            if m.name == "akto.guardrail.unjudged":
+                for p in m.data.data_points:
+                    counts[f"{p.attributes['hook']}/{p.attributes['fault']}"] = p.value
+print(json.dumps({"delivered": len(out), "counts": counts, "told": told}))
+"""
+
+
+def test_hold_answers_without_a_reporter_still_counts_what_it_delivers_unjudged() -> None:
+    """``hold_answers(..., fail_open=True)`` with no ``on_unjudged`` (an app wiring the
+    holder itself): a held text delivered without a verdict is counted on the global
+    MeterProvider's ``akto.guardrail.unjudged`` and warned, as the guard's own reporter
+    does. In a fresh interpreter: the global provider can be set once per process."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_REPORTER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["delivered"] == 2  # fail-open: the text and the result
+    assert seen["counts"].get("Stop/RuntimeError") == 1
+    assert "RuntimeError" in seen["told"]

