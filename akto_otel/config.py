@@ -43,6 +43,7 @@ __all__ = [
     "Mode",
     "ObserveDeliveryMode",
     "Settings",
+    "SpanMode",
     "connector_overrides",
     "unknown_name_errors",
     "unknown_names",
@@ -53,6 +54,9 @@ FailMode = Literal["open", "closed"]
 DeliveryMode = Literal["batch", "proxy", "otlp"]
 ObserveDeliveryMode = Literal["batch", "proxy"]
 CaptureMode = Literal["NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT"]
+#: ``full``: the whole span tree; ``guard``: only the guardrail spans (another
+#: instrumentation, or the CLI's own telemetry, owns the agent and tool spans).
+SpanMode = Literal["full", "guard"]
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
@@ -268,6 +272,7 @@ class Settings:
     redact_patterns: tuple[str, ...] = ()
     semconv_security: bool = False
     guardrail_spans: bool = True
+    spans: SpanMode = "full"
     max_sessions: int = 10_000
     session_idle_timeout: float = 3600.0
     max_response_bytes: int = 1 << 20
@@ -426,6 +431,7 @@ _ENV_VARS: dict[str, _Var] = {
     "redact_patterns": _var("AKTO_REDACT_PATTERNS", parse=_parse_patterns),
     "semconv_security": _var(_OTEL_OPT_IN_VAR, _OLD_SEMCONV_VAR, parse=_parse_semconv_opt_in),
     "guardrail_spans": _var("AKTO_GUARDRAIL_SPANS", parse=_parse_bool),
+    "spans": _var("AKTO_SPANS", parse=lambda n, r: _parse_choice(n, r, ("full", "guard"))),
     "max_sessions": _var(
         "AKTO_MAX_SESSIONS", parse=lambda n, r: _parse_int(n, r, minimum=1, maximum=10_000_000)
     ),
@@ -521,6 +527,7 @@ _OTHER_AKTO_NAMES = frozenset(
         "AKTO_SOAK_SESSIONS",
         "AKTO_OTEL_CACHE",
         "AKTO_OTEL_WRITE_PICTURES",
+        "AKTO_OTEL_WRITE_DOCS",
     }
 )
 

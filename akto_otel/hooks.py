@@ -35,11 +35,12 @@ and answered with the configured fail decision.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -83,6 +84,7 @@ __all__ = [
     "create_hooks",
     "instrumented_by",
     "live_session_of",
+    "session_current",
     "setting_warnings",
     "spans_not_exported",
 ]
@@ -104,9 +106,18 @@ class GuardedSession:
     """One guarded agent session: its span, its instrumented options, its state."""
 
     def __init__(
-        self, span: Span, guard: AktoGuardrails, scope: HookScope, options: ClaudeAgentOptions
+        self,
+        span: Span,
+        guard: AktoGuardrails,
+        scope: HookScope,
+        options: ClaudeAgentOptions,
+        *,
+        owns_span: bool = True,
     ) -> None:
         self.span = span
+        #: False with ``AKTO_SPANS=guard``: ``span`` is the app's (or another
+        #: instrumentation's), made current by its owner, never ended or marked here.
+        self.owns_span = owns_span
         self.options = options
         self.guard = guard
         self._scope = scope
@@ -134,6 +145,8 @@ class GuardedSession:
             self._scope.tracing.end_all(error=error)
         except Exception as exc:
             _log.error("akto_otel could not end a session's spans: %s", type(exc).__name__)
+        if not self.owns_span:
+            return
         try:
             if error:
                 mark_error(self.span, error)
@@ -368,7 +381,7 @@ class AktoGuardrails:
         session = self.open_session(options, client_ip=client_ip)
         failed = True
         try:
-            with trace.use_span(session.span, end_on_exit=False, record_exception=True):
+            with session_current(session):
                 yield session
             failed = False
         finally:
@@ -382,12 +395,18 @@ class AktoGuardrails:
         its own, the caller wraps it: ``akto_otel.answers.hold_answers(stream,
         handle.answers, judge=guard.answer_judge(handle))``.
         """
-        span = start_agent_span(
-            self.tracer, self.settings.agent_name, agent_id=self.settings.agent_id
-        )
+        owns = self.settings.spans == "full"
+        if owns:
+            span = start_agent_span(
+                self.tracer, self.settings.agent_name, agent_id=self.settings.agent_id
+            )
+        else:
+            # AKTO_SPANS=guard: the agent's span is whoever's is current (the app's,
+            # another instrumentation's); the guardrail calls nest under it.
+            span = trace.get_current_span()
         quietly(self._probe.start)  # a session start: ask Akto now, off the hook path
         scope = self._scope(client_ip, span)
-        return GuardedSession(span, self, scope, self._instrument(options, scope))
+        return GuardedSession(span, self, scope, self._instrument(options, scope), owns_span=owns)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Deliver every record whose span has ended."""
@@ -427,6 +446,8 @@ class AktoGuardrails:
             merged[event] = [*ours.get(event, []), *theirs]
         # The CLI inherits os.environ: its tools (Bash `env`) must not see Akto's secrets.
         env = dict(options.env or {})
+        if self.settings.spans == "full" and _cli_telemetry_on({**os.environ, **env}):
+            _warn_once(_COUNTED_TWICE)
         env.update(agent_env_overrides(os.environ, env))
         instrumented = dataclasses.replace(options, hooks=merged, env=env)  # type: ignore[arg-type]
         _tag(instrumented, _OPTIONS_GUARD, self)
@@ -449,10 +470,23 @@ class AktoGuardrails:
         }
 
     def _callbacks(self, scope: HookScope) -> dict[str, HookCallback]:
-        return {
+        callbacks = {
             event: _marked(hook_answers.noting(event, scope, _callback(event, scope)))
             for event in HOOK_EVENTS
         }
+        for callback in callbacks.values():
+            # Options built from hooks() or create_hooks() keep this guard under zero-code.
+            setattr(callback, _OPTIONS_GUARD, self)
+        return callbacks
+
+
+def session_current(session: Any) -> AbstractContextManager[Any]:
+    """``session.span`` made current while the SDK starts the CLI (so it becomes the
+    CLI's TRACEPARENT); a span the session does not own is current already and is
+    never touched (no exception recorded on the app's span)."""
+    if not getattr(session, "owns_span", True):
+        return contextlib.nullcontext()
+    return trace.use_span(session.span, end_on_exit=False, record_exception=True)
 
 
 def setting_warnings(settings: Settings) -> list[str]:
@@ -463,6 +497,11 @@ def setting_warnings(settings: Settings) -> list[str]:
             "AKTO_DATA_INGESTION_URL is not set: no guardrail call is made; every judging "
             f"hook applies AKTO_FAIL_MODE={settings.fail_mode}"
             + (" (everything passes unjudged)" if settings.fail_mode == "open" else "")
+        )
+    if settings.spans == "guard" and not settings.guardrail_spans:
+        warnings.append(
+            "AKTO_GUARDRAIL_SPANS=false with AKTO_SPANS=guard: the guardrail spans are the "
+            "only ones guard mode emits, so they are kept (AKTO_GUARDRAIL_SPANS has no effect)"
         )
     if not settings.sync_mode and settings.fail_mode == "closed":
         warnings.append(
@@ -499,6 +538,27 @@ def spans_not_exported(env: Mapping[str, str]) -> str:
 
 
 _WARNED: set[str] = set()
+_COUNTED_TWICE = (
+    "the Claude Code CLI's own telemetry is on (CLAUDE_CODE_ENABLE_TELEMETRY): its "
+    "claude_code.interaction and claude_code.tool spans are invoke_agent and execute_tool "
+    "spans too, so with AKTO_SPANS=full each agent turn and tool call is traced twice; "
+    "AKTO_SPANS=guard leaves them to the CLI and adds only the guardrail spans"
+)
+
+
+def _cli_telemetry_on(env: Mapping[str, str]) -> bool:
+    """Whether ``env`` turns on the CLI's own spans: its telemetry, the enhanced
+    (tracing) beta and a traces exporter, as docs/architecture.md lists them."""
+
+    def on(name: str) -> bool:
+        return env.get(name, "").strip().lower() in ("1", "true")
+
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    return (
+        on("CLAUDE_CODE_ENABLE_TELEMETRY")
+        and on("CLAUDE_CODE_ENHANCED_TELEMETRY_BETA")
+        and exporter not in ("", "none")
+    )
 
 
 def _warn_once(message: str) -> None:
@@ -539,15 +599,17 @@ def _tagged(options: Any, name: str) -> Any:
         return found
     for matchers in (getattr(options, "hooks", None) or {}).values():
         for matcher in matchers:
-            found = getattr(matcher, name, None)
-            if found is not None:
-                return found
+            for holder in (matcher, *(getattr(matcher, "hooks", None) or [])):
+                found = getattr(holder, name, None)
+                if found is not None:
+                    return found
     return None
 
 
 def instrumented_by(options: Any) -> AktoGuardrails | None:
     """The guard whose :meth:`~AktoGuardrails.instrument` or session made ``options``
-    (or the options they were copied from)."""
+    (or the options they were copied from), or whose :meth:`~AktoGuardrails.hooks`
+    (or :func:`create_hooks`) callbacks they hold."""
     guard = _tagged(options, _OPTIONS_GUARD)
     return guard if isinstance(guard, AktoGuardrails) else None
 

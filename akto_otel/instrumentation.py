@@ -54,6 +54,7 @@ from akto_otel.hooks import (
     GuardedSession,
     instrumented_by,
     live_session_of,
+    session_current,
 )
 from akto_otel.redaction import REDACTED, Redactor, agent_env_overrides, redact_url
 
@@ -289,7 +290,7 @@ def _wrap_query(original: Callable[..., AsyncIterator[Any]], guard: _Guard) -> A
         session, owned = _session_for(guard, options)
         failed = True
         try:
-            with trace.use_span(session.span, end_on_exit=False, record_exception=True):
+            with session_current(session):
                 kwargs["options"] = session.options
                 given = kwargs.get("transport")
                 if isinstance(session, GuardedSession) and given is not None:
@@ -337,7 +338,7 @@ def _wrap_connect(original: Callable[..., Any], guard: _Guard) -> Any:
             setattr(self, _BORROWED_ATTR, not owned)
             # The client keeps using this copy; the caller's options stay untouched.
             self.options = session.options
-        with trace.use_span(session.span, end_on_exit=False):
+        with session_current(session):
             try:
                 return await original(self, *args, **kwargs)
             except BaseException:

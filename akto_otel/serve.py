@@ -375,13 +375,18 @@ class HookServer:
             return session
         self._evict(now)
         parent = _remote_parent(headers)
-        span = start_agent_span(
-            self.guard.tracer,
-            self.guard.settings.agent_name,
-            session_id=session_id,
-            agent_id=self.guard.settings.agent_id,
-            parent=parent,
-        )
+        if self.guard.settings.spans == "guard":
+            # The CLI's own span (TRACEPARENT) is the agent's: the guardrail calls nest
+            # under it, and ending it here does nothing (it is remote).
+            span = parent or trace.INVALID_SPAN
+        else:
+            span = start_agent_span(
+                self.guard.tracer,
+                self.guard.settings.agent_name,
+                session_id=session_id,
+                agent_id=self.guard.settings.agent_id,
+                parent=parent,
+            )
         quietly(self._probe.start)
         scope = HookScope(
             self.guard.verdicts, self.guard.rules, self._probe, self.guard.tracer, "", span

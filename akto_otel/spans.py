@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -29,7 +30,7 @@ from opentelemetry import trace
 # The logs signal's API lives under this underscore path in every released
 # opentelemetry-api (it is "development" upstream); it is the documented one.
 from opentelemetry._logs import LogRecord, SeverityNumber, get_logger_provider
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode
 
 from akto_otel import semconv
 from akto_otel.config import Settings
@@ -45,6 +46,7 @@ __all__ = [
     "GuardrailSpanStart",
     "SessionState",
     "SessionTracing",
+    "SilentSpan",
     "capture_content",
     "emit_content_event",
     "end_span",
@@ -55,6 +57,8 @@ __all__ = [
     "mark_error",
     "record_guardrail_result",
     "record_verdict",
+    "shown_parent",
+    "silent_span",
     "start_agent_span",
     "start_span",
 ]
@@ -154,12 +158,18 @@ class SessionTracing:
     answer through. At most ``settings.max_sessions`` sessions are kept; the
     least recently seen one (and any idle past ``session_idle_timeout``) is
     evicted with its spans closed as errors.
+
+    With ``AKTO_SPANS=guard`` every hook span is a :class:`SilentSpan`: the same
+    state, ids and lifetimes (so decisions and records cannot differ), nothing
+    exported; the guardrail calls' spans nest under the span that was current
+    (``root``, else the one current when the hook runs).
     """
 
     def __init__(self, tracer: trace.Tracer, settings: Settings, root: Span | None = None) -> None:
         self._tracer = tracer
         self._settings = settings
         self._root = root
+        self._silent = settings.spans == "guard"
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
 
     def __len__(self) -> int:
@@ -184,7 +194,12 @@ class SessionTracing:
             self._sessions.move_to_end(session_id)
             return state
         self._evict(now)
-        if self._root is not None:
+        span: Span
+        if self._silent:
+            # The session state lives exactly as long as in full mode: only spans differ.
+            anchor = self._root if self._root is not None else trace.get_current_span()
+            span, owns = silent_span(anchor), self._root is None
+        elif self._root is not None:
             span, owns = self._root, False
             if session_id and span.is_recording():
                 span.set_attribute(semconv.GEN_AI_CONVERSATION_ID, session_id)
@@ -228,6 +243,8 @@ class SessionTracing:
         kind: SpanKind = SpanKind.INTERNAL,
         attributes: Mapping[str, Any] | None = None,
     ) -> Span:
+        if self._silent:
+            return silent_span(shown_parent(parent))
         attrs: dict[str, Any] = {ATTR_HOOK: hook}
         if attributes:
             attrs.update(attributes)
@@ -243,6 +260,9 @@ class SessionTracing:
         existing = state.agents.get(agent_id)
         if existing is not None:
             return existing
+        if self._silent:
+            state.agents[agent_id] = silent_span(shown_parent(state.span))
+            return state.agents[agent_id]
         span = start_agent_span(
             self._tracer,
             agent_type or "subagent",
@@ -320,6 +340,39 @@ def start_agent_span(
         kind=SpanKind.INTERNAL,
         attributes=attributes,
     )
+
+
+class SilentSpan(NonRecordingSpan):
+    """A hook's span in ``AKTO_SPANS=guard``: never recorded nor exported.
+
+    It has ids of its own (in ``anchor``'s trace) so the Akto records attached to it
+    keep their distinct idempotency keys; spans that are shown (the guardrail calls)
+    nest under ``anchor``, the span that was current: the app's, another
+    instrumentation's, or none (then they start their own traces).
+    """
+
+    def __init__(self, context: SpanContext, anchor: Span) -> None:
+        super().__init__(context)
+        self.anchor = anchor
+
+
+def silent_span(anchor: Span) -> SilentSpan:
+    """A :class:`SilentSpan` under ``anchor`` (a span of its trace, or a new trace)."""
+    anchor = shown_parent(anchor)
+    parent = anchor.get_span_context()
+    trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128) or 1
+    context = SpanContext(
+        trace_id,
+        random.getrandbits(64) or 1,
+        is_remote=False,
+        trace_flags=parent.trace_flags,
+    )
+    return SilentSpan(context, anchor)
+
+
+def shown_parent(span: Span) -> Span:
+    """The span a shown child of ``span`` nests under: its anchor when ``span`` is silent."""
+    return span.anchor if isinstance(span, SilentSpan) else span
 
 
 def start_span(tracer: trace.Tracer, name: str, **kwargs: Any) -> Span:

@@ -31,11 +31,13 @@ from akto_otel.metrics import GuardrailMetrics
 from akto_otel.processor import AktoSpanProcessor
 from akto_otel.redaction import Redactor
 from akto_otel.spans import (
+    SilentSpan,
     capture_content,
     end_span,
     guardrail_span_start,
     record_guardrail_result,
     record_verdict,
+    shown_parent,
     start_span,
 )
 from akto_otel.unjudged import UnjudgedRecorder, unjudged_fault
@@ -101,9 +103,12 @@ class Verdicts:
         The verdict is recorded after it is known; no recording step can change it.
         A verdict that lets the call through unjudged (fail-open) is told and counted.
         """
+        silent = isinstance(span, SilentSpan)
         child = None
-        if self.settings.guardrail_spans:
-            child = quietly(self._start_guardrail_span, span, hook, plan, request, response)
+        if self.settings.guardrail_spans or silent:
+            # Guard mode's only spans: they carry what joins them to the agent's.
+            joins = _join_attributes(session_id, target_id, tool) if silent else {}
+            child = quietly(self._start_guardrail_span, span, hook, plan, request, response, joins)
         ingest = ingest and not plan.windowed
 
         async def check(record: dict[str, Any]) -> Verdict:
@@ -111,18 +116,24 @@ class Verdicts:
                 record, request=request, response=response, ingest=ingest
             )
 
-        verdict = await windows.judge(check, plan, self.limits)
-        sides = {"request": request, "response": response}
-        if child is not None:
-            quietly(self._record_guardrail_span, child, verdict, sides)
-        else:
-            quietly(self._record_guardrail_call, span, plan, verdict, sides)
-        quietly(record_verdict, span, hook, verdict, self.settings)
-        quietly(self.metrics.record_decision, hook, verdict)
-        fault = unjudged_fault(verdict)
-        if fault is not None:
-            self.unjudged(hook, tool, fault, span, session_id=session_id)
-        return verdict
+        try:
+            verdict = await windows.judge(check, plan, self.limits)
+            sides = {"request": request, "response": response}
+            if child is not None:
+                quietly(record_guardrail_result, child, verdict, self.settings, **sides)
+            else:
+                quietly(self._record_guardrail_call, span, plan, verdict, sides)
+            # With AKTO_SPANS=guard the hook's span is not shown: the call's span is.
+            shown = child if silent and child is not None else span
+            quietly(record_verdict, shown, hook, verdict, self.settings)
+            quietly(self.metrics.record_decision, hook, verdict)
+            fault = unjudged_fault(verdict)
+            if fault is not None:
+                self.unjudged(hook, tool, fault, shown, session_id=session_id)
+            return verdict
+        finally:
+            if child is not None:
+                end_span(child)
 
     def unjudged(
         self, hook: str, tool: str, fault: str, span: Span | None, *, session_id: str = ""
@@ -159,7 +170,13 @@ class Verdicts:
         quietly(capture_content, span, key, value, self.settings, self.redactor)
 
     def _start_guardrail_span(
-        self, span: Span, hook: str, plan: windows.Plan, request: bool, response: bool
+        self,
+        span: Span,
+        hook: str,
+        plan: windows.Plan,
+        request: bool,
+        response: bool,
+        joins: dict[str, Any],
     ) -> Span:
         start = guardrail_span_start(
             self.settings,
@@ -167,12 +184,12 @@ class Verdicts:
             request=request,
             response=response,
             server=self._server_attributes,
-            extra=_plan_attributes(plan),
+            extra={**joins, **_plan_attributes(plan)},
         )
         return start_span(
             self._tracer,
             start.name,
-            context=trace.set_span_in_context(span),
+            context=trace.set_span_in_context(shown_parent(span)),
             kind=start.kind,
             attributes=start.attributes,
         )
@@ -190,11 +207,18 @@ class Verdicts:
         span.set_attributes(attributes)
         record_guardrail_result(span, verdict, self.settings, own_span=False, **sides)
 
-    def _record_guardrail_span(self, child: Span, verdict: Verdict, sides: dict[str, bool]) -> None:
-        try:
-            record_guardrail_result(child, verdict, self.settings, **sides)
-        finally:
-            end_span(child)
+
+def _join_attributes(session_id: str, tool_call_id: str, tool: str) -> dict[str, Any]:
+    """What joins a guardrail call to the agent and tool spans of another process or
+    instrumentation (the CLI's ``claude_code.tool`` carries the same two ids)."""
+    attributes: dict[str, Any] = {}
+    if session_id:
+        attributes[semconv.GEN_AI_CONVERSATION_ID] = session_id
+    if tool_call_id:
+        attributes[semconv.GEN_AI_TOOL_CALL_ID] = tool_call_id
+    if tool:
+        attributes[semconv.GEN_AI_TOOL_NAME] = tool
+    return attributes
 
 
 def _plan_attributes(plan: windows.Plan) -> dict[str, Any]:

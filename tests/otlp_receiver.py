@@ -60,6 +60,10 @@ class OtlpReceiver:
                                 "trace_id": str(span.get("traceId", "")).lower(),
                                 "span_id": str(span.get("spanId", "")).lower(),
                                 "parent_id": str(span.get("parentSpanId", "")).lower(),
+                                "attributes": {
+                                    a.get("key"): _json_value(a.get("value") or {})
+                                    for a in span.get("attributes", [])
+                                },
                             }
                         )
         else:
@@ -74,6 +78,10 @@ class OtlpReceiver:
                                 "trace_id": span.trace_id.hex(),
                                 "span_id": span.span_id.hex(),
                                 "parent_id": span.parent_span_id.hex(),
+                                "attributes": {
+                                    a.key: getattr(a.value, a.value.WhichOneof("value") or "", None)
+                                    for a in span.attributes
+                                },
                             }
                         )
         with self._lock:
@@ -90,3 +98,13 @@ class OtlpReceiver:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _json_value(value: dict[str, Any]) -> Any:
+    """An OTLP/JSON ``AnyValue`` as Python (scalars; int64 arrives as a string)."""
+    for key in ("stringValue", "boolValue", "doubleValue"):
+        if key in value:
+            return value[key]
+    if "intValue" in value:
+        return int(value["intValue"])
+    return None

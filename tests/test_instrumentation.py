@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import claude_agent_sdk
 import pytest
@@ -205,12 +207,15 @@ LEAKY = Scenario(
 )
 
 
+@pytest.mark.parametrize("spans", ["full", "guard"])
 def test_zero_code_with_configure_gives_one_agent_span_per_session_and_holds_answers(
-    emulator: EmulatorServer, home: Path, workdir: Path, tmp_path: Path
+    emulator: EmulatorServer, home: Path, workdir: Path, tmp_path: Path, spans: str
 ) -> None:
     """A program that calls configure() and guard.session() run under opentelemetry-instrument:
     each session is one invoke_agent span (not the instrumentor's nested in the guard's), its
-    tools nest under it, and a denied answer still never reaches the program."""
+    tools nest under it, and a denied answer still never reaches the program. With
+    ``AKTO_SPANS=guard`` and the CLI's own telemetry on, that one span is the CLI's and the
+    guard adds only its guardrail calls."""
     program = tmp_path / "agent.py"
     program.write_text(textwrap.dedent(CONFIGURED_PROGRAM))
     instrument = Path(sys.executable).parent / "opentelemetry-instrument"
@@ -227,8 +232,11 @@ def test_zero_code_with_configure_gives_one_agent_span_per_session_and_holds_ans
                 "OTEL_LOGS_EXPORTER": "none",
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+                "AKTO_SPANS": spans,
             }
         )
+        if spans == "guard":
+            env.update(CLAUDE_CODE_ENABLE_TELEMETRY="1", CLAUDE_CODE_ENHANCED_TELEMETRY_BETA="1")
         result = subprocess.run(
             [str(instrument), sys.executable, str(program)],
             capture_output=True,
@@ -237,31 +245,46 @@ def test_zero_code_with_configure_gives_one_agent_span_per_session_and_holds_ans
             timeout=110,
             check=False,
         )
-        spans = list(receiver.spans)
+        deadline = time.monotonic() + (15 if spans == "guard" else 0)
+        while time.monotonic() < deadline and _operations(receiver.spans).count("invoke_agent") < 2:
+            time.sleep(0.2)
+        received = list(receiver.spans)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "agent finished" in result.stdout
     assert "SECRET-TOKEN" not in result.stdout  # held, then dropped, on both paths
-    agents = [s for s in spans if s["name"].startswith("invoke_agent")]
+    assert sum(1 for r in emulator.records if r.hook == "PreToolUse") == 2
+    if spans == "guard":
+        ours = [s for s in received if not s["name"].startswith("claude_code.")]
+        assert ours and {s["name"] for s in ours} == {"run_guardrail akto"}
+        operations = _operations(received)
+        assert operations.count("invoke_agent") == 2, operations  # the CLI's, one a session
+        assert operations.count("execute_tool") == 2, operations
+        return
+    agents = [s for s in received if s["name"].startswith("invoke_agent")]
     assert len(agents) == 2, [(s["name"], s["parent_id"]) for s in agents]
     agent_ids = {s["span_id"] for s in agents}
     assert not any(s["parent_id"] in agent_ids for s in agents)  # none nested in another
-    tools = [s for s in spans if s["name"] == "execute_tool Bash"]
+    tools = [s for s in received if s["name"] == "execute_tool Bash"]
     assert len(tools) == 2 and all(s["parent_id"] in agent_ids for s in tools)
-    assert sum(1 for r in emulator.records if r.hook == "PreToolUse") == 2
 
 
-@pytest.mark.parametrize("copied", [False, True], ids=["as-given", "copied-by-the-app"])
+def _operations(spans: list[dict[str, Any]]) -> list[Any]:
+    return [s.get("attributes", {}).get("gen_ai.operation.name") for s in spans]
+
+
+@pytest.mark.parametrize("made", ["as-given", "copied-by-the-app", "from-hooks"])
 async def test_zero_code_keeps_the_apps_guard_for_options_it_instrumented(
     instrumentor: ClaudeAgentSDKInstrumentor,
     capture: SpanCapture,
     home: Path,
     workdir: Path,
-    copied: bool,
+    made: str,
 ) -> None:
     """The attack: the app asked for fail-closed (its Akto is down, so every tool call must
     be denied); the zero-code wrapper must not swap its hooks for the instrumentor's
     environment guard (fail open, Akto up, which allows the command), also when the app
-    tweaks a copy of the options (``dataclasses.replace``)."""
+    tweaks a copy of the options (``dataclasses.replace``) or builds them with
+    ``hooks=guard.hooks()``."""
     marker = workdir / "ran"
     strict = AktoGuardrails(
         tracer_provider=capture.provider,
@@ -271,12 +294,14 @@ async def test_zero_code_keeps_the_apps_guard_for_options_it_instrumented(
     )
     scenario = Scenario(None, [ToolUse("Bash", {"command": f"touch {marker}"}), Text("done")])
     with FakeAnthropic(scenario) as fake:
-        options = strict.instrument(
-            ClaudeAgentOptions(
-                env=offline_agent_env(fake, home), cwd=str(workdir), allowed_tools=["Bash"]
-            )
+        base = ClaudeAgentOptions(
+            env=offline_agent_env(fake, home), cwd=str(workdir), allowed_tools=["Bash"]
         )
-        if copied:
+        if made == "from-hooks":
+            options = dataclasses.replace(base, hooks=strict.hooks())  # type: ignore[arg-type]
+        else:
+            options = strict.instrument(base)
+        if made == "copied-by-the-app":
             options = dataclasses.replace(options, max_turns=5)
         await _run_query(options)
     assert not marker.exists()

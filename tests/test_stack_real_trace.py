@@ -49,8 +49,9 @@ def app_provider(collector: Collector, service: str) -> TracerProvider:
     return provider
 
 
-def cli_telemetry_env(collector: Collector) -> dict[str, str]:
-    """What makes the bundled CLI export its own spans (joined through TRACEPARENT)."""
+def cli_telemetry_env(endpoint: str) -> dict[str, str]:
+    """What makes the bundled CLI export its own spans to the OTLP/HTTP ``endpoint``
+    (joined through TRACEPARENT)."""
     return {
         "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
         "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA": "1",
@@ -58,7 +59,7 @@ def cli_telemetry_env(collector: Collector) -> dict[str, str]:
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_http,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_TRACES_EXPORT_INTERVAL": "100",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
@@ -114,7 +115,7 @@ async def test_guarded_session_is_one_trace_in_jaeger(
             timeout=5.0,
         )
         with FakeAnthropic(scenario) as fake:
-            env = {**offline_agent_env(fake, home), **cli_telemetry_env(collector)}
+            env = {**offline_agent_env(fake, home), **cli_telemetry_env(collector.otlp_http)}
             options = ClaudeAgentOptions(env=env, cwd=str(workdir), allowed_tools=["Bash"])
             async with guard.session(options) as guarded:
                 await run_agent("make a file, then clean up", guarded)
