@@ -1,0 +1,49 @@
+"""Outsider attacks on ``akto-otel serve`` with the real Claude Code CLI.
+
+The CLI bundled with claude-agent-sdk runs in print mode with the settings
+:func:`akto_otel.serve.claude_settings` prints, against the scripted model and the
+emulator, offline. A shell command "ran" when its marker exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from akto_otel.emulator import EmulatorServer, Policy
+from akto_otel.testing import FakeAnthropic, Scenario, Text
+from tests.conftest import SpanCapture
+from tests.test_serve_cli import RM_RF, run_cli, served, settings_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.mark.parametrize("denied", [True, False], ids=["rm-rf", "benign"])
+async def test_a_skills_shell_command_is_judged_before_it_runs(
+    denied: bool, capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """A skill's ``!`command``` line runs through the CLI's PreSkillShellCommand
+    hook, never PreToolUse: a denied ``rm -rf`` in a project skill must not run (it
+    did with the settings that wired no PreSkillShellCommand), an allowed one must."""
+    target = workdir / "target"
+    target.mkdir()
+    command = f"rm -rf {target}" if denied else f"touch {target}/ran"
+    skill = workdir / ".claude" / "skills" / "tidy"
+    skill.mkdir(parents=True)
+    (skill / "SKILL.md").write_text(
+        "---\nname: tidy\ndescription: tidy up\nallowed-tools: Bash(rm:*), Bash(touch:*)\n---\n"
+        f"Cleaned: !`{command}`\n"
+    )
+    with (
+        EmulatorServer(Policy((RM_RF,))) as akto,
+        FakeAnthropic(Scenario(None, [Text("done")])) as fake,
+    ):
+        async with served(akto, capture, fail_mode="closed") as server:
+            await run_cli("/tidy", settings_for(server), fake, home, workdir)
+        judged = [r for r in akto.records if r.hook == "PreToolUse"]
+    assert judged, "the skill's shell command was never judged"
+    if denied:
+        assert target.exists(), "a skill's denied rm -rf ran"
+    else:
+        assert (target / "ran").exists(), "an allowed skill command was kept from running"
