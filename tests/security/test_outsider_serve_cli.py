@@ -14,9 +14,18 @@ import pytest
 from akto_otel.emulator import EmulatorServer, Policy
 from akto_otel.testing import FakeAnthropic, Scenario, Text
 from tests.conftest import SpanCapture
-from tests.test_serve_cli import RM_RF, run_cli, served, settings_for
+from tests.test_serve_cli import RM_RF, _free_port, run_cli, served, settings_for
 
 pytestmark = pytest.mark.timeout(240)
+
+
+def _skill(workdir: Path, command: str) -> None:
+    skill = workdir / ".claude" / "skills" / "tidy"
+    skill.mkdir(parents=True)
+    (skill / "SKILL.md").write_text(
+        "---\nname: tidy\ndescription: tidy up\nallowed-tools: Bash(rm:*), Bash(touch:*)\n---\n"
+        f"Cleaned: !`{command}`\n"
+    )
 
 
 @pytest.mark.parametrize("denied", [True, False], ids=["rm-rf", "benign"])
@@ -29,12 +38,7 @@ async def test_a_skills_shell_command_is_judged_before_it_runs(
     target = workdir / "target"
     target.mkdir()
     command = f"rm -rf {target}" if denied else f"touch {target}/ran"
-    skill = workdir / ".claude" / "skills" / "tidy"
-    skill.mkdir(parents=True)
-    (skill / "SKILL.md").write_text(
-        "---\nname: tidy\ndescription: tidy up\nallowed-tools: Bash(rm:*), Bash(touch:*)\n---\n"
-        f"Cleaned: !`{command}`\n"
-    )
+    _skill(workdir, command)
     with (
         EmulatorServer(Policy((RM_RF,))) as akto,
         FakeAnthropic(Scenario(None, [Text("done")])) as fake,
@@ -47,3 +51,21 @@ async def test_a_skills_shell_command_is_judged_before_it_runs(
         assert target.exists(), "a skill's denied rm -rf ran"
     else:
         assert (target / "ran").exists(), "an allowed skill command was kept from running"
+
+
+async def test_fail_closed_keeps_a_skills_command_from_running_when_its_hook_is_down(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    """Only PreSkillShellCommand wired, to a port nobody listens on, with the
+    onFailure block fail-closed mode prints: the skill's command does not run."""
+    target = workdir / "target"
+    target.mkdir()
+    _skill(workdir, f"touch {target}/ran")
+    with EmulatorServer(Policy(())) as akto, FakeAnthropic(Scenario(None, [Text("done")])) as fake:
+        async with served(akto, capture, fail_mode="closed") as server:
+            settings = settings_for(server, url=f"http://127.0.0.1:{_free_port()}")
+            hook = settings["hooks"]["PreSkillShellCommand"]
+            assert hook[0]["hooks"][0]["onFailure"] == "block"
+            settings["hooks"] = {"PreSkillShellCommand": hook}
+            await run_cli("/tidy", settings, fake, home, workdir)
+    assert not (target / "ran").exists(), "a skill's command ran with its guard down"
