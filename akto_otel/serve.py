@@ -127,10 +127,14 @@ def default_secret_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def read_secret(path: Path) -> str:
-    """The secret in ``path``; :class:`ServeError` when it is missing, empty, or
-    readable by anyone but its owner (another local user could then drive the server)."""
+    """The secret in ``path``; :class:`ServeError` when it is missing, empty,
+    readable by anyone but its owner (another local user could then drive the
+    server), owned by another user, or in a directory others may write (they could
+    swap it for one they know)."""
     try:
-        mode = path.stat().st_mode
+        info = path.stat()
+        mode = info.st_mode
+        folder = path.parent.stat().st_mode
         value = path.read_text().strip()
     except FileNotFoundError:
         raise ServeError(f"{path}: no secret yet (run 'akto-otel serve' once)") from None
@@ -138,6 +142,10 @@ def read_secret(path: Path) -> str:
         raise ServeError(f"{path}: cannot read the secret: {exc.strerror or exc}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ServeError(f"{path}: readable by other users; run: chmod 600 {path}")
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        raise ServeError(f"{path}: owned by another user (uid {info.st_uid}); delete it")
+    if folder & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ServeError(f"{path.parent}: writable by other users; run: chmod 700 {path.parent}")
     if not value:
         raise ServeError(f"{path}: the secret file is empty; delete it to make a new one")
     return value

@@ -8,6 +8,7 @@ server and the emulator.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -241,3 +242,29 @@ def test_another_local_user_cannot_starve_the_server_without_the_secret() -> Non
         server.kill()
         server.wait()
     assert answered == 200, "the CLI's hook request went unanswered"
+
+
+def test_a_secret_another_user_planted_or_can_replace_is_refused(tmp_path: Path) -> None:
+    """A secret file owned by someone else (its owner knows it and may change it;
+    only root could read it anyway), or in a directory others may write (they can
+    swap the file between ``serve`` and ``claude-settings``), is not used."""
+    import os
+    import stat
+
+    from akto_otel.serve import ServeError, load_secret, read_secret
+
+    path = tmp_path / "cfg" / "hook-secret"
+    load_secret(path)
+    if os.geteuid() == 0:  # only root can give a file away
+        os.chown(path, 65534, 65534)
+        with pytest.raises(ServeError, match="owned by"):
+            read_secret(path)
+        os.chown(path, 0, 0)
+    path.parent.chmod(0o777)
+    with pytest.raises(ServeError, match="writable by other users"):
+        read_secret(path)
+    path.parent.chmod(0o1777)  # sticky (as /tmp): others still add files beside it
+    with pytest.raises(ServeError, match="writable by other users"):
+        read_secret(path)
+    path.parent.chmod(0o755)
+    assert read_secret(path) and stat.S_IMODE(path.parent.stat().st_mode) == 0o755
