@@ -268,3 +268,47 @@ def test_a_secret_another_user_planted_or_can_replace_is_refused(tmp_path: Path)
         read_secret(path)
     path.parent.chmod(0o755)
     assert read_secret(path) and stat.S_IMODE(path.parent.stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # The CLI (JSON.parse) and the server (json.loads) both keep a duplicated key's
+        # last value: the command judged is the one that runs.
+        b'{"session_id":"s1","hook_event_name":"PreToolUse","tool_name":"Bash",'
+        b'"tool_input":{"command":"ls","command":"rm -rf /"}}',
+        b'{"session_id":"s1","hook_event_name":"PreToolUse","tool_name":"Bash",'
+        b'"tool_input":{"command":"ls"},"tool_input":{"command":"rm -rf /"}}',
+        json.dumps(_pre("rm -rf / \ud800")).encode(),  # a lone surrogate (escaped)
+        json.dumps(_pre("rm -rf /\u0000\u202e")).encode(),  # NUL, right-to-left override
+    ],
+    ids=["duplicate-command", "duplicate-tool_input", "lone-surrogate", "nul-rlo"],
+)
+@pytest.mark.parametrize("fail_mode", ["open", "closed"])
+async def test_odd_json_is_judged_as_the_cli_reads_it(
+    raw: bytes, fail_mode: str, capture: SpanCapture
+) -> None:
+    with EmulatorServer(Policy(RULES)) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode=fail_mode), SECRET)
+        await srv.start("127.0.0.1", 0)
+        try:
+            status, answer, _ = await _post(f"{srv.url}/hook/PreToolUse", raw, AUTH)
+        finally:
+            await srv.close()
+    assert status == 200
+    assert json.loads(answer)["hookSpecificOutput"]["permissionDecision"] == "deny"
+    assert _unjudged(capture) == {}
+
+
+@pytest.mark.parametrize("raw", [b"[]", b'"PreToolUse"', b"null", b"7", b"", b"{"])
+async def test_a_body_that_is_not_a_json_object_is_refused(
+    raw: bytes, capture: SpanCapture
+) -> None:
+    with EmulatorServer(Policy(RULES)) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode="closed"), SECRET)
+        await srv.start("127.0.0.1", 0)
+        try:
+            status, _, _ = await _post(f"{srv.url}/hook/PreToolUse", raw, AUTH)
+        finally:
+            await srv.close()
+    assert status == 400
