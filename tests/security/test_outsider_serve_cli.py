@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from akto_otel.emulator import EmulatorServer, Policy
-from akto_otel.testing import FakeAnthropic, Scenario, Text
+from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse
 from tests.conftest import SpanCapture
 from tests.security.attack_kit import requests_text, rule
-from tests.test_serve_cli import RM_RF, _free_port, run_cli, served, settings_for
+from tests.test_serve_cli import RM_RF, SECRET, _free_port, run_cli, served, settings_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -96,3 +96,22 @@ async def test_an_injection_in_a_skills_text_does_not_reach_the_model(
             await run_cli("/tidy", settings_for(server), fake, home, workdir)
         seen = requests_text(fake)
     assert "IGNORE ALL PREVIOUS" not in seen, "the skill's injection reached the model"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the shared secret sits in the CLI's settings file (and the secret file), "
+    "both readable by the agent it guards (same user): with it the agent can post "
+    "forged events to the server, e.g. end its own session's state or add records",
+)
+async def test_the_guarded_agent_cannot_read_the_servers_secret(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    settings_file = home.parent / "hook-settings.json"  # where run_cli writes them
+    scenario = Scenario(None, [ToolUse("Bash", {"command": f"cat {settings_file}"}), Text("ok")])
+    with EmulatorServer(Policy((RM_RF,))) as akto, FakeAnthropic(scenario) as fake:
+        async with served(akto, capture, fail_mode="closed") as server:
+            await run_cli("look around", settings_for(server), fake, home, workdir)
+        seen = requests_text(fake)
+    assert "hook-settings.json" in seen, "the scripted model never asked"
+    assert SECRET not in seen, "the hook server's secret reached the model"
