@@ -453,7 +453,7 @@ def claude_code_findings(settings: Settings, env: Mapping[str, str], cwd: Path) 
     events to ``akto-otel serve``, reach it, and arm the events its fail mode blocks
     (the running server's, else this environment's)."""
     from akto_otel.decision import JUDGING_HOOKS, Rules
-    from akto_otel.serve import SECRET_HEADER, blocking_events
+    from akto_otel.serve import JUDGED_AS, SECRET_HEADER, blocking_events
 
     ours = set(blocking_events(Rules.from_settings(settings)))
     findings: list[Finding] = []
@@ -462,7 +462,7 @@ def claude_code_findings(settings: Settings, env: Mapping[str, str], cwd: Path) 
         if not served:
             continue
         findings.append(Finding(True, f"{path}: sends {len(served)} events to akto-otel serve"))
-        missing = [e for e in JUDGING_HOOKS if e not in served]
+        missing = [e for e in (*JUDGING_HOOKS, *JUDGED_AS) if e not in served]
         if missing:
             findings.append(Finding(False, f"{path}: not sent: {', '.join(missing)}", warning=True))
         blocking = set(ours)

@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_PORT",
+    "JUDGED_AS",
     "OBSERVED_EVENTS",
     "SECRET_HEADER",
     "SERVED_EVENTS",
@@ -97,10 +98,17 @@ OBSERVED_EVENTS: tuple[str, ...] = (
     "ConfigChange",
     "CwdChanged",
 )
+#: CLI events judged by another event's handler. A skill's ``!`command``` line runs
+#: a shell command without any PreToolUse: the CLI asks PreSkillShellCommand hooks
+#: instead (body: tool_name, tool_input.command, tool_use_id) and reads a PreToolUse
+#: answer, a deny or an ask keeping the command from running.
+JUDGED_AS: dict[str, str] = {"PreSkillShellCommand": "PreToolUse"}
 #: Every event the printed settings wire to the server.
-SERVED_EVENTS: tuple[str, ...] = (*hook_dispatch.HOOK_EVENTS, *OBSERVED_EVENTS)
+SERVED_EVENTS: tuple[str, ...] = (*hook_dispatch.HOOK_EVENTS, *JUDGED_AS, *OBSERVED_EVENTS)
 #: Events whose settings entry needs a tool matcher.
-_TOOL_EVENTS = frozenset({"PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionRequest"})
+_TOOL_EVENTS = frozenset(
+    {"PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionRequest", "PreSkillShellCommand"}
+)
 _PERMISSION_DENIED = "PermissionDenied"
 _EVENT_NAME = re.compile(r"[A-Za-z]{1,64}")
 _SESSION_SWEEP = 60.0
@@ -119,10 +127,14 @@ def default_secret_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def read_secret(path: Path) -> str:
-    """The secret in ``path``; :class:`ServeError` when it is missing, empty, or
-    readable by anyone but its owner (another local user could then drive the server)."""
+    """The secret in ``path``; :class:`ServeError` when it is missing, empty,
+    readable by anyone but its owner (another local user could then drive the
+    server), owned by another user, or in a directory others may write (they could
+    swap it for one they know)."""
     try:
-        mode = path.stat().st_mode
+        info = path.stat()
+        mode = info.st_mode
+        folder = path.parent.stat().st_mode
         value = path.read_text().strip()
     except FileNotFoundError:
         raise ServeError(f"{path}: no secret yet (run 'akto-otel serve' once)") from None
@@ -130,6 +142,10 @@ def read_secret(path: Path) -> str:
         raise ServeError(f"{path}: cannot read the secret: {exc.strerror or exc}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ServeError(f"{path}: readable by other users; run: chmod 600 {path}")
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        raise ServeError(f"{path}: owned by another user (uid {info.st_uid}); delete it")
+    if folder & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ServeError(f"{path.parent}: writable by other users; run: chmod 700 {path.parent}")
     if not value:
         raise ServeError(f"{path}: the secret file is empty; delete it to make a new one")
     return value
@@ -200,7 +216,7 @@ def claude_settings(
 
 def blocking_events(rules: Rules) -> list[str]:
     """The served events whose hook must block when it fails, under ``rules``."""
-    return [e for e in SERVED_EVENTS if armed.on_failure_for(e, rules) == "block"]
+    return [e for e in SERVED_EVENTS if armed.on_failure_for(JUDGED_AS.get(e, e), rules) == "block"]
 
 
 @dataclass
@@ -317,17 +333,20 @@ class HookServer:
             self._inside -= 1
 
     async def _judge(self, event: str, request: web.Request) -> web.Response:
+        named = event
+        event = JUDGED_AS.get(event, event)
         try:
             data = json.loads(await request.read())
         except web.HTTPRequestEntityTooLarge:
             return self._refuse(event, 413, "request_too_large")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to parse
             return self._refuse(event, 400, "bad_request")
         if not isinstance(data, dict):
             return self._refuse(event, 400, "bad_request")
-        named = data.get("hook_event_name")
-        if named is not None and named != event:
+        if data.get("hook_event_name", named) != named:
             return self._refuse(event, 400, "bad_request")
+        if named != event:
+            data = {**data, "hook_event_name": event}
         try:
             output = await self._answer(event, data, request.headers)
         except Exception as exc:  # dispatch never raises; this is the server's own bug

@@ -170,7 +170,10 @@ def test_claude_settings_wire_every_event_and_block_only_the_judging_ones_when_c
 ) -> None:
     secret_file = tmp_path / "secret"
     for mode, blocking in (
-        ("closed", {"UserPromptSubmit", "PreToolUse", "Stop", "SubagentStop"}),
+        (
+            "closed",
+            {"UserPromptSubmit", "PreToolUse", "PreSkillShellCommand", "Stop", "SubagentStop"},
+        ),
         ("open", set()),
     ):
         monkeypatch.setenv("AKTO_FAIL_MODE", mode)

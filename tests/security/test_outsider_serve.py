@@ -1,0 +1,314 @@
+"""Outsider attacks on ``akto-otel serve``: what a request the CLI did not send can do.
+
+A local user or a web page reaching 127.0.0.1 without the shared secret, and bodies
+the CLI may send for a model's own tool input (nested deep), against the real
+server and the emulator.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from akto_otel.emulator import EmulatorServer, Policy
+from akto_otel.serve import SECRET_HEADER, HookServer
+from tests.conftest import SpanCapture
+from tests.security.attack_kit import guard, rule
+
+SECRET = "outsider-test-secret"
+AUTH = {SECRET_HEADER: SECRET}
+RULES = (rule("rm-rf", "PreToolUse", r"rm -rf"),)
+
+
+def _pre(command: str, event: str = "PreToolUse") -> dict[str, Any]:
+    return {
+        "session_id": "s1",
+        "transcript_path": "/tmp/t.jsonl",
+        "cwd": "/tmp",
+        "hook_event_name": event,
+        "tool_name": "Bash",
+        "tool_input": {"command": command},
+        "tool_use_id": "toolu_1",
+    }
+
+
+async def _post(
+    url: str, raw: bytes, headers: dict[str, str], method: str = "POST"
+) -> tuple[int, str, dict[str, str]]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, data=raw, headers=headers) as response,
+    ):
+        return response.status, await response.text(), dict(response.headers)
+
+
+def _unjudged(capture: SpanCapture) -> dict[tuple[Any, Any], Any]:
+    return {
+        (p.attributes.get("hook"), p.attributes.get("fault")): p.value
+        for p in capture.metric_points("akto.guardrail.unjudged")
+        if p.value
+    }
+
+
+async def test_a_tool_input_nested_too_deep_to_parse_is_refused_and_told_in_fail_open(
+    capture: SpanCapture,
+) -> None:
+    """An MCP tool's arguments are the model's JSON: nested 5000 deep, the CLI sends
+    them but Python's parser gives up (RecursionError). That was an uncounted 500, a
+    call the CLI ran unjudged in fail-open mode without anyone told; it is a 400
+    refusal, counted as unjudged like any refused judging request."""
+    nest = 5000
+    raw = (
+        b'{"session_id":"s1","hook_event_name":"PreToolUse","tool_name":"mcp__x__y",'
+        b'"tool_use_id":"t","tool_input":{"command":"rm -rf /","pad":'
+        + b"[" * nest
+        + b"]" * nest
+        + b"}}"
+    )
+    with EmulatorServer(Policy(RULES)) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode="open"), SECRET)
+        await srv.start("127.0.0.1", 0)
+        try:
+            status, _, _ = await _post(f"{srv.url}/hook/PreToolUse", raw, AUTH)
+        finally:
+            await srv.close()
+    assert 400 <= status < 500, status
+    assert _unjudged(capture) == {("PreToolUse", "bad_request"): 1}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "text/plain", "Origin": "http://evil.example"},
+        {"Content-Type": "text/plain", "Host": "evil.example:18091"},
+        {"Content-Type": "application/x-www-form-urlencoded", "Origin": "null"},
+    ],
+    ids=["cross-origin-simple-post", "dns-rebinding-host", "form-post"],
+)
+async def test_a_web_page_cannot_drive_or_read_the_server(
+    headers: dict[str, str], capture: SpanCapture
+) -> None:
+    """A browser's simple request (no custom header, so no secret) is refused and
+    never judged; the preflight a page needs to add the secret header grants nothing."""
+    with EmulatorServer(Policy(RULES)) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode="closed"), SECRET)
+        await srv.start("127.0.0.1", 0)
+        try:
+            status, body, _ = await _post(
+                f"{srv.url}/hook/PreToolUse", json.dumps(_pre("ls")).encode(), headers
+            )
+            health, _, _ = await _post(f"{srv.url}/health", b"", headers, method="GET")
+            pre, _, allowed = await _post(
+                f"{srv.url}/hook/PreToolUse",
+                b"",
+                {
+                    "Origin": "http://evil.example",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": SECRET_HEADER,
+                },
+                method="OPTIONS",
+            )
+        finally:
+            await srv.close()
+        records = akto.records
+    assert (status, health) == (401, 401)
+    assert "permissionDecision" not in body
+    assert pre >= 400
+    assert not any(h.lower().startswith("access-control-allow") for h in allowed)
+    assert records == []
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [("Notification", "PreToolUse"), ("PreToolUse", "Notification"), ("PreToolUse", 7)],
+)
+async def test_the_body_cannot_name_another_event_than_the_path(
+    path: str, named: Any, capture: SpanCapture
+) -> None:
+    """A PreToolUse body sent to an observed event's URL (answered ``{}``) or the
+    other way round is refused, never judged as the other event."""
+    body = _pre("rm -rf /")
+    body["hook_event_name"] = named
+    with EmulatorServer(Policy(RULES)) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode="closed"), SECRET)
+        await srv.start("127.0.0.1", 0)
+        try:
+            status, answer, _ = await _post(
+                f"{srv.url}/hook/{path}", json.dumps(body).encode(), AUTH
+            )
+        finally:
+            await srv.close()
+    assert status == 400, answer
+
+
+async def test_a_skill_shell_command_is_judged_as_a_tool_call(capture: SpanCapture) -> None:
+    """PreSkillShellCommand (a skill's ``!`command```, which never reaches PreToolUse)
+    is judged as a Bash PreToolUse and denied in the answer shape the CLI reads."""
+    with EmulatorServer(Policy(RULES)) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode="closed"), SECRET)
+        await srv.start("127.0.0.1", 0)
+        try:
+            status, answer, _ = await _post(
+                f"{srv.url}/hook/PreSkillShellCommand",
+                json.dumps(_pre("rm -rf /", event="PreSkillShellCommand")).encode(),
+                AUTH,
+            )
+        finally:
+            await srv.close()
+        hooks = [r.hook for r in akto.records]
+    assert status == 200
+    assert json.loads(answer)["hookSpecificOutput"]["permissionDecision"] == "deny"
+    assert "PreToolUse" in hooks
+
+
+_SERVER = """
+import asyncio, logging, resource, sys
+logging.disable(logging.CRITICAL)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+from akto_otel.hooks import AktoGuardrails
+from akto_otel.serve import HookServer
+async def main():
+    srv = HookServer(AktoGuardrails(fail_mode="open"), sys.argv[1])
+    print(await srv.start("127.0.0.1", 0), flush=True)
+    await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="slowloris: connections without the secret that never finish their headers "
+    "hold the server's file descriptors (aiohttp has no header timeout, nothing checks "
+    "the peer's uid); the CLI's hook then times out: unjudged and uncounted in "
+    "fail-open, every judging event blocked in fail-closed",
+)
+def test_another_local_user_cannot_starve_the_server_without_the_secret() -> None:
+    """The server under a 256-descriptor limit (the default soft limit is 1024: the
+    same attack, four times the connections); 300 connections that send half a
+    request line and wait; then the CLI's request, with the secret, must be answered."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root}
+    env = {k: v for k, v in env.items() if not k.startswith(("AKTO_", "OTEL_"))}
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, SECRET],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    held: list[socket.socket] = []
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        port = int(url.rsplit(":", 1)[1])
+
+        def hook() -> int:
+            request = urllib.request.Request(
+                f"{url}/hook/Notification",
+                data=b'{"session_id": "s1"}',
+                headers={**AUTH, "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=3) as response:
+                    return int(response.status)
+            except OSError:
+                return 0
+
+        assert hook() == 200
+        for _ in range(300):
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=0.5)
+                sock.sendall(b"POST /hook/PreToolUse HTTP/1.1\r\nHost: x\r\n")
+                held.append(sock)
+            except OSError:
+                pass
+        time.sleep(1)
+        answered = hook()
+    finally:
+        for sock in held:
+            sock.close()
+        server.kill()
+        server.wait()
+    assert answered == 200, "the CLI's hook request went unanswered"
+
+
+def test_a_secret_another_user_planted_or_can_replace_is_refused(tmp_path: Path) -> None:
+    """A secret file owned by someone else (its owner knows it and may change it;
+    only root could read it anyway), or in a directory others may write (they can
+    swap the file between ``serve`` and ``claude-settings``), is not used."""
+    import os
+    import stat
+
+    from akto_otel.serve import ServeError, load_secret, read_secret
+
+    path = tmp_path / "cfg" / "hook-secret"
+    load_secret(path)
+    if os.geteuid() == 0:  # only root can give a file away
+        os.chown(path, 65534, 65534)
+        with pytest.raises(ServeError, match="owned by"):
+            read_secret(path)
+        os.chown(path, 0, 0)
+    path.parent.chmod(0o777)
+    with pytest.raises(ServeError, match="writable by other users"):
+        read_secret(path)
+    path.parent.chmod(0o1777)  # sticky (as /tmp): others still add files beside it
+    with pytest.raises(ServeError, match="writable by other users"):
+        read_secret(path)
+    path.parent.chmod(0o755)
+    assert read_secret(path) and stat.S_IMODE(path.parent.stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # The CLI (JSON.parse) and the server (json.loads) both keep a duplicated key's
+        # last value: the command judged is the one that runs.
+        b'{"session_id":"s1","hook_event_name":"PreToolUse","tool_name":"Bash",'
+        b'"tool_input":{"command":"ls","command":"rm -rf /"}}',
+        b'{"session_id":"s1","hook_event_name":"PreToolUse","tool_name":"Bash",'
+        b'"tool_input":{"command":"ls"},"tool_input":{"command":"rm -rf /"}}',
+        json.dumps(_pre("rm -rf / \ud800")).encode(),  # a lone surrogate (escaped)
+        json.dumps(_pre("rm -rf /\u0000\u202e")).encode(),  # NUL, right-to-left override
+    ],
+    ids=["duplicate-command", "duplicate-tool_input", "lone-surrogate", "nul-rlo"],
+)
+@pytest.mark.parametrize("fail_mode", ["open", "closed"])
+async def test_odd_json_is_judged_as_the_cli_reads_it(
+    raw: bytes, fail_mode: str, capture: SpanCapture
+) -> None:
+    with EmulatorServer(Policy(RULES)) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode=fail_mode), SECRET)
+        await srv.start("127.0.0.1", 0)
+        try:
+            status, answer, _ = await _post(f"{srv.url}/hook/PreToolUse", raw, AUTH)
+        finally:
+            await srv.close()
+    assert status == 200
+    assert json.loads(answer)["hookSpecificOutput"]["permissionDecision"] == "deny"
+    assert _unjudged(capture) == {}
+
+
+@pytest.mark.parametrize("raw", [b"[]", b'"PreToolUse"', b"null", b"7", b"", b"{"])
+async def test_a_body_that_is_not_a_json_object_is_refused(
+    raw: bytes, capture: SpanCapture
+) -> None:
+    with EmulatorServer(Policy(RULES)) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode="closed"), SECRET)
+        await srv.start("127.0.0.1", 0)
+        try:
+            status, _, _ = await _post(f"{srv.url}/hook/PreToolUse", raw, AUTH)
+        finally:
+            await srv.close()
+    assert status == 400
