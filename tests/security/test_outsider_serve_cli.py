@@ -17,9 +17,31 @@ from akto_otel.serve import SECRET_HEADER
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse
 from tests.conftest import SpanCapture
 from tests.security.attack_kit import requests_text, rule
-from tests.test_serve_cli import RM_RF, SECRET, _free_port, run_cli, served, settings_for
+from tests.test_serve_cli import CLI, RM_RF, SECRET, _free_port, run_cli, served, settings_for
 
 pytestmark = pytest.mark.timeout(240)
+
+
+def _cli_knows(event: str) -> bool:
+    """Whether the bundled CLI binary names hook ``event`` at all."""
+    needle = event.encode()
+    with CLI.open("rb") as binary:
+        tail = b""
+        while block := binary.read(1 << 20):
+            if needle in tail + block:
+                return True
+            tail = block[-len(needle) :]
+    return False
+
+
+#: Older CLIs (2.1.317, bundled with claude-agent-sdk 0.2.177) run a skill's
+#: ``!`command``` with no hook at all: nothing can judge it there (docs/claude-code.md,
+#: Limits). Strict, so the day such a CLI judges it, the test says so.
+_NO_SKILL_HOOK = pytest.mark.xfail(
+    not _cli_knows("PreSkillShellCommand"),
+    strict=True,
+    reason="this CLI sends no hook before a skill's shell command (no PreSkillShellCommand)",
+)
 
 
 def _skill(workdir: Path, command: str) -> None:
@@ -31,6 +53,7 @@ def _skill(workdir: Path, command: str) -> None:
     )
 
 
+@_NO_SKILL_HOOK
 @pytest.mark.parametrize("denied", [True, False], ids=["rm-rf", "benign"])
 async def test_a_skills_shell_command_is_judged_before_it_runs(
     denied: bool, capture: SpanCapture, home: Path, workdir: Path
@@ -56,6 +79,7 @@ async def test_a_skills_shell_command_is_judged_before_it_runs(
         assert (target / "ran").exists(), "an allowed skill command was kept from running"
 
 
+@_NO_SKILL_HOOK
 async def test_fail_closed_keeps_a_skills_command_from_running_when_its_hook_is_down(
     capture: SpanCapture, home: Path, workdir: Path
 ) -> None:
