@@ -7,6 +7,7 @@ selection, ``nox -s mutation -- config``, docs/reliability.md).
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -674,3 +675,101 @@ def test_a_bad_pattern_argument_names_the_argument_and_shows_the_value() -> None
     error = _error(redact_patterns=["ok", "("])
     assert (error.name, error.value) == ("redact_patterns (AKTO_REDACT_PATTERNS)", "(")
     assert _error(redact_patterns=5).value == "5"
+
+
+# --------------------------------------------------------------------------- semconv opt-in
+
+
+@pytest.mark.parametrize(
+    ("raw", "on"),
+    [
+        ("gen_ai_latest_experimental", True),
+        (" http , gen_ai_latest_experimental ", True),
+        ("gen_ai_latest_experimental,database", True),
+        ("http/dup,gen_ai_latest_experimental/dup", False),
+        ("gen_ai_latest_experimental_x", False),
+        ("GEN_AI_LATEST_EXPERIMENTAL", False),
+        ("gen_ai_latest_experimental;http", False),
+        ("http", False),
+        ("", False),
+    ],
+)
+def test_the_semconv_opt_in_is_a_comma_list_of_exact_items(raw: str, on: bool) -> None:
+    settings = Settings.from_env({"OTEL_SEMCONV_STABILITY_OPT_IN": raw})
+    assert settings.semconv_security is on
+
+
+def test_the_opt_in_variable_is_not_read_as_a_boolean() -> None:
+    assert Settings.from_env({"OTEL_SEMCONV_STABILITY_OPT_IN": "true"}).semconv_security is False
+
+
+@pytest.mark.parametrize(("raw", "on"), [("true", True), ("1", True), ("false", False)])
+def test_the_old_switch_still_reads_a_boolean_and_says_it_is_deprecated(
+    raw: str, on: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="akto_otel"):
+        settings = Settings.from_env({"AKTO_SEMCONV_SECURITY": raw})
+    assert settings.semconv_security is on
+    assert [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()] == [
+        "AKTO_SEMCONV_SECURITY is deprecated: set "
+        "OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental "
+        "(it now also gives the revised draft's names)"
+    ]
+
+
+def test_the_old_switch_refuses_a_value_that_is_no_boolean() -> None:
+    with pytest.raises(AktoConfigError, match="AKTO_SEMCONV_SECURITY"):
+        Settings.from_env({"AKTO_SEMCONV_SECURITY": "gen_ai_latest_experimental"})
+
+
+def test_the_standard_opt_in_wins_over_the_old_switch() -> None:
+    env = {"OTEL_SEMCONV_STABILITY_OPT_IN": "http", "AKTO_SEMCONV_SECURITY": "true"}
+    assert Settings.from_env(env).semconv_security is False
+    env = {"OTEL_SEMCONV_STABILITY_OPT_IN": _GEN_AI, "AKTO_SEMCONV_SECURITY": "false"}
+    assert Settings.from_env(env).semconv_security is True
+
+
+_GEN_AI = "gen_ai_latest_experimental"
+
+
+@pytest.mark.parametrize(
+    ("raw", "mode"),
+    [
+        ("true", "NO_CONTENT"),
+        (" TRUE ", "NO_CONTENT"),
+        ("false", "NO_CONTENT"),
+        ("span_only", "SPAN_ONLY"),
+        (" event_only ", "EVENT_ONLY"),
+        ("Span_And_Event", "SPAN_AND_EVENT"),
+        ("no_content", "NO_CONTENT"),
+    ],
+)
+def test_the_otel_capture_variable_takes_the_enum_and_a_boolean_is_no_content(
+    raw: str, mode: str
+) -> None:
+    env = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": raw}
+    assert Settings.from_env(env).capture_content == mode
+
+
+def test_a_true_capture_variable_warns_with_the_modes_it_takes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="akto_otel"):
+        Settings.from_env({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": " True "})
+    assert [r.getMessage() for r in caplog.records if "NO_CONTENT" in r.getMessage()] == [
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=True is read as NO_CONTENT: it "
+        "takes NO_CONTENT, SPAN_ONLY, EVENT_ONLY or SPAN_AND_EVENT (or set "
+        "AKTO_CAPTURE_CONTENT=true)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "mode"), [("true", "SPAN_ONLY"), ("on", "SPAN_ONLY"), ("false", "NO_CONTENT")]
+)
+def test_the_packages_capture_switch_reads_true_as_span_only(raw: str, mode: str) -> None:
+    assert Settings.from_env({"AKTO_CAPTURE_CONTENT": raw}).capture_content == mode
+
+
+def test_a_capture_value_that_is_no_mode_is_refused_with_the_modes() -> None:
+    with pytest.raises(AktoConfigError, match="SPAN_AND_EVENT"):
+        Settings.from_env({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "spans"})
