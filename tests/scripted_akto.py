@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.standin_http import StandInServer, send_json
 
 #: status, status+headers, "hang" (never answer) or "slow" (take the records, answer
 #: 200 after SLOW_S: a client with a shorter timeout retries what was stored)
@@ -21,44 +23,26 @@ Step = int | tuple[int, dict[str, str]] | str
 SLOW_S = 1.5
 
 
-class ScriptedAkto:
+class ScriptedAkto(StandInServer):
     def __init__(self, script: list[Step] | None = None, port: int = 0) -> None:
         self.script = list(script or [])
         self.requests: list[dict[str, Any]] = []
         self.accepted: list[dict[str, Any]] = []
         self.unavailable = False
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        owner = self
+        super().__init__(port)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                body = json.loads(self.rfile.read(length) or b"null")
-                status, headers = owner._next(self.path, dict(self.headers), body)
-                if status == -1:
-                    owner._stop.wait(60)
-                    return
-                if status == -2:
-                    owner._stop.wait(SLOW_S)
-                    status = 200
-                payload = b'{"success": false, "message": "ok"}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+    def respond(self, request: BaseHTTPRequestHandler) -> None:
+        length = int(request.headers.get("content-length", "0"))
+        body = json.loads(request.rfile.read(length) or b"null")
+        status, headers = self._next(request.path, dict(request.headers), body)
+        if status == -1:
+            self._stop.wait(60)
+            return
+        if status == -2:
+            self._stop.wait(SLOW_S)
+            status = 200
+        send_json(request, status, b'{"success": false, "message": "ok"}', headers)
 
     def _next(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, str]]:
         records = (
@@ -86,16 +70,3 @@ class ScriptedAkto:
                 return 413, {}
             self.accepted.extend(records)
             return 200, {}
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> ScriptedAkto:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()

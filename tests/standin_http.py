@@ -22,7 +22,7 @@ from typing import Any
 
 
 class StandInServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self._stop = threading.Event()
         owner = self
 
@@ -33,20 +33,20 @@ class StandInServer:
                 pass
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                answer = owner.answer(self.path, body)
-                if answer is None:
-                    owner._stop.wait(30)  # accepted, never answered
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                owner.respond(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def respond(self, request: BaseHTTPRequestHandler) -> None:
+        """Answer one POST; by default with :meth:`answer` (a subclass may take over)."""
+        body = request.rfile.read(int(request.headers.get("content-length", "0")))
+        answer = self.answer(request.path, body)
+        if answer is None:
+            self._stop.wait(30)  # accepted, never answered
+            return
+        send_json(request, 200, answer)
 
     def answer(self, path: str, body: bytes) -> bytes | None:
         raise NotImplementedError
@@ -63,3 +63,19 @@ class StandInServer:
         self._stop.set()
         self._server.shutdown()
         self._server.server_close()
+
+
+def send_json(
+    request: BaseHTTPRequestHandler,
+    status: int,
+    payload: bytes,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Send ``payload`` as a JSON answer with ``status`` and any extra ``headers``."""
+    request.send_response(status)
+    request.send_header("Content-Type", "application/json")
+    request.send_header("Content-Length", str(len(payload)))
+    for name, value in (headers or {}).items():
+        request.send_header(name, value)
+    request.end_headers()
+    request.wfile.write(payload)
