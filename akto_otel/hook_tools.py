@@ -174,34 +174,24 @@ async def post_tool_use(scope: HookScope, data: Mapping[str, Any], call: Call) -
             return call.settle(decide(Case("PostToolUse", denied, scope.rules, shape=shape)))
         wire = scope.wire_for(data)
         if scope.settings.sync_mode and scope.settings.tool_response_guardrails:
-            plan = windows.plan_tool_result(
-                wire, tool_name, tool_input, tool_response, scope.limits
-            )
-            verdict = await scope.verdicts.judge(
-                span,
-                "PostToolUse",
-                plan,
-                request=False,
-                response=True,
-                ingest=True,
-                target_id=tool_use_id,
-                tool=tool_name,
-                session_id=session_id,
+            plan, verdict = await _judge_output(
+                scope, span, wire, tool_name, tool_input, tool_response, tool_use_id, session_id
             )
             joined = _joined_blocks(tool_response) if verdict.allowed else None
             if joined is not None and not verdict.fail_open:
                 # The model reads an MCP output's text blocks back to back: a pattern
                 # split across them is judged whole too (once the blocks passed; an
                 # output already unjudged is not counted twice).
-                whole = await scope.verdicts.judge(
+                _, whole = await _judge_output(
+                    scope,
                     span,
-                    "PostToolUse",
-                    windows.plan_tool_result(wire, tool_name, tool_input, joined, scope.limits),
-                    request=False,
-                    response=True,
-                    target_id=tool_use_id,
-                    tool=tool_name,
-                    session_id=session_id,
+                    wire,
+                    tool_name,
+                    tool_input,
+                    joined,
+                    tool_use_id,
+                    session_id,
+                    ingest=False,
                 )
                 if whole.decision != "allow":
                     verdict = windows.strictest([verdict, whole])
@@ -279,22 +269,48 @@ async def _judge_failure_output(
     tool_name = text(data, "tool_name")
     raw_input = data.get("tool_input")
     tool_input: Any = {} if raw_input is None else raw_input
-    plan = windows.plan_tool_result(
-        scope.wire_for(data), tool_name, tool_input, error, scope.limits
+    _, verdict = await _judge_output(
+        scope,
+        span,
+        scope.wire_for(data),
+        tool_name,
+        tool_input,
+        error,
+        text(data, "tool_use_id"),
+        state.session_id,
     )
+    # The error text cannot be replaced: a mask is a deny too (shape "unknown").
+    return call.settle(decide(Case("PostToolUse", verdict, scope.rules, shape="unknown")))
+
+
+async def _judge_output(
+    scope: HookScope,
+    span: Span,
+    wire: contract.WireContext,
+    tool_name: str,
+    tool_input: Any,
+    output: Any,
+    tool_use_id: str,
+    session_id: str,
+    *,
+    ingest: bool = True,
+) -> tuple[windows.Plan, Verdict]:
+    """What the model reads of a tool's output, judged as a response (PostToolUse's
+    guardrail call, for a success, a failure's error text or an MCP output's joined
+    blocks), with the plan it was judged in."""
+    plan = windows.plan_tool_result(wire, tool_name, tool_input, output, scope.limits)
     verdict = await scope.verdicts.judge(
         span,
         "PostToolUse",
         plan,
         request=False,
         response=True,
-        ingest=True,
-        target_id=text(data, "tool_use_id"),
+        ingest=ingest,
+        target_id=tool_use_id,
         tool=tool_name,
-        session_id=state.session_id,
+        session_id=session_id,
     )
-    # The error text cannot be replaced: a mask is a deny too (shape "unknown").
-    return call.settle(decide(Case("PostToolUse", verdict, scope.rules, shape="unknown")))
+    return plan, verdict
 
 
 def _breach(
