@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import socket
 import ssl
@@ -55,7 +54,7 @@ from akto_otel.contract import (
     encode_record,
     health_check_url,
     http_proxy_url,
-    parse_verdict,
+    read_verdict,
 )
 from akto_otel.credentials import akto_auth
 from akto_otel.redaction import Redactor, redact_url
@@ -452,14 +451,12 @@ class GuardrailClient:
         if result.error is not None:
             return Verdict.failure(result.error, fail_closed=fail_closed)
         try:
-            body = json.loads(result.body)
-        except (ValueError, UnicodeDecodeError):
-            return Verdict.failure("invalid_json", fail_closed=fail_closed)
-        try:
-            return parse_verdict(body)
+            return read_verdict(result.body)
         except VerdictFault as fault:
             reason = AKTO_FAIL_OPEN_REASON if fault.kind == "akto_fail_open" else ""
             return Verdict.failure(fault.kind, fail_closed=fail_closed, reason=reason)
+        except ValueError:  # not JSON (UnicodeDecodeError is one too)
+            return Verdict.failure("invalid_json", fail_closed=fail_closed)
 
     async def health(self) -> bool:
         """True when ``/healthCheck`` answers 2xx within the timeout."""

@@ -65,6 +65,7 @@ class HookScope:
         self.client_ip = client_ip
         self.tracing = SessionTracing(tracer, self.settings, root=root)
         self.wire = WireContext.from_settings(self.settings, client_ip)
+        self._wires: dict[tuple[str, str], WireContext] = {}
         self.answers = AnswerLedger()
         self.denied = armed.DeniedCalls()
 
@@ -72,7 +73,19 @@ class HookScope:
         """The wire context of one hook call: with its session headers when they are on."""
         if not self.settings.session_headers:
             return self.wire
-        return self.wire.with_session(text(data, "session_id"), text(data, "prompt_id"))
+        key = (text(data, "session_id"), text(data, "prompt_id"))
+        wire = self._wires.get(key)
+        if wire is None:
+            # One per session and prompt (its records' headers are then encoded once);
+            # the oldest make way, so a flood of ids holds at most _WIRES of them.
+            if len(self._wires) >= _WIRES:
+                del self._wires[next(iter(self._wires))]
+            wire = self._wires[key] = self.wire.with_session(*key)
+        return wire
+
+
+#: Wire contexts kept by :meth:`HookScope.wire_for` (one per live session and prompt).
+_WIRES = 256
 
 
 class Call:

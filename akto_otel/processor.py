@@ -195,10 +195,13 @@ class AktoSpanProcessor(SpanProcessor):
             self.stats.add("dropped", len(items), "already_shutdown")
             return
         count = len(items)
-        carrier = RecordSpan(
-            SpanContext(context.trace_id, context.span_id, is_remote=False, trace_flags=_SAMPLED),
-            tuple(items),
-        )
+        if context.trace_flags.sampled and not context.is_remote:
+            carried = context  # the ended span's own: no second context per record
+        else:
+            carried = SpanContext(
+                context.trace_id, context.span_id, is_remote=False, trace_flags=_SAMPLED
+            )
+        carrier = RecordSpan(carried, tuple(items))
         evicted_queued = 0
         with self._admit_lock:
             while self._queued and self._queued[0].decided:

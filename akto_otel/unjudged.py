@@ -198,14 +198,15 @@ class StartupProbe:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_at = float("-inf")
         self.fault: str | None = None
+        self._enabled = bool(settings.ingestion_url) and settings.sync_mode
 
     @property
     def enabled(self) -> bool:
-        return bool(self._settings.ingestion_url) and self._settings.sync_mode
+        return self._enabled
 
     def start(self) -> asyncio.Task[str | None] | None:
         """The probe of this loop, started if none ran within ``ttl``; None without a loop."""
-        if not self.enabled:
+        if not self._enabled:
             return None
         try:
             loop = asyncio.get_running_loop()

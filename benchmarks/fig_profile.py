@@ -180,10 +180,10 @@ def _hook_loop(url: str, guardrail_spans: bool, instant: bool) -> Any:
     ``instant``: the guardrail call is replaced by the stub server's allow answer
     parsed in process (no network), so only the hook's own layers are left.
     """
-    import json
-
     from akto_otel.contract import Verdict as AktoVerdict
-    from akto_otel.contract import parse_verdict
+    from akto_otel.contract import read_verdict
+
+    answer = ALLOWED_VERDICT_BODY.encode("utf-8")  # as the client reads it: bytes
     from akto_otel.guardrails import GuardrailClient
 
     class _InProcess(GuardrailClient):
@@ -195,7 +195,7 @@ def _hook_loop(url: str, guardrail_spans: bool, instant: bool) -> Any:
             response: bool = False,
             ingest: bool = False,
         ) -> AktoVerdict:
-            return parse_verdict(json.loads(ALLOWED_VERDICT_BODY))
+            return read_verdict(answer)
 
     client = _InProcess(settings_for(url)) if instant else None
     hook = hook_contender(HOOK_DEFAULT, url, client, guardrail_spans=guardrail_spans)

@@ -65,6 +65,27 @@ def test_escaped_len_counts_as_the_server_does() -> None:
     assert escaped_len('a"\\') == 5
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(
+        st.one_of(
+            st.characters(max_codepoint=0x7F),  # every ASCII control, quote, backslash, DEL
+            st.characters(min_codepoint=0x80),  # BMP and astral, lone surrogates too
+        ),
+        max_size=200,
+    )
+)
+def test_escaped_len_is_the_length_json_writes(text: str) -> None:
+    # ASCII text is counted without encoding it: it must count what json.dumps writes.
+    assert escaped_len(text) == len(json.dumps(text)) - 2
+
+
+def test_escaped_len_counts_every_ascii_character_as_json_writes_it() -> None:
+    for code in range(0x80):
+        for text in (chr(code), f"a{chr(code) * 3}b"):
+            assert escaped_len(text) == len(json.dumps(text)) - 2, hex(code)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(alphabet, min_size=1, max_size=400).map("".join), st.integers(2, 12))
 def test_windows_fit_overlap_and_cover(text: str, overlap: int) -> None:
