@@ -97,9 +97,16 @@ def check_contender(name: str, client: GuardrailClient, note: str = "") -> Conte
 
 
 def hook_contender(
-    name: str, url: str, client: GuardrailClient | None, *, guardrail_spans: bool = True
+    name: str,
+    url: str,
+    client: GuardrailClient | None,
+    *,
+    guardrail_spans: bool = True,
+    hold_spans: bool = False,
 ) -> Contender:
-    provider = make_provider()
+    """The package's PreToolUse callback (``call``) and the span-closing PostToolUse
+    (``after``), spans to a fresh SDK provider (``hold_spans``: see ``make_provider``)."""
+    provider = make_provider(hold_spans=hold_spans)
     settings = dataclasses.replace(settings_for(url), guardrail_spans=guardrail_spans)
     guard = make_guard(settings, provider=provider, client=client)
     hooks = hook_callbacks(guard)

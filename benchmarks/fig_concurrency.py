@@ -21,6 +21,9 @@ __all__ = ["run"]
 
 HEADER = "Figure 2: throughput under concurrency K (calls/s and p99)"
 KS = (1, 16, 64)
+#: The issue's target: at K=16 the hook makes this many times the published connector's
+#: calls/s (the hook contender with the app's SDK pipeline on).
+K16_PUBLISHED_FACTOR = 3.5
 
 
 async def _measure(server: Environment, cfg: Config) -> dict[str, Any]:
@@ -107,9 +110,10 @@ def run(cfg: Config, env: Environment) -> FigureResult:
     hook16 = med[HOOK_DEFAULT][16].rate / ref[16].rate
     result.verdicts.append(
         Verdict(
-            "at K=16 the hook makes >= 3x the published connector's calls/s",
+            f"at K=16 the hook makes >= {K16_PUBLISHED_FACTOR:g}x the published connector's "
+            "calls/s",
             fmt_ratio(hook16),
-            hook16 >= 3,
+            hook16 >= K16_PUBLISHED_FACTOR,
             f"hook {med[HOOK_DEFAULT][16].rate:,.0f}/s vs published {ref[16].rate:,.0f}/s",
         )
     )

@@ -18,6 +18,7 @@ from akto_otel.contract import WireContext, tool_request_record, tool_result_rec
 from akto_otel.guardrails import GuardrailClient
 
 __all__ = [
+    "HOLD_SPANS",
     "TOOL_INPUT",
     "TOOL_RESPONSE",
     "Hook",
@@ -160,10 +161,24 @@ class NoopSpanExporter(SpanExporter):
         pass
 
 
-def make_provider() -> TracerProvider:
-    """An SDK TracerProvider with a BatchSpanProcessor and a no-op exporter."""
+#: A BatchSpanProcessor that exports nothing during a measuring window: no scheduled
+#: export for an hour, and a batch (and queue) larger than any window fills.
+HOLD_SPANS: dict[str, Any] = {
+    "schedule_delay_millis": 3_600_000,
+    "max_export_batch_size": 1 << 22,
+    "max_queue_size": 1 << 22,
+}
+
+
+def make_provider(*, hold_spans: bool = False) -> TracerProvider:
+    """An SDK TracerProvider with a BatchSpanProcessor and a no-op exporter.
+
+    ``hold_spans``: the processor keeps every ended span queued (:data:`HOLD_SPANS`)
+    until shutdown, so what a call leaves alive can be counted after it.
+    """
     provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(NoopSpanExporter()))
+    batch = HOLD_SPANS if hold_spans else {}
+    provider.add_span_processor(BatchSpanProcessor(NoopSpanExporter(), **batch))
     return provider
 
 
