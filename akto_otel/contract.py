@@ -260,17 +260,30 @@ def parse_claude_tool(tool_name: str) -> tuple[bool, str, str]:
     return True, server, tool
 
 
+#: Tool names up to this long have their path remembered (a session calls a few tools).
+_REMEMBERED_NAME_CHARS = 256
+
+
 def tool_path(ctx: WireContext, tool_name: str) -> str:
     """The mirrored path of a tool call: the MCP path, or ``<prefix>/<normalized name>``."""
     if parse_claude_tool(tool_name)[0]:
         return ctx.mcp_ingest_path
-    prefix = (ctx.non_mcp_tool_path_prefix or "/tool").strip()
+    if len(tool_name) <= _REMEMBERED_NAME_CHARS:
+        return _remembered_tool_path(ctx.non_mcp_tool_path_prefix, tool_name)
+    return _tool_path(ctx.non_mcp_tool_path_prefix, tool_name)
+
+
+def _tool_path(path_prefix: str, tool_name: str) -> str:
+    prefix = (path_prefix or "/tool").strip()
     if not prefix.startswith("/"):
         prefix = "/" + prefix
     prefix = prefix.rstrip("/") or "/tool"
     name = _UNSAFE_PATH_CHARS.sub("-", _identifier(tool_name or "unknown").strip())
     name = _DASHES.sub("-", name).strip("-") or "unknown"
     return f"{prefix}/{name}"
+
+
+_remembered_tool_path = functools.lru_cache(maxsize=256)(_tool_path)
 
 
 # The headers and tags of a session's records are the same on every call: encoded once.
