@@ -35,6 +35,7 @@ from akto_otel.contract import (
     parse_claude_tool,
     parse_verdict,
     payload_chars,
+    read_verdict,
     prompt_record,
     tool_path,
     tool_request_record,
@@ -235,6 +236,21 @@ def _gr(**fields: Any) -> dict[str, Any]:
 def test_parse_verdict(body: dict[str, Any], decision: str, allowed: bool) -> None:
     verdict = parse_verdict(body)
     assert (verdict.decision, verdict.allowed) == (decision, allowed)
+
+
+@pytest.mark.parametrize("pad", [0, 4096], ids=["remembered", "too-long-to-remember"])
+def test_read_verdict_gives_the_verdict_of_its_bytes_every_time(pad: int) -> None:
+    deny = {**_gr(Allowed=False, behaviour="block", Reason="no"), "padding": "x" * pad}
+    allow = {**_gr(Allowed=True), "padding": "x" * pad}
+    for body in (deny, allow, deny):
+        raw = json.dumps(body).encode()
+        assert read_verdict(raw) == parse_verdict(body)
+    # A fault is raised each time, never remembered as a verdict; not JSON is a ValueError.
+    for _ in range(2):
+        with pytest.raises(VerdictFault):
+            read_verdict(json.dumps({"success": False, "padding": "x" * pad}).encode())
+        with pytest.raises(ValueError):
+            read_verdict(b"{not json" + b" " * pad)
 
 
 def test_parse_verdict_reads_reason_behaviour_and_metadata() -> None:
@@ -960,3 +976,25 @@ def test_a_cut_payload_exactly_at_the_limit_is_kept_at_that_cut() -> None:
     k = PAYLOAD_LIMIT - len(payload(0))
     assert len(payload(k)) == PAYLOAD_LIMIT
     assert json.loads(payload(k))["body"]["a"] == "x" * k  # the first cut, not a deeper one
+
+
+def test_with_latency_copies_every_field_but_the_latency() -> None:
+    import dataclasses
+
+    verdict = Verdict(
+        decision="modify",
+        allowed=True,
+        behaviour="mask",
+        reason="r",
+        modified_payload="***",
+        policy_name="p",
+        rule_violated="v",
+        severity="HIGH",
+        akto_allowed=True,
+    )
+    timed = verdict.with_latency(1.5)
+    assert timed == dataclasses.replace(verdict, latency_s=1.5)
+    assert timed.akto_allowed is True and type(timed) is Verdict
+    assert verdict.latency_s == 0.0  # the original is untouched
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        timed.latency_s = 2.0  # type: ignore[misc]
