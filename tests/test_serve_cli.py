@@ -459,9 +459,13 @@ async def test_a_call_with_an_empty_input_is_judged(
 
 
 @pytest.mark.timeout(240)
-def test_the_documented_setup_guards_the_cli(home: Path, workdir: Path) -> None:
-    """docs/claude-code.md's three commands, as written, with the bundled CLI in
-    print mode for ``claude`` and the emulator for Akto: the rm -rf is denied."""
+@pytest.mark.parametrize("block", ["claude-code-setup", "claude-code-setup-command"])
+def test_the_documented_setup_guards_the_cli(
+    block: str, home: Path, workdir: Path, sock_dir: Path
+) -> None:
+    """docs/claude-code.md's three commands, as written (HTTP hooks, or command hooks
+    through the Unix socket), with the bundled CLI in print mode for ``claude`` and
+    the emulator for Akto: the rm -rf is denied."""
     import shlex
     import subprocess
     import time
@@ -475,7 +479,7 @@ def test_the_documented_setup_guards_the_cli(home: Path, workdir: Path) -> None:
     cli = f"{shlex.quote(str(CLI))} -p 'clean up' --allowedTools Bash --settings"
     with EmulatorServer(Policy((RM_RF,))) as akto, FakeAnthropic(scenario) as fake:
         lines = commands(
-            doc_block("claude-code-setup"),
+            doc_block(block),
             {"https://akto.example.com": akto.url, "claude --settings": cli},
         )
         serve = next(i for i, line in enumerate(lines) if line.startswith("akto-otel serve"))
@@ -485,7 +489,9 @@ def test_the_documented_setup_guards_the_cli(home: Path, workdir: Path) -> None:
             for line in lines
         ]
         env = base_env(
-            **offline_agent_env(fake, home), PYTHONPATH=str(Path(__file__).parent.parent)
+            **offline_agent_env(fake, home),
+            PYTHONPATH=str(Path(__file__).parent.parent),
+            XDG_RUNTIME_DIR=str(sock_dir),  # the socket's path must fit in 108 bytes
         )
         with run_commands(lines[: serve + 1], env, workdir):
             deadline = time.monotonic() + 60
