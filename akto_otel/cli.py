@@ -338,9 +338,11 @@ def _parser() -> argparse.ArgumentParser:
         help="answer Claude Code's HTTP hooks with the guard (run it, then claude-settings)",
         description=(
             "Serve Claude Code's HTTP hooks: each event is judged and traced exactly as "
-            "the SDK hooks do (AKTO_* and OTEL_* settings). Every request must carry the "
-            "shared secret (made at first start, mode 0600). SIGINT or SIGTERM finishes "
-            "the requests in flight, ends the sessions' spans and flushes the records."
+            "the SDK hooks do (AKTO_* and OTEL_* settings). Every request on the TCP port "
+            "must carry the shared secret (made at first start, mode 0600); the Unix socket "
+            "(for 'claude-settings --transport command') takes only your own user's "
+            "connections. SIGINT or SIGTERM finishes the requests in flight, ends the "
+            "sessions' spans and flushes the records."
         ),
     )
     serve.add_argument(

@@ -20,19 +20,27 @@ writing", it prints ``{"continue": false}`` instead, ending the turn. Without
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import socket
 import stat
 import struct
 import sys
 import time
 
+# Neither json nor re on the way of an answer: importing them is most of this
+# script's start-up (about 13 ms of the interpreter's import time).
 _STOP_EVENTS = ("Stop", "SubagentStop")
-_EVENT = re.compile(r"[A-Za-z]{1,64}")
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _MAX_ANSWER = 64 * 1024 * 1024
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_event(name: str) -> bool:
+    return 0 < len(name) <= 64 and name.isascii() and name.isalpha()
+
+
+def _is_traceparent(value: str) -> bool:
+    parts = value.split("-")
+    return [len(p) for p in parts] == [2, 32, 16, 2] and set("".join(parts)) <= _HEX
 
 
 class _Failure(Exception):
@@ -78,7 +86,7 @@ def forward(path: str, event: str, body: bytes, timeout: float) -> bytes:
         "Connection: close",
     ]
     parent = os.environ.get("TRACEPARENT", "")
-    if _TRACEPARENT.fullmatch(parent):
+    if _is_traceparent(parent):
         head.append(f"traceparent: {parent}")
     request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
     chunks: list[bytes] = []
@@ -120,11 +128,10 @@ def _answer(raw: bytes) -> bytes:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             body = body[: int(value.strip() or b"0")]
-    try:
-        output = json.loads(body)
-    except ValueError:
-        raise _Failure("the answer is not JSON") from None
-    if not isinstance(output, dict):
+    # The server is this user's (checked above) and answers JSON objects only; what
+    # is checked here is that an answer is one at all (the CLI parses it).
+    text = body.strip()
+    if not (text.startswith(b"{") and text.endswith(b"}")):
         raise _Failure("the answer is not a JSON object")
     return body
 
@@ -132,6 +139,8 @@ def _answer(raw: bytes) -> bytes:
 def _fail(event: str, reason: str, block: bool) -> int:
     message = f"akto-otel: the guard could not answer {event}: {reason}"
     if block and event in _STOP_EVENTS:
+        import json
+
         sys.stdout.write(json.dumps({"continue": False, "stopReason": message}))
         print(message, file=sys.stderr)
         return 0
@@ -154,7 +163,7 @@ def main(argv: list[str]) -> int:
                 timeout = 60.0
         elif arg == "--block":
             block = True
-    if not _EVENT.fullmatch(event) or not path:
+    if not _is_event(event) or not path:
         return _fail(
             event or "?", "usage: --socket PATH --event NAME [--timeout S] [--block]", True
         )

@@ -202,7 +202,10 @@ def _bind_unix(path: Path) -> socket.socket:
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise ServeError(f"{path}: cannot listen: {exc.strerror or exc}") from None
+        raise ServeError(
+            f"{path}: cannot listen: {exc.strerror or exc} (pick another --socket PATH, "
+            "or --no-socket for the TCP port alone)"
+        ) from None
     return sock
 
 

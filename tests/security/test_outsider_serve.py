@@ -280,19 +280,20 @@ async def _half_open(port: int, count: int) -> list[tuple[asyncio.StreamReader, 
 async def test_a_connection_that_never_finishes_its_request_is_closed_and_counted(
     capture: SpanCapture,
 ) -> None:
-    """Without the secret, a connection gets ``header_timeout`` seconds to deliver a
-    request, then is closed and counted; the CLI's kept-alive connection, which
-    delivered one with the secret, stays open past that deadline."""
+    """Without the secret, a connection gets 5 seconds (the default header timeout)
+    to deliver a request, then is closed and counted (aiohttp alone waits forever);
+    the CLI's kept-alive connection, which delivered one with the secret, stays open
+    past that deadline."""
     notification = json.dumps({"session_id": "s1", "hook_event_name": "Notification"}).encode()
     with EmulatorServer(Policy(RULES)) as akto:
-        srv = HookServer(guard(akto, capture, fail_mode="closed"), SECRET, header_timeout=0.5)
+        srv = HookServer(guard(akto, capture, fail_mode="closed"), SECRET)
         await srv.start("127.0.0.1", 0)
         port = int(srv.url.rsplit(":", 1)[1])
         cli_reader, cli_writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             first = await _raw_request(cli_reader, cli_writer, "/hook/Notification", notification)
             ((slow, slow_writer),) = await _half_open(port, 1)
-            closed = await asyncio.wait_for(slow.read(), 10)  # b"": the server closed it
+            closed = await asyncio.wait_for(slow.read(), 30)  # b"": the server closed it
             slow_writer.close()
             second = await _raw_request(cli_reader, cli_writer, "/hook/Notification", notification)
         finally:
