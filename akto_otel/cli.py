@@ -188,6 +188,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_concurrency=args.max_concurrency,
             max_connections=args.max_connections,
             socket_path=None if args.no_socket else _socket_path(args),
+            other_users=args.allow_other_users,
         )
     except ServeError as exc:
         raise _CommandError(str(exc), 1) from None
@@ -381,6 +382,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="open connections at most, and at most half the open-file limit (default 512); "
         "at the bound a new one evicts the oldest that has not sent a request with the secret",
+    )
+    serve.add_argument(
+        "--allow-other-users",
+        action="store_true",
+        help="take loopback TCP connections from other local users too (they still need "
+        "the secret); by default, on Linux, a connection from another uid is closed at once",
     )
     unix = serve.add_mutually_exclusive_group()
     unix.add_argument(

@@ -368,6 +368,11 @@ class HookServer:
     One :class:`HookScope` and ``invoke_agent`` root span per CLI session, at most
     ``guard.settings.max_sessions`` of them, each closed on SessionEnd, when idle
     past ``session_idle_timeout``, or at :meth:`close`.
+
+    Connections (:class:`akto_otel.serve_conn.ConnectionGuard`): at most
+    ``max_connections`` (and half the open-file limit), each given
+    ``header_timeout`` seconds to deliver a request with the secret; on Linux a
+    loopback connection from another uid is closed at once unless ``other_users``.
     """
 
     def __init__(
@@ -379,6 +384,7 @@ class HookServer:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        other_users: bool = False,
     ) -> None:
         if not secret:
             raise ServeError("the shared secret is empty")
@@ -386,6 +392,7 @@ class HookServer:
         self._secret = secret.encode()
         self._max_connections = max_connections
         self._header_timeout = header_timeout
+        self._other_users = other_users
         self._conns: ConnectionGuard | None = None
         self._listeners: list[asyncio.AbstractServer] = []
         self._socket_path: Path | None = None
@@ -432,6 +439,7 @@ class HookServer:
             self._dropped,
             max_connections=connection_bound(self._max_connections),
             header_timeout=self._header_timeout,
+            other_users=self._other_users,
         )
         self._sweeper = asyncio.ensure_future(self._sweep())
         return self._conns
@@ -694,6 +702,7 @@ def run_serve(
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     socket_path: Path | None = None,
+    other_users: bool = False,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then finish the requests in flight and flush.
 
@@ -717,6 +726,7 @@ def run_serve(
             max_body=max_body,
             max_concurrency=max_concurrency,
             max_connections=max_connections,
+            other_users=other_users,
         )
         try:
             url = await server.start(host, port)

@@ -7,8 +7,8 @@ the aiohttp protocol factory (``AppRunner.server``) in a plain
 :class:`asyncio.Protocol` that
 
 - refuses, at once, a loopback peer whose socket belongs to another user (Linux:
-  :func:`akto_otel.peers.tcp_peer_uid`), and on the Unix socket any peer whose
-  ``SO_PEERCRED`` uid is not the server's;
+  :func:`akto_otel.peers.tcp_peer_uid`; unless ``other_users``), and on the Unix
+  socket any peer whose ``SO_PEERCRED`` uid is not the server's;
 - closes a connection that has not delivered an authenticated request within
   ``header_timeout`` seconds of being accepted;
 - keeps at most ``max_connections`` open: at the bound, a new connection evicts the
@@ -84,8 +84,10 @@ class ConnectionGuard:
         *,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        other_users: bool = False,
     ) -> None:
         self._factory = factory
+        self._other_users = other_users
         self._on_drop = on_drop
         self.max_connections = max_connections
         self._header_timeout = header_timeout
@@ -145,7 +147,16 @@ class ConnectionGuard:
         )
 
     def _admit(self, transport: asyncio.BaseTransport, unix: bool) -> _Conn | None:
-        if self._uid is not None and self._peer_uid(transport, unix) not in (None, self._uid):
+        check = unix or not self._other_users
+        if (
+            check
+            and self._uid is not None
+            and self._peer_uid(transport, unix)
+            not in (
+                None,
+                self._uid,
+            )
+        ):
             self._drop_new(transport, "other_user")
             return None
         while self.open >= self.max_connections:

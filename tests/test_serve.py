@@ -222,10 +222,17 @@ def test_the_serve_command_listens_answers_and_stops_cleanly_on_sigterm(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_low_soft_descriptor_limit,
     )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
+        # Started with a soft limit of 256 (a bound of 128): raised to the hard limit.
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and hard >= 1024:
+            assert f"at most {min(512, hard // 2)} connections" in line, line
         url = line.split("listening on ", 1)[1].split()[0]
         assert url.startswith("http://127.0.0.1:")
         import urllib.request
@@ -251,6 +258,14 @@ def test_the_serve_command_listens_answers_and_stops_cleanly_on_sigterm(
             proc.wait()
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     assert not (sock_dir / "hook.sock").exists(), "the socket outlived the server"
+
+
+def _low_soft_descriptor_limit() -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= 1024:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 
 
 def _unix_get(path: Path, route: str) -> tuple[int, Any]:

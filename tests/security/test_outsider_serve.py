@@ -380,6 +380,43 @@ async def test_another_users_connections_are_refused_when_they_connect(
     assert _dropped(capture) == {"other_user": 20}
 
 
+_OTHER_USER_WITH_SECRET = """
+import socket, sys
+port, secret = int(sys.argv[1]), sys.argv[2]
+body = b'{"session_id": "s1", "hook_event_name": "Notification"}'
+sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+sock.sendall(
+    b"POST /hook/Notification HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n"
+    + b"X-Akto-Hook-Secret: " + secret.encode() + b"\\r\\n"
+    + b"Content-Length: " + str(len(body)).encode() + b"\\r\\n\\r\\n" + body
+)
+print((sock.recv(64).split(b" ") + [b"0", b"0"])[1].decode())
+"""
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["default", "allow-other-users"])
+async def test_only_allow_other_users_lets_another_users_cli_in(
+    allowed: bool, capture: SpanCapture
+) -> None:
+    """Another uid's CLI, even with the secret, is refused by default; a server run
+    with ``other_users`` (``serve --allow-other-users``: one server for several
+    users' CLIs) answers it."""
+    python = other_user_python()
+    with EmulatorServer(Policy(RULES)) as akto:
+        srv = HookServer(guard(akto, capture), SECRET, other_users=allowed)
+        await srv.start("127.0.0.1", 0)
+        try:
+            attacker = await asyncio.create_subprocess_exec(
+                python, "-I", "-S", "-c", _OTHER_USER_WITH_SECRET, srv.url.rsplit(":", 1)[1],
+                SECRET, user=OTHER_UID, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await asyncio.wait_for(attacker.communicate(), 60)
+        finally:
+            await srv.close()
+    assert out.decode().strip() == ("200" if allowed else "0")
+    assert _dropped(capture) == ({} if allowed else {"other_user": 1})
+
+
 def test_a_secret_another_user_planted_or_can_replace_is_refused(tmp_path: Path) -> None:
     """A secret file owned by someone else (its owner knows it and may change it;
     only root could read it anyway), or in a directory others may write (they can
