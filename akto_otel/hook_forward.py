@@ -13,9 +13,10 @@ process listening is this user's too (before sending a byte), posts the JSON to
 When the server is missing, hung past ``--timeout``, not this user's, or answers
 anything but a JSON object with 200: with ``--block`` (the judging events in
 fail-closed mode) it exits 2 with the reason on stderr, which the CLI turns into a
-block of the prompt or tool call; on Stop and SubagentStop, where exit 2 means "keep
-writing", it prints ``{"continue": false}`` instead, ending the turn. Without
-``--block`` it exits 1 (a non-blocking hook error: the CLI goes on).
+block of the prompt or tool call; on Stop, SubagentStop, PostToolUse and
+PostToolUseFailure, where exit 2 blocks nothing (see ``_END_TURN_EVENTS``), it prints
+``{"continue": false}`` instead, ending the turn. Without ``--block`` it exits 1 (a
+non-blocking hook error: the CLI goes on).
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ import time
 
 # Neither json nor re on the way of an answer: importing them is most of this
 # script's start-up (about 13 ms of the interpreter's import time).
-_STOP_EVENTS = ("Stop", "SubagentStop")
+#: Where exit 2 does not block: on Stop and SubagentStop it means "keep writing"
+#: (again after every answer while the server is down), on PostToolUse and
+#: PostToolUseFailure it shows the reason next to the unjudged output. There a
+#: failure ends the turn instead (``continue: false``), before the model reads on.
+_END_TURN_EVENTS = ("Stop", "SubagentStop", "PostToolUse", "PostToolUseFailure")
 _MAX_ANSWER = 64 * 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
 
@@ -138,7 +143,7 @@ def _answer(raw: bytes) -> bytes:
 
 def _fail(event: str, reason: str, block: bool) -> int:
     message = f"akto-otel: the guard could not answer {event}: {reason}"
-    if block and event in _STOP_EVENTS:
+    if block and event in _END_TURN_EVENTS:
         import json
 
         sys.stdout.write(json.dumps({"continue": False, "stopReason": message}))

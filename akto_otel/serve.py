@@ -134,9 +134,6 @@ _EVENT_NAME = re.compile(r"[A-Za-z]{1,64}")
 _SESSION_SWEEP = 60.0
 #: The command hooks' forwarder: a stdlib-only script, run by path (never imported).
 FORWARDER = Path(__file__).resolve().with_name("hook_forward.py")
-#: Events a failed command hook ends the session on instead of exit 2 (which there
-#: means "go on writing", again and again while the server is down).
-_STOP_EVENTS = frozenset({"Stop", "SubagentStop"})
 
 
 class ServeError(Exception):
@@ -325,8 +322,9 @@ def claude_command_settings(
     ends) prove each side is this user's. The forwarder gives up after ``timeout``
     seconds; the CLI's own timeout is 5 seconds later. The ``blocking`` events
     (:func:`blocking_events`) run it with ``--block`` (a server that is missing, hung
-    or refusing exits 2: the CLI blocks the prompt or tool call; on Stop and
-    SubagentStop it ends the turn with ``continue: false``) and carry
+    or refusing exits 2: the CLI blocks the prompt or tool call; on Stop,
+    SubagentStop, PostToolUse and PostToolUseFailure it ends the turn with
+    ``continue: false``) and carry
     ``"onFailure": "block"`` (a forwarder that cannot start or is killed blocks too).
     """
     blocking = set(blocking)

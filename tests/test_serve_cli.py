@@ -287,6 +287,34 @@ async def test_fail_closed_blocks_a_tool_call_when_only_its_hook_is_down(
     assert len(fake.conversation_requests) == 2, "the turn did not reach the tool call"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="onFailure block on PostToolUse counts as exit 2, which there only shows the "
+    "reason to the model next to the output (CLI 2.1.337): with the server down, a "
+    "tool's unjudged output reaches the model in fail-closed mode. No HTTP hook "
+    "setting ends the turn when the server cannot answer; the command transport's "
+    "forwarder does (test_serve_command.py::"
+    "test_a_failed_post_tool_use_hook_keeps_the_unjudged_output_from_the_model)",
+)
+async def test_fail_closed_keeps_a_tools_output_from_the_model_when_its_hook_is_down(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    scenario = Scenario(
+        None, [ToolUse("Bash", {"command": "printf 'PRIVATE-%s' KEY-123"}), Text("ok")]
+    )
+    with EmulatorServer(Policy(())) as akto, FakeAnthropic(scenario) as fake:
+        async with served(
+            akto, capture, fail_mode="closed", tool_response_guardrails=True
+        ) as server:
+            settings = settings_for(server, url=f"http://127.0.0.1:{_free_port()}")
+            assert settings["hooks"]["PostToolUse"][0]["hooks"][0].get("onFailure") == "block"
+            settings["hooks"] = {"PostToolUse": settings["hooks"]["PostToolUse"]}
+            await run_cli("print it", settings, fake, home, workdir)
+        everything = requests_text(fake)
+    assert fake.conversation_requests, "the model was never asked"
+    assert "PRIVATE-KEY-123" not in everything, "an unjudged tool output reached the model"
+
+
 def _shape(records: list[Any]) -> list[tuple[str, ...]]:
     return sorted(
         (

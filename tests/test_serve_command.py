@@ -229,3 +229,28 @@ def test_the_forwarder_fails_by_its_mode_when_no_server_is_there(
         assert stop.returncode == 0 and json.loads(stop.stdout)["continue"] is False
     else:
         assert stop.returncode == 1 and stop.stdout == b""
+
+
+async def test_a_failed_post_tool_use_hook_keeps_the_unjudged_output_from_the_model(
+    capture: SpanCapture, home: Path, workdir: Path, sock_dir: Path
+) -> None:
+    """Fail-closed with output guardrails: a tool's output the guard could not judge
+    (server down) must not reach the model. Exit 2 there only shows the reason to
+    the model next to the output; the forwarder ends the turn (``continue: false``)."""
+    from tests.security.attack_kit import requests_text
+
+    scenario = Scenario(
+        None, [ToolUse("Bash", {"command": "printf 'PRIVATE-%s' KEY-123"}), Text("ok")]
+    )
+    with EmulatorServer(Policy(())) as akto, FakeAnthropic(scenario) as fake:
+        async with served_unix(
+            akto, capture, sock_dir, fail_mode="closed", tool_response_guardrails=True
+        ) as server:
+            settings = command_settings(server, path=sock_dir / "gone.sock")
+            (hook,) = settings["hooks"]["PostToolUse"][0]["hooks"]
+            assert hook.get("onFailure") == "block"
+            settings["hooks"] = {"PostToolUse": settings["hooks"]["PostToolUse"]}
+            await run_cli("print it", settings, fake, home, workdir)
+        everything = requests_text(fake)
+    assert fake.conversation_requests, "the model was never asked"
+    assert "PRIVATE-KEY-123" not in everything, "an unjudged tool output reached the model"
