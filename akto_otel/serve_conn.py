@@ -176,6 +176,12 @@ class ConnectionGuard:
         return conn
 
     def _peer_uid(self, transport: asyncio.BaseTransport, unix: bool) -> int | None:
+        try:
+            return self._lookup_peer_uid(transport, unix)
+        except Exception:  # never let a lookup's own bug leave a connection half made
+            return -1 if unix else None
+
+    def _lookup_peer_uid(self, transport: asyncio.BaseTransport, unix: bool) -> int | None:
         sock = transport.get_extra_info("socket")
         if sock is None:
             return None
