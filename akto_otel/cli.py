@@ -8,7 +8,9 @@ Usage::
                    [--fault akto-down] [--fault akto-slow]
     akto-otel emulator [--port 18090] [--policy policy.yaml] [--token T]
     akto-otel serve [--host 127.0.0.1] [--port 18091] [--secret-file PATH]
-    akto-otel claude-settings [--url URL] [--secret-file PATH] [--timeout S]
+                    [--socket PATH | --no-socket] [--max-connections N]
+    akto-otel claude-settings [--transport http|command] [--url URL] [--secret-file PATH]
+                              [--socket PATH] [--timeout S]
     akto-otel doctor
 
 Errors are one line on stderr: exit 2 for a bad argument or input file (usage, policy),
@@ -165,6 +167,14 @@ def _secret_path(args: argparse.Namespace) -> Any:
     return Path(args.secret_file) if args.secret_file else default_secret_path()
 
 
+def _socket_path(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from akto_otel.serve import default_socket_path
+
+    return Path(args.socket).absolute() if args.socket else default_socket_path()
+
+
 def _serve(args: argparse.Namespace) -> int:
     from akto_otel.errors import AktoConfigError
     from akto_otel.serve import ServeError, run_serve
@@ -176,6 +186,9 @@ def _serve(args: argparse.Namespace) -> int:
             _secret_path(args),
             max_body=args.max_body,
             max_concurrency=args.max_concurrency,
+            max_connections=args.max_connections,
+            socket_path=None if args.no_socket else _socket_path(args),
+            other_users=args.allow_other_users,
         )
     except ServeError as exc:
         raise _CommandError(str(exc), 1) from None
@@ -196,19 +209,25 @@ def _claude_settings(args: argparse.Namespace) -> int:
         DEFAULT_PORT,
         ServeError,
         blocking_events,
+        claude_command_settings,
         claude_settings,
         load_secret,
     )
 
     try:
         rules = Rules.from_settings(Settings.from_env())
-        secret = load_secret(_secret_path(args))
+        if args.transport == "command":
+            settings = claude_command_settings(
+                _socket_path(args), blocking_events(rules), timeout=args.timeout
+            )
+        else:
+            secret = load_secret(_secret_path(args))
+            url = args.url or f"http://127.0.0.1:{DEFAULT_PORT}"
+            settings = claude_settings(url, secret, blocking_events(rules), timeout=args.timeout)
     except AktoConfigError as exc:
         raise _CommandError(str(exc), 2) from None
     except ServeError as exc:
         raise _CommandError(str(exc), 1) from None
-    url = args.url or f"http://127.0.0.1:{DEFAULT_PORT}"
-    settings = claude_settings(url, secret, blocking_events(rules), timeout=args.timeout)
     print(json.dumps(settings, indent=2))
     return 0
 
@@ -320,9 +339,11 @@ def _parser() -> argparse.ArgumentParser:
         help="answer Claude Code's HTTP hooks with the guard (run it, then claude-settings)",
         description=(
             "Serve Claude Code's HTTP hooks: each event is judged and traced exactly as "
-            "the SDK hooks do (AKTO_* and OTEL_* settings). Every request must carry the "
-            "shared secret (made at first start, mode 0600). SIGINT or SIGTERM finishes "
-            "the requests in flight, ends the sessions' spans and flushes the records."
+            "the SDK hooks do (AKTO_* and OTEL_* settings). Every request on the TCP port "
+            "must carry the shared secret (made at first start, mode 0600); the Unix socket "
+            "(for 'claude-settings --transport command') takes only your own user's "
+            "connections. SIGINT or SIGTERM finishes the requests in flight, ends the "
+            "sessions' spans and flushes the records."
         ),
     )
     serve.add_argument(
@@ -354,6 +375,29 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="hook requests judged at once; 4N more wait, beyond that 503 (default 64)",
     )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=512,
+        metavar="N",
+        help="open connections at most, and at most half the open-file limit (default 512); "
+        "at the bound a new one evicts the oldest that has not sent a request with the secret",
+    )
+    serve.add_argument(
+        "--allow-other-users",
+        action="store_true",
+        help="take loopback TCP connections from other local users too (they still need "
+        "the secret); by default, on Linux, a connection from another uid is closed at once",
+    )
+    unix = serve.add_mutually_exclusive_group()
+    unix.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="also listen on this Unix socket, for 'claude-settings --transport command' "
+        "(default $XDG_RUNTIME_DIR/akto-otel/hook.sock, else beside the secret); its "
+        "directory must be yours and writable by no one else",
+    )
+    unix.add_argument("--no-socket", action="store_true", help="listen on the TCP port only")
     claude = sub.add_parser(
         "claude-settings",
         help="print the Claude Code settings JSON that sends every hook to 'akto-otel serve'",
@@ -365,8 +409,17 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     claude.add_argument(
+        "--transport",
+        choices=["http", "command"],
+        default="http",
+        help="http (default): HTTP hooks to the TCP port with the secret; command: "
+        "command hooks that forward each event to the Unix socket, which only your "
+        "user can listen on or connect to (use this on a shared machine)",
+    )
+    claude.add_argument(
         "--url", metavar="URL", help="the server's base URL (default http://127.0.0.1:18091)"
     )
+    claude.add_argument("--socket", metavar="PATH", help="with --transport command: as for serve")
     claude.add_argument(
         "--secret-file", metavar="PATH", help="as for serve (made when absent, mode 0600)"
     )

@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import ssl
@@ -429,8 +430,30 @@ def claude_settings_files(env: Mapping[str, str], cwd: Path) -> list[Path]:
     return [path for path in found if path.is_file()]
 
 
+def _forwarder_socket(hook: Any) -> str:
+    """The socket a command hook running akto-otel's forwarder sends to, else ''."""
+    import shlex
+
+    from akto_otel.serve import FORWARDER
+
+    if not isinstance(hook, dict):
+        return ""
+    command = hook.get("command")
+    if hook.get("type") != "command" or not isinstance(command, str):
+        return ""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return ""
+    if not any(Path(arg).name == FORWARDER.name for arg in argv) or "--socket" not in argv:
+        return ""
+    index = argv.index("--socket") + 1
+    return argv[index] if index < len(argv) else ""
+
+
 def _served_hooks(path: Path) -> dict[str, dict[str, Any]]:
-    """Event -> the HTTP hook in ``path`` that posts it to an ``akto-otel serve`` URL."""
+    """Event -> the hook in ``path`` that sends it to ``akto-otel serve``: an HTTP
+    hook with the secret header, or a command hook running the forwarder."""
     from akto_otel.serve import SECRET_HEADER
 
     try:
@@ -443,7 +466,9 @@ def _served_hooks(path: Path) -> dict[str, dict[str, Any]]:
         for entry in entries if isinstance(entries, list) else []:
             for hook in entry.get("hooks", []) if isinstance(entry, dict) else []:
                 headers = hook.get("headers") if isinstance(hook, dict) else None
-                if isinstance(headers, dict) and SECRET_HEADER in headers:
+                if (isinstance(headers, dict) and SECRET_HEADER in headers) or _forwarder_socket(
+                    hook
+                ):
                     served[str(event)] = hook
     return served
 
@@ -469,9 +494,17 @@ def claude_code_findings(settings: Settings, env: Mapping[str, str], cwd: Path) 
         servers = {
             (str(h.get("url", "")).rsplit("/hook/", 1)[0], str(h["headers"][SECRET_HEADER]))
             for h in served.values()
+            if isinstance(h.get("headers"), dict)
         }
+        sockets = {_forwarder_socket(h) for h in served.values()} - {""}
+        checks: list[tuple[Finding, dict[str, Any] | None]] = []
         for base, secret in sorted(servers):
-            finding, health = _server_health(base, secret)
+            squatter = _port_owner(base)
+            if squatter is not None:
+                checks.append((squatter, None))
+            checks.append(_server_health(base, secret))
+        checks += [_socket_health(Path(socket_path)) for socket_path in sorted(sockets)]
+        for finding, health in checks:
             findings.append(finding)
             if health is not None and isinstance(health.get("blocking_events"), list):
                 blocking = {str(e) for e in health["blocking_events"]}
@@ -498,6 +531,67 @@ def claude_code_findings(settings: Settings, env: Mapping[str, str], cwd: Path) 
     return findings
 
 
+def _port_owner(base: str) -> Finding | None:
+    """A warning when the loopback port of ``base`` is held by another user's process
+    (``/proc/net/tcp``): it, not akto-otel serve, may be receiving the hooks."""
+    from akto_otel.peers import is_loopback, tcp_listener_uids
+
+    try:
+        parts = urlsplit(base)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return None
+    if port is None or not hasattr(os, "geteuid"):
+        return None
+    if host != "localhost" and not is_loopback(host):
+        return None
+    others = sorted(uid for uid in tcp_listener_uids(port) if uid != os.geteuid())
+    if not others:
+        return None
+    return Finding(
+        False,
+        f"port {port} is held by a process of another user (uid "
+        f"{', '.join(map(str, others))}): it may receive the hooks and the secret; "
+        "stop it, or use akto-otel claude-settings --transport command",
+        warning=True,
+    )
+
+
+def _socket_health(path: Path) -> tuple[Finding, dict[str, Any] | None]:
+    """The Unix socket's directory, owner and listener, and its /health."""
+    import stat
+
+    from akto_otel.peers import private_directory, unix_peer_uid
+
+    label = f"GET  unix:{path} /health"
+    problem = private_directory(path.parent)
+    if problem:
+        return Finding(False, f"{label}: {problem}", warning=True), None
+    try:
+        info = path.lstat()
+    except OSError:
+        return Finding(
+            False, f"{label}: no socket (is akto-otel serve running?)", warning=True
+        ), None
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.geteuid():
+        return Finding(False, f"{label}: not a socket of yours; delete it", warning=True), None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(5.0)
+            probe.connect(str(path))
+            uid = unix_peer_uid(probe)
+    except OSError as exc:
+        cause = f"{label}: {exc.strerror or exc} (is akto-otel serve running?)"
+        return Finding(False, cause, warning=True), None
+    if uid is not None and uid != os.geteuid():
+        cause = f"{label}: the process listening is another user's (uid {uid})"
+        return Finding(False, cause, warning=True), None
+    transport = httpx.HTTPTransport(uds=str(path))
+    with httpx.Client(timeout=5.0, trust_env=False, transport=transport) as client:
+        answer = _request(client, "GET", "http://localhost/health", {}, None)
+    return _health_finding(label, answer)
+
+
 def _server_health(base: str, secret: str) -> tuple[Finding, dict[str, Any] | None]:
     """The server's /health as a finding, and its answer when it is akto-otel serve."""
     from akto_otel.serve import SECRET_HEADER
@@ -505,6 +599,12 @@ def _server_health(base: str, secret: str) -> tuple[Finding, dict[str, Any] | No
     label = f"GET  {redact_url(base)}/health"
     with httpx.Client(timeout=5.0, trust_env=False) as client:
         answer = _request(client, "GET", f"{base}/health", {SECRET_HEADER: secret}, None)
+    return _health_finding(label, answer)
+
+
+def _health_finding(
+    label: str, answer: str | tuple[int, str, bytes]
+) -> tuple[Finding, dict[str, Any] | None]:
     if isinstance(answer, str):
         cause = f"{label}: {answer} (is akto-otel serve running?)"
         return Finding(False, cause, warning=True), None

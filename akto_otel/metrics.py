@@ -187,6 +187,11 @@ class GuardrailMetrics:
         )
         for fault in ARMING_FAULTS:
             self._unarmed.add(0, {"fault": fault})
+        self._dropped_connections = meter.create_counter(
+            semconv.METRIC_SERVE_CONNECTIONS_DROPPED,
+            unit="1",
+            description="Connections akto-otel serve closed before a request, by reason",
+        )
         self._queue_sizes: list[Callable[[], int]] = []
         # Attribute sets are built once per distinct value and reused on every call.
         self._decision_attributes: dict[
@@ -260,6 +265,15 @@ class GuardrailMetrics:
 
     def record_unarmed(self, fault: str) -> None:
         self._unarmed.add(1, {"fault": fault})
+
+    def start_dropped_connections(self, reasons: Iterable[str]) -> None:
+        """Start ``akto.serve.connections.dropped`` at 0 for each reason (a server's)."""
+        for reason in reasons:
+            self._dropped_connections.add(0, {"reason": reason})
+
+    def record_dropped_connection(self, reason: str) -> None:
+        """One connection ``akto-otel serve`` closed (evicted, timed out, refused)."""
+        self._dropped_connections.add(1, {"reason": reason})
 
     def record_truncated(self, kind: str) -> None:
         self._truncated.add(1, {"kind": kind})

@@ -182,6 +182,8 @@ METRIC_EXPORTER_RECORDS: Final = "akto.exporter.records"
 METRIC_RECORDS_TRUNCATED: Final = "akto.records.truncated"
 METRIC_EXPORTER_DURATION: Final = "akto.exporter.duration"
 METRIC_EXPORTER_QUEUE_SIZE: Final = "akto.exporter.queue.size"
+#: Connections ``akto-otel serve`` closed before they delivered a request, by reason.
+METRIC_SERVE_CONNECTIONS_DROPPED: Final = "akto.serve.connections.dropped"
 
 # --- An armed guard and denies that must hold (akto_otel/armed.py) ------------
 #: A tool call the guard denied showed up as run (PostToolUse / PostToolUseFailure).

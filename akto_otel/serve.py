@@ -7,15 +7,21 @@ decision core of the SDK path: one decision core behind two front doors. Each CL
 session (``session_id``) is one trace, an ``invoke_agent`` root its hook spans
 nest under; events the guard does not judge become short ``akto.hook_event`` spans.
 
-Every request must carry :data:`SECRET_HEADER` with the server's shared secret
-(compared in constant time); anything else is a 401, which a hook with
-``"onFailure": "block"`` turns into a block. :func:`claude_settings` prints the
-settings that wire the CLI to the server.
+Every request over TCP must carry :data:`SECRET_HEADER` with the server's shared
+secret (compared in constant time); anything else is a 401, which a hook with
+``"onFailure": "block"`` turns into a block. The server can also listen on a Unix
+socket in a private directory (:meth:`HookServer.start_unix`): there the peer's
+``SO_PEERCRED`` uid must be the server's, and no secret is needed; the CLI reaches it
+through ``"type": "command"`` hooks running :mod:`akto_otel.hook_forward`.
+:func:`claude_settings` prints the settings that wire the CLI to the server (either
+transport). Connections are bounded and must deliver an authenticated request in
+time (:mod:`akto_otel.serve_conn`).
 
 Usage::
 
-    akto-otel serve                                   # 127.0.0.1:18091
+    akto-otel serve                                   # 127.0.0.1:18091 and hook.sock
     akto-otel claude-settings > ~/.claude/settings.json
+    akto-otel claude-settings --transport command > ~/.claude/settings.json
 
     server = HookServer(akto_otel.configure(), secret="...")
     url = await server.start("127.0.0.1", 0)          # then: await server.close()
@@ -30,7 +36,10 @@ import logging
 import os
 import re
 import secrets
+import shlex
+import socket
 import stat
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -43,10 +52,17 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from akto_otel import armed, hook_answers, hook_dispatch, semconv
+from akto_otel import armed, hook_answers, hook_dispatch, peers, semconv
 from akto_otel.decision import JUDGING_HOOKS, Rules
 from akto_otel.hook_scope import HookCallback, HookOutput, HookScope, text
 from akto_otel.hooks import AktoGuardrails
+from akto_otel.serve_conn import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DROP_REASONS,
+    ConnectionGuard,
+    connection_bound,
+)
 from akto_otel.spans import end_span, mark_error, start_agent_span
 from akto_otel.unjudged import StartupProbe
 from akto_otel.verdict import quietly
@@ -56,6 +72,7 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_PORT",
+    "FORWARDER",
     "JUDGED_AS",
     "OBSERVED_EVENTS",
     "SECRET_HEADER",
@@ -63,10 +80,13 @@ __all__ = [
     "HookServer",
     "ServeError",
     "blocking_events",
+    "claude_command_settings",
     "claude_settings",
     "cli_output",
     "default_secret_path",
+    "default_socket_path",
     "load_secret",
+    "raise_descriptor_limit",
     "read_secret",
     "run_serve",
 ]
@@ -112,6 +132,8 @@ _TOOL_EVENTS = frozenset(
 _PERMISSION_DENIED = "PermissionDenied"
 _EVENT_NAME = re.compile(r"[A-Za-z]{1,64}")
 _SESSION_SWEEP = 60.0
+#: The command hooks' forwarder: a stdlib-only script, run by path (never imported).
+FORWARDER = Path(__file__).resolve().with_name("hook_forward.py")
 
 
 class ServeError(Exception):
@@ -120,10 +142,82 @@ class ServeError(Exception):
 
 def default_secret_path(env: Mapping[str, str] | None = None) -> Path:
     """``$XDG_CONFIG_HOME/akto-otel/hook-secret``, else ``~/.config/akto-otel/hook-secret``."""
-    env = os.environ if env is None else env
+    return _config_dir(os.environ if env is None else env) / "hook-secret"
+
+
+def _config_dir(env: Mapping[str, str]) -> Path:
     base = env.get("XDG_CONFIG_HOME", "").strip()
     root = Path(base) if base else Path(env.get("HOME") or Path.home()) / ".config"
-    return root / "akto-otel" / "hook-secret"
+    return root / "akto-otel"
+
+
+def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_RUNTIME_DIR/akto-otel/hook.sock``, else ``hook.sock`` beside the secret
+    (``$XDG_CONFIG_HOME/akto-otel``, else ``~/.config/akto-otel``)."""
+    env = os.environ if env is None else env
+    runtime = env.get("XDG_RUNTIME_DIR", "").strip()
+    folder = Path(runtime) / "akto-otel" if runtime else _config_dir(env)
+    return folder / "hook.sock"
+
+
+def _bind_unix(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path``, in a private directory (made 0700 when
+    absent; refused when another user owns it or others may write it). A stale
+    socket of ours is replaced; one a server still answers on, or another user's,
+    is refused."""
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    problem = peers.private_directory(folder)
+    if problem:
+        raise ServeError(problem)
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        info = None
+    if info is not None:
+        if not stat.S_ISSOCK(info.st_mode):
+            raise ServeError(f"{path}: exists and is not a socket; move it away")
+        if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+            raise ServeError(f"{path}: owned by another user (uid {info.st_uid}); delete it")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()  # nobody answers: a server that did not clean up
+            else:
+                raise ServeError(f"{path}: another akto-otel serve is listening there")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(
+            f"{path}: cannot listen: {exc.strerror or exc} (pick another --socket PATH, "
+            "or --no-socket for the TCP port alone)"
+        ) from None
+    return sock
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft open-file limit to the hard one (more room for connections);
+    returns the soft limit in force."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    except (ImportError, OSError, ValueError):
+        return -1
 
 
 def read_secret(path: Path) -> str:
@@ -214,6 +308,46 @@ def claude_settings(
     return {"hooks": hooks}
 
 
+def claude_command_settings(
+    socket_path: Path,
+    blocking: Iterable[str] = (),
+    *,
+    timeout: int = 60,
+    python: str = sys.executable,
+) -> dict[str, Any]:
+    """The ``hooks`` settings that send every served event to the Unix socket at
+    ``socket_path``, through ``"type": "command"`` hooks running :data:`FORWARDER`.
+
+    No secret: the socket's private directory and ``SO_PEERCRED`` (checked at both
+    ends) prove each side is this user's. The forwarder gives up after ``timeout``
+    seconds; the CLI's own timeout is 5 seconds later. The ``blocking`` events
+    (:func:`blocking_events`) run it with ``--block`` (a server that is missing, hung
+    or refusing exits 2: the CLI blocks the prompt or tool call; on Stop,
+    SubagentStop, PostToolUse and PostToolUseFailure it ends the turn with
+    ``continue: false``) and carry
+    ``"onFailure": "block"`` (a forwarder that cannot start or is killed blocks too).
+    """
+    blocking = set(blocking)
+    base = [python, "-I", "-S", str(FORWARDER), "--socket", str(socket_path)]
+    hooks: dict[str, Any] = {}
+    for event in SERVED_EVENTS:
+        argv = [*base, "--event", event, "--timeout", str(timeout)]
+        if event in blocking:
+            argv.append("--block")
+        hook: dict[str, Any] = {
+            "type": "command",
+            "command": shlex.join(argv),
+            "timeout": timeout + 5,
+        }
+        if event in blocking:
+            hook["onFailure"] = "block"
+        entry: dict[str, Any] = {"hooks": [hook]}
+        if event in _TOOL_EVENTS:
+            entry = {"matcher": "*", **entry}
+        hooks[event] = [entry]
+    return {"hooks": hooks}
+
+
 def blocking_events(rules: Rules) -> list[str]:
     """The served events whose hook must block when it fails, under ``rules``."""
     return [e for e in SERVED_EVENTS if armed.on_failure_for(JUDGED_AS.get(e, e), rules) == "block"]
@@ -232,6 +366,11 @@ class HookServer:
     One :class:`HookScope` and ``invoke_agent`` root span per CLI session, at most
     ``guard.settings.max_sessions`` of them, each closed on SessionEnd, when idle
     past ``session_idle_timeout``, or at :meth:`close`.
+
+    Connections (:class:`akto_otel.serve_conn.ConnectionGuard`): at most
+    ``max_connections`` (and half the open-file limit), each given
+    ``header_timeout`` seconds to deliver a request with the secret; on Linux a
+    loopback connection from another uid is closed at once unless ``other_users``.
     """
 
     def __init__(
@@ -241,11 +380,23 @@ class HookServer:
         *,
         max_body: int = DEFAULT_MAX_BODY,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        other_users: bool = False,
     ) -> None:
         if not secret:
             raise ServeError("the shared secret is empty")
         self.guard = guard
         self._secret = secret.encode()
+        self._max_connections = max_connections
+        self._header_timeout = header_timeout
+        self._other_users = other_users
+        self._conns: ConnectionGuard | None = None
+        self._listeners: list[asyncio.AbstractServer] = []
+        self._socket_path: Path | None = None
+        self._socket_inode: tuple[int, int] | None = None
+        self._dropped_logged: set[str] = set()
+        quietly(guard.metrics.start_dropped_connections, DROP_REASONS)
         self._max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
         self._inside = 0
@@ -253,6 +404,8 @@ class HookServer:
         self._probe = StartupProbe(guard.client, guard.settings)
         #: The base URL once :meth:`start` has bound the port.
         self.url = ""
+        #: The Unix socket once :meth:`start_unix` has bound it.
+        self.socket_path: Path | None = None
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.app = web.Application(client_max_size=max_body, middlewares=[self._auth])
@@ -263,29 +416,86 @@ class HookServer:
     def sessions(self) -> int:
         return len(self._sessions)
 
-    async def start(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> str:
-        """Listen on ``host:port`` (0: any free port); returns the base URL."""
+    @property
+    def max_connections(self) -> int:
+        """Open connections at most (``max_connections``, or half the descriptor limit)."""
+        return (
+            self._conns.max_connections if self._conns else connection_bound(self._max_connections)
+        )
+
+    async def _setup(self) -> ConnectionGuard:
+        if self._conns is not None:
+            return self._conns
         runner = web.AppRunner(
             self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        assert runner.server is not None
         self._runner = runner
+        self._conns = ConnectionGuard(
+            runner.server,
+            self._dropped,
+            max_connections=connection_bound(self._max_connections),
+            header_timeout=self._header_timeout,
+            other_users=self._other_users,
+        )
         self._sweeper = asyncio.ensure_future(self._sweep())
-        bound = runner.addresses[0]
+        return self._conns
+
+    async def start(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> str:
+        """Listen on ``host:port`` (0: any free port); returns the base URL."""
+        conns = await self._setup()
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(conns.protocol(unix=False), host, port, backlog=128)
+        self._listeners.append(listener)
+        bound = listener.sockets[0].getsockname()
         shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
         self.url = f"http://{shown}:{bound[1]}"
         return self.url
+
+    async def start_unix(self, path: Path) -> Path:
+        """Listen on a Unix socket at ``path`` too (see :func:`_bind_unix` for the
+        directory it must be in); peers of another uid are refused, and no secret is
+        asked of the others. Returns the path."""
+        conns = await self._setup()
+        sock = _bind_unix(path)
+        info = os.stat(path)
+        loop = asyncio.get_running_loop()
+        try:
+            listener = await loop.create_server(conns.protocol(unix=True), sock=sock)
+        except BaseException:
+            sock.close()
+            path.unlink(missing_ok=True)
+            raise
+        self._listeners.append(listener)
+        self._socket_inode = (info.st_dev, info.st_ino)
+        self.socket_path = path
+        return path
+
+    def _dropped(self, reason: str) -> None:
+        quietly(self.guard.metrics.record_dropped_connection, reason)
+        if reason not in self._dropped_logged:
+            self._dropped_logged.add(reason)
+            _log.warning(
+                "akto-otel serve closed a connection (%s; counted on %s, logged once per reason)",
+                reason,
+                semconv.METRIC_SERVE_CONNECTIONS_DROPPED,
+            )
 
     async def close(self) -> None:
         """Stop listening (requests in flight finish), end every session, flush."""
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
+        if self.socket_path is not None:
+            try:
+                info = os.stat(self.socket_path)
+                if (info.st_dev, info.st_ino) == self._socket_inode:
+                    self.socket_path.unlink()
+            except OSError:
+                pass
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -297,10 +507,18 @@ class HookServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        given = request.headers.get(SECRET_HEADER, "").encode()
-        if not hmac.compare_digest(given, self._secret):
-            return web.json_response({"error": "unauthorized"}, status=401)
-        response: web.StreamResponse = await handler(request)
+        conns, transport = self._conns, request.transport
+        if conns is None or not conns.is_unix(transport):
+            given = request.headers.get(SECRET_HEADER, "").encode()
+            if not hmac.compare_digest(given, self._secret):
+                return web.json_response({"error": "unauthorized"}, status=401)
+        if conns is not None:
+            conns.begin(transport)  # an authenticated request: never evicted now
+        try:
+            response: web.StreamResponse = await handler(request)
+        finally:
+            if conns is not None:
+                conns.end(transport)
         return response
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -480,29 +698,50 @@ def run_serve(
     *,
     max_body: int = DEFAULT_MAX_BODY,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    socket_path: Path | None = None,
+    other_users: bool = False,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then finish the requests in flight and flush.
 
     The guard is :func:`akto_otel.configure`'s (``AKTO_*`` and ``OTEL_*`` settings).
-    Prints one ``listening on URL`` line once the port is bound.
+    Raises the soft open-file limit to the hard one, listens on ``host:port`` and,
+    given ``socket_path``, on that Unix socket too; prints one ``listening on URL``
+    line once both are bound.
     """
     import signal
 
     from akto_otel.configure import configure
 
     secret = load_secret(secret_path)
+    raise_descriptor_limit()
 
     async def main() -> None:
         guard = configure()
-        server = HookServer(guard, secret, max_body=max_body, max_concurrency=max_concurrency)
-        url = await server.start(host, port)
+        server = HookServer(
+            guard,
+            secret,
+            max_body=max_body,
+            max_concurrency=max_concurrency,
+            max_connections=max_connections,
+            other_users=other_users,
+        )
+        try:
+            url = await server.start(host, port)
+            if socket_path is not None:
+                await server.start_unix(socket_path)
+        except BaseException:
+            await server.close()
+            raise
         if host not in _LOOPBACK:
             _log.warning(
                 "akto-otel serve listens on %s, not loopback: other hosts can reach it", host
             )
+        unix = f" and unix:{socket_path}" if socket_path is not None else ""
         print(
-            f"akto-otel serve: listening on {url} (AKTO_FAIL_MODE={guard.settings.fail_mode}, "
-            f"secret in {secret_path})",
+            f"akto-otel serve: listening on {url}{unix} "
+            f"(AKTO_FAIL_MODE={guard.settings.fail_mode}, secret in {secret_path}, "
+            f"at most {server.max_connections} connections)",
             flush=True,
         )
         stop = asyncio.Event()

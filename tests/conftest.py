@@ -162,6 +162,19 @@ def workdir(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A fresh 0700 directory with a short path under /tmp, for a Unix socket (its
+    path must fit in 108 bytes; tmp_path's may not); removed afterwards."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp"))
+    path.chmod(0o700)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 # ------------------------------------------------------------ real-stack skips, said once
 
 #: What a skip reason names -> what enables those tests (tests/test_stack_*.py skip with

@@ -193,7 +193,7 @@ def test_claude_settings_wire_every_event_and_block_only_the_judging_ones_when_c
 
 
 def test_the_serve_command_listens_answers_and_stops_cleanly_on_sigterm(
-    tmp_path: Path, emulator: EmulatorServer
+    tmp_path: Path, emulator: EmulatorServer, sock_dir: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AKTO_", "OTEL_"))}
     env.update(
@@ -215,15 +215,24 @@ def test_the_serve_command_listens_answers_and_stops_cleanly_on_sigterm(
             "0",
             "--secret-file",
             str(secret_file),
+            "--socket",
+            str(sock_dir / "hook.sock"),
         ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_low_soft_descriptor_limit,
     )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
+        # Started with a soft limit of 256 (a bound of 128): raised to the hard limit.
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and hard >= 1024:
+            assert f"at most {min(512, hard // 2)} connections" in line, line
         url = line.split("listening on ", 1)[1].split()[0]
         assert url.startswith("http://127.0.0.1:")
         import urllib.request
@@ -237,6 +246,10 @@ def test_the_serve_command_listens_answers_and_stops_cleanly_on_sigterm(
         with urllib.request.urlopen(request, timeout=30) as response:
             answer = json.loads(response.read())
         assert answer["hookSpecificOutput"]["permissionDecision"] == "deny"
+        assert f"unix:{sock_dir / 'hook.sock'}" in line
+        assert stat.S_IMODE((sock_dir / "hook.sock").stat().st_mode) == 0o600
+        status, health = _unix_get(sock_dir / "hook.sock", "/health")  # no secret
+        assert status == 200 and health["status"] == "ok"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -244,6 +257,104 @@ def test_the_serve_command_listens_answers_and_stops_cleanly_on_sigterm(
             proc.kill()
             proc.wait()
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert not (sock_dir / "hook.sock").exists(), "the socket outlived the server"
+
+
+def _low_soft_descriptor_limit() -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= 1024:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+
+def _unix_get(path: Path, route: str) -> tuple[int, Any]:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(path))
+        sock.sendall(f"GET {route} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+async def test_the_unix_socket_needs_no_secret_and_the_port_still_does(
+    server: HookServer, sock_dir: Path
+) -> None:
+    import asyncio
+
+    await server.start_unix(sock_dir / "hook.sock")
+    status, health = await asyncio.to_thread(_unix_get, sock_dir / "hook.sock", "/health")
+    assert (status, health["status"]) == (200, "ok")
+    async with aiohttp.ClientSession() as http, http.get(f"{server.url}/health") as response:
+        assert response.status == 401
+
+
+def test_the_socket_goes_only_in_a_private_directory_and_never_over_a_live_one(
+    sock_dir: Path, emulator: EmulatorServer, capture: SpanCapture
+) -> None:
+    """The socket's directory must be this user's and writable by no one else (as
+    the secret's); a stale socket is replaced, one a server answers on is not, nor
+    anything that is not a socket."""
+    import asyncio
+    import socket
+
+    async def start(path: Path) -> str:
+        srv = HookServer(guard(emulator, capture), SECRET)
+        try:
+            await srv.start_unix(path)
+            return "ok"
+        except ServeError as exc:
+            return str(exc)
+        finally:
+            await srv.close()
+
+    shared = sock_dir / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o1777)
+    assert "writable by other users" in asyncio.run(start(shared / "hook.sock"))
+    (sock_dir / "file.sock").write_text("")
+    assert "not a socket" in asyncio.run(start(sock_dir / "file.sock"))
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(sock_dir / "stale.sock"))  # bound, never listening: a dead server's
+    assert asyncio.run(start(sock_dir / "stale.sock")) == "ok"
+    with socket.socket(socket.AF_UNIX) as live:
+        live.bind(str(sock_dir / "live.sock"))
+        live.listen()
+        assert "another akto-otel serve" in asyncio.run(start(sock_dir / "live.sock"))
+    made = sock_dir / "new" / "deeper" / "hook.sock"
+    assert asyncio.run(start(made)) == "ok"
+    assert stat.S_IMODE(made.parent.stat().st_mode) == 0o700
+    if os.geteuid() == 0:  # only root can give a directory away
+        theirs = sock_dir / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 65534, 65534)
+        assert "owned by another user" in asyncio.run(start(theirs / "hook.sock"))
+
+
+def test_claude_settings_for_the_command_transport_need_no_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from akto_otel.serve import FORWARDER
+
+    monkeypatch.setenv("AKTO_FAIL_MODE", "closed")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    assert main(["claude-settings", "--transport", "command"]) == 0
+    hooks = json.loads(capsys.readouterr().out)["hooks"]
+    assert set(hooks) == set(SERVED_EVENTS)
+    (hook,) = hooks["PreToolUse"][0]["hooks"]
+    assert hook["type"] == "command" and hook["onFailure"] == "block"
+    assert str(FORWARDER) in hook["command"]
+    assert str(tmp_path / "run" / "akto-otel" / "hook.sock") in hook["command"]
+    assert "--block" in hooks["UserPromptSubmit"][0]["hooks"][0]["command"]
+    assert "--block" not in hooks["Notification"][0]["hooks"][0]["command"]
+    assert not (tmp_path / "home" / ".config").exists(), "a secret was made for no use"
 
 
 async def test_doctor_checks_the_settings_it_finds_and_the_running_server(
@@ -373,3 +484,59 @@ async def test_close_lets_a_request_in_flight_finish_with_its_verdict(capture: S
     assert status == 200
     assert answer["hookSpecificOutput"]["permissionDecision"] == "deny"
     assert capture.one("execute_tool Bash").end_time is not None
+
+
+async def test_doctor_checks_the_socket_and_warns_of_a_port_another_user_holds(
+    server: HookServer, tmp_path: Path, emulator: EmulatorServer, sock_dir: Path
+) -> None:
+    """Command hooks: doctor asks the socket's /health (and checks its directory);
+    HTTP hooks to a loopback port that a process of another uid listens on (a
+    squatter): a warning, run for real as uid 65534."""
+    import asyncio
+    import io
+
+    from akto_otel.doctor import run_doctor
+    from akto_otel.serve import blocking_events, claude_command_settings, claude_settings
+
+    await server.start_unix(sock_dir / "hook.sock")
+    project = tmp_path / "project"
+    (project / ".claude").mkdir(parents=True)
+    blocking = blocking_events(server.guard.rules)
+    settings = claude_command_settings(sock_dir / "hook.sock", blocking)
+    (project / ".claude" / "settings.json").write_text(json.dumps(settings))
+    env = {"HOME": str(tmp_path / "home"), "AKTO_DATA_INGESTION_URL": emulator.url}
+
+    def report() -> str:
+        out = io.StringIO()
+        run_doctor(env, out, cwd=project)
+        return (
+            out.getvalue().split("Claude Code hooks (akto-otel serve):", 1)[1].split("\nAkto:")[0]
+        )
+
+    found = await asyncio.to_thread(report)
+    assert f"unix:{sock_dir / 'hook.sock'} /health: akto-otel serve" in found, found
+    assert "not sent" not in found and "without onFailure" not in found, found
+
+    from tests.security.attack_kit import OTHER_UID, other_user_python
+
+    python = other_user_python()
+    squatter = subprocess.Popen(
+        [
+            python, "-I", "-S", "-c",
+            "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"
+            " print(s.getsockname()[1], flush=True); time.sleep(60)",
+        ],
+        user=OTHER_UID,
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert squatter.stdout is not None
+        port = int(squatter.stdout.readline())
+        squatted = claude_settings(f"http://127.0.0.1:{port}", SECRET, blocking)
+        (project / ".claude" / "settings.json").write_text(json.dumps(squatted))
+        found = await asyncio.to_thread(report)
+    finally:
+        squatter.kill()
+        squatter.wait()
+    assert f"port {port} is held by a process of another user (uid {OTHER_UID})" in found, found

@@ -287,6 +287,34 @@ async def test_fail_closed_blocks_a_tool_call_when_only_its_hook_is_down(
     assert len(fake.conversation_requests) == 2, "the turn did not reach the tool call"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="onFailure block on PostToolUse counts as exit 2, which there only shows the "
+    "reason to the model next to the output (CLI 2.1.337): with the server down, a "
+    "tool's unjudged output reaches the model in fail-closed mode. No HTTP hook "
+    "setting ends the turn when the server cannot answer; the command transport's "
+    "forwarder does (test_serve_command.py::"
+    "test_a_failed_post_tool_use_hook_keeps_the_unjudged_output_from_the_model)",
+)
+async def test_fail_closed_keeps_a_tools_output_from_the_model_when_its_hook_is_down(
+    capture: SpanCapture, home: Path, workdir: Path
+) -> None:
+    scenario = Scenario(
+        None, [ToolUse("Bash", {"command": "printf 'PRIVATE-%s' KEY-123"}), Text("ok")]
+    )
+    with EmulatorServer(Policy(())) as akto, FakeAnthropic(scenario) as fake:
+        async with served(
+            akto, capture, fail_mode="closed", tool_response_guardrails=True
+        ) as server:
+            settings = settings_for(server, url=f"http://127.0.0.1:{_free_port()}")
+            assert settings["hooks"]["PostToolUse"][0]["hooks"][0].get("onFailure") == "block"
+            settings["hooks"] = {"PostToolUse": settings["hooks"]["PostToolUse"]}
+            await run_cli("print it", settings, fake, home, workdir)
+        everything = requests_text(fake)
+    assert fake.conversation_requests, "the model was never asked"
+    assert "PRIVATE-KEY-123" not in everything, "an unjudged tool output reached the model"
+
+
 def _shape(records: list[Any]) -> list[tuple[str, ...]]:
     return sorted(
         (
@@ -459,9 +487,13 @@ async def test_a_call_with_an_empty_input_is_judged(
 
 
 @pytest.mark.timeout(240)
-def test_the_documented_setup_guards_the_cli(home: Path, workdir: Path) -> None:
-    """docs/claude-code.md's three commands, as written, with the bundled CLI in
-    print mode for ``claude`` and the emulator for Akto: the rm -rf is denied."""
+@pytest.mark.parametrize("block", ["claude-code-setup", "claude-code-setup-command"])
+def test_the_documented_setup_guards_the_cli(
+    block: str, home: Path, workdir: Path, sock_dir: Path
+) -> None:
+    """docs/claude-code.md's three commands, as written (HTTP hooks, or command hooks
+    through the Unix socket), with the bundled CLI in print mode for ``claude`` and
+    the emulator for Akto: the rm -rf is denied."""
     import shlex
     import subprocess
     import time
@@ -475,7 +507,7 @@ def test_the_documented_setup_guards_the_cli(home: Path, workdir: Path) -> None:
     cli = f"{shlex.quote(str(CLI))} -p 'clean up' --allowedTools Bash --settings"
     with EmulatorServer(Policy((RM_RF,))) as akto, FakeAnthropic(scenario) as fake:
         lines = commands(
-            doc_block("claude-code-setup"),
+            doc_block(block),
             {"https://akto.example.com": akto.url, "claude --settings": cli},
         )
         serve = next(i for i, line in enumerate(lines) if line.startswith("akto-otel serve"))
@@ -485,7 +517,9 @@ def test_the_documented_setup_guards_the_cli(home: Path, workdir: Path) -> None:
             for line in lines
         ]
         env = base_env(
-            **offline_agent_env(fake, home), PYTHONPATH=str(Path(__file__).parent.parent)
+            **offline_agent_env(fake, home),
+            PYTHONPATH=str(Path(__file__).parent.parent),
+            XDG_RUNTIME_DIR=str(sock_dir),  # the socket's path must fit in 108 bytes
         )
         with run_commands(lines[: serve + 1], env, workdir):
             deadline = time.monotonic() + 60

@@ -111,3 +111,34 @@ def recording(
         for event, matchers in (opts.hooks or {}).items()
     }
     return dataclasses.replace(opts, hooks=hooks)  # type: ignore[arg-type]
+
+
+#: The uid another local user's processes run as in the attacks (``nobody``).
+OTHER_UID = 65534
+
+
+def other_user_python() -> str:
+    """A Python interpreter uid :data:`OTHER_UID` may run (the attacks run stdlib
+    scripts as that user); skips the test unless this process is root (only root
+    can start a process as another user) and one exists."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("needs root, to run the attacker as another uid (65534)")
+    for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
+        if not candidate:
+            continue
+        try:
+            done = subprocess.run(
+                [candidate, "-I", "-S", "-c", "pass"], user=OTHER_UID, capture_output=True
+            )
+        except OSError:
+            continue
+        if done.returncode == 0:
+            return candidate
+    pytest.skip("no Python interpreter that uid 65534 may run")

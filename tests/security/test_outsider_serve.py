@@ -7,6 +7,7 @@ server and the emulator.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from akto_otel.emulator import EmulatorServer, Policy
 from akto_otel.serve import SECRET_HEADER, HookServer
 from tests.conftest import SpanCapture
-from tests.security.attack_kit import guard, rule
+from tests.security.attack_kit import OTHER_UID, guard, other_user_python, rule
 
 SECRET = "outsider-test-secret"
 AUTH = {SECRET_HEADER: SECRET}
@@ -179,13 +180,6 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="slowloris: connections without the secret that never finish their headers "
-    "hold the server's file descriptors (aiohttp has no header timeout, nothing checks "
-    "the peer's uid); the CLI's hook then times out: unjudged and uncounted in "
-    "fail-open, every judging event blocked in fail-closed",
-)
 def test_another_local_user_cannot_starve_the_server_without_the_secret() -> None:
     """The server under a 256-descriptor limit (the default soft limit is 1024: the
     same attack, four times the connections); 300 connections that send half a
@@ -242,6 +236,189 @@ def test_another_local_user_cannot_starve_the_server_without_the_secret() -> Non
         server.kill()
         server.wait()
     assert answered == 200, "the CLI's hook request went unanswered"
+
+
+def _dropped(capture: SpanCapture) -> dict[str, Any]:
+    return {
+        str(p.attributes.get("reason")): p.value
+        for p in capture.metric_points("akto.serve.connections.dropped")
+        if p.value
+    }
+
+
+async def _raw_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes
+) -> int:
+    """One keep-alive request on an open connection; the answer's status."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{SECRET_HEADER}: {SECRET}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in answer.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await asyncio.wait_for(reader.readexactly(length), 10)
+    return int(answer.split(b" ", 2)[1])
+
+
+async def _half_open(port: int, count: int) -> list[tuple[asyncio.StreamReader, Any]]:
+    """``count`` connections that send half a request line and wait (slowloris)."""
+    held = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /hook/PreToolUse HTTP/1.1\r\nHost: x\r\n")
+        await writer.drain()
+        held.append((reader, writer))
+    return held
+
+
+async def test_a_connection_that_never_finishes_its_request_is_closed_and_counted(
+    capture: SpanCapture,
+) -> None:
+    """Without the secret, a connection gets 5 seconds (the default header timeout)
+    to deliver a request, then is closed and counted (aiohttp alone waits forever);
+    the CLI's kept-alive connection, which delivered one with the secret, stays open
+    past that deadline."""
+    notification = json.dumps({"session_id": "s1", "hook_event_name": "Notification"}).encode()
+    with EmulatorServer(Policy(RULES)) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode="closed"), SECRET)
+        await srv.start("127.0.0.1", 0)
+        port = int(srv.url.rsplit(":", 1)[1])
+        cli_reader, cli_writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            first = await _raw_request(cli_reader, cli_writer, "/hook/Notification", notification)
+            ((slow, slow_writer),) = await _half_open(port, 1)
+            closed = await asyncio.wait_for(slow.read(), 30)  # b"": the server closed it
+            slow_writer.close()
+            second = await _raw_request(cli_reader, cli_writer, "/hook/Notification", notification)
+        finally:
+            cli_writer.close()
+            await srv.close()
+    assert (first, closed, second) == (200, b"", 200)
+    assert _dropped(capture) == {"header_timeout": 1}
+
+
+async def test_a_flood_of_connections_never_evicts_a_request_in_progress(
+    capture: SpanCapture,
+) -> None:
+    """At the connection bound, new connections evict the oldest that never sent the
+    secret: a request being judged (on a slow Akto) still gets its deny, and a new
+    request is answered, while twenty slowloris connections arrive."""
+    with EmulatorServer(Policy(RULES), latency_s=1.0) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode="closed"), SECRET, max_connections=4)
+        await srv.start("127.0.0.1", 0)
+        port = int(srv.url.rsplit(":", 1)[1])
+        held: list[tuple[asyncio.StreamReader, Any]] = []
+        try:
+            judged = asyncio.ensure_future(
+                _post(f"{srv.url}/hook/PreToolUse", json.dumps(_pre("rm -rf /")).encode(), AUTH)
+            )
+            await asyncio.sleep(0.3)  # being judged, waiting on the slow Akto
+            held = await _half_open(port, 20)
+            fresh, _, _ = await _post(
+                f"{srv.url}/hook/PreToolUse", json.dumps(_pre("ls")).encode(), AUTH
+            )
+            status, answer, _ = await judged
+        finally:
+            for _, writer in held:
+                writer.close()
+            await srv.close()
+    assert (status, fresh) == (200, 200)
+    assert json.loads(answer)["hookSpecificOutput"]["permissionDecision"] == "deny"
+    dropped = _dropped(capture)
+    assert set(dropped) == {"evicted"} and dropped["evicted"] >= 17, dropped
+
+
+_OTHER_USER = """
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+closed = 0
+for _ in range(count):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        sock.sendall(b"POST /hook/PreToolUse HTTP/1.1\\r\\nHost: x\\r\\n")
+        closed += sock.recv(1) == b""
+    except ConnectionError:
+        closed += 1
+    except OSError:
+        pass
+    sock.close()
+print(closed)
+"""
+
+
+async def test_another_users_connections_are_refused_when_they_connect(
+    capture: SpanCapture,
+) -> None:
+    """A loopback connection from a socket of another uid (looked up in the kernel's
+    socket table) is closed at once, before it can hold anything, and counted; the
+    server's own user is still answered. Run for real as uid 65534."""
+    python = other_user_python()
+    with EmulatorServer(Policy(RULES)) as akto:
+        srv = HookServer(guard(akto, capture, fail_mode="closed"), SECRET)
+        await srv.start("127.0.0.1", 0)
+        port = srv.url.rsplit(":", 1)[1]
+        try:
+            attacker = await asyncio.create_subprocess_exec(
+                python, "-I", "-S", "-c", _OTHER_USER, port, "20",
+                user=OTHER_UID,
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await asyncio.wait_for(attacker.communicate(), 60)
+            mine, _, _ = await _post(
+                f"{srv.url}/hook/PreToolUse", json.dumps(_pre("ls")).encode(), AUTH
+            )
+        finally:
+            await srv.close()
+    assert int(out) == 20, "another user's connection was held open"
+    assert mine == 200
+    assert _dropped(capture) == {"other_user": 20}
+
+
+_OTHER_USER_WITH_SECRET = """
+import socket, sys
+port, secret = int(sys.argv[1]), sys.argv[2]
+body = b'{"session_id": "s1", "hook_event_name": "Notification"}'
+sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+sock.sendall(
+    b"POST /hook/Notification HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n"
+    + b"X-Akto-Hook-Secret: " + secret.encode() + b"\\r\\n"
+    + b"Content-Length: " + str(len(body)).encode() + b"\\r\\n\\r\\n" + body
+)
+try:
+    answer = sock.recv(64)
+except OSError:  # reset: closed with the request unread
+    answer = b""
+print((answer.split(b" ") + [b"0", b"0"])[1].decode())
+"""
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["default", "allow-other-users"])
+async def test_only_allow_other_users_lets_another_users_cli_in(
+    allowed: bool, capture: SpanCapture
+) -> None:
+    """Another uid's CLI, even with the secret, is refused by default; a server run
+    with ``other_users`` (``serve --allow-other-users``: one server for several
+    users' CLIs) answers it."""
+    python = other_user_python()
+    with EmulatorServer(Policy(RULES)) as akto:
+        srv = HookServer(guard(akto, capture), SECRET, other_users=allowed)
+        await srv.start("127.0.0.1", 0)
+        try:
+            attacker = await asyncio.create_subprocess_exec(
+                python, "-I", "-S", "-c", _OTHER_USER_WITH_SECRET, srv.url.rsplit(":", 1)[1],
+                SECRET, user=OTHER_UID, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await asyncio.wait_for(attacker.communicate(), 60)
+        finally:
+            await srv.close()
+    assert out.decode().strip() == ("200" if allowed else "0")
+    assert _dropped(capture) == ({} if allowed else {"other_user": 1})
 
 
 def test_a_secret_another_user_planted_or_can_replace_is_refused(tmp_path: Path) -> None:
