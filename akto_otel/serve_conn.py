@@ -6,7 +6,7 @@ of them (no secret needed) leave none for the CLI. :class:`ConnectionGuard` wrap
 the aiohttp protocol factory (``AppRunner.server``) in a plain
 :class:`asyncio.Protocol` that
 
-- refuses, at once, a loopback peer whose socket belongs to another user (Linux:
+- refuses, at once, a peer whose socket on this host belongs to another user (Linux:
   :func:`akto_otel.peers.tcp_peer_uid`; unless ``other_users``), and on the Unix
   socket any peer whose ``SO_PEERCRED`` uid is not the server's;
 - closes a connection that has not delivered an authenticated request within
@@ -193,8 +193,11 @@ class ConnectionGuard:
             return None
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
-        if not peer or not local or not peers.is_loopback(str(peer[0])):
+        if not peer or not local:
             return None
+        # Looked up whatever the peer's address: a local process may bind its socket
+        # to one of this host's other addresses and still reach 127.0.0.1. A peer on
+        # another host has no socket here, and the lookup answers None.
         return peers.tcp_peer_uid((str(peer[0]), int(peer[1])), (str(local[0]), int(local[1])))
 
     def _expire(self, conn: _Conn) -> None:
