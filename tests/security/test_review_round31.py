@@ -8,12 +8,15 @@ import json
 import socket
 from typing import Any
 
+import aiohttp
 import pytest
 
+from akto_otel import AktoGuardrails
 from akto_otel.emulator import EmulatorServer, Policy
 from akto_otel.serve import SECRET_HEADER, HookServer
 from tests.conftest import SpanCapture
 from tests.security.attack_kit import OTHER_UID, guard, other_user_python, rule
+from tests.standin_http import StandInServer
 
 SECRET = "round31-secret"
 AUTH = {SECRET_HEADER: SECRET}
@@ -87,3 +90,62 @@ async def test_another_user_cannot_pass_the_uid_check_from_a_non_loopback_source
             await srv.close()
     assert int(out) == 5, "another user's connection was held open"
     assert _dropped(capture) == {"other_user": 5}
+
+
+class _DeepAnswer(StandInServer):
+    """An Akto (or anything on its address) answering every call with JSON nested
+    deeper than the decoder's recursion limit."""
+
+    def __init__(self, depth: int) -> None:
+        self.body = b"[" * depth + b"]" * depth
+        super().__init__()
+
+    def answer(self, path: str, body: bytes) -> bytes | None:
+        return self.body if "http-proxy" in path else b'{"success": true}'
+
+
+def _pre(command: str) -> dict[str, Any]:
+    return {
+        "session_id": "s1",
+        "transcript_path": "/tmp/t.jsonl",
+        "cwd": "/tmp",
+        "hook_event_name": "PreToolUse",
+        "tool_name": "Bash",
+        "tool_input": {"command": command},
+        "tool_use_id": "toolu_1",
+    }
+
+
+@pytest.mark.parametrize("depth", [1000, 5000], ids=["remembered-size", "larger"])
+async def test_an_answer_nested_too_deep_is_a_fault_not_a_crash(
+    depth: int, capture: SpanCapture
+) -> None:
+    """Akto's answer (or whatever answers on its address) is JSON nested too deep to
+    decode: the verdict is the fail mode's (a deny, failing closed) and the check
+    never raises (RecursionError is not a ValueError)."""
+    with _DeepAnswer(depth) as akto:
+        aktog = AktoGuardrails(
+            tracer_provider=capture.provider,
+            meter_provider=capture.meter_provider,
+            ingestion_url=akto.url,
+            fail_mode="closed",
+            timeout=10.0,
+            export_retry_timeout=1.0,
+            export_shutdown_timeout=1.0,
+        )
+        srv = HookServer(aktog, SECRET)
+        await srv.start("127.0.0.1", 0)
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{srv.url}/hook/PreToolUse",
+                    data=json.dumps(_pre("ls")).encode(),
+                    headers=AUTH,
+                ) as response,
+            ):
+                status, answer = response.status, await response.text()
+        finally:
+            await srv.close()
+    assert status == 200, answer
+    assert json.loads(answer)["hookSpecificOutput"]["permissionDecision"] == "deny"
