@@ -132,7 +132,10 @@ def _answer(raw: bytes) -> bytes:
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
-            body = body[: int(value.strip() or b"0")]
+            length = int(value.strip() or b"0")
+            if len(body) < length:  # the server closed mid-answer: a part is no answer
+                raise _Failure("the answer was cut short")
+            body = body[:length]
     # The server is this user's (checked above) and answers JSON objects only; what
     # is checked here is that an answer is one at all (the CLI parses it).
     text = body.strip()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -149,3 +151,44 @@ async def test_an_answer_nested_too_deep_is_a_fault_not_a_crash(
             await srv.close()
     assert status == 200, answer
     assert json.loads(answer)["hookSpecificOutput"]["permissionDecision"] == "deny"
+
+
+def test_an_answer_cut_short_is_a_failure_not_a_hook_output(sock_dir: Path) -> None:
+    """The server dies mid-answer (killed, out of memory): 200 and a Content-Length,
+    then the connection closes with part of the body sent, which can end in ``}``
+    (a nested object's end). The forwarder printed it with exit 0; the CLI reads
+    stdout that is not JSON as plain text, no decision, and the tool runs unjudged.
+    Failing closed, it must block (exit 2)."""
+    import subprocess
+    import threading
+
+    from akto_otel.serve import FORWARDER
+
+    full = b'{"hookSpecificOutput": {"hookEventName": "PreToolUse"}, "decision": "block"}'
+    cut = full[: full.index(b"}") + 1]  # ends in "}", not a whole JSON object
+    path = sock_dir / "h.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(full)}\r\n\r\n".encode()
+            conn.sendall(head + cut)
+
+    thread = threading.Thread(target=serve_once, daemon=True)
+    thread.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", str(FORWARDER), "--socket", str(path),
+             "--event", "PreToolUse", "--timeout", "10", "--block"],
+            input=json.dumps(_pre("rm -rf /")).encode(),
+            capture_output=True,
+            timeout=30,
+        )  # fmt: skip
+    finally:
+        thread.join(10)
+        listener.close()
+    assert (done.returncode, done.stdout) == (2, b"")
