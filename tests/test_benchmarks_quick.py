@@ -37,6 +37,21 @@ def test_quick_run_prints_every_figure(tmp_path: Path) -> None:
     assert document["quick"] is True
 
 
+def test_tail_sources_runs_every_variant_against_the_stand_in() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.tail_sources", "--rounds", "1", "--calls", "30"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    rows = [line.split("  ")[0].strip() for line in proc.stdout.splitlines()]
+    for variant in ("stdlib", "hook", "hook, no record", "hook, collector off"):
+        assert any(row.startswith(variant) for row in rows), proc.stdout
+
+
 def test_unknown_figure_is_rejected() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--only", "nope"],
