@@ -155,7 +155,11 @@ def test_span_metrics_fire_the_deny_rate_alert(tmp_path: Path) -> None:
                 _check_series(prom)
                 recorded = prom.query(RECORDED)
     deny = firing["AktoGuardrailDenyRateHigh"]
-    assert {a["hook"] for a in deny} == {"PreToolUse"}, deny
+    # Every tool call is denied. Each run's Stop is denied once (the leaking answer)
+    # and allowed once (its rewrite): exactly half, which a rate() window cut between
+    # the two can tip over 0.5, so Stop may fire too; no other hook may.
+    hooks = {a["hook"] for a in deny}
+    assert "PreToolUse" in hooks and hooks <= {"PreToolUse", "Stop"}, deny
     assert {a["job"] for a in deny} == {SERVICE}
     # The recording rule's deny share per hook, from the same span metrics: every tool
     # call was denied, every prompt allowed (recorded as 0, not left out).
