@@ -126,7 +126,8 @@ def hook_contender(
             errors.count += 1
 
     async def after(w: int) -> None:
-        # PostToolUse without a result: ends the execute_tool span, sends nothing.
+        # PostToolUse with an empty result: ends the execute_tool span and queues its
+        # record, which the processor's worker delivers while later calls run.
         await post(post_inputs[w], current[w], {})
 
     async def setup() -> None:
