@@ -42,7 +42,7 @@ import stat
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,11 +286,10 @@ def claude_settings(
     (:func:`blocking_events`: the judging events in fail-closed mode): a server
     that is down, hung, or refuses the request then blocks what the event guards.
     """
-    blocking = set(blocking)
     base = url.rstrip("/")
-    hooks: dict[str, Any] = {}
-    for event in SERVED_EVENTS:
-        hook: dict[str, Any] = {
+
+    def hook(event: str, blocks: bool) -> dict[str, Any]:
+        return {
             "type": "http",
             "url": f"{base}/hook/{event}",
             # A CLI started with TRACEPARENT (its own spans join that trace) hands it
@@ -299,13 +298,8 @@ def claude_settings(
             "allowedEnvVars": ["TRACEPARENT"],
             "timeout": timeout,
         }
-        if event in blocking:
-            hook["onFailure"] = "block"
-        entry: dict[str, Any] = {"hooks": [hook]}
-        if event in _TOOL_EVENTS:
-            entry = {"matcher": "*", **entry}
-        hooks[event] = [entry]
-    return {"hooks": hooks}
+
+    return _hook_settings(hook, blocking)
 
 
 def claude_command_settings(
@@ -327,24 +321,32 @@ def claude_command_settings(
     ``continue: false``) and carry
     ``"onFailure": "block"`` (a forwarder that cannot start or is killed blocks too).
     """
-    blocking = set(blocking)
     base = [python, "-I", "-S", str(FORWARDER), "--socket", str(socket_path)]
+
+    def hook(event: str, blocks: bool) -> dict[str, Any]:
+        argv = [*base, "--event", event, "--timeout", str(timeout)]
+        if blocks:
+            argv.append("--block")
+        return {"type": "command", "command": shlex.join(argv), "timeout": timeout + 5}
+
+    return _hook_settings(hook, blocking)
+
+
+def _hook_settings(
+    hook: Callable[[str, bool], dict[str, Any]], blocking: Iterable[str]
+) -> dict[str, Any]:
+    """Every served event wired to ``hook(event, blocks)``, with ``"onFailure":
+    "block"`` on the ``blocking`` ones and a ``"*"`` matcher on the tool events."""
+    blocking = set(blocking)
     hooks: dict[str, Any] = {}
     for event in SERVED_EVENTS:
-        argv = [*base, "--event", event, "--timeout", str(timeout)]
+        entry = hook(event, event in blocking)
         if event in blocking:
-            argv.append("--block")
-        hook: dict[str, Any] = {
-            "type": "command",
-            "command": shlex.join(argv),
-            "timeout": timeout + 5,
-        }
-        if event in blocking:
-            hook["onFailure"] = "block"
-        entry: dict[str, Any] = {"hooks": [hook]}
+            entry["onFailure"] = "block"
+        matcher: dict[str, Any] = {"hooks": [entry]}
         if event in _TOOL_EVENTS:
-            entry = {"matcher": "*", **entry}
-        hooks[event] = [entry]
+            matcher = {"matcher": "*", **matcher}
+        hooks[event] = [matcher]
     return {"hooks": hooks}
 
 
