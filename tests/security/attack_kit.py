@@ -142,3 +142,38 @@ def other_user_python() -> str:
         if done.returncode == 0:
             return candidate
     pytest.skip("no Python interpreter that uid 65534 may run")
+
+
+#: Run as :data:`OTHER_UID`: ``port count [source]``. Opens ``count`` connections to
+#: 127.0.0.1:``port`` (bound to this host's address ``source`` when given), each
+#: sending half a request line, and prints how many the server closed at once.
+HALF_REQUESTS = """
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+source = sys.argv[3] if len(sys.argv) > 3 else ""
+closed = 0
+for _ in range(count):
+    sock = socket.socket()
+    sock.settimeout(5)
+    if source:
+        sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    try:
+        sock.sendall(b"POST /hook/PreToolUse HTTP/1.1\\r\\nHost: x\\r\\n")
+        closed += sock.recv(1) == b""
+    except ConnectionError:
+        closed += 1
+    except OSError:
+        pass
+    sock.close()
+print(closed)
+"""
+
+
+def dropped_connections(capture: SpanCapture) -> dict[str, Any]:
+    """``akto.serve.connections.dropped`` by reason (the non-zero ones)."""
+    return {
+        str(p.attributes.get("reason")): p.value
+        for p in capture.metric_points("akto.serve.connections.dropped")
+        if p.value
+    }

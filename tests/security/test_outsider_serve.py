@@ -18,7 +18,14 @@ import pytest
 from akto_otel.emulator import EmulatorServer, Policy
 from akto_otel.serve import SECRET_HEADER, HookServer
 from tests.conftest import SpanCapture
-from tests.security.attack_kit import OTHER_UID, guard, other_user_python, rule
+from tests.security.attack_kit import (
+    HALF_REQUESTS,
+    OTHER_UID,
+    dropped_connections,
+    guard,
+    other_user_python,
+    rule,
+)
 
 SECRET = "outsider-test-secret"
 AUTH = {SECRET_HEADER: SECRET}
@@ -238,14 +245,6 @@ def test_another_local_user_cannot_starve_the_server_without_the_secret() -> Non
     assert answered == 200, "the CLI's hook request went unanswered"
 
 
-def _dropped(capture: SpanCapture) -> dict[str, Any]:
-    return {
-        str(p.attributes.get("reason")): p.value
-        for p in capture.metric_points("akto.serve.connections.dropped")
-        if p.value
-    }
-
-
 async def _raw_request(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes
 ) -> int:
@@ -300,7 +299,7 @@ async def test_a_connection_that_never_finishes_its_request_is_closed_and_counte
             cli_writer.close()
             await srv.close()
     assert (first, closed, second) == (200, b"", 200)
-    assert _dropped(capture) == {"header_timeout": 1}
+    assert dropped_connections(capture) == {"header_timeout": 1}
 
 
 async def test_a_flood_of_connections_never_evicts_a_request_in_progress(
@@ -330,26 +329,8 @@ async def test_a_flood_of_connections_never_evicts_a_request_in_progress(
             await srv.close()
     assert (status, fresh) == (200, 200)
     assert json.loads(answer)["hookSpecificOutput"]["permissionDecision"] == "deny"
-    dropped = _dropped(capture)
+    dropped = dropped_connections(capture)
     assert set(dropped) == {"evicted"} and dropped["evicted"] >= 17, dropped
-
-
-_OTHER_USER = """
-import socket, sys
-port, count = int(sys.argv[1]), int(sys.argv[2])
-closed = 0
-for _ in range(count):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    try:
-        sock.sendall(b"POST /hook/PreToolUse HTTP/1.1\\r\\nHost: x\\r\\n")
-        closed += sock.recv(1) == b""
-    except ConnectionError:
-        closed += 1
-    except OSError:
-        pass
-    sock.close()
-print(closed)
-"""
 
 
 async def test_another_users_connections_are_refused_when_they_connect(
@@ -365,7 +346,7 @@ async def test_another_users_connections_are_refused_when_they_connect(
         port = srv.url.rsplit(":", 1)[1]
         try:
             attacker = await asyncio.create_subprocess_exec(
-                python, "-I", "-S", "-c", _OTHER_USER, port, "20",
+                python, "-I", "-S", "-c", HALF_REQUESTS, port, "20",
                 user=OTHER_UID,
                 stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
@@ -377,7 +358,7 @@ async def test_another_users_connections_are_refused_when_they_connect(
             await srv.close()
     assert int(out) == 20, "another user's connection was held open"
     assert mine == 200
-    assert _dropped(capture) == {"other_user": 20}
+    assert dropped_connections(capture) == {"other_user": 20}
 
 
 _OTHER_USER_WITH_SECRET = """
@@ -418,7 +399,7 @@ async def test_only_allow_other_users_lets_another_users_cli_in(
         finally:
             await srv.close()
     assert out.decode().strip() == ("200" if allowed else "0")
-    assert _dropped(capture) == ({} if allowed else {"other_user": 1})
+    assert dropped_connections(capture) == ({} if allowed else {"other_user": 1})
 
 
 def test_a_secret_another_user_planted_or_can_replace_is_refused(tmp_path: Path) -> None:

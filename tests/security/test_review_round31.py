@@ -17,7 +17,14 @@ from akto_otel import AktoGuardrails
 from akto_otel.emulator import EmulatorServer, Policy
 from akto_otel.serve import SECRET_HEADER, HookServer
 from tests.conftest import SpanCapture
-from tests.security.attack_kit import OTHER_UID, guard, other_user_python, rule
+from tests.security.attack_kit import (
+    HALF_REQUESTS,
+    OTHER_UID,
+    dropped_connections,
+    guard,
+    other_user_python,
+    rule,
+)
 from tests.standin_http import StandInServer
 
 SECRET = "round31-secret"
@@ -34,35 +41,6 @@ def _local_non_loopback() -> str:
             return ""
         address = str(probe.getsockname()[0])
     return "" if address.startswith("127.") else address
-
-
-def _dropped(capture: SpanCapture) -> dict[str, Any]:
-    return {
-        str(p.attributes.get("reason")): p.value
-        for p in capture.metric_points("akto.serve.connections.dropped")
-        if p.value
-    }
-
-
-_FROM_ANOTHER_SOURCE = """
-import socket, sys
-port, count, source = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-closed = 0
-for _ in range(count):
-    sock = socket.socket()
-    sock.settimeout(5)
-    sock.bind((source, 0))  # this host's own non-loopback address
-    sock.connect(("127.0.0.1", port))
-    try:
-        sock.sendall(b"POST /hook/PreToolUse HTTP/1.1\\r\\nHost: x\\r\\n")
-        closed += sock.recv(1) == b""
-    except ConnectionError:
-        closed += 1
-    except OSError:
-        pass
-    sock.close()
-print(closed)
-"""
 
 
 async def test_another_user_cannot_pass_the_uid_check_from_a_non_loopback_source(
@@ -83,7 +61,7 @@ async def test_another_user_cannot_pass_the_uid_check_from_a_non_loopback_source
         port = srv.url.rsplit(":", 1)[1]
         try:
             attacker = await asyncio.create_subprocess_exec(
-                python, "-I", "-S", "-c", _FROM_ANOTHER_SOURCE, port, "5", source,
+                python, "-I", "-S", "-c", HALF_REQUESTS, port, "5", source,
                 user=OTHER_UID,
                 stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
@@ -91,7 +69,7 @@ async def test_another_user_cannot_pass_the_uid_check_from_a_non_loopback_source
         finally:
             await srv.close()
     assert int(out) == 5, "another user's connection was held open"
-    assert _dropped(capture) == {"other_user": 5}
+    assert dropped_connections(capture) == {"other_user": 5}
 
 
 class _DeepAnswer(StandInServer):
