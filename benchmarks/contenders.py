@@ -103,9 +103,13 @@ def hook_contender(
     *,
     guardrail_spans: bool = True,
     hold_spans: bool = False,
+    record: bool = True,
 ) -> Contender:
     """The package's PreToolUse callback (``call``) and the span-closing PostToolUse
-    (``after``), spans to a fresh SDK provider (``hold_spans``: see ``make_provider``)."""
+    (``after``), spans to a fresh SDK provider (``hold_spans``: see ``make_provider``).
+
+    ``record``: PostToolUse carries the tool's (empty) result, so it queues a record
+    for Akto; without it the tool returned nothing and nothing is queued."""
     provider = make_provider(hold_spans=hold_spans)
     settings = dataclasses.replace(settings_for(url), guardrail_spans=guardrail_spans)
     guard = make_guard(settings, provider=provider, client=client)
@@ -114,6 +118,9 @@ def hook_contender(
     post = hooks["PostToolUse"]
     pre_inputs = [pre_tool_input(f"bench-session-{w}") for w in range(256)]
     post_inputs = [post_tool_input(f"bench-session-{w}", with_result=False) for w in range(256)]
+    if not record:
+        for post_input in post_inputs:
+            del post_input["tool_response"]
     ids = itertools.count()
     current = [""] * 256
     errors = _Errors()

@@ -24,48 +24,14 @@ import os
 import statistics
 
 from .common import summarize
-from .contenders import STDLIB, guardrail_specs, settings_for
-from .harness import Contender, run_sequential
+from .contenders import STDLIB, guardrail_specs, hook_contender
+from .harness import run_sequential
 from .servers import StandIn
-from .workload import (
-    hook_callbacks,
-    make_guard,
-    make_provider,
-    post_tool_input,
-    pre_tool_input,
-    quiet_logs,
-)
+from .workload import quiet_logs
 
 HOOK = "hook"
 NO_RECORD = "hook, no record"
 GC_OFF = "hook, collector off"
-
-
-def _hook(url: str, *, record: bool) -> Contender:
-    provider = make_provider()
-    guard = make_guard(settings_for(url), provider=provider)
-    hooks = hook_callbacks(guard)
-    pre, post = hooks["PreToolUse"], hooks["PostToolUse"]
-    pre_input = pre_tool_input("tail-session")
-    post_input = post_tool_input("tail-session", with_result=False)
-    if not record:
-        del post_input["tool_response"]
-    count = [0]
-
-    async def call(_: int) -> None:
-        count[0] += 1
-        if await pre(pre_input, f"toolu_{count[0]}", {}):
-            raise RuntimeError("tail_sources: expected an allow")
-
-    async def after(_: int) -> None:
-        await post(post_input, f"toolu_{count[0]}", {})
-
-    async def close() -> None:
-        await guard.aclose()
-        guard.shutdown()
-        provider.shutdown()
-
-    return Contender(HOOK if record else NO_RECORD, call, after=after, close=close)
 
 
 async def _measure(
@@ -74,9 +40,9 @@ async def _measure(
     stdlib = await next(s for s in guardrail_specs(url) if s.name == STDLIB).build()
     contenders = {
         STDLIB: stdlib,
-        HOOK: _hook(url, record=True),
-        NO_RECORD: _hook(url, record=False),
-        GC_OFF: _hook(url, record=True),
+        HOOK: hook_contender(HOOK, url, None),
+        NO_RECORD: hook_contender(NO_RECORD, url, None, record=False),
+        GC_OFF: hook_contender(GC_OFF, url, None),
     }
     for contender in contenders.values():
         await contender.setup()
@@ -97,6 +63,9 @@ async def _measure(
                 gc.enable()
     for contender in contenders.values():
         await contender.close()
+    denied = {n: c.extra["errors"]() for n, c in contenders.items() if "errors" in c.extra}
+    if any(denied.values()):
+        raise RuntimeError(f"tail_sources: expected every hook call allowed, got {denied}")
     return samples, cpu
 
 
