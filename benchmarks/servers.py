@@ -12,14 +12,18 @@ Everything binds 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import random
 import re
 import signal
 import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -37,7 +41,60 @@ __all__ = [
 ]
 
 
+_LOWEST_PORT = 10000
+
+
+def _port_slice() -> range:
+    """The ports this process hands out: below the kernel's ephemeral range, this
+    pytest-xdist worker's share of them (the whole of them outside xdist)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        ephemeral_low = int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
+    index = int(worker) if worker.isdigit() else 0
+    workers = max(int(count), 1) if count.isdigit() else 1
+    share = (ephemeral_low - _LOWEST_PORT) // max(workers, index + 1)
+    if share < 64:  # a machine whose ephemeral range starts low: no room to share
+        return range(0)
+    start = _LOWEST_PORT + index * share
+    return range(start, start + share)
+
+
+def _next_ports() -> Iterator[int]:
+    ports = _port_slice()
+    if not ports:
+        return
+    first = random.randrange(len(ports))  # two runs side by side seldom meet
+    while True:
+        for offset in range(len(ports)):
+            yield ports[(first + offset) % len(ports)]
+
+
+_ports: Iterator[int] | None = None  # made on first use, once xdist has named the worker
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 free at this moment, for a program in another process.
+
+    Not port 0's answer: that comes from the ephemeral range, where every outgoing
+    connection on the machine draws its local port, so a parallel test's connect()
+    can take it before the other program binds it (CI saw Jaeger exit with "address
+    already in use"). These come from below that range, which connect() never draws
+    from, each xdist worker from its own slice, and each is checked by binding it.
+    """
+    global _ports
+    if _ports is None:
+        _ports = _next_ports()
+    for port in itertools.islice(_ports, 512):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -350,11 +350,9 @@ async def _serve_soak(tools: int, slow: tuple[float, float]) -> None:
     app.router.add_get("/counts", counts)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        control_port = int(probe.getsockname()[1])
-    site = web.TCPSite(runner, "127.0.0.1", control_port)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
+    control_port = int(runner.addresses[0][1])
     with FakeAnthropic(_scenario(tools)) as model:
         print(
             json.dumps(

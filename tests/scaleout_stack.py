@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from akto_otel.emulator import EmulatorServer
 from akto_otel.emulator.otlp_ingest import decode_logs
-from tests.test_stack_live import _free_port
+from benchmarks.servers import free_port
 from tests.test_stack_promql import ROOT
 from tests.test_stack_real_programs import Program, http_get, require_program
 
@@ -95,7 +95,7 @@ class Stack:
 
 def _gateway(tmp_path: Path, index: int, akto_url: str, token: str) -> Tier:
     binary = require_program("otelcol")
-    grpc, health, telemetry = _free_port(), _free_port(), _free_port()
+    grpc, health, telemetry = free_port(), free_port(), free_port()
     queue = tmp_path / f"gateway-{index}-queue"
     env = _env(
         AKTO_OTLP_URL=akto_url,
@@ -115,7 +115,7 @@ def _gateway(tmp_path: Path, index: int, akto_url: str, token: str) -> Tier:
 
 def _agent(tmp_path: Path, gateways: list[Tier], *, plain_text: bool = True) -> Tier:
     binary = require_program("otelcol")
-    http, grpc, telemetry = _free_port(), _free_port(), _free_port()
+    http, grpc, telemetry = free_port(), free_port(), free_port()
     env = _env(
         AKTO_AGENT_QUEUE_DIR=str(tmp_path / "agent-queue"),
         AKTO_AGENT_OTLP_HTTP=f"127.0.0.1:{http}",

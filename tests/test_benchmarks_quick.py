@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks import servers
 from benchmarks.runner import FIGURES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,3 +189,23 @@ def test_soak_phases_cycle_through_every_fault_in_the_quick_and_the_full_run() -
     full = phase_schedule(600.0, 30.0)
     assert len(full) == 20 and full[-1] == (570.0, "down")
     assert {name for _, name in full} == set(PHASES)
+
+
+def test_free_ports_stay_below_the_ephemeral_range_and_apart_per_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A port handed to another process is never one a connect() could take first,
+    and two xdist workers never hand out the same one."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    slices = []
+    for worker in ("gw0", "gw1", "gw3"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "4")
+        slices.append(set(servers._port_slice()))
+    assert len(slices) == 3
+    assert all(ports and max(ports) < low for ports in slices)
+    assert not (slices[0] & slices[1]) and not (slices[1] & slices[2])
+    port = servers.free_port()
+    assert port < low
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # free, as promised

@@ -28,6 +28,7 @@ from akto_otel import cli
 from akto_otel.doctor import EXIT_AKTO_UNUSABLE, EXIT_BAD_SETTINGS, EXIT_CODES, EXIT_OK, run_doctor
 from akto_otel.emulator import EmulatorServer
 from akto_otel.version import __version__
+from benchmarks.servers import free_port
 from tests.fault_server import FaultServer
 from tests.tls_server import tls_server
 
@@ -71,12 +72,6 @@ def _akto_lines(report: str) -> list[str]:
     lines = report.split("\nAkto:\n", 1)[1].split("\n\nResult:", 1)[0].splitlines()
     assert lines, report
     return lines
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -132,7 +127,7 @@ def test_doctor_without_token_on_an_open_akto_is_ready() -> None:
 
 
 def test_doctor_names_a_refused_connection() -> None:
-    port = _free_port()
+    port = free_port()
     code, out = _doctor(_env(AKTO_DATA_INGESTION_URL=f"http://127.0.0.1:{port}"))
     assert code == EXIT_AKTO_UNUSABLE
     (line,) = _akto_lines(out)
@@ -283,7 +278,7 @@ def test_doctor_says_where_spans_go(akto: EmulatorServer) -> None:
     code, out = _doctor(_env(**base))
     assert code == EXIT_OK
     assert "traces: not exported" in out
-    port = _free_port()
+    port = free_port()
     code, out = _doctor(_env(**base, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}"))
     assert code == EXIT_OK  # a dead collector loses spans but does not unguard the agent
     line = next(x for x in out.splitlines() if "traces: otlp" in x)
@@ -310,7 +305,7 @@ def test_doctor_checks_the_logs_exporter_that_carries_the_records(akto: Emulator
     assert code == EXIT_OK, out
     (line,) = _otel_lines(out, "logs")
     assert line.startswith("ok") and f"{akto.url}/v1/logs" in line, line
-    port = _free_port()
+    port = free_port()
     closed = f"http://127.0.0.1:{port}/v1/logs"
     code, out = _doctor(_env(**otlp, OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=closed))
     assert code == EXIT_OK  # the verdicts still come from Akto directly
@@ -396,7 +391,7 @@ def test_emulator_default_port_is_not_prometheus() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_emulator_port_zero_serves_on_the_printed_free_port() -> None:
+def test_emulator_port_zero_serves_on_the_printedfree_port() -> None:
     process = subprocess.Popen(
         [CLI, "emulator", "--port", "0"], stdout=subprocess.PIPE, text=True, env=_env()
     )

@@ -10,7 +10,6 @@ test counts duplicates as well as losses.
 from __future__ import annotations
 
 import collections
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +22,7 @@ from akto_otel.config import Settings
 from akto_otel.contract import WireContext, ingest_record, turn_record
 from akto_otel.emulator import EmulatorServer
 from akto_otel.processor import AktoSpanProcessor
+from benchmarks.servers import free_port
 from tests.scripted_akto import ScriptedAkto
 
 pytestmark = pytest.mark.timeout(120)
@@ -55,12 +55,6 @@ def _emit(processor: AktoSpanProcessor, provider: TracerProvider, i: int) -> Non
     span.end()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _losses_and_duplicates(accepted: list[dict[str, Any]], produced: int) -> tuple[int, int]:
     """(records never delivered, deliveries beyond the first) among ``produced`` records."""
     seen = collections.Counter(int(r["time"]) for r in accepted)
@@ -91,7 +85,7 @@ def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
 
 @pytest.mark.parametrize("outage", ["refused", "503"])
 def test_an_outage_six_retry_windows_long_loses_and_duplicates_nothing(outage: str) -> None:
-    port = _free_port()
+    port = free_port()
     processor, provider = _processor(f"http://127.0.0.1:{port}")
 
     def emit(i: int) -> None:
@@ -119,7 +113,7 @@ def test_an_outage_six_retry_windows_long_loses_and_duplicates_nothing(outage: s
 
 
 def test_when_the_queue_needs_room_the_oldest_records_give_way() -> None:
-    port = _free_port()
+    port = free_port()
     processor, provider = _processor(
         f"http://127.0.0.1:{port}", max_queue_size=50, max_export_batch_size=10
     )
@@ -145,7 +139,7 @@ def test_when_the_queue_needs_room_the_oldest_records_give_way() -> None:
 
 
 def test_a_flush_during_an_outage_returns_and_keeps_the_records_queued() -> None:
-    port = _free_port()
+    port = free_port()
     processor, provider = _processor(f"http://127.0.0.1:{port}")
     for i in range(30):
         _emit(processor, provider, i)
@@ -162,7 +156,7 @@ def test_a_flush_during_an_outage_returns_and_keeps_the_records_queued() -> None
 
 
 def test_only_the_shutdown_deadline_gives_up_and_says_how_many() -> None:
-    port = _free_port()
+    port = free_port()
     settings = Settings.from_env(
         {},
         ingestion_url=f"http://127.0.0.1:{port}",
@@ -247,7 +241,7 @@ def test_a_record_that_breaks_the_exporter_is_counted_and_frees_its_place() -> N
 
 def measure_outage(outage: str, seconds: float, rate: int) -> str:
     """One outage with the default settings (30 s window, 8192 queue); the counts."""
-    port = _free_port()
+    port = free_port()
     processor = AktoSpanProcessor(Settings.from_env({}, ingestion_url=f"http://127.0.0.1:{port}"))
     provider = TracerProvider()
     provider.add_span_processor(processor)

@@ -38,6 +38,7 @@ import yaml
 from akto_otel.config import Settings
 from akto_otel.emulator import EmulatorServer, default_policy, load_policy
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env
+from benchmarks.servers import free_port
 from tests.otlp_receiver import OtlpReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -434,21 +435,13 @@ def test_offline_test_program_runs(tmp_path: Path) -> None:
     assert match and int(match.group(1)) > 0 and int(match.group(2)) >= 1, result.stdout
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.timeout(120)
 def test_local_emulator_commands_and_policy_run(tmp_path: Path) -> None:
     policy = tmp_path / "my-policy.yaml"
     policy.write_text(doc_block("quickstart-policy").code)
     rules = {rule.name for rule in load_policy(policy).rules}
     assert rules == {"no-rm", "mask-email"}
-    port = str(_free_port())
+    port = str(free_port())
     lines = commands(doc_block("quickstart-emulator"), {"18090": port})
     env = base_env()
     doctor = [i for i, line in enumerate(lines) if line.startswith("akto-otel doctor")]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -42,6 +41,7 @@ from akto_otel.exporter import (
     encode_observed_item,
 )
 from akto_otel.processor import AktoSpanProcessor
+from benchmarks.servers import free_port
 from tests.scripted_akto import ScriptedAkto
 
 pytestmark = pytest.mark.timeout(60)
@@ -135,14 +135,8 @@ def test_records_wait_for_their_span_to_end() -> None:
         provider.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_akto_down_then_up_delivers_everything_exactly_once() -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     processor, provider = _processor(url, export_retry_timeout=20.0, schedule_delay_millis=50)
     records = [turn_record(CTX, f"q{i}", "a", time_ms=i) for i in range(300)]
@@ -161,7 +155,7 @@ def test_akto_down_then_up_delivers_everything_exactly_once() -> None:
 
 
 def test_queue_overflow_is_counted_exactly() -> None:
-    port = _free_port()
+    port = free_port()
     processor, provider = _processor(
         f"http://127.0.0.1:{port}",
         max_queue_size=50,
@@ -320,7 +314,7 @@ def test_two_guards_on_one_meter_provider_both_report_their_queue() -> None:
 
     reader = InMemoryMetricReader()
     meters = MeterProvider(metric_readers=[reader])
-    port = _free_port()
+    port = free_port()
     settings = Settings.from_env(
         {},
         ingestion_url=f"http://127.0.0.1:{port}",

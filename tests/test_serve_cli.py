@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 from akto_otel.emulator import EmulatorServer, Policy
 from akto_otel.serve import HookServer, blocking_events, claude_settings
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
+from benchmarks.servers import free_port
 from tests.conftest import SpanCapture
 from tests.security.attack_kit import PADDING, guard, options, requests_text, rule
 
@@ -85,12 +85,6 @@ async def run_cli(
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 180)
     return [json.loads(line) for line in out.splitlines() if line.strip().startswith(b"{")]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _rm_rf(workdir: Path) -> tuple[Path, Scenario]:
@@ -256,7 +250,7 @@ async def test_fail_closed_blocks_the_judging_events_when_the_server_cannot_answ
             if fault == "wrong-secret":
                 settings = settings_for(server, secret="not-the-secret")
             elif fault == "down":
-                settings = settings_for(server, url=f"http://127.0.0.1:{_free_port()}")
+                settings = settings_for(server, url=f"http://127.0.0.1:{free_port()}")
             stall = await asyncio.start_server(never_answer, "127.0.0.1", 0)
             if fault == "hung":
                 port = stall.sockets[0].getsockname()[1]
@@ -280,7 +274,7 @@ async def test_fail_closed_blocks_a_tool_call_when_only_its_hook_is_down(
     target, scenario = _rm_rf(workdir)
     with EmulatorServer(Policy(())) as akto, FakeAnthropic(scenario) as fake:
         async with served(akto, capture, fail_mode="closed") as server:
-            settings = settings_for(server, url=f"http://127.0.0.1:{_free_port()}")
+            settings = settings_for(server, url=f"http://127.0.0.1:{free_port()}")
             settings["hooks"] = {"PreToolUse": settings["hooks"]["PreToolUse"]}
             await run_cli("clean up", settings, fake, home, workdir)
     assert target.exists(), "the tool ran with its guard down"
@@ -306,7 +300,7 @@ async def test_fail_closed_keeps_a_tools_output_from_the_model_when_its_hook_is_
         async with served(
             akto, capture, fail_mode="closed", tool_response_guardrails=True
         ) as server:
-            settings = settings_for(server, url=f"http://127.0.0.1:{_free_port()}")
+            settings = settings_for(server, url=f"http://127.0.0.1:{free_port()}")
             assert settings["hooks"]["PostToolUse"][0]["hooks"][0].get("onFailure") == "block"
             settings["hooks"] = {"PostToolUse": settings["hooks"]["PostToolUse"]}
             await run_cli("print it", settings, fake, home, workdir)
@@ -503,7 +497,7 @@ def test_the_documented_setup_guards_the_cli(
     from tests.test_docs import base_env, commands, doc_block, run_commands
 
     target, scenario = _rm_rf(workdir)
-    port = str(_free_port())
+    port = str(free_port())
     cli = f"{shlex.quote(str(CLI))} -p 'clean up' --allowedTools Bash --settings"
     with EmulatorServer(Policy((RM_RF,))) as akto, FakeAnthropic(scenario) as fake:
         lines = commands(

@@ -27,7 +27,8 @@ import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from akto_otel.demo import SpanMetricsProcessor
-from tests.test_stack_live import _free_port, _process
+from benchmarks.servers import free_port
+from tests.test_stack_live import _process
 from tests.test_stack_promql import ROOT
 
 
@@ -108,7 +109,7 @@ def _answers(url: str) -> bool:
 
 @pytest.mark.timeout(120)
 def test_compose_agent_path_on_loopback(tmp_path: Path, collector: _Collector) -> None:
-    akto_port, metrics_port = _free_port(), _free_port()
+    akto_port, metrics_port = free_port(), free_port()
     akto = f"http://127.0.0.1:{akto_port}"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     cli = [sys.executable, "-m", "akto_otel.cli"]

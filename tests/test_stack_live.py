@@ -31,7 +31,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from typing import Any
 import pytest
 import yaml
 
+from benchmarks.servers import free_port
 from tests.test_stack_promql import (
     ALERTS,
     ROOT,
@@ -98,13 +98,6 @@ def live_alerts(text: str) -> str:
     """alerts.yml with ``for: 5s`` and 40s range windows (thresholds unchanged)."""
     text = re.sub(r"(?m)^(\s+for:\s*)\d+[smh]\s*$", rf"\g<1>{LIVE_FOR}", text)
     return re.sub(r"\[\d+[smh]\]", f"[{LIVE_WINDOW}]", text)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _get(url: str, timeout: float = 5.0) -> Any:
@@ -218,7 +211,7 @@ def _demo_env() -> dict[str, str]:
 @pytest.mark.timeout(540)
 def test_live_prometheus_dashboards_and_alerts(tmp_path: Path) -> None:
     prometheus_bin = require_binary("prometheus")
-    prom_port, demo_port = _free_port(), _free_port()
+    prom_port, demo_port = free_port(), free_port()
     config = _write_config(tmp_path, demo_port)
     prom = Prometheus(prom_port)
     started = time.monotonic()
@@ -283,9 +276,7 @@ def _check_live(prom: Prometheus, demo: Any, demo_log: Path, start: float) -> No
     deny_hooks = {labels["hook"] for labels in firing["AktoGuardrailDenyRateHigh"]}
     assert deny_hooks == {"PreToolUse"}, firing["AktoGuardrailDenyRateHigh"]
     assert not set(NEVER_FROM_THE_DEMO) & set(firing), firing
-    assert firing and all(
-        a["job"] == "akto-demo" for alerts in firing.values() for a in alerts
-    )
+    assert firing and all(a["job"] == "akto-demo" for alerts in firing.values() for a in alerts)
     assert {a["reason"] for a in firing["AktoExporterDroppingRecords"]} == {"queue_full"}
 
     _check_exported_series(prom)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from benchmarks.servers import free_port
 from tests.test_docs import base_env, commands, doc_block, run_commands
 from tests.test_stack_promql import ALERTS, ROOT, alert_rules, check_parses, require_binary
 
@@ -257,7 +257,7 @@ def _query(base: str, expr: str) -> list[dict[str, Any]]:
 def test_local_recipe_fires_deny_rate_high_on_real_prometheus(tmp_path: Path) -> None:
     """Runs the documented commands (own ports and data folder) until the alert fires."""
     require_binary("prometheus")
-    demo_port, prom_port = str(_free_port()), str(_free_port())
+    demo_port, prom_port = str(free_port()), str(free_port())
     config_dir = tmp_path / "prometheus"
     config_dir.mkdir()
     config = (PROMETHEUS_DIR / "prometheus-local.yml").read_text()
@@ -300,12 +300,6 @@ def test_local_recipe_fires_deny_rate_high_on_real_prometheus(tmp_path: Path) ->
     text = DOCS.read_text()
     for path in ("9091/classic/alerts", "9091/classic/graph", "9091/api/v1/alerts"):
         assert path in text, path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

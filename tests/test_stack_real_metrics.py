@@ -34,7 +34,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_stack_live import Prometheus, _free_port, _process
+from benchmarks.servers import free_port
+from tests.test_stack_live import Prometheus, _process
 from tests.test_stack_promql import (
     ALERTS,
     ROOT,
@@ -132,7 +133,7 @@ def test_span_metrics_fire_the_deny_rate_alert(tmp_path: Path) -> None:
     assert len(queries) >= 5, queries  # 3 dashboard panels, 2 links per trace datasource
     queries["recording rule"] = f'{RECORDED}{{akto_hook="PreToolUse"}}'
     with run_collector(tmp_path, closed_port(), closed_port()) as collector:
-        port = _free_port()
+        port = free_port()
         prom = Prometheus(port)
         args = [
             prometheus_bin,

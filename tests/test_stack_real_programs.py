@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_stack_live import _free_port
+from benchmarks.servers import free_port
 from tests.test_stack_promql import ROOT
 
 BUILD = ROOT / "collector" / "build.sh"
@@ -164,8 +164,8 @@ class Collector:
 
 
 def jaeger_env() -> tuple[dict[str, str], dict[str, int]]:
-    ports = {name: _free_port() for name in ("grpc", "http", "query", "query_grpc", "health")}
-    ports["telemetry"] = _free_port()
+    ports = {name: free_port() for name in ("grpc", "http", "query", "query_grpc", "health")}
+    ports["telemetry"] = free_port()
     env = {
         **_base_env(),
         "JAEGER_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
@@ -181,7 +181,7 @@ def jaeger_env() -> tuple[dict[str, str], dict[str, int]]:
 
 def collector_env(jaeger_otlp: str, tempo_otlp: str) -> tuple[dict[str, str], dict[str, int]]:
     names = ("grpc", "http", "health", "prometheus", "telemetry")
-    ports = {name: _free_port() for name in names}
+    ports = {name: free_port() for name in names}
     env = {
         **_base_env(),
         "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
@@ -240,7 +240,7 @@ def run_collector(tmp_path: Path, jaeger_otlp: str, tempo_otlp: str) -> Iterator
 
 def closed_port() -> str:
     """host:port where nothing listens (the compose stack without its Tempo profile)."""
-    return f"127.0.0.1:{_free_port()}"
+    return f"127.0.0.1:{free_port()}"
 
 
 def _validate(

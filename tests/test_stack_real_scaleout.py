@@ -51,6 +51,7 @@ from akto_otel.emulator import EmulatorServer
 from akto_otel.otlp_logs import log_batch_size
 from akto_otel.processor import AktoSpanProcessor
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
+from benchmarks.servers import free_port
 from tests.scaleout_stack import (
     Stack,
     TappedAkto,
@@ -59,7 +60,6 @@ from tests.scaleout_stack import (
     scaleout_stack,
     wait_for,
 )
-from tests.test_stack_live import _free_port
 
 pytestmark = pytest.mark.timeout(240)
 TOKEN = "scaleout-t0ken"
@@ -205,7 +205,7 @@ async def test_every_record_crosses_the_collector_fleet_to_akto(
 async def test_a_gateway_crash_and_an_akto_outage_lose_nothing(
     emulator: EmulatorServer, tmp_path: Path, home: Path, workdir: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     first = TappedAkto(token=TOKEN, port=port)
     second = TappedAkto(token=TOKEN, port=port)
     first.start()

@@ -15,9 +15,10 @@ from aiohttp import web
 from akto_otel.emulator import EmulatorServer, Policy
 from akto_otel.serve import SECRET_HEADER
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse
+from benchmarks.servers import free_port
 from tests.conftest import SpanCapture
 from tests.security.attack_kit import requests_text, rule
-from tests.test_serve_cli import CLI, RM_RF, SECRET, _free_port, run_cli, served, settings_for
+from tests.test_serve_cli import CLI, RM_RF, SECRET, run_cli, served, settings_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -90,7 +91,7 @@ async def test_fail_closed_keeps_a_skills_command_from_running_when_its_hook_is_
     _skill(workdir, f"touch {target}/ran")
     with EmulatorServer(Policy(())) as akto, FakeAnthropic(Scenario(None, [Text("done")])) as fake:
         async with served(akto, capture, fail_mode="closed") as server:
-            settings = settings_for(server, url=f"http://127.0.0.1:{_free_port()}")
+            settings = settings_for(server, url=f"http://127.0.0.1:{free_port()}")
             hook = settings["hooks"]["PreSkillShellCommand"]
             assert hook[0]["hooks"][0]["onFailure"] == "block"
             settings["hooks"] = {"PreSkillShellCommand": hook}
@@ -164,7 +165,7 @@ async def test_a_process_squatting_the_hook_port_cannot_unguard_the_cli(
     app.router.add_post("/hook/{event}", squat)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     target = workdir / "target"
     target.mkdir()
     scenario = Scenario(None, [ToolUse("Bash", {"command": f"rm -rf {target}"}), Text("done")])
