@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
@@ -16,6 +15,7 @@ from akto_otel.contract import (
     tool_request_record,
 )
 from akto_otel.guardrails import ERROR_KINDS, GuardrailClient
+from benchmarks.servers import free_port
 from tests.fault_server import FaultServer
 
 TIMEOUT = 1.0
@@ -84,15 +84,9 @@ async def test_akto_failing_open_says_nothing_judged_the_content(fail_mode: str)
     assert (unjudged.ran, unjudged.fail_open) == (False, fail_mode == "open")
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("fail_mode", ["open", "closed"])
 async def test_connection_refused(fail_mode: str) -> None:
-    client = GuardrailClient(_settings(f"http://127.0.0.1:{_closed_port()}", fail_mode))
+    client = GuardrailClient(_settings(f"http://127.0.0.1:{free_port()}", fail_mode))
     verdict = await client.check(RECORD)
     assert verdict.error == "connection_refused"
     assert verdict.allowed is (fail_mode == "open")
@@ -284,9 +278,7 @@ async def test_health_answers_within_the_timeout() -> None:
         client = GuardrailClient(_settings(akto.url))
         assert await client.health() is True
         await client.aclose()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    closed = f"http://127.0.0.1:{free_port()}"
     client = GuardrailClient(_settings(closed))
     assert await client.health() is False
     await client.aclose()

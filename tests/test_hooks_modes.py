@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import akto_otel.hooks as hooks_module
 from akto_otel import AktoGuardrails, create_hooks
 from akto_otel.emulator import EmulatorServer
 from akto_otel.testing import FakeAnthropic, Scenario, Text, ToolUse, offline_agent_env, run_agent
+from benchmarks.servers import free_port
 from tests.conftest import SpanCapture
 from tests.otlp_receiver import OtlpReceiver
 
@@ -43,12 +43,6 @@ def _guard(url: str, capture: SpanCapture, **kw: Any) -> AktoGuardrails:
 def _options(fake: FakeAnthropic, home: Path, workdir: Path, **kw: Any) -> ClaudeAgentOptions:
     kw.setdefault("allowed_tools", ["Bash"])
     return ClaudeAgentOptions(env=offline_agent_env(fake, home), cwd=str(workdir), **kw)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _decisions(capture: SpanCapture, name: str) -> list[Any]:
@@ -85,7 +79,7 @@ async def test_async_mode_observes_only(
 @pytest.mark.parametrize("fail_mode", ["open", "closed"])
 async def test_akto_down(fail_mode: str, capture: SpanCapture, home: Path, workdir: Path) -> None:
     scenario = Scenario(None, [ToolUse("Bash", {"command": "echo ran > ran.txt"}), Text("ok")])
-    guard = _guard(f"http://127.0.0.1:{_closed_port()}", capture, fail_mode=fail_mode)
+    guard = _guard(f"http://127.0.0.1:{free_port()}", capture, fail_mode=fail_mode)
     with FakeAnthropic(scenario) as fake:
         async with guard.session(_options(fake, home, workdir)) as options:
             await run_agent("run it", options)
@@ -327,7 +321,7 @@ async def test_internal_failures_never_reach_the_sdk(
 
 
 async def test_every_callback_survives_garbage_input(capture: SpanCapture) -> None:
-    guard = _guard(f"http://127.0.0.1:{_closed_port()}", capture, timeout=0.2)
+    guard = _guard(f"http://127.0.0.1:{free_port()}", capture, timeout=0.2)
     hooks = guard.hooks()
     garbage: list[Any] = [
         None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from akto_otel.config import Settings
 from akto_otel.contract import WireContext, turn_record
 from akto_otel.logs import RateLimitedLog, RateLimitFilter
 from akto_otel.processor import AktoSpanProcessor
+from benchmarks.servers import free_port
 
 pytestmark = pytest.mark.timeout(120)
 _COUNT = re.compile(r"dropped (\d+) Akto record\(s\) since \S+Z: the delivery queue is full")
@@ -37,9 +37,7 @@ class _Clock:
 
 
 def _dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def _lines(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:

@@ -26,6 +26,7 @@ from akto_otel.emulator import EmulatorServer, Policy
 from akto_otel.exporter import ExportStats, PendingRecord, RecordExporter
 from akto_otel.guardrails import GuardrailClient, environment_proxy
 from akto_otel.processor import AktoSpanProcessor
+from benchmarks.servers import free_port
 from tests.conftest import TEST_RULES
 from tests.tls_server import tls_server
 
@@ -89,12 +90,6 @@ def clean_proxy_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPa
     yield monkeypatch
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _settings(url: str, **kw: Any) -> Settings:
     return Settings.from_env({}, ingestion_url=url, timeout=2.0, **kw)
 
@@ -147,7 +142,7 @@ async def test_a_dead_proxy_is_a_fault_never_a_bypass(
     # The proxy the environment names is down: the call fails as Akto being down
     # does, it does not quietly go direct (nor does a deny become an allow).
     with EmulatorServer(POLICY) as akto:
-        clean_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+        clean_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
         client = GuardrailClient(_settings(akto.url, fail_mode=fail_mode))
         verdict = await client.check(
             tool_request_record(WireContext(), "Bash", {"command": "rm -rf /"})
@@ -199,7 +194,7 @@ def test_doctor_names_the_proxy_when_it_is_down(clean_proxy_env: pytest.MonkeyPa
     from akto_otel.doctor import run_doctor
 
     with EmulatorServer() as akto:
-        dead = f"http://127.0.0.1:{_closed_port()}"
+        dead = f"http://127.0.0.1:{free_port()}"
         clean_proxy_env.setenv("HTTP_PROXY", dead)
         out = io.StringIO()
         code = run_doctor({"AKTO_DATA_INGESTION_URL": akto.url}, out)
@@ -326,7 +321,7 @@ async def test_https_akto_is_reached_through_https_proxy_by_both_clients(
     with tls_server(tmp_path, _TlsAkto) as (url, cert), ConnectProxy() as proxy:
         clean_proxy_env.setenv("HTTPS_PROXY", proxy.url)
         # HTTP_PROXY names a dead proxy: an https:// URL must not take it.
-        clean_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+        clean_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
         (
             (verdict, verdict_tunnels),
             (delivery, delivery_tunnels),
