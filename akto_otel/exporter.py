@@ -30,7 +30,6 @@ Usage (what ``AktoSpanProcessor`` does; the exporter alone exports only carriers
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
@@ -54,7 +53,6 @@ from akto_otel.contract import (
     encode_record,
     http_proxy_url,
     ingest_data_url,
-    ingest_record,
     join_ingest_items,
 )
 from akto_otel.credentials import akto_auth
@@ -194,9 +192,7 @@ def encode_observed_item(record: dict[str, Any]) -> bytes:
     The ingestData record (byte for byte :func:`~akto_otel.contract.encode_ingest_item`'s
     fields) plus ``"publishToGuardrails": true`` last.
     """
-    item = ingest_record(record)
-    item["publishToGuardrails"] = True
-    return json.dumps(item).encode("utf-8")
+    return encode_ingest_item(record, publish_to_guardrails=True)
 
 
 @dataclass(eq=False)

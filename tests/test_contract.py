@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as search
+from hypothesis import strategies as st
 
 from akto_otel.config import Settings
 from akto_otel.contract import (
@@ -27,11 +30,13 @@ from akto_otel.contract import (
     WireContext,
     dumps,
     encode_ingest_batch,
+    encode_ingest_item,
     encode_record,
     fits_payload,
     health_check_url,
     http_proxy_url,
     ingest_data_url,
+    ingest_record,
     parse_claude_tool,
     parse_verdict,
     payload_chars,
@@ -380,6 +385,59 @@ def test_joining_items_encoded_once_is_the_batch_body() -> None:
         records
     )
     assert join_ingest_items([encode_ingest_item(records[0])]) == encode_ingest_batch(records[:1])
+
+
+_LONG = 16 * 1024  # contract._LONG_STRING: from here on a payload is escaped in bytes
+_EVERY_ASCII = "".join(map(chr, range(128)))
+_PRINTABLE = "".join(map(chr, range(0x20, 0x7F)))
+_piece = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1),
+    st.text(min_size=1, max_size=12),
+    st.sampled_from(["\\", '"', '\\"', "\n", "\x7f", "\x1f", "\u00e9", "\U0001f600"]),
+)
+_long_text = st.builds(
+    lambda piece, extra: (piece * (_LONG // len(piece) + 2))[: _LONG - 1 + extra],
+    _piece,
+    st.integers(0, 3),
+)
+_field = st.one_of(
+    _long_text, st.text(max_size=20), st.integers(), st.none(), st.lists(st.integers(), max_size=3)
+)
+
+
+@search(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["path", "requestPayload", "responsePayload", "ip", "metadata", "contextSource"]
+        ),
+        _field,
+        max_size=6,
+    )
+)
+def test_records_with_long_payloads_encode_as_json_dumps_does(record: dict[str, Any]) -> None:
+    """The bytes path for long printable-ASCII payloads is byte for byte json.dumps,
+    whatever sits in them and around them."""
+    assert encode_record(record) == json.dumps(record).encode()
+    assert encode_ingest_item(record) == json.dumps(ingest_record(record)).encode()
+    published = {**ingest_record(record), "publishToGuardrails": True}
+    assert encode_ingest_item(record, publish_to_guardrails=True) == json.dumps(published).encode()
+
+
+@pytest.mark.parametrize("size", [_LONG - 1, _LONG, _LONG + 1, 1 << 20])
+@pytest.mark.parametrize(
+    "text",
+    [_PRINTABLE, '\\"' * 3, '{"a": "b\\\\n\\"c"}', _EVERY_ASCII, "\u00e9" + _PRINTABLE],
+    ids=["printable", "escapes", "json-text", "every-ascii", "non-ascii"],
+)
+def test_a_long_payload_of_any_ascii_encodes_as_json_dumps_does(text: str, size: int) -> None:
+    long_text = (text * (size // len(text) + 1))[:size]
+    for field in ("requestPayload", "responsePayload"):
+        record = {"path": "/x", field: long_text, "ip": "1.2.3.4", "n": 1}
+        assert encode_record(record) == json.dumps(record).encode()
+        both = {"requestPayload": long_text, "responsePayload": long_text[::-1], "x": [1]}
+        assert encode_record(both) == json.dumps(both).encode()
+        assert encode_ingest_item(both) == json.dumps(ingest_record(both)).encode()
 
 
 def _gr_no_message(**fields: Any) -> dict[str, Any]:
