@@ -440,6 +440,30 @@ def test_a_long_payload_of_any_ascii_encodes_as_json_dumps_does(text: str, size:
         assert encode_ingest_item(both) == json.dumps(ingest_record(both)).encode()
 
 
+@pytest.mark.parametrize(
+    ("text", "bytes_path"),
+    [
+        ("x" * 31 + '"', True),  # one escape in 32: still sparse
+        ("x" * 30 + '"\\', False),  # two in 32: json's loop is faster there
+        ('"' * 32, False),
+        ("x" * 31 + "\n", False),  # a control character
+        ("x" * 31 + "\u00e9", False),
+    ],
+)
+def test_only_sparse_printable_ascii_takes_the_bytes_path(text: str, bytes_path: bool) -> None:
+    """Dense quotes or backslashes cost bytes.replace 4x json's time (an attacker's
+    payload of quotes): those, like any other string, are left to json.dumps."""
+    from akto_otel.contract import _long_ascii_string
+
+    long_text = text * (_LONG // len(text) + 1)
+    escaped = _long_ascii_string(long_text)
+    assert (escaped is not None) is bytes_path
+    if escaped is not None:
+        assert b'"' + escaped + b'"' == json.dumps(long_text).encode()
+    record = {"requestPayload": long_text}
+    assert encode_record(record) == json.dumps(record).encode()
+
+
 def _gr_no_message(**fields: Any) -> dict[str, Any]:
     return {"success": True, "data": {"guardrailsResult": fields}}
 
