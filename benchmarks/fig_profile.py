@@ -118,6 +118,7 @@ def _components(cfg: Config) -> list[tuple[str, float]]:
         WireContext,
         encode_record,
         parse_verdict,
+        read_verdict,
         tool_request_record,
     )
     from akto_otel.spans import record_verdict
@@ -170,7 +171,10 @@ def _components(cfg: Config) -> list[tuple[str, float]]:
         "WireContext.with_session (per call)": lambda: wire.with_session("s", "p"),
         "tool_request_record": lambda: tool_request_record(wire, "Bash", TOOL_INPUT),
         "encode_record (json.dumps)": lambda: encode_record(record),
-        "json.loads + parse_verdict": lambda: parse_verdict(json.loads(body)),
+        "read_verdict (the client's read: a body seen before)": lambda: read_verdict(body),
+        "json.loads + parse_verdict (a body not seen before)": lambda: parse_verdict(
+            json.loads(body)
+        ),
         "Verdict.with_latency (dataclasses.replace)": lambda: verdict.with_latency(0.001),
         "2 spans + verdict event, start to end": spans,
         "record_verdict alone (event + attributes)": verdict_event,
