@@ -440,14 +440,52 @@ def test_a_long_payload_of_any_ascii_encodes_as_json_dumps_does(text: str, size:
         assert encode_ingest_item(both) == json.dumps(ingest_record(both)).encode()
 
 
+def test_a_long_sparse_payload_never_goes_through_jsons_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bytes path is taken, not only equal: json.dumps (a spy on the real one in
+    contract's namespace) encodes the small fields around the payload, never the
+    payload itself, for the http-proxy body, an ingest item and an observed item."""
+    import collections
+    import types
+
+    from akto_otel import contract
+
+    encoded: list[int] = []
+
+    def dumps(value: Any) -> str:
+        text = json.dumps(value)
+        encoded.append(len(text))
+        return text
+
+    # A window's payload: JSON text, a backslash per escaped newline, a "quoted" word.
+    line = "echo 'build step output with some ordinary text in it, \"quoted\"' >> log\n"
+    payload = json.dumps({"body": [line * 400]})
+    assert len(payload) > _LONG
+    monkeypatch.setattr(contract, "json", types.SimpleNamespace(dumps=dumps))
+    for field in ("requestPayload", "responsePayload"):
+        record = {"path": "/x", field: payload, "ip": "1.2.3.4"}
+        for body in (
+            encode_record(record),
+            encode_ingest_item(record),
+            encode_ingest_item(record, publish_to_guardrails=True),
+        ):
+            assert json.loads(body)[field] == payload
+        assert encoded and max(encoded) < 1000
+        encoded.clear()
+    ordered = collections.OrderedDict(path="/x", requestPayload=payload)
+    assert encode_record(ordered) == json.dumps(ordered).encode()
+    assert max(encoded) > len(payload)  # not a dict: json.dumps, whole
+
+
 @pytest.mark.parametrize(
     ("text", "bytes_path"),
     [
-        ("x" * 31 + '"', True),  # one escape in 32: still sparse
-        ("x" * 30 + '"\\', False),  # two in 32: json's loop is faster there
+        ("x" * 11 + '"', True),  # one escape in 12: still sparse
+        ("x" * 10 + '"\\', False),  # two in 12: json's loop is as fast there
         ('"' * 32, False),
-        ("x" * 31 + "\n", False),  # a control character
-        ("x" * 31 + "\u00e9", False),
+        ("x" * 11 + "\n", False),  # a control character
+        ("x" * 11 + "\u00e9", False),
     ],
 )
 def test_only_sparse_printable_ascii_takes_the_bytes_path(text: str, bytes_path: bool) -> None:
@@ -461,6 +499,25 @@ def test_only_sparse_printable_ascii_takes_the_bytes_path(text: str, bytes_path:
     if escaped is not None:
         assert b'"' + escaped + b'"' == json.dumps(long_text).encode()
     record = {"requestPayload": long_text}
+    assert encode_record(record) == json.dumps(record).encode()
+
+
+@pytest.mark.parametrize(
+    ("head", "rest", "rest_size"),
+    [("x" * 11 + '"', '"', _LONG), ('"', "x" * 63 + '"', 16 * _LONG)],
+    ids=["dense-after-a-sparse-head", "dense-head-then-sparse"],
+)
+def test_density_is_judged_on_the_head_first_then_on_the_whole(
+    head: str, rest: str, rest_size: int
+) -> None:
+    """A sparse first 16 KiB does not let a dense remainder through the bytes path
+    (judged on the whole); a dense head sends the payload to json.dumps at once, even
+    when the whole would be sparse."""
+    from akto_otel.contract import _long_ascii_string
+
+    text = (head * _LONG)[:_LONG] + (rest * rest_size)[:rest_size]
+    assert _long_ascii_string(text) is None
+    record = {"responsePayload": text}
     assert encode_record(record) == json.dumps(record).encode()
 
 
