@@ -209,3 +209,16 @@ def test_free_ports_stay_below_the_ephemeral_range_and_apart_per_worker(
     assert port < low
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # free, as promised
+
+
+def test_escape_density_prints_both_encoders_for_every_payload() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.escape_density"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    rows = [line for line in result.stdout.splitlines()[1:] if line.strip()]
+    assert len(rows) == 10, result.stdout
+    assert all(line.count(" ms") == 2 for line in rows), result.stdout
