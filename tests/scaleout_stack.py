@@ -132,6 +132,7 @@ def _agent(tmp_path: Path, gateways: list[Tier], *, plain_text: bool = True) -> 
         env,
         tmp_path / "agent-collector.log",
         ready_url=telemetry_url,
+        listening=(http, grpc),
     )
     return Tier(program, f"http://127.0.0.1:{http}", telemetry_url)
 

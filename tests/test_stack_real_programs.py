@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -95,6 +96,14 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _listens(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2.0).close()
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class Program:
     """A real program in its own process group, restartable, logging to a file."""
@@ -103,6 +112,9 @@ class Program:
     env: dict[str, str]
     log: Path
     ready_url: str
+    #: Ports that must also accept connections before the program counts as ready: a
+    #: collector's own metrics answer before its receivers listen.
+    listening: tuple[int, ...] = ()
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> None:
@@ -118,7 +130,7 @@ class Program:
                 start_new_session=True,
             )
         deadline = time.monotonic() + READY_S
-        while not _answers(self.ready_url):
+        while not (_answers(self.ready_url) and all(map(_listens, self.listening))):
             assert self.proc.poll() is None, f"{self.args[0]} exited:\n{self.log_tail()}"
             assert time.monotonic() < deadline, f"{self.ready_url} not ready:\n{self.log_tail()}"
             time.sleep(0.2)
@@ -206,6 +218,7 @@ def run_jaeger(tmp_path: Path) -> Iterator[Jaeger]:
         env,
         tmp_path / "jaeger.log",
         ready_url=f"{query}/api/services",
+        listening=(ports["grpc"], ports["http"]),
     )
     try:
         program.start()
