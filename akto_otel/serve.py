@@ -340,8 +340,9 @@ def _hook_settings(
     blocking = set(blocking)
     hooks: dict[str, Any] = {}
     for event in SERVED_EVENTS:
-        entry = hook(event, event in blocking)
-        if event in blocking:
+        blocks = event in blocking
+        entry = hook(event, blocks)
+        if blocks:
             entry["onFailure"] = "block"
         matcher: dict[str, Any] = {"hooks": [entry]}
         if event in _TOOL_EVENTS:
