@@ -18,16 +18,21 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(600)
 
 
-def test_quick_run_prints_every_figure(tmp_path: Path) -> None:
-    results = tmp_path / "results.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(results)],
+def _run_module(*args: str, timeout: int) -> subprocess.CompletedProcess[str]:
+    """``python -m <args>`` from the repository root, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=540,
+        timeout=timeout,
         check=False,
     )
+
+
+def test_quick_run_prints_every_figure(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    proc = _run_module("benchmarks", "--quick", "--json", str(results), timeout=540)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     for header, _ in FIGURES.values():
@@ -40,14 +45,7 @@ def test_quick_run_prints_every_figure(tmp_path: Path) -> None:
 
 
 def test_tail_sources_runs_every_variant_against_the_stand_in() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.tail_sources", "--rounds", "1", "--calls", "30"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    proc = _run_module("benchmarks.tail_sources", "--rounds", "1", "--calls", "30", timeout=180)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     rows = [line.split("  ")[0].strip() for line in proc.stdout.splitlines()]
     for variant in ("stdlib", "hook", "hook, no record", "hook, collector off"):
@@ -55,14 +53,7 @@ def test_tail_sources_runs_every_variant_against_the_stand_in() -> None:
 
 
 def test_unknown_figure_is_rejected() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "nope"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = _run_module("benchmarks", "--only", "nope", timeout=120)
     assert proc.returncode == 2
     assert "unknown figure" in proc.stderr
 
@@ -74,22 +65,8 @@ def test_quick_gateway_figure_measures_a_real_gateway_and_stops_it(tmp_path: Pat
 
     require_program("otelcol")
     results = tmp_path / "gateway.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--quick",
-            "--only",
-            "gateway",
-            "--json",
-            str(results),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
+    proc = _run_module(
+        "benchmarks", "--quick", "--only", "gateway", "--json", str(results), timeout=240
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     figure = json.loads(results.read_text())["figures"]["gateway"]
@@ -124,13 +101,8 @@ def test_quick_soak_accounts_for_every_record_exactly_once(tmp_path: Path) -> No
     # Real CLIs, the emulator behind the fault proxy and the agent in processes of
     # their own; 30 s of phases up, down, up, slow, up, 5xx.
     results = tmp_path / "soak.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "soak", "--json", str(results)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    proc = _run_module(
+        "benchmarks", "--quick", "--only", "soak", "--json", str(results), timeout=300
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     document = json.loads(results.read_text())
@@ -212,13 +184,8 @@ def test_free_ports_stay_below_the_ephemeral_range_and_apart_per_worker(
 
 
 def test_escape_density_prints_both_encoders_for_every_payload() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.escape_density"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
+    result = _run_module("benchmarks.escape_density", timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     rows = [line for line in result.stdout.splitlines()[1:] if line.strip()]
     assert len(rows) == 10, result.stdout
     assert all(line.count(" ms") == 2 for line in rows), result.stdout

@@ -22,12 +22,14 @@ from hypothesis import strategies as st
 
 from akto_otel.config import Settings
 from akto_otel.contract import (
+    _LONG_STRING,
     MAX_PROXY_BODY_CHARS,
     MAX_PROXY_STRING_CHARS,
     PAYLOAD_LIMIT,
     Verdict,
     VerdictFault,
     WireContext,
+    _long_ascii_string,
     dumps,
     encode_ingest_batch,
     encode_ingest_item,
@@ -387,7 +389,7 @@ def test_joining_items_encoded_once_is_the_batch_body() -> None:
     assert join_ingest_items([encode_ingest_item(records[0])]) == encode_ingest_batch(records[:1])
 
 
-_LONG = 16 * 1024  # contract._LONG_STRING: from here on a payload is escaped in bytes
+_LONG = _LONG_STRING  # from here on a payload is escaped in bytes
 _EVERY_ASCII = "".join(map(chr, range(128)))
 _PRINTABLE = "".join(map(chr, range(0x20, 0x7F)))
 _piece = st.one_of(
@@ -491,8 +493,6 @@ def test_a_long_sparse_payload_never_goes_through_jsons_loop(
 def test_only_sparse_printable_ascii_takes_the_bytes_path(text: str, bytes_path: bool) -> None:
     """Dense quotes or backslashes cost bytes.replace 4x json's time (an attacker's
     payload of quotes): those, like any other string, are left to json.dumps."""
-    from akto_otel.contract import _long_ascii_string
-
     long_text = text * (_LONG // len(text) + 1)
     escaped = _long_ascii_string(long_text)
     assert (escaped is not None) is bytes_path
@@ -513,8 +513,6 @@ def test_density_is_judged_on_the_head_first_then_on_the_whole(
     """A sparse first 16 KiB does not let a dense remainder through the bytes path
     (judged on the whole); a dense head sends the payload to json.dumps at once, even
     when the whole would be sparse."""
-    from akto_otel.contract import _long_ascii_string
-
     text = (head * _LONG)[:_LONG] + (rest * rest_size)[:rest_size]
     assert _long_ascii_string(text) is None
     record = {"responsePayload": text}
