@@ -42,6 +42,10 @@ def test_quick_run_prints_every_figure(tmp_path: Path) -> None:
     document = json.loads(results.read_text())
     assert set(document["figures"]) == set(FIGURES)
     assert document["quick"] is True
+    # The 1 MiB command's CPU pieces, timed in process next to the yardstick.
+    pieces = document["figures"]["windows"]["data"]["in_process_us"]
+    assert len(pieces) == 3
+    assert min(pieces.values()) > 0
 
 
 def test_tail_sources_runs_every_variant_against_the_stand_in() -> None:
