@@ -124,4 +124,3 @@ async def test_retry_after_is_read_as_seconds_never_negative(
         result = await client.post(f"{akto.url}/api/http-proxy", b"{}")
         await client.aclose()
     assert (result.status, result.error, result.retry_after) == (429, "http_429", seconds)
-

@@ -171,7 +171,9 @@ async def test_a_50_mb_answer_is_not_read(mode: str, telemetry: _Telemetry) -> N
     assert elapsed <= TIMEOUT + 0.5
     assert peak < 8 * 1024 * 1024, f"peak {peak} bytes while refusing a 50 MB answer"
     event = next(
-        e for s in telemetry.spans.get_finished_spans() for e in s.events
+        e
+        for s in telemetry.spans.get_finished_spans()
+        for e in s.events
         if e.name == "akto.guardrail.verdict"
     )
     assert event.attributes["error.type"] == "response_too_large"
