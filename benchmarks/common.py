@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import statistics
+import timeit
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ __all__ = [
     "proc_cpu_seconds",
     "rotated",
     "rss_bytes",
+    "seconds_per_call",
     "summarize",
 ]
 
@@ -56,6 +58,18 @@ def rotated(items: Sequence[_T], shift: int) -> list[_T]:
 def median_by(items: Sequence[_T], key: Callable[[_T], float]) -> _T:
     """The median item by ``key`` (the lower one of an even count)."""
     return sorted(items, key=key)[(len(items) - 1) // 2]
+
+
+def seconds_per_call(
+    fn: Callable[[], object],
+    *,
+    number: int,
+    repeat: int,
+    pick: Callable[[list[float]], float] = min,
+) -> float:
+    """``fn`` timed alone: ``repeat`` rounds of ``number`` calls (``timeit``), the
+    round ``pick`` chooses (default the best), in seconds per call."""
+    return pick(timeit.repeat(fn, number=number, repeat=repeat)) / number
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

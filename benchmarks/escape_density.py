@@ -15,10 +15,11 @@ from __future__ import annotations
 import functools
 import json
 import random
-import timeit
 from collections.abc import Callable
 
 from akto_otel.contract import encode_record
+
+from .common import seconds_per_call
 
 _MIB = 1 << 20
 
@@ -28,7 +29,7 @@ def _plain(record: dict[str, str]) -> bytes:
 
 
 def _best_ms(call: Callable[[], object]) -> float:
-    return min(timeit.repeat(call, number=10, repeat=5)) / 10 * 1e3
+    return seconds_per_call(call, number=10, repeat=5) * 1e3
 
 
 def _payloads() -> dict[str, str]:

@@ -31,7 +31,16 @@ from akto_otel.exporter import (
 )
 from akto_otel.processor import AktoSpanProcessor
 
-from .common import Config, FigureResult, Table, Verdict, fmt_ratio, median_by, rotated
+from .common import (
+    Config,
+    FigureResult,
+    Table,
+    Verdict,
+    fmt_ratio,
+    median_by,
+    rotated,
+    seconds_per_call,
+)
 from .environment import Environment
 from .reference import ReferenceConnector
 from .workload import TOOL_INPUT, TOOL_RESPONSE, tool_result
@@ -118,8 +127,6 @@ def _exporter_only(env: Environment, n: int) -> dict[str, Any]:
 
 def _pieces(cfg: Config) -> list[tuple[str, float]]:
     """CPU per record of the batch path's steps, timed alone (timeit, no network)."""
-    import timeit
-
     processor = AktoSpanProcessor(Settings(ingestion_url=""), schedule_delay_millis=60_000)
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(processor)
@@ -137,7 +144,7 @@ def _pieces(cfg: Config) -> list[tuple[str, float]]:
     pieces: list[tuple[str, float]] = []
 
     def best(fn: Any, per: int = 1, times: int = number) -> float:
-        return min(timeit.repeat(fn, number=times, repeat=3)) / times / per * 1e6
+        return seconds_per_call(fn, number=times, repeat=3) / per * 1e6
 
     pieces.append(("start span + attach + end (hook side, per record)", best(produce)))
     processor.shutdown()

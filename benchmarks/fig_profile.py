@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from .common import Config, FigureResult, Table, Verdict, fmt_us
+from .common import Config, FigureResult, Table, Verdict, fmt_us, seconds_per_call
 from .contenders import (
     AIOHTTP,
     CHECK_DEFAULT,
@@ -108,7 +108,6 @@ async def _profile(url: str, name: str, n: int) -> Profile:
 def _components(cfg: Config) -> list[tuple[str, float]]:
     """The pieces of the PreToolUse hook path timed alone (public APIs, no network)."""
     import json
-    import timeit
 
     from opentelemetry.trace import SpanKind, set_span_in_context
     from opentelemetry.util.types import AttributeValue
@@ -182,8 +181,7 @@ def _components(cfg: Config) -> list[tuple[str, float]]:
     number = cfg.pick(2000, 200)
     out = []
     for name, fn in pieces.items():
-        best = min(timeit.repeat(fn, number=number, repeat=cfg.pick(5, 2)))
-        out.append((name, best / number * 1e6))
+        out.append((name, seconds_per_call(fn, number=number, repeat=cfg.pick(5, 2)) * 1e6))
     parent.end()
     provider.shutdown()
     return out

@@ -16,7 +16,6 @@ import asyncio
 import itertools
 import json
 import statistics
-import timeit
 from typing import Any
 
 from akto_otel import windows
@@ -32,6 +31,7 @@ from .common import (
     fmt_ratio,
     fmt_us,
     rotated,
+    seconds_per_call,
     summarize,
 )
 from .contenders import settings_for
@@ -137,7 +137,7 @@ async def _measure(url: str, cfg: Config) -> dict[str, Any]:
     }
     repeat, number = cfg.pick(7, 2), cfg.pick(5, 1)
     in_process = {
-        name: statistics.median(timeit.repeat(piece, number=number, repeat=repeat)) / number
+        name: seconds_per_call(piece, number=number, repeat=repeat, pick=statistics.median)
         for name, piece in pieces.items()
     }
     return {
